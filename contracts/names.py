@@ -1,0 +1,66 @@
+"""Every name Backworks uses on the broker, in one place."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Phase(str, Enum):
+    """Which half of the pipeline a stage runs in."""
+
+    REQUEST = "request"
+    """Runs in itinerary order before and including the handler."""
+    RESPONSE = "response"
+    """Runs after the handler, in reverse chain order."""
+
+
+PIPELINE_STREAM = "BW_PIPELINE"
+PIPELINE_SUBJECTS = "bw.stage.>"
+EVENTS_STREAM = "BW_EVENTS"
+EVENTS_SUBJECTS = "bw.evt.>"
+DLQ_STREAM = "BW_DLQ"
+DLQ_SUBJECTS = "bw.dlq.>"
+
+BREAKERS_BUCKET = "bw_breakers"
+REGISTRY_BUCKET = "bw_registry"
+CONFIG_BUCKET = "bw_config"
+CACHE_BUCKET = "bw_cache"
+RATELIMIT_BUCKET = "bw_ratelimit"
+ALL_BUCKETS = (BREAKERS_BUCKET, REGISTRY_BUCKET, CONFIG_BUCKET, CACHE_BUCKET, RATELIMIT_BUCKET)
+
+INBOX_PREFIX = "_INBOX.bw"
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+
+def stage_subject(instance: str, phase: Phase) -> str:
+    """Subject a stage consumes from: ``bw.stage.<instance>.<phase>``."""
+    return f"bw.stage.{instance}.{phase.value}"
+
+
+def stage_durable(instance: str, phase: Phase) -> str:
+    """Durable consumer shared by every replica of one stage."""
+    return f"bw-{instance}-{phase.value}"
+
+
+def gateway_inbox(gateway_id: str) -> str:
+    """Wildcard the gateway subscribes to for replies."""
+    return f"{INBOX_PREFIX}.{gateway_id}.*"
+
+
+def reply_subject(gateway_id: str, correlation_id: str) -> str:
+    """Core-NATS subject the last stage publishes the finished envelope to."""
+    return f"{INBOX_PREFIX}.{gateway_id}.{correlation_id}"
+
+
+def event_subject(kind: str) -> str:
+    return f"bw.evt.{kind}"
+
+
+def registry_key(instance: str, replica_id: str) -> str:
+    """Key of one replica's heartbeat in the registry bucket."""
+    return f"{instance}.{replica_id}"
+
+
+def message_id(envelope_id: str, cursor: int) -> str:
+    """``Nats-Msg-Id`` for the hand-off to itinerary position ``cursor``: JetStream drops repeats."""
+    return f"{envelope_id}:{cursor}"

@@ -1,0 +1,299 @@
+"""The gateway's Starlette application: blueprint routes, the envelope hand-off, health."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from contracts.envelope import Envelope, Stage, StageError
+from contracts.names import MSG_ID_HEADER, message_id, stage_subject
+from gateway.errors import ProblemError
+from gateway.problems import from_stage_error, problem_response
+from gateway.replies import ReplyInbox
+from pipeline import broker
+from pipeline.blueprints import LoadedBlueprint
+from pipeline.liveness import LivenessView
+
+log = structlog.get_logger("backworks.gateway")
+
+HEALTH_PATH = "/_backworks/health"
+PUBLISH_TIMEOUT = 1.0
+CONNECT_RETRY_FOR = 30.0
+LIVENESS_READY_TIMEOUT = 2.0
+REQUEST_ID_HEADER = "x-request-id"
+VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+@dataclass
+class GatewayState:
+    """What the running gateway holds: the broker connection, the inbox, the liveness view."""
+
+    blueprint: LoadedBlueprint
+    servers: list[str]
+    gateway_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    client: Client | None = None
+    js: JetStreamContext | None = None
+    inbox: ReplyInbox | None = None
+    liveness: LivenessView | None = None
+    access_log: bool = False
+
+
+def server_timing(envelope: Envelope, total_ms: float) -> str:
+    entries = [f"{t.stage};dur={t.ms:.3f}" for t in envelope.timings]
+    entries.append(f"total;dur={total_ms:.3f}")
+    return ", ".join(entries)
+
+
+def request_id_of(request: Request) -> str:
+    given = request.headers.get(REQUEST_ID_HEADER)
+    return given if given and VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ProblemError(413, "Payload too large", f"request body of {declared} bytes exceeds the {limit}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ProblemError(413, "Payload too large", f"request body exceeds the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Pipeline:
+    """Sends one request through an endpoint's itinerary and waits for the result."""
+
+    def __init__(self, state: GatewayState, endpoint: str) -> None:
+        self.state = state
+        self.endpoint = endpoint
+        self.itinerary: list[Stage] = state.blueprint.itinerary(endpoint)
+        self.timeout_ms = state.blueprint.model.timeout_ms(endpoint)
+        self.max_body = state.blueprint.model.gateway.max_body_bytes
+
+    def plan(self, envelope: Envelope) -> None:
+        """Drop stages with no live replica (non-critical) or refuse at once (critical)."""
+        liveness = self.state.liveness
+        if liveness is None or not liveness.ready.is_set():
+            envelope.itinerary = list(self.itinerary)
+            return
+        stages: list[Stage] = []
+        for stage in self.itinerary:
+            if liveness.count(stage.instance) > 0:
+                stages.append(stage)
+            elif stage.critical:
+                raise ProblemError(
+                    503, "Plugin unavailable", f"stage {stage.label} has no live replica",
+                    stage=stage.label, cause="unavailable",
+                )  # fmt: skip
+            else:
+                envelope.errors.append(
+                    StageError(stage=stage.label, kind="unavailable", message="no live replica", skipped=True)
+                )
+                envelope.annotations.setdefault("skipped", []).append({"stage": stage.label, "reason": "unavailable"})
+        envelope.itinerary = stages
+
+    async def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
+        request_id = request_id_of(request)
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            response = await self._run(request, request_id, started)
+        except ProblemError as problem:
+            response = problem_response(problem, instance=request.url.path, request_id=request_id)
+            response.headers[REQUEST_ID_HEADER] = request_id
+            log.warning("request failed", status=problem.status, stage=problem.stage, detail=problem.detail)
+        finally:
+            structlog.contextvars.unbind_contextvars("request_id")
+        if self.state.access_log:
+            log.info("request", method=request.method, path=request.url.path, status=response.status_code,
+                     ms=round((time.perf_counter() - started) * 1000, 3), request_id=request_id)  # fmt: skip
+        return response
+
+    async def _run(self, request: Request, request_id: str, started: float) -> Response:
+        state = self.state
+        if state.client is None or state.js is None or state.inbox is None or not state.client.is_connected:
+            raise ProblemError(503, "Broker unavailable", "the message broker (NATS) is not reachable", cause="broker")
+        body = await read_body(request, self.max_body)
+        envelope = Envelope(
+            request_id=request_id,
+            deadline=time.time() + self.timeout_ms / 1000,
+            route=self.endpoint,
+            method=request.method,
+            path=request.url.path,
+            path_params={k: str(v) for k, v in request.path_params.items()},
+            query=list(request.query_params.multi_items()),
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw],
+            body=body,
+            client=request.client.host if request.client else None,
+        )
+        envelope.reply_to = state.inbox.subject(envelope.correlation_id)
+        self.plan(envelope)
+        first = envelope.current
+        if first is None:  # every stage skipped is impossible: the handler is critical
+            raise ProblemError(502, "Empty pipeline", "no stage left to run")
+        future = state.inbox.expect(envelope.correlation_id)
+        try:
+            try:
+                await state.js.publish(
+                    stage_subject(first.instance, first.phase),
+                    envelope.to_json(),
+                    timeout=PUBLISH_TIMEOUT,
+                    headers={MSG_ID_HEADER: message_id(envelope.id, 0)},
+                )
+            except Exception as exc:
+                raise ProblemError(
+                    503, "Broker unavailable", f"the pipeline did not accept the request: {exc!r}",
+                    stage=first.label, cause="publish",
+                ) from exc  # fmt: skip
+            try:
+                raw = await asyncio.wait_for(future, timeout=max(0.0, envelope.remaining()))
+            except TimeoutError:
+                raise self._deadline_problem(envelope) from None
+        finally:
+            state.inbox.forget(envelope.correlation_id)
+        return self._respond(Envelope.from_json(raw), request_id, started)
+
+    def _deadline_problem(self, envelope: Envelope) -> ProblemError:
+        liveness = self.state.liveness
+        stuck = next((s for s in envelope.itinerary if liveness and liveness.count(s.instance) == 0), None)
+        if stuck is not None:
+            detail = f"no response within {self.timeout_ms} ms: stage {stuck.label} has no live replica"
+            return ProblemError(504, "Pipeline timed out", detail, stage=stuck.label, cause="unavailable")
+        stages = " -> ".join(s.label for s in envelope.itinerary)
+        detail = f"no response within {self.timeout_ms} ms from the pipeline ({stages})"
+        return ProblemError(504, "Pipeline timed out", detail, cause="deadline")
+
+    def _respond(self, envelope: Envelope, request_id: str, started: float) -> Response:
+        total_ms = (time.perf_counter() - started) * 1000
+        extra = {REQUEST_ID_HEADER: request_id, "server-timing": server_timing(envelope, total_ms)}
+        fatal = next((e for e in envelope.errors if not e.skipped), None)
+        if fatal is not None:
+            problem = from_stage_error(fatal)
+            log.warning("stage failed", stage=fatal.stage, cause=fatal.kind, detail=fatal.message)
+            return problem_response(problem, instance=envelope.path, request_id=request_id, headers=extra)
+        if envelope.response is None:
+            problem = ProblemError(502, "No response", "the pipeline finished without producing a response")
+            return problem_response(problem, instance=envelope.path, request_id=request_id, headers=extra)
+        result = envelope.response
+        response = Response(result.body, status_code=result.status)
+        for name, value in result.headers:
+            if name != "content-length":
+                response.headers.append(name, value)
+        for name, value in extra.items():
+            response.headers[name] = value
+        skipped = [e.stage for e in envelope.errors if e.skipped]
+        if skipped:
+            response.headers["x-backworks-skipped"] = ",".join(skipped)
+        return response
+
+
+def health_report(state: GatewayState) -> tuple[dict[str, Any], int]:
+    """Broker connectivity and live replicas per stage, summarised for load balancers."""
+    connected = bool(state.client and state.client.is_connected)
+    stages: dict[str, Any] = {}
+    status = "healthy" if connected else "unhealthy"
+    for name, instance in state.blueprint.instances.items():
+        live = state.liveness.live(name) if state.liveness else []
+        for phase in instance.cls.phases:
+            stages[f"{name}.{phase.value}"] = {
+                "instance": name,
+                "plugin": instance.cls.name,
+                "phase": phase.value,
+                "critical": instance.critical,
+                "live_replicas": len(live),
+                "replicas": [{"replica": r.replica, "pid": r.pid, "host": r.host, "health": r.health} for r in live],
+            }
+        if not live:
+            status = "unhealthy" if instance.critical else ("degraded" if status == "healthy" else status)
+        elif any(r.health != "healthy" for r in live) and status == "healthy":
+            status = "degraded"
+    body = {
+        "status": status,
+        "gateway": state.gateway_id,
+        "blueprint": state.blueprint.model.name,
+        "nats": broker.describe(state.client) if state.client else {"connected": False, "url": None},
+        "stages": stages,
+    }
+    return body, 503 if status == "unhealthy" else 200
+
+
+async def _connect(state: GatewayState) -> None:
+    deadline = time.monotonic() + CONNECT_RETRY_FOR
+    while True:
+        try:
+            state.client = await broker.connect(state.servers, name=f"backworks-gateway-{state.gateway_id}")
+            break
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("waiting for NATS", servers=state.servers, error=str(exc))
+            await asyncio.sleep(0.5)
+    state.js = broker.jetstream(state.client, timeout=PUBLISH_TIMEOUT)
+    state.inbox = ReplyInbox(state.client, state.gateway_id)
+    await state.inbox.start()
+    state.liveness = LivenessView(state.js)
+    await state.liveness.start()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(state.liveness.ready.wait(), LIVENESS_READY_TIMEOUT)
+
+
+def build_app(state: GatewayState) -> Starlette:
+    """The Starlette app for a loaded blueprint."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await _connect(state)
+        log.info("gateway ready", gateway=state.gateway_id, blueprint=state.blueprint.model.name)
+        try:
+            yield
+        finally:
+            if state.liveness:
+                await state.liveness.stop()
+            if state.inbox:
+                await state.inbox.stop()
+            if state.client:
+                await state.client.drain()
+
+    async def health(request: Request) -> Response:
+        body, status = health_report(state)
+        return JSONResponse(body, status_code=status)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        titles = {404: "Not found", 405: "Method not allowed"}
+        problem = ProblemError(exc.status_code, titles.get(exc.status_code, "HTTP error"), str(exc.detail))
+        return problem_response(problem, instance=request.url.path, request_id=request_id_of(request),
+                                headers=exc.headers)  # fmt: skip
+
+    async def crash(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled gateway error", path=request.url.path)
+        problem = ProblemError(500, "Internal error", f"the gateway failed: {type(exc).__name__}", cause="gateway")
+        return problem_response(problem, instance=request.url.path, request_id=request_id_of(request))
+
+    routes = [Route(HEALTH_PATH, health, methods=["GET"])]
+    for name, endpoint in state.blueprint.model.endpoints.items():
+        handler: Callable[[Request], Awaitable[Response]] = Pipeline(state, name).handle
+        routes.append(Route(endpoint.path, handler, methods=endpoint.methods, name=name))
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error, Exception: crash},
+    )

@@ -1,0 +1,21 @@
+"""Errors of the HTTP edge (see ``contracts.errors`` for the whole tree)."""
+
+from __future__ import annotations
+
+from contracts.errors import BackworksError
+
+
+class GatewayError(BackworksError):
+    """Root of the gateway's errors."""
+
+
+class ProblemError(GatewayError):
+    """An HTTP problem to send to the client as ``application/problem+json`` (RFC 9457)."""
+
+    def __init__(self, status: int, title: str, detail: str, *, stage: str | None = None, cause: str | None = None):
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.stage = stage
+        self.cause = cause

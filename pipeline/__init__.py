@@ -1,0 +1,1 @@
+"""The runtime every Backworks service shares: plugin contract, registry, stage host, broker plumbing."""

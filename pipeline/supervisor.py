@@ -1,0 +1,180 @@
+"""``backworks up``: supervises the embedded broker, the gateway and one process per plugin replica.
+
+Every child is started as the CLI command a user would type (``backworks serve secure …``), in its own
+session so a terminal Ctrl-C reaches only the supervisor, which then stops children in order. The
+kernel stops each child if the supervisor itself dies (``die_with_parent``), so nothing is orphaned.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+import httpx
+import structlog
+
+from pipeline.lifecycle import die_with_parent
+
+log = structlog.get_logger("backworks.supervisor")
+
+STOP_GRACE = 7.0
+"""Seconds children get to stop after SIGTERM before SIGKILL; the broker stops after them (≤ 10 s total)."""
+BROKER_GRACE = 2.0
+RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
+STABLE_AFTER = 30.0
+POLL_INTERVAL = 0.2
+
+
+def cli_command() -> list[str]:
+    """How to run the ``backworks`` CLI from here: the console script next to this Python, if installed."""
+    script = Path(sys.executable).parent / "backworks"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("backworks")
+    return [found] if found else [sys.executable, "-m", "backworks"]
+
+
+@dataclass
+class Child:
+    """One supervised process."""
+
+    name: str
+    args: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    next_start: float = 0.0
+    supervised: bool = False
+    """Set once started: from then on, an exit is a crash to report and restart."""
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [*cli_command(), *self.args], start_new_session=True, preexec_fn=die_with_parent, stdin=subprocess.DEVNULL
+        )
+        self.started_at = time.monotonic()
+        self.supervised = True
+
+    def signal(self, signum: int) -> None:
+        if self.alive and self.process is not None:
+            try:
+                os.kill(self.process.pid, signum)
+            except ProcessLookupError:
+                pass
+
+
+@dataclass
+class Supervisor:
+    """Starts children, restarts the ones that die, stops them all on request."""
+
+    broker: Child | None
+    services: list[Child]
+    on_event: Callable[[str], None] = print
+    stopping: bool = False
+    children: list[Child] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.children = ([self.broker] if self.broker else []) + self.services
+
+    def install_signal_handlers(self) -> None:
+        def request_stop(signum: int, frame: FrameType | None) -> None:
+            self.stopping = True
+
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+
+    def start_services(self) -> None:
+        for child in self.services:
+            child.start()
+
+    def check(self) -> None:
+        """Restart children that exited on their own, with backoff."""
+        now = time.monotonic()
+        for child in self.children:
+            if child.alive or self.stopping or not child.supervised:
+                continue
+            if child.process is not None:
+                code = child.process.returncode
+                if now - child.started_at > STABLE_AFTER:
+                    child.restarts = 0
+                delay = RESTART_BACKOFF[min(child.restarts, len(RESTART_BACKOFF) - 1)]
+                self.on_event(f"{child.name} (pid {child.pid}) exited with code {code}; restarting in {delay:.1f} s")
+                log.warning("child exited; restarting", child=child.name, pid=child.pid, code=code, delay=delay)
+                child.process = None
+                child.next_start = now + delay
+                child.restarts += 1
+            if now >= child.next_start:
+                child.start()
+                log.info("child restarted", child=child.name, pid=child.pid)
+                self.on_event(f"{child.name} restarted (pid {child.pid})")
+
+    def run(self, idle: Callable[[], None] | None = None) -> None:
+        while not self.stopping:
+            self.check()
+            if idle:
+                idle()
+            time.sleep(POLL_INTERVAL)
+
+    def stop(self) -> None:
+        """SIGTERM the services, SIGKILL what is left after ``STOP_GRACE``, then stop the broker."""
+        self.stopping = True
+        self._terminate(self.services, STOP_GRACE)
+        if self.broker:
+            self._terminate([self.broker], BROKER_GRACE)
+
+    @staticmethod
+    def _terminate(children: list[Child], grace: float) -> None:
+        for child in children:
+            child.signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for child in children:
+            if child.process is None:
+                continue
+            try:
+                child.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("child did not stop in time; killed", child=child.name, pid=child.pid)
+                child.process.kill()
+                child.process.wait()
+
+
+def wait_until_ready(
+    health_url: str, expected: dict[str, int], timeout: float, supervisor: Supervisor, progress: Callable[[str], None]
+) -> dict[str, object] | None:
+    """Poll the gateway's health until every instance has its expected replicas live."""
+    deadline = time.monotonic() + timeout
+    last: dict[str, object] | None = None
+    with httpx.Client(timeout=1.0) as client:
+        while time.monotonic() < deadline and not supervisor.stopping:
+            supervisor.check()
+            try:
+                last = client.get(health_url).json()
+            except (httpx.HTTPError, ValueError):
+                progress("waiting for the gateway")
+                time.sleep(POLL_INTERVAL)
+                continue
+            stages = last.get("stages", {}) if isinstance(last, dict) else {}
+            live: dict[str, int] = {}
+            for item in stages.values():
+                live[item["instance"]] = item["live_replicas"]
+            missing = {name: n for name, n in expected.items() if live.get(name, 0) < n}
+            if not missing:
+                return last
+            progress("waiting for " + ", ".join(f"{name} ({live.get(name, 0)}/{n})" for name, n in missing.items()))
+            time.sleep(POLL_INTERVAL)
+    return None

@@ -1,0 +1,62 @@
+"""``mock``: answers with a configured response, templated from the request."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from contracts.envelope import Envelope, HttpResponse
+from pipeline.plugin import Action, Continue, Handler
+from plugins.mock.config import MockConfig
+
+PLACEHOLDER = re.compile(r"\{(path|query|header)\.([A-Za-z0-9_.-]+)\}")
+
+
+def render(template: str, envelope: Envelope) -> str:
+    """Replace ``{path.x}``, ``{query.x}`` and ``{header.x}``; an absent value renders empty."""
+
+    def lookup(match: re.Match[str]) -> str:
+        source, key = match.groups()
+        if source == "path":
+            return envelope.path_params.get(key, "")
+        if source == "query":
+            return envelope.query_param(key) or ""
+        return envelope.header(key) or ""
+
+    return PLACEHOLDER.sub(lookup, template)
+
+
+def render_value(value: Any, envelope: Envelope) -> Any:
+    if isinstance(value, str):
+        return render(value, envelope)
+    if isinstance(value, list):
+        return [render_value(item, envelope) for item in value]
+    if isinstance(value, dict):
+        return {render(str(k), envelope): render_value(v, envelope) for k, v in value.items()}
+    return value
+
+
+class Mock(Handler[MockConfig]):
+    name = "mock"
+    version = "1.0.0"
+    description = "Answers with a configured status, headers and body, templated from the request."
+    Config = MockConfig
+
+    async def handle(self, envelope: Envelope) -> Action:
+        config = self.config
+        body = config.body
+        if body is None:
+            payload, content_type = b"", None
+        elif isinstance(body, str):
+            payload, content_type = render(body, envelope).encode(), "text/plain; charset=utf-8"
+        else:
+            payload, content_type = json.dumps(render_value(body, envelope)).encode(), "application/json"
+        response = HttpResponse(status=config.status, body=payload)
+        for name, value in config.headers.items():
+            response.set_header(name, render(value, envelope))
+        content_type = config.content_type or content_type
+        if content_type and response.header("content-type") is None:
+            response.set_header("content-type", content_type)
+        envelope.response = response
+        return Continue(envelope)
