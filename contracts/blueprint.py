@@ -81,6 +81,27 @@ class Defaults(BaseModel):
     """Plugin instances run before each endpoint's own."""
 
 
+class BreakerSettings(BaseModel):
+    """Circuit breaker of one plugin instance, shared by every replica and forwarder through NATS KV."""
+
+    model_config = _STRICT
+
+    failure_threshold: int = Field(default=5, ge=1, description="Consecutive failures that open the breaker.")
+    reset_timeout_ms: int = Field(default=30_000, gt=0, description="How long it stays open before half-open probes.")
+    half_open_probes: int = Field(default=1, ge=1, description="Calls admitted at once while half-open.")
+
+
+class ResourceLimits(BaseModel):
+    """Limits applied to each replica process of a plugin instance."""
+
+    model_config = _STRICT
+
+    max_concurrent: int | None = Field(default=None, ge=1, description="Messages one replica works on at once.")
+    memory_mb: int | None = Field(default=None, ge=16, description="Address-space limit of the replica process.")
+    cpu_seconds: int | None = Field(default=None, ge=1, description="CPU time limit of the replica process.")
+    open_files: int | None = Field(default=None, ge=16, description="Open file descriptor limit.")
+
+
 class PluginInstance(BaseModel):
     """One configured use of a plugin type."""
 
@@ -94,6 +115,8 @@ class PluginInstance(BaseModel):
     """Overrides the plugin's ``max_execution_time``."""
     replicas: int = Field(default=1, ge=1, le=64)
     """How many replicas ``backworks up`` and the compose file start."""
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    limits: ResourceLimits = Field(default_factory=ResourceLimits)
 
 
 class Endpoint(BaseModel):
@@ -168,11 +191,13 @@ def handler_instance(endpoint: str) -> str:
 
 __all__ = [
     "Blueprint",
+    "BreakerSettings",
     "Defaults",
     "Endpoint",
     "GatewaySettings",
     "NatsSettings",
     "Phase",
     "PluginInstance",
+    "ResourceLimits",
     "handler_instance",
 ]

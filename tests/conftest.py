@@ -1,0 +1,66 @@
+"""Shared fixtures: a real nats-server on a free loopback port, a connected client, blueprints."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client
+
+from pipeline import blueprints, broker
+from pipeline.blueprints import LoadedBlueprint
+from pipeline.embedded import EmbeddedNats
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "hello" / "blueprint.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own state directory (embedded broker store, nats.url)."""
+    monkeypatch.setenv("BACKWORKS_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    """A real nats-server with JetStream on a free 127.0.0.1 port, stopped after the test."""
+    server = EmbeddedNats(tmp_path / "jetstream", log_file=tmp_path / "nats-server.log")
+    with server:
+        yield server
+
+
+@pytest.fixture
+async def nats_client(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
+    """A client connected to ``nats_server`` with Backworks' streams and buckets declared."""
+    client = await broker.connect([nats_server.url], name="test")
+    await broker.declare(broker.jetstream(client), storage="memory")
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+def example() -> LoadedBlueprint:
+    return blueprints.load(EXAMPLE)
+
+
+def write_blueprint(tmp_path: Path, text: str, name: str = "blueprint.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+async def eventually(predicate: object, timeout: float = 5.0, interval: float = 0.05) -> None:
+    """Wait until ``predicate()`` is true (sync or async), or fail."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = predicate()  # type: ignore[operator]
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
