@@ -77,7 +77,9 @@ def resolve_servers(loaded: LoadedBlueprint, given: str | None) -> list[str]:
 
 @app.callback()
 def main_options(
-    log_format: Annotated[str | None, typer.Option(help="Log format: json, console or auto (json when not a TTY).")] = None,
+    log_format: Annotated[
+        str | None, typer.Option(help="Log format: json, console or auto (json when not a TTY).")
+    ] = None,
     log_level: Annotated[str | None, typer.Option(help="Log level: debug, info, warning, error.")] = None,
 ) -> None:
     """Options shared by every command (children started by `up` inherit them)."""
@@ -118,7 +120,9 @@ def validate(
 def nats_command(
     port: Annotated[int, typer.Option(help="Client port; 0 picks a free one.")] = 0,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = LOOPBACK,
-    store_dir: Annotated[Path | None, typer.Option(help="JetStream store directory. Default: <state dir>/nats.")] = None,
+    store_dir: Annotated[
+        Path | None, typer.Option(help="JetStream store directory. Default: <state dir>/nats.")
+    ] = None,
     declare: Annotated[bool, typer.Option(help="Declare Backworks' streams and KV buckets once it is up.")] = True,
     storage: Annotated[str, typer.Option(help="Storage for the pipeline streams: file or memory.")] = "file",
 ) -> None:
@@ -197,7 +201,9 @@ def gateway(
 
 @app.command()
 def serve(
-    instance: Annotated[str, typer.Argument(help="Plugin instance name (or `<endpoint>-handler`).", show_default=False)],
+    instance: Annotated[
+        str, typer.Argument(help="Plugin instance name (or `<endpoint>-handler`).", show_default=False)
+    ],
     blueprint: BlueprintArg,
     nats: NatsOption = None,
     max_inflight: Annotated[int, typer.Option(help="Messages this replica works on at once.")] = 64,

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from contracts.names import Phase
 
-BLUEPRINT_VERSION = 1
+BLUEPRINT_VERSION: Literal[1] = 1
 DEFAULT_TIMEOUT_MS = 5000
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_GATEWAY_PORT = 8080

@@ -1,7 +1,8 @@
 """Envelope v1: one HTTP request and the response being built for it, as it travels the pipeline.
 
 The gateway builds it, every stage reads it, changes what it owns and hands it on, and the last stage
-publishes it back to the gateway's reply subject. Bytes (the bodies) are base64 in JSON.
+publishes it back to the gateway's reply subject. Bytes (the bodies) are written as URL-safe base64
+(RFC 4648 §5) in JSON; standard base64 is accepted on input.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from contracts.names import Phase
 from contracts.types import Headers, QueryParams
 
-ENVELOPE_VERSION = 1
+ENVELOPE_VERSION: Literal[1] = 1
 
 _MODEL_CONFIG = ConfigDict(
     extra="forbid",

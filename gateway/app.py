@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from contracts.envelope import Envelope, Stage, StageError
-from contracts.names import MSG_ID_HEADER, message_id, stage_subject
+from contracts.names import MSG_ID_HEADER, PIPELINE_STREAM, message_id, stage_durable, stage_subject
 from gateway.errors import ProblemError
 from gateway.problems import from_stage_error, problem_response
 from gateway.replies import ReplyInbox
@@ -34,6 +34,8 @@ log = structlog.get_logger("backworks.gateway")
 HEALTH_PATH = "/_backworks/health"
 PUBLISH_TIMEOUT = 1.0
 CONNECT_RETRY_FOR = 30.0
+STALL_PROBE_TIMEOUT = 0.1
+"""Seconds the timeout path spends asking JetStream where a request is stuck."""
 LIVENESS_READY_TIMEOUT = 2.0
 REQUEST_ID_HEADER = "x-request-id"
 VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -166,20 +168,40 @@ class Pipeline:
             try:
                 raw = await asyncio.wait_for(future, timeout=max(0.0, envelope.remaining()))
             except TimeoutError:
-                raise self._deadline_problem(envelope) from None
+                raise await self._deadline_problem(envelope) from None
         finally:
             state.inbox.forget(envelope.correlation_id)
         return self._respond(Envelope.from_json(raw), request_id, started)
 
-    def _deadline_problem(self, envelope: Envelope) -> ProblemError:
-        liveness = self.state.liveness
-        stuck = next((s for s in envelope.itinerary if liveness and liveness.count(s.instance) == 0), None)
+    async def _deadline_problem(self, envelope: Envelope) -> ProblemError:
+        stuck = await self._locate_stall(envelope)
         if stuck is not None:
-            detail = f"no response within {self.timeout_ms} ms: stage {stuck.label} has no live replica"
-            return ProblemError(504, "Pipeline timed out", detail, stage=stuck.label, cause="unavailable")
+            stage, why = stuck
+            detail = f"no response within {self.timeout_ms} ms: stage {stage.label} {why}"
+            return ProblemError(504, "Pipeline timed out", detail, stage=stage.label, cause="timeout")
         stages = " -> ".join(s.label for s in envelope.itinerary)
         detail = f"no response within {self.timeout_ms} ms from the pipeline ({stages})"
         return ProblemError(504, "Pipeline timed out", detail, cause="deadline")
+
+    async def _locate_stall(self, envelope: Envelope) -> tuple[Stage, str] | None:
+        """Only on the timeout path: the first stage with no live replica or with messages nobody took."""
+        liveness, js = self.state.liveness, self.state.js
+        for stage in envelope.itinerary:
+            if liveness is not None and liveness.count(stage.instance) == 0:
+                return stage, "has no live replica"
+        if js is None:
+            return None
+
+        async def waiting(stage: Stage) -> int:
+            durable = stage_durable(stage.instance, stage.phase)
+            info = await js.consumer_info(PIPELINE_STREAM, durable, timeout=STALL_PROBE_TIMEOUT)
+            return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
+        counts = await asyncio.gather(*(waiting(s) for s in envelope.itinerary), return_exceptions=True)
+        for stage, count in zip(envelope.itinerary, counts, strict=True):
+            if isinstance(count, int) and count > 0:
+                return stage, f"has {count} message(s) waiting that no replica finished"
+        return None
 
     def _respond(self, envelope: Envelope, request_id: str, started: float) -> Response:
         total_ms = (time.perf_counter() - started) * 1000

@@ -30,7 +30,9 @@ class ReplyInbox:
         self._prefix_len = len(reply_subject(gateway_id, ""))
 
     async def start(self) -> None:
-        self._sub = await self.client.subscribe(gateway_inbox(self.gateway_id), cb=self._on_reply, pending_msgs_limit=-1)
+        self._sub = await self.client.subscribe(
+            gateway_inbox(self.gateway_id), cb=self._on_reply, pending_msgs_limit=-1
+        )
 
     async def stop(self) -> None:
         if self._sub is not None:

@@ -6,6 +6,7 @@ instance, so ``backworks validate`` can report them all at once.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from pipeline.errors import PluginLoadError
 from pipeline.plugin import Category, PluginClass
 
 Position = tuple[int, int]
+_PARAM = re.compile(r"\{[^}:]+(:[^}]+)?\}")
+"""A path parameter; two templates differing only in parameter names match the same requests."""
 
 
 @dataclass(frozen=True)
@@ -173,17 +176,20 @@ def _check_routes(report: _Report, model: Blueprint) -> None:
     for name, endpoint in model.endpoints.items():
         at = f"/endpoints/{escape(name)}"
         try:
-            regex, _, _ = compile_path(endpoint.path)
+            compile_path(endpoint.path)
         except (AssertionError, ValueError, KeyError) as exc:
             report.add(f"{at}/path", f"invalid path template: {exc}")
             continue
+        shape = _PARAM.sub(lambda m: "{" + (m.group(1) or ":str") + "}", endpoint.path)
         for method in endpoint.methods:
-            other = seen.get((regex.pattern, method))
+            other = seen.get((shape, method))
             if other:
                 report.add(f"{at}/path", f"{method} {endpoint.path} is already served by endpoint {other!r}")
-            seen[(regex.pattern, method)] = name
+            seen[(shape, method)] = name
         if handler_instance(name) in model.plugins:
-            report.add(at, f"plugin instance {handler_instance(name)!r} clashes with this endpoint's handler name", key=True)
+            report.add(
+                at, f"plugin instance {handler_instance(name)!r} clashes with this endpoint's handler name", key=True
+            )
 
 
 def validate(data: Any, file: str, positions: dict[str, Position] | None = None) -> LoadedBlueprint:

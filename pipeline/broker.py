@@ -18,6 +18,7 @@ from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageT
 from nats.js.errors import BadRequestError, NotFoundError
 
 from contracts.names import (
+    BREAKERS_BUCKET,
     CACHE_BUCKET,
     CONFIG_BUCKET,
     DLQ_STREAM,
@@ -28,7 +29,6 @@ from contracts.names import (
     PIPELINE_SUBJECTS,
     RATELIMIT_BUCKET,
     REGISTRY_BUCKET,
-    BREAKERS_BUCKET,
 )
 from pipeline.errors import BrokerUnavailable
 
@@ -175,4 +175,7 @@ def jetstream(client: Client, timeout: float = 2.0) -> JetStreamContext:
 
 
 def describe(client: Client) -> dict[str, Any]:
-    return {"connected": client.is_connected, "url": str(client.connected_url.geturl()) if client.connected_url else None}
+    return {
+        "connected": client.is_connected,
+        "url": str(client.connected_url.geturl()) if client.connected_url else None,
+    }

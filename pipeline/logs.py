@@ -39,4 +39,6 @@ def configure(service: str, fmt: str | None = None, level: str | None = None) ->
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service, pid=os.getpid())
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(name)s %(levelname)s %(message)s"
+    )

@@ -47,11 +47,15 @@ def verify(cls: object, source: str) -> PluginClass:
         raise PluginLoadError(f"plugin {name!r} ({source}): version {cls.version!r} is not semver (e.g. '1.2.0')")
     category = getattr(cls, "category", None)
     if category not in CATEGORY_HOOKS:
-        raise PluginLoadError(f"plugin {name!r} ({source}): subclass one of RequestProcessor, ResponseEnhancer, Handler")
+        raise PluginLoadError(
+            f"plugin {name!r} ({source}): subclass one of RequestProcessor, ResponseEnhancer, Handler"
+        )
     base, hook = CATEGORY_HOOKS[category]
     implementation = getattr(cls, hook)
     if implementation is getattr(base, hook):
-        raise PluginLoadError(f"plugin {name!r} ({source}): category {category.value} requires `async def {hook}(self, envelope)`")
+        raise PluginLoadError(
+            f"plugin {name!r} ({source}): category {category.value} requires `async def {hook}(self, envelope)`"
+        )
     if not inspect.iscoroutinefunction(implementation):
         raise PluginLoadError(f"plugin {name!r} ({source}): `{hook}` must be `async def`")
     if len(inspect.signature(implementation).parameters) != 2:
@@ -75,7 +79,9 @@ def discover() -> dict[str, PluginEntry]:
             raise PluginLoadError(f"plugin {point.name!r}: cannot import {point.value}: {exc}") from exc
         cls = verify(loaded, source)
         if cls.name != point.name:
-            raise PluginLoadError(f"plugin {point.name!r} ({source}): entry point name differs from class name {cls.name!r}")
+            raise PluginLoadError(
+                f"plugin {point.name!r} ({source}): entry point name differs from class name {cls.name!r}"
+            )
         if point.name in found and found[point.name].cls is not cls:
             raise PluginLoadError(f"plugin {point.name!r} is provided twice: {found[point.name].source} and {source}")
         found[point.name] = PluginEntry(point.name, cls, source)

@@ -7,6 +7,7 @@ kernel stops each child if the supervisor itself dies (``die_with_parent``), so 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import httpx
 import structlog
@@ -72,10 +74,8 @@ class Child:
 
     def signal(self, signum: int) -> None:
         if self.alive and self.process is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.process.pid, signum)
-            except ProcessLookupError:
-                pass
 
 
 @dataclass
@@ -155,10 +155,10 @@ class Supervisor:
 
 def wait_until_ready(
     health_url: str, expected: dict[str, int], timeout: float, supervisor: Supervisor, progress: Callable[[str], None]
-) -> dict[str, object] | None:
+) -> dict[str, Any] | None:
     """Poll the gateway's health until every instance has its expected replicas live."""
     deadline = time.monotonic() + timeout
-    last: dict[str, object] | None = None
+    last: dict[str, Any] | None = None
     with httpx.Client(timeout=1.0) as client:
         while time.monotonic() < deadline and not supervisor.stopping:
             supervisor.check()
@@ -168,7 +168,7 @@ def wait_until_ready(
                 progress("waiting for the gateway")
                 time.sleep(POLL_INTERVAL)
                 continue
-            stages = last.get("stages", {}) if isinstance(last, dict) else {}
+            stages: dict[str, dict[str, Any]] = last.get("stages", {}) if isinstance(last, dict) else {}
             live: dict[str, int] = {}
             for item in stages.values():
                 live[item["instance"]] = item["live_replicas"]

@@ -1,0 +1,47 @@
+"""Generates the committed JSON Schemas of the contracts: ``python -m contracts.schemagen``.
+
+A test fails when a model changes and its schema is not regenerated, so plugins written in other
+languages against ``contracts/schemas/`` never drift from what the services send.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from contracts.blueprint import Blueprint
+from contracts.envelope import Envelope
+from contracts.registry import ReplicaInfo
+
+SCHEMA_DIR = Path(__file__).parent / "schemas"
+MODELS: dict[str, type[BaseModel]] = {
+    "envelope.v1.json": Envelope,
+    "blueprint.v1.json": Blueprint,
+    "replica-info.v1.json": ReplicaInfo,
+}
+
+
+def generate() -> dict[str, dict[str, Any]]:
+    return {name: model.model_json_schema(mode="serialization") for name, model in MODELS.items()}
+
+
+def render(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def write() -> list[Path]:
+    SCHEMA_DIR.mkdir(exist_ok=True)
+    written = []
+    for name, schema in generate().items():
+        path = SCHEMA_DIR / name
+        path.write_text(render(schema))
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for path in write():
+        print(path)

@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from nats.aio.client import Client
+
+from gateway.app import GatewayState, _connect, build_app
+from pipeline import blueprints
+from pipeline.blueprints import LoadedBlueprint
+from pipeline.embedded import EmbeddedNats
+from tests.conftest import eventually, write_blueprint
+from tests.stages import running_stages
+
+
+@contextlib.asynccontextmanager
+async def gateway(
+    loaded: LoadedBlueprint, server: EmbeddedNats
+) -> AsyncIterator[tuple[httpx.AsyncClient, GatewayState]]:
+    state = GatewayState(blueprint=loaded, servers=[server.url])
+    app = build_app(state)
+    await _connect(state)
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client, state
+    finally:
+        assert state.liveness and state.inbox and state.client
+        await state.liveness.stop()
+        await state.inbox.stop()
+        await state.client.close()
+
+
+async def test_request_through_three_stages(
+    nats_server: EmbeddedNats, nats_client: Client, example: LoadedBlueprint
+) -> None:
+    async with running_stages(example, nats_client), gateway(example, nats_server) as (http, _):
+        response = await http.get("/hello/world", headers={"x-request-id": "abc-123"})
+    assert response.status_code == 200
+    assert response.json() == {"greeting": "Hello, world!"}
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-request-id"] == "abc-123"
+    timing = response.headers["server-timing"]
+    stages = [entry.split(";")[0].strip() for entry in timing.split(",")]
+    assert stages == ["stamp.request", "hello-handler.request", "secure.response", "total"]
+
+
+async def test_a_request_id_is_made_when_absent_or_unsafe(
+    nats_server: EmbeddedNats, nats_client: Client, example: LoadedBlueprint
+) -> None:
+    async with running_stages(example, nats_client), gateway(example, nats_server) as (http, _):
+        first = await http.get("/hello/a")
+        second = await http.get("/hello/b", headers={"x-request-id": "bad id\twith spaces"})
+    assert len(first.headers["x-request-id"]) == 32
+    assert second.headers["x-request-id"] != "bad id\twith spaces"
+
+
+async def test_health_reports_nats_and_live_replicas(
+    nats_server: EmbeddedNats, nats_client: Client, example: LoadedBlueprint
+) -> None:
+    async with running_stages(example, nats_client), gateway(example, nats_server) as (http, state):
+        assert state.liveness is not None
+        await eventually(lambda: all(state.liveness.count(name) for name in example.instances))  # type: ignore[union-attr]
+        response = await http.get("/_backworks/health")
+    body = response.json()
+    assert response.status_code == 200
+    assert body["status"] == "healthy"
+    assert body["nats"]["connected"] is True
+    assert {name: stage["live_replicas"] for name, stage in body["stages"].items()} == {
+        "stamp.request": 1,
+        "secure.response": 1,
+        "hello-handler.request": 1,
+    }
+
+
+async def test_missing_critical_stage_is_503_at_once_and_missing_optional_stage_is_skipped(
+    nats_server: EmbeddedNats, nats_client: Client, example: LoadedBlueprint
+) -> None:
+    async with (
+        running_stages(example, nats_client, only=["stamp", "secure"]),
+        gateway(example, nats_server) as (http, _),
+    ):
+        response = await http.get("/hello/world")
+        health = await http.get("/_backworks/health")
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["stage"] == "hello-handler.request"
+    assert problem["cause"] == "unavailable"
+    assert health.status_code == 503 and health.json()["status"] == "unhealthy"
+
+    async with running_stages(example, nats_client, only=["hello-handler"]), gateway(example, nats_server) as (http, _):
+        degraded = await http.get("/hello/world")
+    assert degraded.status_code == 200
+    assert degraded.headers["x-backworks-skipped"] == "stamp.request,secure.response"
+    assert "x-content-type-options" not in degraded.headers
+
+
+async def test_oversize_bodies_are_refused_with_413(
+    tmp_path: Path, nats_server: EmbeddedNats, nats_client: Client
+) -> None:
+    path = write_blueprint(
+        tmp_path,
+        """name: api
+gateway: {max_body_bytes: 10}
+endpoints:
+  echo: {path: /echo, methods: [POST], handler: {type: mock, config: {body: ok}}}
+""",
+    )
+    loaded = blueprints.load(path)
+    async with running_stages(loaded, nats_client), gateway(loaded, nats_server) as (http, _):
+        small = await http.post("/echo", content=b"0123456789")
+        large = await http.post("/echo", content=b"x" * 11)
+    assert small.status_code == 200 and small.text == "ok"
+    assert large.status_code == 413
+    assert large.json()["title"] == "Payload too large"
+
+
+async def test_unknown_routes_and_methods_are_problem_json(
+    nats_server: EmbeddedNats, nats_client: Client, example: LoadedBlueprint
+) -> None:
+    async with gateway(example, nats_server) as (http, _):
+        missing = await http.get("/nope")
+        wrong = await http.delete("/hello/x")
+    assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+    assert wrong.status_code == 405 and "GET" in wrong.headers["allow"]
+
+
+@pytest.mark.parametrize("timeout_ms", [300])
+async def test_a_stage_that_never_answers_gives_504_within_the_deadline(
+    tmp_path: Path, nats_server: EmbeddedNats, nats_client: Client, timeout_ms: int
+) -> None:
+    path = write_blueprint(
+        tmp_path,
+        f"""name: api
+defaults: {{timeout_ms: {timeout_ms}}}
+endpoints:
+  e: {{path: /x, handler: {{type: mock}}}}
+""",
+    )
+    loaded = blueprints.load(path)
+    # Liveness says the handler is alive (a stale heartbeat), but nothing consumes its messages.
+    async with running_stages(loaded, nats_client) as hosts, gateway(loaded, nats_server) as (http, state):
+        assert state.liveness is not None
+        await eventually(lambda: state.liveness.count("e-handler") == 1)  # type: ignore[union-attr]
+        for consumer in hosts["e-handler"][0].consumers:
+            await consumer.stop()
+        response = await http.get("/x")
+    assert response.status_code == 504
+    assert response.json()["title"] == "Pipeline timed out"
+
+
+async def test_broker_down_gives_503_and_health_reports_it(
+    nats_server: EmbeddedNats, nats_client: Client, example: LoadedBlueprint
+) -> None:
+    async with gateway(example, nats_server) as (http, state):
+        nats_server.stop()
+        assert state.client is not None
+        await eventually(lambda: not state.client.is_connected)  # type: ignore[union-attr]
+        response = await http.get("/hello/world")
+        health = await http.get("/_backworks/health")
+    assert response.status_code == 503
+    assert response.json()["title"] == "Broker unavailable"
+    assert health.status_code == 503
+    assert health.json()["nats"]["connected"] is False

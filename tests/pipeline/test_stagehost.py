@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import asyncio
+import time
+
+from nats.aio.client import Client
+
+from contracts.envelope import Envelope
+from contracts.names import MSG_ID_HEADER, message_id, stage_subject
+from pipeline import broker
+from pipeline.blueprints import LoadedBlueprint
+from pipeline.stagehost import ack_wait_for
+from tests.conftest import eventually
+from tests.stages import running_stages
+
+
+def new_envelope(loaded: LoadedBlueprint, reply_to: str, deadline_s: float = 5.0) -> Envelope:
+    return Envelope(
+        route="hello",
+        method="GET",
+        path="/hello/ann",
+        path_params={"name": "ann"},
+        deadline=time.time() + deadline_s,
+        reply_to=reply_to,
+        itinerary=loaded.itinerary("hello"),
+    )
+
+
+async def send(client: Client, envelope: Envelope) -> None:
+    js = broker.jetstream(client)
+    first = envelope.itinerary[0]
+    await js.publish(
+        stage_subject(first.instance, first.phase),
+        envelope.to_json(),
+        headers={MSG_ID_HEADER: message_id(envelope.id, 0)},
+    )
+
+
+async def test_an_envelope_passes_every_stage_and_returns_to_the_reply_subject(
+    nats_client: Client, example: LoadedBlueprint
+) -> None:
+    replies: asyncio.Queue[Envelope] = asyncio.Queue()
+
+    async def on_reply(msg: object) -> None:
+        await replies.put(Envelope.from_json(msg.data))  # type: ignore[attr-defined]
+
+    await nats_client.subscribe("_INBOX.test.>", cb=on_reply)
+    async with running_stages(example, nats_client):
+        await send(nats_client, new_envelope(example, "_INBOX.test.1"))
+        done = await asyncio.wait_for(replies.get(), 5)
+    assert done.response is not None
+    assert done.response.status == 200
+    assert done.response.body == b'{"greeting": "Hello, ann!"}'
+    assert done.response.header("x-content-type-options") == "nosniff"
+    assert done.header("x-stamped") == "yes"
+    assert [t.stage for t in done.timings] == ["stamp.request", "hello-handler.request", "secure.response"]
+    assert done.cursor == len(done.itinerary)
+
+
+async def test_replicas_share_the_durable_and_each_message_is_handled_once(
+    nats_client: Client, example: LoadedBlueprint
+) -> None:
+    replies: list[Envelope] = []
+
+    async def on_reply(msg: object) -> None:
+        replies.append(Envelope.from_json(msg.data))  # type: ignore[attr-defined]
+
+    await nats_client.subscribe("_INBOX.test.>", cb=on_reply)
+    async with running_stages(example, nats_client, replicas=2) as hosts:
+        for index in range(40):
+            await send(nats_client, new_envelope(example, f"_INBOX.test.{index}"))
+        await eventually(lambda: len(replies) == 40)
+        await asyncio.sleep(0.2)  # room for a duplicate to show up
+        per_replica = [host.processed for host in hosts["stamp"]]
+    assert len(replies) == 40
+    assert len({r.id for r in replies}) == 40
+    assert sum(per_replica) == 40
+
+
+async def test_a_repeated_hand_off_is_dropped_by_msg_id(nats_client: Client, example: LoadedBlueprint) -> None:
+    replies: list[Envelope] = []
+
+    async def on_reply(msg: object) -> None:
+        replies.append(Envelope.from_json(msg.data))  # type: ignore[attr-defined]
+
+    await nats_client.subscribe("_INBOX.test.>", cb=on_reply)
+    envelope = new_envelope(example, "_INBOX.test.dup")
+    async with running_stages(example, nats_client):
+        await send(nats_client, envelope)
+        await send(nats_client, envelope)
+        await eventually(lambda: len(replies) >= 1)
+        await asyncio.sleep(0.3)
+    assert len(replies) == 1
+
+
+async def test_expired_envelopes_are_dropped_not_processed(nats_client: Client, example: LoadedBlueprint) -> None:
+    replies: list[Envelope] = []
+
+    async def on_reply(msg: object) -> None:
+        replies.append(Envelope.from_json(msg.data))  # type: ignore[attr-defined]
+
+    await nats_client.subscribe("_INBOX.test.>", cb=on_reply)
+    await send(nats_client, new_envelope(example, "_INBOX.test.old", deadline_s=-1))
+    async with running_stages(example, nats_client) as hosts:
+        await eventually(lambda: not hosts["stamp"][0].consumers[0].inflight)
+        await asyncio.sleep(0.3)
+        info = await broker.jetstream(nats_client).consumer_info("BW_PIPELINE", "bw-stamp-request")
+    assert replies == []
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_a_stage_started_after_the_request_still_serves_it(nats_client: Client, example: LoadedBlueprint) -> None:
+    replies: asyncio.Queue[Envelope] = asyncio.Queue()
+
+    async def on_reply(msg: object) -> None:
+        await replies.put(Envelope.from_json(msg.data))  # type: ignore[attr-defined]
+
+    await nats_client.subscribe("_INBOX.test.>", cb=on_reply)
+    async with running_stages(example, nats_client, only=["stamp", "hello-handler"]):
+        await send(nats_client, new_envelope(example, "_INBOX.test.late"))
+        await asyncio.sleep(0.3)
+        assert replies.empty()
+        async with running_stages(example, nats_client, only=["secure"]):
+            done = await asyncio.wait_for(replies.get(), 5)
+    assert done.response is not None and done.response.status == 200
+
+
+def test_ack_wait_leaves_room_for_the_hook_and_the_hand_off() -> None:
+    assert ack_wait_for(0.1) >= 2.0
+    assert ack_wait_for(10.0) > 10.0
