@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlparse
 
+import structlog
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from backworks import __version__
+from backworks.console import console, fail
+from backworks.dlq_commands import dlq_app
 from contracts.errors import BlueprintError
 from pipeline import blueprints, broker, logs
 from pipeline.blueprints import LoadedBlueprint
@@ -30,7 +32,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
 NATS_URL_FILE = "nats.url"
 READY_TIMEOUT = 60.0
 
@@ -44,11 +45,6 @@ NatsOption = Annotated[
         show_default=False,
     ),
 ]
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
-    return typer.Exit(code)
 
 
 def load_or_exit(path: Path) -> LoadedBlueprint:
@@ -206,11 +202,14 @@ def serve(
     ],
     blueprint: BlueprintArg,
     nats: NatsOption = None,
-    max_inflight: Annotated[int, typer.Option(help="Messages this replica works on at once.")] = 64,
+    max_inflight: Annotated[
+        int | None, typer.Option(help="Messages this replica works on at once. Default: limits.max_concurrent or 64.")
+    ] = None,
 ) -> None:
     """Run one replica of one plugin instance as a JetStream pull consumer (start more to scale)."""
     import uvloop
 
+    from pipeline import limits
     from pipeline.stagehost import serve as serve_stage
 
     logs.configure(f"serve:{instance}")
@@ -218,18 +217,29 @@ def serve(
     if instance not in loaded.instances:
         raise fail(f"no plugin instance {instance!r} in {blueprint}; instances: {', '.join(sorted(loaded.instances))}")
     servers = resolve_servers(loaded, nats)
+    resolved = loaded.instances[instance]
+    applied = limits.apply(resolved.spec.limits)
+    if applied:
+        structlog.get_logger("backworks.limits").info("resource limits applied", instance=instance, **applied)
 
-    async def main() -> None:
+    async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await serve_stage(loaded.instances[instance], servers, stop, max_inflight=max_inflight)
+        watchdog = limits.LoopWatchdog(stall_after=resolved.timeout * 10)
+        watchdog.start()
+        try:
+            return await serve_stage(resolved, servers, stop, max_inflight=max_inflight)
+        finally:
+            watchdog.stop()
 
     try:
-        uvloop.run(main())
+        code = uvloop.run(main())
     except PipelineError as exc:
         raise fail(str(exc)) from None
+    if code:
+        raise typer.Exit(code)
 
 
 def parse_replicas(values: list[str], loaded: LoadedBlueprint) -> dict[str, int]:
@@ -347,6 +357,9 @@ def _print_ready(supervisor: Any, ready: dict[str, Any] | None, url: str, nats_u
         console.print(f"health: {ready.get('status')}", highlight=False)
     console.print(f"NATS: {nats_url}", highlight=False)
     console.print(f"[bold green]Backworks is up:[/] {url}   (Ctrl-C to stop)", highlight=False)
+
+
+app.add_typer(dlq_app, name="dlq")
 
 
 def main() -> None:

@@ -93,7 +93,7 @@ class StageError(BaseModel):
     model_config = _MODEL_CONFIG
 
     stage: str
-    kind: Literal["error", "timeout", "unavailable", "invalid"]
+    kind: Literal["error", "timeout", "unavailable", "invalid", "exhausted", "expired"]
     message: str
     skipped: bool
     """True when the stage was non-critical and the request went on without it."""

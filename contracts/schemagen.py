@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from contracts.blueprint import Blueprint
 from contracts.envelope import Envelope
+from contracts.events import DeadLetter, StageEvent
 from contracts.registry import ReplicaInfo
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -21,6 +22,8 @@ MODELS: dict[str, type[BaseModel]] = {
     "envelope.v1.json": Envelope,
     "blueprint.v1.json": Blueprint,
     "replica-info.v1.json": ReplicaInfo,
+    "stage-event.v1.json": StageEvent,
+    "dead-letter.v1.json": DeadLetter,
 }
 
 

@@ -27,6 +27,8 @@ from gateway.problems import from_stage_error, problem_response
 from gateway.replies import ReplyInbox
 from pipeline import broker
 from pipeline.blueprints import LoadedBlueprint
+from pipeline.deadletters import DeadLetterWatch, record_event
+from pipeline.gate import StageGate
 from pipeline.liveness import LivenessView
 
 log = structlog.get_logger("backworks.gateway")
@@ -52,6 +54,8 @@ class GatewayState:
     js: JetStreamContext | None = None
     inbox: ReplyInbox | None = None
     liveness: LivenessView | None = None
+    gate: StageGate = field(default_factory=StageGate)
+    dead_letters: DeadLetterWatch | None = None
     access_log: bool = False
 
 
@@ -90,27 +94,17 @@ class Pipeline:
         self.timeout_ms = state.blueprint.model.timeout_ms(endpoint)
         self.max_body = state.blueprint.model.gateway.max_body_bytes
 
-    def plan(self, envelope: Envelope) -> None:
-        """Drop stages with no live replica (non-critical) or refuse at once (critical)."""
-        liveness = self.state.liveness
-        if liveness is None or not liveness.ready.is_set():
-            envelope.itinerary = list(self.itinerary)
-            return
-        stages: list[Stage] = []
+    def plan(self, envelope: Envelope) -> tuple[Stage | None, list[StageError]]:
+        """Refuse at once if a critical stage cannot take work; otherwise move past unavailable stages."""
+        envelope.itinerary = list(self.itinerary)
+        gate = self.state.gate
         for stage in self.itinerary:
-            if liveness.count(stage.instance) > 0:
-                stages.append(stage)
-            elif stage.critical:
+            reason = gate.unavailable(stage) if stage.critical else None
+            if reason:
                 raise ProblemError(
-                    503, "Plugin unavailable", f"stage {stage.label} has no live replica",
-                    stage=stage.label, cause="unavailable",
-                )  # fmt: skip
-            else:
-                envelope.errors.append(
-                    StageError(stage=stage.label, kind="unavailable", message="no live replica", skipped=True)
+                    503, "Plugin unavailable", f"stage {stage.label}: {reason}", stage=stage.label, cause="unavailable"
                 )
-                envelope.annotations.setdefault("skipped", []).append({"stage": stage.label, "reason": "unavailable"})
-        envelope.itinerary = stages
+        return gate.advance(envelope)
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -147,8 +141,9 @@ class Pipeline:
             client=request.client.host if request.client else None,
         )
         envelope.reply_to = state.inbox.subject(envelope.correlation_id)
-        self.plan(envelope)
-        first = envelope.current
+        first, skipped = self.plan(envelope)
+        for error in skipped:
+            await record_event(state.client, envelope, error)
         if first is None:  # every stage skipped is impossible: the handler is critical
             raise ProblemError(502, "Empty pipeline", "no stage left to run")
         future = state.inbox.expect(envelope.correlation_id)
@@ -273,6 +268,9 @@ async def _connect(state: GatewayState) -> None:
     await state.inbox.start()
     state.liveness = LivenessView(state.js)
     await state.liveness.start()
+    state.gate = StageGate(state.liveness)
+    state.dead_letters = DeadLetterWatch(state.client, state.js)
+    await state.dead_letters.start()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(state.liveness.ready.wait(), LIVENESS_READY_TIMEOUT)
 
@@ -287,6 +285,8 @@ def build_app(state: GatewayState) -> Starlette:
         try:
             yield
         finally:
+            if state.dead_letters:
+                await state.dead_letters.stop()
             if state.liveness:
                 await state.liveness.stop()
             if state.inbox:

@@ -11,12 +11,14 @@ from contracts.envelope import StageError
 from gateway.errors import ProblemError
 
 PROBLEM_TYPE_BASE = "https://backworks.dev/problems/"
-STATUS_FOR_KIND = {"error": 502, "invalid": 502, "unavailable": 503, "timeout": 504}
+STATUS_FOR_KIND = {"error": 502, "invalid": 502, "exhausted": 502, "unavailable": 503, "timeout": 504, "expired": 504}
 TITLE_FOR_KIND = {
     "error": "Plugin failed",
     "invalid": "Plugin produced an invalid result",
     "unavailable": "Plugin unavailable",
     "timeout": "Plugin timed out",
+    "exhausted": "Delivery attempts exhausted",
+    "expired": "Deadline passed",
 }
 
 

@@ -27,6 +27,8 @@ class Outcome:
     envelope: Envelope
     failure: FailureKind | None = None
     message: str = ""
+    out_of_memory: bool = False
+    """The hook hit the replica's memory limit: the process should be restarted."""
 
     @property
     def finished(self) -> bool:
@@ -48,10 +50,13 @@ async def execute(
     started = time.perf_counter()
     failure: FailureKind | None = None
     message = ""
+    out_of_memory = False
     try:
         action = await call_hook(plugin, phase, envelope, timeout)
     except TimeoutError:
         failure, message = "timeout", f"hook took longer than {timeout * 1000:.0f} ms"
+    except MemoryError:
+        failure, message, out_of_memory = "error", "hook exceeded the replica's memory limit", True
     except Exception as exc:
         failure, message = "error", f"{type(exc).__name__}: {exc}"
         log.warning("plugin hook raised", stage=stage.label, error=message, request_id=envelope.request_id)
@@ -82,4 +87,4 @@ async def execute(
     else:
         envelope.cursor += 1
     envelope.timings.append(Timing(stage=stage.label, ms=round(elapsed_ms, 3), replica=replica, attempt=attempt))
-    return Outcome(envelope, failure, message)
+    return Outcome(envelope, failure, message, out_of_memory)

@@ -1,9 +1,12 @@
 """The stage host: runs one replica of one plugin instance as a JetStream durable pull consumer.
 
-For each message: read the envelope, drop it if its deadline has passed, run the hook (``executor``),
-publish the result to the next stage with a ``Nats-Msg-Id`` (or, after the last stage, to the gateway's
-reply subject), and only then ack. A failed publish is nak'ed with a delay, so the message is retried
-rather than lost. Nothing a plugin does can stop the loop.
+For each message: read the envelope, drop it if its deadline passed (dead-letter it if it was a
+redelivery: someone's work was lost), run the hook under its time limit (``executor``), move past the
+next stages that cannot take work (``gate``), publish the envelope to the next stage with a
+``Nats-Msg-Id`` (or, after the last stage, to the gateway's reply subject), and only then ack.
+A failed hand-off is nak'ed with a growing delay, so it is retried rather than lost. A hook allowed to
+run longer than the ack deadline keeps its message with in-progress heartbeats. Nothing a plugin does
+can stop the loop; a plugin that exhausts its memory makes the replica exit to be restarted.
 """
 
 from __future__ import annotations
@@ -28,24 +31,28 @@ from contracts.registry import ReplicaInfo
 from pipeline import broker
 from pipeline.blueprints import ResolvedInstance
 from pipeline.consumer import PullConsumer
+from pipeline.deadletters import DeadLetterWatch, bury, record_event
 from pipeline.executor import execute
-from pipeline.liveness import Heartbeat
+from pipeline.gate import StageGate
+from pipeline.liveness import Heartbeat, LivenessView
 from pipeline.plugin import Plugin
 
 log = structlog.get_logger("backworks.stage")
 
-MIN_ACK_WAIT = 2.0
-ACK_WAIT_FACTOR = 3
-"""ack_wait = max(MIN_ACK_WAIT, timeout * ACK_WAIT_FACTOR + PUBLISH_TIMEOUT): room for the hook and the hand-off."""
+MIN_ACK_WAIT = 1.0
+MAX_ACK_WAIT = 2.0
+"""ack_wait = clamp(2 x timeout + 0.5 s): a killed replica's message moves on quickly; longer hooks heartbeat."""
 PUBLISH_TIMEOUT = 1.0
-DEFAULT_MAX_DELIVER = 5
+DEFAULT_MAX_DELIVER = 3
 DEFAULT_MAX_INFLIGHT = 64
-NAK_DELAY = 0.2
+NAK_DELAY = 0.1
+"""First retry delay of a failed hand-off; doubles with each delivery."""
+OUT_OF_MEMORY_EXIT = 71
 
 
 def ack_wait_for(timeout: float) -> float:
-    """JetStream ack deadline for a hook allowed ``timeout`` seconds."""
-    return max(MIN_ACK_WAIT, timeout * ACK_WAIT_FACTOR + PUBLISH_TIMEOUT)
+    """JetStream ack deadline for a hook allowed ``timeout`` seconds (heartbeats cover longer hooks)."""
+    return min(MAX_ACK_WAIT, max(MIN_ACK_WAIT, timeout * 2 + 0.5))
 
 
 class StageHost:
@@ -56,21 +63,27 @@ class StageHost:
         instance: ResolvedInstance,
         client: Client,
         *,
-        max_inflight: int = DEFAULT_MAX_INFLIGHT,
+        max_inflight: int | None = None,
         max_deliver: int = DEFAULT_MAX_DELIVER,
+        gate: StageGate | None = None,
     ) -> None:
         self.instance = instance
         self.client = client
         self.js: JetStreamContext = broker.jetstream(client, timeout=PUBLISH_TIMEOUT)
         self.plugin: Plugin[Any] = instance.cls(instance.config, instance=instance.name)
         self.replica = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.max_inflight = max_inflight
+        self.max_inflight = max_inflight or instance.spec.limits.max_concurrent or DEFAULT_MAX_INFLIGHT
         self.max_deliver = max_deliver
+        self.ack_wait = ack_wait_for(instance.timeout)
         self.started_at = time.time()
         self.processed = 0
         self.failed = 0
         self.consumers: list[PullConsumer] = []
         self.heartbeat = Heartbeat(self.js, self.snapshot)
+        self.liveness = LivenessView(self.js)
+        self.gate = gate or StageGate(self.liveness)
+        self.dead_letters = DeadLetterWatch(client, self.js)
+        self.out_of_memory = asyncio.Event()
 
     def consumer_config(self, phase: Phase) -> ConsumerConfig:
         durable = stage_durable(self.instance.name, phase)
@@ -80,7 +93,7 @@ class StageHost:
             filter_subject=stage_subject(self.instance.name, phase),
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
-            ack_wait=ack_wait_for(self.instance.timeout),
+            ack_wait=self.ack_wait,
             max_deliver=self.max_deliver,
             max_ack_pending=max(self.max_inflight * 4, 256),
             max_waiting=512,
@@ -89,6 +102,8 @@ class StageHost:
     async def start(self) -> None:
         await broker.attach(self.js)
         await self.plugin.startup()
+        await self.liveness.start()
+        await self.dead_letters.start()
         for phase in self.instance.cls.phases:
             consumer = PullConsumer(
                 self.client,
@@ -107,6 +122,8 @@ class StageHost:
             plugin=self.instance.cls.name,
             phases=[p.value for p in self.instance.cls.phases],
             replica=self.replica,
+            ack_wait=self.ack_wait,
+            max_inflight=self.max_inflight,
         )
 
     async def on_reconnect(self) -> None:
@@ -117,6 +134,8 @@ class StageHost:
         await self.heartbeat.stop()
         for consumer in self.consumers:
             await consumer.stop()
+        await self.dead_letters.stop()
+        await self.liveness.stop()
         try:
             await self.plugin.shutdown()
         except Exception:
@@ -156,6 +175,12 @@ class StageHost:
 
         return handle
 
+    def _keep_alive(self, msg: Msg) -> InProgress | None:
+        """In-progress heartbeats for hooks allowed to run close to, or past, the ack deadline."""
+        if self.instance.timeout < self.ack_wait / 2:
+            return None
+        return InProgress(msg, self.ack_wait / 3)
+
     async def handle(self, phase: Phase, msg: Msg) -> None:
         raw = msg.data
         try:
@@ -169,27 +194,42 @@ class StageHost:
             log.error("misrouted envelope terminated", instance=self.instance.name, request_id=envelope.request_id)
             await msg.term()
             return
+        attempt = msg.metadata.num_delivered or 1
         if envelope.remaining() <= 0:
-            log.info("expired envelope dropped", stage=stage.label, request_id=envelope.request_id)
+            if attempt > 1:  # a replica took it and never finished: that work must not vanish
+                reason = f"deadline passed after {attempt} deliveries (a replica crashed, hung or was killed)"
+                await bury(self.client, self.js, envelope, msg.subject, attempt, reason, "expired")
+            else:
+                log.info("expired envelope dropped", stage=stage.label, request_id=envelope.request_id)
             await msg.ack()
             return
-        attempt = msg.metadata.num_delivered or 1
-        outcome = await execute(self.plugin, phase, raw, envelope, self.instance.timeout, self.replica, attempt)
+        keeper = self._keep_alive(msg)
+        try:
+            outcome = await execute(self.plugin, phase, raw, envelope, self.instance.timeout, self.replica, attempt)
+        finally:
+            if keeper is not None:
+                keeper.cancel()
         self.processed += 1
         if outcome.failure:
             self.failed += 1
+            await record_event(self.client, outcome.envelope, outcome.envelope.errors[-1])
+            if outcome.out_of_memory:
+                self.out_of_memory.set()
         try:
             await self.forward(outcome.envelope)
         except Exception as exc:
-            log.warning("hand-off failed; will be redelivered", stage=stage.label, error=repr(exc))
-            await msg.nak(delay=NAK_DELAY)
+            delay = NAK_DELAY * 2 ** (attempt - 1)
+            log.warning("hand-off failed; will be redelivered", stage=stage.label, error=repr(exc), delay=delay)
+            await msg.nak(delay=delay)
             return
         await msg.ack()
 
     async def forward(self, envelope: Envelope) -> None:
-        """Publish to the next stage (JetStream, de-duplicated) or back to the gateway (core NATS)."""
+        """Publish to the next available stage (JetStream, de-duplicated) or back to the gateway (core NATS)."""
+        nxt, skipped = self.gate.advance(envelope)
+        for error in skipped:
+            await record_event(self.client, envelope, error)
         data = envelope.to_json()
-        nxt = envelope.current
         if nxt is None:
             await self.client.publish(envelope.reply_to, data)
             return
@@ -201,8 +241,28 @@ class StageHost:
         )
 
 
-async def serve(instance: ResolvedInstance, servers: list[str], stop: asyncio.Event, **options: Any) -> None:
-    """Run one replica until ``stop`` is set."""
+class InProgress:
+    """Tells JetStream every ``interval`` seconds that a message is still being worked on, until cancelled."""
+
+    def __init__(self, msg: Msg, interval: float) -> None:
+        self.msg = msg
+        self.interval = interval
+        self.loop = asyncio.get_running_loop()
+        self.sent: set[asyncio.Task[None]] = set()
+        self.handle = self.loop.call_later(interval, self._beat)
+
+    def _beat(self) -> None:
+        task = self.loop.create_task(self.msg.in_progress())
+        self.sent.add(task)
+        task.add_done_callback(self.sent.discard)
+        self.handle = self.loop.call_later(self.interval, self._beat)
+
+    def cancel(self) -> None:
+        self.handle.cancel()
+
+
+async def serve(instance: ResolvedInstance, servers: list[str], stop: asyncio.Event, **options: Any) -> int:
+    """Run one replica until ``stop`` is set; returns the process exit code."""
     host: StageHost | None = None
 
     async def reconnected() -> None:
@@ -211,9 +271,18 @@ async def serve(instance: ResolvedInstance, servers: list[str], stop: asyncio.Ev
 
     client = await broker.connect(servers, name=f"backworks-serve-{instance.name}", on_reconnect=reconnected)
     host = StageHost(instance, client, **options)
+    code = 0
     try:
         await host.start()
-        await stop.wait()
+        oom = asyncio.ensure_future(host.out_of_memory.wait())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({oom, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if host.out_of_memory.is_set():
+            log.error("plugin exhausted its memory limit; exiting to be restarted", instance=instance.name)
+            code = OUT_OF_MEMORY_EXIT
+        oom.cancel()
+        stopped.cancel()
     finally:
         await host.stop()
         await client.drain()
+    return code

@@ -1,0 +1,44 @@
+"""Messages on the event stream (``BW_EVENTS``) and in the dead-letter stream (``BW_DLQ``)."""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.envelope import Envelope
+
+StageFailureKind = Literal["error", "timeout", "unavailable", "invalid", "exhausted", "expired"]
+
+
+class StageEvent(BaseModel):
+    """Something that happened to one envelope at one stage (``bw.evt.stage.<kind>``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    v: Literal[1] = 1
+    kind: StageFailureKind
+    stage: str
+    envelope_id: str
+    request_id: str
+    route: str
+    message: str
+    skipped: bool
+    """True when the request went on without the stage."""
+    at: float = Field(default_factory=time.time)
+
+
+class DeadLetter(BaseModel):
+    """An envelope that exhausted its deliveries at a stage (``bw.dlq.<instance>.<phase>``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    v: Literal[1] = 1
+    stage: str
+    subject: str
+    """Subject the envelope was waiting on; ``backworks dlq replay`` publishes it there again."""
+    attempts: int
+    error: str
+    dead_at: float = Field(default_factory=time.time)
+    envelope: Envelope

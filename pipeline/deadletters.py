@@ -1,0 +1,138 @@
+"""Dead letters: envelopes that exhausted their deliveries at a stage go to ``BW_DLQ``, never vanish.
+
+JetStream announces a message that reached a consumer's ``max_deliver`` with a MAX_DELIVERIES advisory
+(core NATS). Every Backworks service (gateway and stage hosts) listens in one queue group, so exactly
+one live process handles each advisory: it copies the envelope with stage, attempts and reason into
+``BW_DLQ``, removes it from the pipeline stream, records an event, and sends the waiting gateway a
+reply with the failure, so the client gets a problem+json at once instead of waiting for its deadline.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Literal
+
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+from pydantic import ValidationError
+
+from contracts.envelope import Envelope, StageError
+from contracts.events import DeadLetter, StageEvent
+from contracts.names import DLQ_STREAM, DLQ_SUBJECTS, MSG_ID_HEADER, PIPELINE_STREAM, event_subject
+
+log = structlog.get_logger("backworks.dlq")
+
+ADVISORY_SUBJECT = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{PIPELINE_STREAM}.*"
+QUEUE_GROUP = "bw-dlq"
+
+
+def dlq_subject(stage_label: str) -> str:
+    return f"bw.dlq.{stage_label}"
+
+
+async def record_event(client: Client, envelope: Envelope, error: StageError) -> None:
+    """Put a stage failure on the event stream (core publish: captured by ``BW_EVENTS``, no round trip)."""
+    event = StageEvent(
+        kind=error.kind,
+        stage=error.stage,
+        envelope_id=envelope.id,
+        request_id=envelope.request_id,
+        route=envelope.route,
+        message=error.message,
+        skipped=error.skipped,
+    )
+    await client.publish(event_subject(f"stage.{error.kind}"), event.model_dump_json().encode())
+
+
+async def bury(
+    client: Client,
+    js: JetStreamContext,
+    envelope: Envelope,
+    subject: str,
+    attempts: int,
+    reason: str,
+    kind: Literal["exhausted", "expired"],
+) -> None:
+    """Store the envelope in ``BW_DLQ`` and answer the waiting gateway with the failure."""
+    stage = envelope.current
+    label = stage.label if stage else "unknown"
+    letter = DeadLetter(stage=label, subject=subject, attempts=attempts, error=reason, envelope=envelope)
+    await js.publish(
+        dlq_subject(label),
+        letter.model_dump_json().encode(),
+        headers={MSG_ID_HEADER: f"dlq:{envelope.id}:{envelope.cursor}"},
+    )
+    error = StageError(stage=label, kind=kind, message=reason, skipped=False)
+    envelope.errors.append(error)
+    envelope.cursor = len(envelope.itinerary)
+    await record_event(client, envelope, error)
+    if envelope.reply_to and envelope.remaining() > 0:
+        await client.publish(envelope.reply_to, envelope.to_json())
+    log.warning("envelope dead-lettered", stage=label, attempts=attempts, reason=reason, request_id=envelope.request_id)
+
+
+class DeadLetterWatch:
+    """Handles MAX_DELIVERIES advisories for the pipeline stream (one handler per advisory, fleet-wide)."""
+
+    def __init__(self, client: Client, js: JetStreamContext) -> None:
+        self.client = client
+        self.js = js
+        self._sub: Subscription | None = None
+        self.handled = 0
+
+    async def start(self) -> None:
+        self._sub = await self.client.subscribe(ADVISORY_SUBJECT, queue=QUEUE_GROUP, cb=self._on_advisory)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+
+    async def _on_advisory(self, msg: Msg) -> None:
+        try:
+            advisory = json.loads(msg.data)
+            sequence = int(advisory["stream_seq"])
+            attempts = int(advisory.get("deliveries", 0))
+            consumer = str(advisory.get("consumer", "?"))
+        except (ValueError, KeyError, TypeError):
+            log.error("unreadable max-deliveries advisory", data=msg.data[:200])
+            return
+        try:
+            raw = await self.js.get_msg(PIPELINE_STREAM, sequence)
+        except NotFoundError:
+            return  # already handled (or acked late by a slow replica)
+        except Exception as exc:
+            log.error("cannot read dead letter", sequence=sequence, error=repr(exc))
+            return
+        reason = f"no replica of {consumer} acknowledged it in {attempts} deliveries (crashed, hung or killed)"
+        try:
+            envelope = Envelope.from_json(raw.data or b"")
+        except ValidationError:
+            log.error("unreadable envelope left in the pipeline stream", sequence=sequence)
+            return
+        await bury(self.client, self.js, envelope, raw.subject or "", attempts, reason, "exhausted")
+        await self.js.delete_msg(PIPELINE_STREAM, sequence)
+        self.handled += 1
+
+
+async def letters(js: JetStreamContext) -> AsyncIterator[tuple[int, DeadLetter]]:
+    """Every dead letter in ``BW_DLQ``, oldest first, with its sequence number."""
+    info = await js.stream_info(DLQ_STREAM)
+    sequence = info.state.first_seq
+    last = info.state.last_seq
+    while sequence and sequence <= last:
+        try:
+            raw = await js.get_msg(DLQ_STREAM, sequence, subject=DLQ_SUBJECTS, next=True)
+        except NotFoundError:
+            return
+        if raw.seq is None:
+            return
+        try:
+            yield raw.seq, DeadLetter.model_validate_json(raw.data or b"")
+        except ValidationError:
+            log.warning("unreadable dead letter skipped", sequence=raw.seq)
+        sequence = raw.seq + 1

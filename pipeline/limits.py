@@ -1,0 +1,84 @@
+"""Containing a plugin process: OS resource limits, and a watchdog for a blocked event loop.
+
+Limits come from the blueprint (``plugins.<instance>.limits``). Exceeding memory raises ``MemoryError``
+in the hook (the stage fails, the replica exits to be restarted); exceeding CPU time gets the process
+killed by the kernel; running out of file descriptors fails the hook. A hook that blocks the event
+loop (a synchronous hang) cannot be timed out from inside the loop, so a watchdog thread ends the
+process once the loop has not turned for ``stall_after`` seconds; JetStream then redelivers the
+message to another replica and the supervisor restarts this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import sys
+import threading
+import time
+
+import structlog
+
+from contracts.blueprint import ResourceLimits
+
+log = structlog.get_logger("backworks.limits")
+
+STALLED_EXIT = 72
+WATCHDOG_TICK = 0.1
+MIN_STALL = 2.0
+
+
+def apply(limits: ResourceLimits) -> dict[str, int]:
+    """Set this process's rlimits; returns what was applied (for the log)."""
+    applied: dict[str, int] = {}
+    if limits.memory_mb:
+        size = limits.memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (size, size))
+        applied["memory_mb"] = limits.memory_mb
+    if limits.cpu_seconds:
+        soft = limits.cpu_seconds
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 1))
+        applied["cpu_seconds"] = soft
+    if limits.open_files:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        value = limits.open_files if hard == resource.RLIM_INFINITY else min(limits.open_files, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (value, hard))
+        applied["open_files"] = value
+    return applied
+
+
+class LoopWatchdog:
+    """Ends the process when the event loop stops turning for ``stall_after`` seconds."""
+
+    def __init__(self, stall_after: float) -> None:
+        self.stall_after = max(MIN_STALL, stall_after)
+        self.last_turn = time.monotonic()
+        self._stop = threading.Event()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def tick() -> None:
+            self.last_turn = time.monotonic()
+            self._handle = loop.call_later(WATCHDOG_TICK, tick)
+
+        tick()
+        threading.Thread(target=self._watch, name="loop-watchdog", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._handle is not None:
+            self._handle.cancel()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(WATCHDOG_TICK * 5):
+            stalled = time.monotonic() - self.last_turn
+            if stalled > self.stall_after:
+                # The loop is blocked by a plugin; logging through it is impossible, write directly.
+                sys.stderr.write(
+                    f'{{"event": "event loop blocked for {stalled:.1f} s by a plugin; exiting to be restarted", '
+                    f'"level": "error", "pid": {os.getpid()}}}\n'
+                )
+                sys.stderr.flush()
+                os._exit(STALLED_EXIT)
