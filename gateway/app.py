@@ -236,7 +236,10 @@ def health_report(state: GatewayState) -> tuple[dict[str, Any], int]:
                 "phase": phase.value,
                 "critical": instance.critical,
                 "live_replicas": len(live),
-                "replicas": [{"replica": r.replica, "pid": r.pid, "host": r.host, "health": r.health} for r in live],
+                "replicas": [
+                    {"replica": r.replica, "pid": r.pid, "host": r.host, "health": r.health, "inflight": r.inflight}
+                    for r in live
+                ],
             }
         if not live:
             status = "unhealthy" if instance.critical else ("degraded" if status == "healthy" else status)

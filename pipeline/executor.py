@@ -74,6 +74,9 @@ async def execute(
         else:
             failure, message = "error", f"hook returned {type(action).__name__}, expected Continue, Respond or Fail"
     elapsed_ms = (time.perf_counter() - started) * 1000
+    if failure is None and elapsed_ms > timeout * 1000:
+        # A hook that blocked the event loop cannot be interrupted; it still overran its limit.
+        failure, message = "timeout", f"hook took {elapsed_ms:.0f} ms, longer than {timeout * 1000:.0f} ms"
     if failure:
         # The hook may have changed the envelope before failing: go on from what this stage received.
         envelope = Envelope.from_json(raw)

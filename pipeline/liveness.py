@@ -22,8 +22,8 @@ from contracts.registry import ReplicaInfo
 
 log = structlog.get_logger("backworks.liveness")
 
-HEARTBEAT_INTERVAL = 1.0
-LIVENESS_TTL = 3.5
+HEARTBEAT_INTERVAL = 0.5
+LIVENESS_TTL = 1.75
 """A replica whose last heartbeat is older than this is considered gone."""
 RETRY_DELAY = 0.5
 

@@ -82,10 +82,16 @@ def wait_http(url: str, timeout: float = 60.0, ok: tuple[int, ...] = (200,)) -> 
     raise AssertionError(f"{url} not ready within {timeout} s: {last!r}")
 
 
-def wait_healthy(base: str, timeout: float = 60.0) -> dict[str, object]:
+def wait_healthy(
+    base: str, timeout: float = 60.0, process: subprocess.Popen[bytes] | None = None, log: Path | None = None
+) -> dict[str, object]:
+    """Wait for a healthy gateway; fail at once (with the log) if ``process`` exits meanwhile."""
     deadline = time.monotonic() + timeout
     body: dict[str, object] = {}
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            tail = log.read_text()[-3000:] if log else ""
+            raise AssertionError(f"exited with code {process.returncode} before becoming healthy:\n{tail}")
         try:
             body = httpx.get(f"{base}/_backworks/health", timeout=2.0).json()
             if body.get("status") == "healthy":

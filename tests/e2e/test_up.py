@@ -22,7 +22,7 @@ def test_up_serves_the_example_restarts_dead_children_and_stops_cleanly(tmp_path
     base = f"http://127.0.0.1:{port}"
     up = start("up", str(EXAMPLE), "--port", str(port), log=tmp_path / "up.log")
     try:
-        health = wait_healthy(base)
+        health = wait_healthy(base, process=up, log=tmp_path / "up.log")
         children = children_of(up.pid)
         response = httpx.get(f"{base}/hello/world", timeout=5)
         assert response.status_code == 200, response.text

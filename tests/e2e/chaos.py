@@ -1,0 +1,85 @@
+"""A running ``backworks up`` for chaos tests, and a client that accounts for every request."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pipeline.ports import free_port
+from tests.e2e.processes import children_of, pid_alive, start, stop, wait_healthy
+
+
+@dataclass
+class Stack:
+    base: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    sent: dict[str, httpx.Response | Exception] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def health(self) -> dict[str, Any]:
+        body: dict[str, Any] = httpx.get(f"{self.base}/_backworks/health", timeout=5).json()
+        return body
+
+    def replicas(self, stage: str) -> list[dict[str, Any]]:
+        return list(self.health()["stages"][stage]["replicas"])
+
+    def request(self, path: str, fault: str | None = None, timeout: float = 30.0) -> httpx.Response:
+        """Send one request and record its outcome under a unique request id."""
+        request_id = uuid.uuid4().hex
+        headers = {"x-request-id": request_id}
+        if fault:
+            headers["x-backworks-fault"] = fault
+        try:
+            response = httpx.get(f"{self.base}{path}", headers=headers, timeout=timeout)
+        except Exception as exc:
+            with self.lock:
+                self.sent[request_id] = exc
+            raise
+        with self.lock:
+            assert request_id not in self.sent
+            self.sent[request_id] = response
+        assert response.headers.get("x-request-id") == request_id, "the response belongs to this request"
+        return response
+
+    def assert_every_request_answered_once(self) -> None:
+        failures = {rid: r for rid, r in self.sent.items() if isinstance(r, Exception)}
+        assert not failures, f"requests without a response: {failures}"
+
+
+@contextlib.contextmanager
+def running(blueprint: Path, tmp_path: Path, *args: str) -> Iterator[Stack]:
+    port = free_port()
+    log = tmp_path / "up.log"
+    process = start("up", str(blueprint), "--port", str(port), *args, log=log)
+    stack = Stack(f"http://127.0.0.1:{port}", process, log)
+    children: list[int] = []
+    try:
+        wait_healthy(stack.base, process=process, log=log)
+        children = children_of(process.pid)
+        yield stack
+        children = children_of(process.pid)
+    finally:
+        stop(process, timeout=15)
+    leftovers = [pid for pid in children if pid_alive(pid)]
+    assert leftovers == [], f"orphaned processes: {leftovers}"
+
+
+def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError, KeyError, IndexError):
+            result = predicate()
+            if result:
+                return result
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")

@@ -1,0 +1,124 @@
+"""Break real plugin processes under a real `backworks up` and check what clients see."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_blueprint
+from tests.e2e.chaos import running, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
+
+FAULTS = """name: chaos
+defaults: {timeout_ms: 15000}
+plugins:
+  crit:  {type: fault, critical: true, timeout_ms: 300, config: {delay_ms: 1000}}
+  opt:   {type: fault, timeout_ms: 300, config: {delay_ms: 1000}}
+  leak:  {type: fault, critical: true, config: {leak_mb: 128}, limits: {memory_mb: 700}}
+  crash: {type: fault, critical: true}
+  slow:  {type: fault, critical: true, timeout_ms: 5000, replicas: 2, config: {mode: delay, delay_ms: 3000, header: null}}
+endpoints:
+  critical: {path: /critical, plugins: [crit], handler: {type: mock, config: {body: ok}}}
+  optional: {path: /optional, plugins: [opt], handler: {type: mock, config: {body: ok}}}
+  leaky:    {path: /leaky, plugins: [leak], handler: {type: mock, config: {body: ok}}}
+  crashy:   {path: /crashy, plugins: [crash], handler: {type: mock, config: {body: ok}}}
+  slow:     {path: /slow, plugins: [slow], handler: {type: mock, config: {body: ok}}}
+"""
+
+
+def test_plugins_that_raise_hang_leak_and_exit_never_take_the_api_down(tmp_path: Path) -> None:
+    blueprint = write_blueprint(tmp_path, FAULTS)
+    with running(blueprint, tmp_path) as stack:
+        # raise: a critical stage fails the request with 502 naming it; an optional one is skipped.
+        failed = stack.request("/critical", "raise")
+        assert failed.status_code == 502
+        assert failed.json()["stage"] == "crit.request"
+        assert "RuntimeError: fault injected" in failed.json()["detail"]
+        skipped = stack.request("/optional", "raise")
+        assert skipped.status_code == 200 and skipped.text == "ok"
+        assert skipped.headers["x-backworks-skipped"] == "opt.request"
+
+        # hang past the 300 ms limit: 504 naming the critical stage, well before the 15 s deadline;
+        # an optional stage that hangs, or blocks its event loop, is skipped.
+        started = time.monotonic()
+        hung = stack.request("/critical", "delay")
+        assert time.monotonic() - started < 3
+        assert hung.status_code == 504
+        assert hung.json()["stage"] == "crit.request" and hung.json()["cause"] == "timeout"
+        for mode in ("delay", "block"):
+            slow_hook = stack.request("/optional", mode)
+            assert slow_hook.status_code == 200
+            assert slow_hook.headers["x-backworks-skipped"] == "opt.request"
+
+        # unbounded allocation: the memory limit stops it, the stage fails (502) and the replica is replaced.
+        leak_pid = stack.replicas("leak.request")[0]["pid"]
+        statuses = [stack.request("/leaky", "leak").status_code for _ in range(8)]
+        assert 502 in statuses, statuses
+        assert set(statuses) <= {200, 502, 503}, statuses
+        wait_for(lambda: stack.replicas("leak.request") and stack.replicas("leak.request")[0]["pid"] != leak_pid)
+        wait_for(lambda: stack.request("/leaky").status_code == 200)
+
+        # exit mid-request: the replica dies on every delivery; the envelope is dead-lettered and the
+        # client answered with 502 before its deadline instead of waiting for it.
+        started = time.monotonic()
+        crashed = stack.request("/crashy", "exit")
+        assert crashed.status_code == 502, crashed.text
+        assert crashed.json()["cause"] == "exhausted"
+        assert time.monotonic() - started < 15
+        wait_for(lambda: stack.request("/crashy").status_code == 200)
+        assert "exited with code 70" in stack.log.read_text()
+
+        # Nothing else was disturbed, and every request got exactly one answer.
+        assert stack.request("/critical").status_code == 200
+        stack.assert_every_request_answered_once()
+
+
+def test_a_replica_killed_in_the_middle_of_a_slow_hook_is_covered_by_another(tmp_path: Path) -> None:
+    blueprint = write_blueprint(tmp_path, FAULTS)
+    with running(blueprint, tmp_path) as stack:
+        result: dict[str, object] = {}
+
+        def call() -> None:
+            started = time.monotonic()
+            result["response"] = stack.request("/slow")
+            result["took"] = time.monotonic() - started
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        busy = wait_for(lambda: [r for r in stack.replicas("slow.request") if r["inflight"]], timeout=5)
+        os.kill(busy[0]["pid"], signal.SIGKILL)
+        caller.join(30)
+        response = result["response"]
+        assert response.status_code == 200, response.text  # type: ignore[attr-defined]
+        assert float(result["took"]) < 15  # type: ignore[arg-type]
+        timing = response.headers["server-timing"]  # type: ignore[attr-defined]
+        assert "slow.request" in timing
+        stack.assert_every_request_answered_once()
+
+
+def test_killing_every_replica_of_an_optional_stage_degrades_fast_then_recovers(tmp_path: Path) -> None:
+    blueprint = write_blueprint(tmp_path, FAULTS)
+    with running(blueprint, tmp_path) as stack:
+        assert stack.request("/optional").headers.get("x-backworks-skipped") is None
+        pid = stack.replicas("opt.request")[0]["pid"]
+        os.kill(pid, signal.SIGSTOP)  # frozen: alive to the OS, silent to NATS, not restarted
+        try:
+            wait_for(lambda: not stack.replicas("opt.request"), timeout=10)
+            for _ in range(10):
+                started = time.monotonic()
+                degraded = stack.request("/optional")
+                assert time.monotonic() - started < 0.5
+                assert degraded.status_code == 200
+                assert degraded.headers["x-backworks-skipped"] == "opt.request"
+            assert stack.health()["status"] == "degraded"
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        wait_for(lambda: stack.replicas("opt.request"), timeout=10)
+        wait_for(lambda: stack.request("/optional").headers.get("x-backworks-skipped") is None)
+        stack.assert_every_request_answered_once()
