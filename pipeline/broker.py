@@ -10,7 +10,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import nats
 import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -58,6 +57,8 @@ async def connect(
         log.warning("nats error", error=str(exc) or type(exc).__name__)
 
     async def disconnected_cb() -> None:
+        if client.is_closed or client.is_draining:
+            return  # our own shutdown
         log.warning("nats disconnected")
         if on_disconnect:
             await on_disconnect()
@@ -67,19 +68,22 @@ async def connect(
         if on_reconnect:
             await on_reconnect()
 
+    client = Client()
+    # nats-py annotates these timeouts as int but takes seconds as float.
+    options: dict[str, Any] = {
+        "servers": servers,
+        "name": name,
+        "connect_timeout": CONNECT_TIMEOUT,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.25,
+        "allow_reconnect": True,
+        "error_cb": error_cb,
+        "disconnected_cb": disconnected_cb,
+        "reconnected_cb": reconnected_cb,
+        "pending_size": 64 * 1024 * 1024,
+    }
     try:
-        client: Client = await nats.connect(
-            servers=servers,
-            name=name,
-            connect_timeout=CONNECT_TIMEOUT,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.25,
-            allow_reconnect=True,
-            error_cb=error_cb,
-            disconnected_cb=disconnected_cb,
-            reconnected_cb=reconnected_cb,
-            pending_size=64 * 1024 * 1024,
-        )
+        await client.connect(**options)
     except Exception as exc:
         raise BrokerUnavailable(f"cannot connect to NATS at {', '.join(servers)}: {exc or type(exc).__name__}") from exc
     return client
