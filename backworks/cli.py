@@ -19,6 +19,7 @@ from rich.table import Table
 from backworks import __version__
 from backworks.console import console, fail
 from backworks.dlq_commands import dlq_app
+from backworks.plugin_commands import register as register_plugin_commands
 from contracts.errors import BlueprintError
 from pipeline import blueprints, broker, logs
 from pipeline.blueprints import LoadedBlueprint
@@ -230,7 +231,8 @@ def serve(
         watchdog = limits.LoopWatchdog(stall_after=resolved.timeout * 10)
         watchdog.start()
         try:
-            return await serve_stage(resolved, servers, stop, max_inflight=max_inflight)
+            breakers = {name: item.spec.breaker for name, item in loaded.instances.items()}
+            return await serve_stage(resolved, servers, stop, max_inflight=max_inflight, breaker_settings=breakers)
         finally:
             watchdog.stop()
 
@@ -360,6 +362,9 @@ def _print_ready(supervisor: Any, ready: dict[str, Any] | None, url: str, nats_u
 
 
 app.add_typer(dlq_app, name="dlq")
+
+
+register_plugin_commands(app)
 
 
 def main() -> None:

@@ -167,8 +167,15 @@ class Envelope(BaseModel):
         return len(self.itinerary)
 
     def to_json(self) -> bytes:
-        return self.model_dump_json().encode()
+        """The envelope as JSON bytes, what crosses the broker.
+
+        Straight from pydantic-core's serializer: ``model_dump_json().encode()`` would decode its bytes to
+        ``str`` and encode them again, two copies of the envelope on every hop.
+        """
+        return self.__pydantic_serializer__.to_json(self)
 
     @classmethod
     def from_json(cls, data: bytes | str) -> Envelope:
-        return cls.model_validate_json(data)
+        """Parse and validate JSON bytes (``ValidationError`` when invalid), as ``model_validate_json`` does."""
+        envelope: Envelope = cls.__pydantic_validator__.validate_json(data)
+        return envelope

@@ -5,7 +5,11 @@
     ├── pipeline.errors.PipelineError
     │   ├── BrokerUnavailable                 NATS cannot be reached or the stream is missing
     │   ├── EmbeddedNatsError                 the embedded nats-server failed to start
-    │   └── PluginLoadError                   a plugin class is missing or breaks the contract
+    │   ├── PluginLoadError                   a plugin class is missing or cannot be imported
+    │   │   └── PluginContractError           a plugin class breaks the contract (name, file, fixes)
+    │   ├── PluginHookError                   a hook failed; its message had secrets masked
+    │   ├── BreakerOpen                       a plugin's fleet-shared circuit breaker refused a call
+    │   └── PluginConfigError                 a config given to the SDK or `profile` breaks its schema
     └── gateway.errors.GatewayError
         └── ProblemError                      an HTTP problem (RFC 9457) to return to the client
 

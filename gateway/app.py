@@ -27,6 +27,7 @@ from gateway.problems import from_stage_error, problem_response
 from gateway.replies import ReplyInbox
 from pipeline import broker
 from pipeline.blueprints import LoadedBlueprint
+from pipeline.breakers import FleetBreakers
 from pipeline.deadletters import DeadLetterWatch, record_event
 from pipeline.gate import StageGate
 from pipeline.liveness import LivenessView
@@ -55,6 +56,7 @@ class GatewayState:
     inbox: ReplyInbox | None = None
     liveness: LivenessView | None = None
     gate: StageGate = field(default_factory=StageGate)
+    breakers: FleetBreakers | None = None
     dead_letters: DeadLetterWatch | None = None
     access_log: bool = False
 
@@ -222,29 +224,60 @@ class Pipeline:
         return response
 
 
+SEVERITY = {"healthy": 0, "degraded": 1, "unhealthy": 2}
+
+
+def _worst(*statuses: str) -> str:
+    return max(statuses, key=SEVERITY.__getitem__)
+
+
+def _instance_status(critical: bool, live: int, breaker: str, replica_health: list[str]) -> str:
+    """unhealthy: a critical stage cannot be served; degraded: an optional one cannot, or a replica is unwell."""
+    cannot_serve = live == 0 or breaker == "open"
+    if cannot_serve:
+        return "unhealthy" if critical else "degraded"
+    if breaker == "half-open" or any(h != "healthy" for h in replica_health):
+        return "degraded"
+    return "healthy"
+
+
 def health_report(state: GatewayState) -> tuple[dict[str, Any], int]:
-    """Broker connectivity and live replicas per stage, summarised for load balancers."""
+    """Broker connectivity, live replicas, plugin health and breaker state per stage, for load balancers."""
     connected = bool(state.client and state.client.is_connected)
-    stages: dict[str, Any] = {}
     status = "healthy" if connected else "unhealthy"
+    breakers = state.breakers.snapshot() if state.breakers else {}
+    stages: dict[str, Any] = {}
     for name, instance in state.blueprint.instances.items():
         live = state.liveness.live(name) if state.liveness else []
+        breaker = breakers.get(name, {"state": "closed"})
+        instance_status = _instance_status(
+            instance.critical, len(live), str(breaker.get("state")), [r.health for r in live]
+        )
+        status = _worst(status, instance_status)
         for phase in instance.cls.phases:
             stages[f"{name}.{phase.value}"] = {
                 "instance": name,
                 "plugin": instance.cls.name,
                 "phase": phase.value,
                 "critical": instance.critical,
+                "status": instance_status,
                 "live_replicas": len(live),
+                "breaker": breaker,
                 "replicas": [
-                    {"replica": r.replica, "pid": r.pid, "host": r.host, "health": r.health, "inflight": r.inflight}
+                    {
+                        "replica": r.replica,
+                        "pid": r.pid,
+                        "host": r.host,
+                        "health": r.health,
+                        "message": r.health_message,
+                        "inflight": r.inflight,
+                        "processed": r.processed,
+                        "failed": r.failed,
+                        "metrics": r.metrics,
+                    }
                     for r in live
                 ],
             }
-        if not live:
-            status = "unhealthy" if instance.critical else ("degraded" if status == "healthy" else status)
-        elif any(r.health != "healthy" for r in live) and status == "healthy":
-            status = "degraded"
     body = {
         "status": status,
         "gateway": state.gateway_id,
@@ -271,7 +304,10 @@ async def _connect(state: GatewayState) -> None:
     await state.inbox.start()
     state.liveness = LivenessView(state.js)
     await state.liveness.start()
-    state.gate = StageGate(state.liveness)
+    settings = {name: item.spec.breaker for name, item in state.blueprint.instances.items()}
+    state.breakers = FleetBreakers(state.js, settings, f"gateway-{state.gateway_id}")
+    await state.breakers.start()
+    state.gate = StageGate(state.liveness, state.breakers)
     state.dead_letters = DeadLetterWatch(state.client, state.js)
     await state.dead_letters.start()
     with contextlib.suppress(TimeoutError):
@@ -290,6 +326,8 @@ def build_app(state: GatewayState) -> Starlette:
         finally:
             if state.dead_letters:
                 await state.dead_letters.stop()
+            if state.breakers:
+                await state.breakers.stop()
             if state.liveness:
                 await state.liveness.stop()
             if state.inbox:

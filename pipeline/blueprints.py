@@ -1,13 +1,15 @@
-"""Loads a blueprint file and validates it as a whole: structure, references, every plugin's config.
+"""Loads a blueprint file and validates it as a whole: YAML, structure, plugin folders, every plugin's
+config (against its JSON Schema), references, routes and plugin dependencies.
 
 Every problem is collected (not just the first) with the file, line, column, JSON pointer and plugin
-instance, so ``backworks validate`` can report them all at once.
+instance, so ``backworks validate`` can report them all at once. A valid blueprint comes with each
+endpoint's stage order resolved (``pipeline.dependencies``).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,12 @@ from contracts.blueprint import Blueprint, PluginInstance, handler_instance
 from contracts.envelope import Stage
 from contracts.errors import BlueprintError, ConfigIssue
 from contracts.names import Phase
-from pipeline import registry
+from pipeline import registry, secrets
+from pipeline.configs import validate_config
+from pipeline.dependencies import plan_endpoint, type_problems
 from pipeline.errors import PluginLoadError
 from pipeline.plugin import Category, PluginClass
+from pipeline.registry import Catalog
 
 Position = tuple[int, int]
 _PARAM = re.compile(r"\{[^}:]+(:[^}]+)?\}")
@@ -57,10 +62,19 @@ class LoadedBlueprint:
     path: Path
     model: Blueprint
     instances: dict[str, ResolvedInstance]
+    chains: dict[str, list[str]] = field(default_factory=dict)
+    """Per endpoint, the instances run before its handler, in resolved order (dependencies first)."""
+    catalog: Catalog | None = None
+    """The plugins available to this blueprint (installed and from its plugin folders)."""
+
+    def chain(self, endpoint: str) -> list[str]:
+        """Instances an endpoint runs before its handler, in resolved order."""
+        return self.chains.get(endpoint) or self.model.chain(endpoint)
 
     def itinerary(self, endpoint: str) -> list[Stage]:
-        """Ordered stages of an endpoint: request processors, the handler, then enhancers in reverse."""
-        chain = [self.instances[name] for name in self.model.chain(endpoint)]
+        """Ordered stages of an endpoint: the request phase of its chain, the handler, then the response
+        phase of its chain in reverse."""
+        chain = [self.instances[name] for name in self.chain(endpoint)]
         stages = [item.stage(Phase.REQUEST) for item in chain if Phase.REQUEST in item.cls.phases]
         stages.append(self.instances[handler_instance(endpoint)].stage(Phase.REQUEST))
         stages.extend(item.stage(Phase.RESPONSE) for item in reversed(chain) if Phase.RESPONSE in item.cls.phases)
@@ -116,7 +130,24 @@ class _Report:
             self.add(base + pointer(loc), message, plugin, key=is_key)
 
 
-def _read(path: Path) -> tuple[Any, dict[str, Position]]:
+def _duplicates(node: yaml.Node, prefix: str, file: str, out: list[ConfigIssue]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, yaml.Node] = {}
+        for key, value in node.value:
+            name = str(key.value)
+            if name in seen:
+                first = seen[name].start_mark.line + 1
+                out.append(ConfigIssue(file, f"{prefix}/{escape(name)}",
+                                       f"duplicate key {name!r} (first at line {first}); YAML keeps only the last",
+                                       key.start_mark.line + 1, key.start_mark.column + 1))  # fmt: skip
+            seen[name] = key
+            _duplicates(value, f"{prefix}/{escape(name)}", file, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _duplicates(item, f"{prefix}/{index}", file, out)
+
+
+def _read(path: Path) -> tuple[Any, dict[str, Position], list[ConfigIssue]]:
     try:
         text = path.read_text()
     except OSError as exc:
@@ -132,23 +163,75 @@ def _read(path: Path) -> tuple[Any, dict[str, Position]]:
     except yaml.YAMLError as exc:
         raise BlueprintError([ConfigIssue(str(path), "", f"YAML error: {exc}")]) from exc
     positions: dict[str, Position] = {}
+    duplicates: list[ConfigIssue] = []
     if node is not None:
         _positions(node, "", positions)
-    return data, positions
+        _duplicates(node, "", str(path), duplicates)
+    return data, positions, duplicates
 
 
-def _resolve(report: _Report, name: str, spec: PluginInstance, at: str) -> ResolvedInstance | None:
+def _catalog(report: _Report, model: Blueprint, base: Path) -> tuple[Catalog, dict[int, str]]:
+    """The plugins this blueprint can use; folder errors are reported, and remembered by error for blame."""
+    folders = [(index, (base / folder).resolve()) for index, folder in enumerate(model.plugin_dirs)]
+    found = registry.catalog([folder for _, folder in folders])
+    blame: dict[int, str] = {}
+    for index, folder in folders:
+        for error in found.folder_failures.get(folder, []):
+            report.add(f"/plugin_dirs/{index}", str(error))
+            blame[id(error)] = f"/plugin_dirs/{index}"
+    return found, blame
+
+
+def _resolve(
+    report: _Report, name: str, spec: PluginInstance, at: str, found: Catalog, blame: dict[int, str]
+) -> ResolvedInstance | None:
     try:
-        cls = registry.get(spec.type)
+        cls = found.get(spec.type)
     except PluginLoadError as exc:
-        report.add(f"{at}/type", str(exc), name)
+        folder = blame.get(id(exc))
+        message = f"plugin {spec.type!r} failed to load (see {folder})" if folder else str(exc)
+        report.add(f"{at}/type", message, name)
         return None
-    try:
-        config = cls.Config.model_validate(spec.config)
-    except ValidationError as exc:
-        report.add_validation(f"{at}/config", exc, name)
+    config, problems = validate_config(cls.Config, spec.config)
+    for problem in problems:
+        report.add(f"{at}/config{pointer(problem.path)}", problem.message, name, key=problem.at_key)
+    if config is None:
         return None
+    secrets.register(secrets.secret_values(config))
     return ResolvedInstance(name, spec, cls, config)
+
+
+def _instance_pointer(model: Blueprint, endpoint: str, instance: str) -> str:
+    if instance == handler_instance(endpoint):
+        return f"/endpoints/{escape(endpoint)}/handler/type"
+    if instance in model.endpoints[endpoint].plugins:
+        return f"/endpoints/{escape(endpoint)}/plugins/{model.endpoints[endpoint].plugins.index(instance)}"
+    if instance in model.defaults.plugins:
+        return f"/defaults/plugins/{model.defaults.plugins.index(instance)}"
+    return f"/plugins/{escape(instance)}/type"
+
+
+def _resolve_dependencies(
+    report: _Report, model: Blueprint, resolved: dict[str, ResolvedInstance], found: Catalog, where: dict[str, str]
+) -> dict[str, list[str]]:
+    classes = {name: entry.cls for name, entry in found.plugins.items()}
+    checked: dict[str, list[str]] = {}
+    for name, item in resolved.items():
+        if item.cls.name not in checked:
+            checked[item.cls.name] = type_problems(item.cls.name, classes, found.failures)
+        for text in checked[item.cls.name]:
+            report.add(f"{where[name]}/type", text, name)
+    usable = {name for name, cls in classes.items() if cls.category is not Category.HANDLER}
+    instances = {name: item.cls for name, item in resolved.items()}
+    chains: dict[str, list[str]] = {}
+    for endpoint in model.endpoints:
+        plan = plan_endpoint(
+            endpoint, model.chain(endpoint), handler_instance(endpoint), instances, list(model.plugins), usable
+        )
+        for problem in plan.problems:
+            report.add(_instance_pointer(model, endpoint, problem.instance), problem.message, problem.instance)
+        chains[endpoint] = plan.chain
+    return chains
 
 
 def _check_references(report: _Report, model: Blueprint, resolved: dict[str, ResolvedInstance]) -> None:
@@ -203,25 +286,30 @@ def validate(data: Any, file: str, positions: dict[str, Position] | None = None)
     except ValidationError as exc:
         report.add_validation("", exc)
         raise BlueprintError(report.issues) from None
+    found, blame = _catalog(report, model, Path(file).parent)
+    where = {name: f"/plugins/{escape(name)}" for name in model.plugins}
+    where.update({handler_instance(name): f"/endpoints/{escape(name)}/handler" for name in model.endpoints})
     resolved: dict[str, ResolvedInstance] = {}
-    for name, spec in model.plugins.items():
-        item = _resolve(report, name, spec, f"/plugins/{escape(name)}")
+    for name, spec in model.instances().items():
+        item = _resolve(report, name, spec, where[name], found, blame)
         if item:
             resolved[name] = item
-    for endpoint_name, endpoint in model.endpoints.items():
-        instance = handler_instance(endpoint_name)
-        item = _resolve(report, instance, endpoint.handler, f"/endpoints/{escape(endpoint_name)}/handler")
-        if item:
-            resolved[instance] = item
     _check_references(report, model, resolved)
     _check_routes(report, model)
+    chains = _resolve_dependencies(report, model, resolved, found, where)
     if report.issues:
         raise BlueprintError(report.issues)
-    return LoadedBlueprint(Path(file), model, resolved)
+    return LoadedBlueprint(Path(file), model, resolved, chains, found)
 
 
 def load(path: str | Path) -> LoadedBlueprint:
     """Read and validate a blueprint file; raise ``BlueprintError`` listing every problem."""
     path = Path(path)
-    data, positions = _read(path)
-    return validate(data, str(path), positions)
+    data, positions, duplicates = _read(path)
+    try:
+        loaded = validate(data, str(path), positions)
+    except BlueprintError as exc:
+        raise BlueprintError(duplicates + exc.issues) from None
+    if duplicates:
+        raise BlueprintError(duplicates)
+    return loaded

@@ -19,3 +19,43 @@ class EmbeddedNatsError(PipelineError):
 
 class PluginLoadError(PipelineError):
     """A plugin could not be found, imported, or does not follow the contract."""
+
+
+class PluginContractError(PluginLoadError):
+    """A plugin class breaks the contract. Carries the plugin name, its file and every problem with its fix."""
+
+    def __init__(self, plugin: str, location: str, source: str, problems: list[str]) -> None:
+        self.plugin = plugin
+        self.location = location
+        """``file:line`` of the class, when known."""
+        self.source = source
+        self.problems = problems
+        where = ", ".join(part for part in (location, source) if part)
+        lines = "\n".join(f"  - {problem}" for problem in problems)
+        super().__init__(f"plugin {plugin!r} ({where}) breaks the plugin contract:\n{lines}")
+
+
+class PluginHookError(PipelineError):
+    """A plugin hook failed and its message named a secret, which has been masked."""
+
+
+class BreakerOpen(PipelineError):
+    """A plugin instance's circuit breaker refused a call: open, or half-open with every probe slot taken.
+
+    Nothing was sent or run. ``retry_after`` is how many seconds remain until the breaker half-opens (None once
+    it has, when only its probe slots are busy): a fair ``Retry-After`` for a 503.
+    """
+
+    def __init__(self, instance: str, state: str, detail: str, retry_after: float | None = None) -> None:
+        self.instance = instance
+        self.state = state
+        self.detail = detail
+        self.retry_after = retry_after
+        when = f"; it half-opens in {retry_after:.1f} s" if retry_after is not None else ""
+        super().__init__(
+            f"circuit breaker of plugin instance {instance!r} is {state} ({detail}){when}: the call was not made"
+        )
+
+
+class PluginConfigError(PipelineError):
+    """A plugin config given outside a blueprint (SDK, ``backworks profile``) does not match its schema."""

@@ -1,6 +1,7 @@
 """structlog setup shared by every service: JSON in production, key-value in a terminal.
 
 The request id is bound through contextvars, so every line logged while serving a request carries it.
+Plugin config secrets are masked in every line (``pipeline.secrets.mask_secrets``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import sys
 from typing import Literal
 
 import structlog
+
+from pipeline import secrets
 
 LOG_FORMAT_ENV = "BACKWORKS_LOG_FORMAT"
 LOG_LEVEL_ENV = "BACKWORKS_LOG_LEVEL"
@@ -31,7 +34,9 @@ def configure(service: str, fmt: str | None = None, level: str | None = None) ->
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.dict_tracebacks if use_json else structlog.dev.set_exc_info,
+            # Tracebacks become data before rendering, so that ``mask_secrets`` reaches their messages too.
+            structlog.processors.dict_tracebacks if use_json else structlog.processors.format_exc_info,
+            secrets.mask_secrets,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

@@ -1,28 +1,89 @@
 """The plugin contract: what a plugin author writes.
 
 A plugin is a small class with metadata as class attributes, a pydantic ``Config`` model (its JSON
-Schema is generated from it), and async hooks. Each hook gets the envelope and returns an action:
+Schema is generated from it), and async hooks. It subclasses the base class of its category:
+
+====================  ======================================  =========================================
+category              hooks (in the order they run)           phase
+====================  ======================================  =========================================
+``RequestProcessor``  ``process_request``                     request (itinerary order)
+``Handler``           ``handle``                              request (last: produces the response)
+``Security``          ``authenticate`` then ``authorize``     request
+                      ``audit_log``                           response (sees the final response)
+``ResponseEnhancer``  ``enhance_response``                    response (reverse chain order)
+``Monitoring``        ``collect_metrics`` then                response
+                      ``generate_alerts`` (returns alerts)
+``Analytics``         ``track_event``                         response
+                      ``generate_report`` (on demand)         none: returns figures, not an action
+====================  ======================================  =========================================
+
+A security plugin implements any of its three hooks and serves only the phases they need. Monitoring and
+analytics observe finished requests, so they run in the response phase and are not critical by default.
+
+Each envelope hook gets the envelope and returns an action:
 
 - ``Continue(envelope)``: go on with the (possibly changed) envelope;
-- ``Respond(response)``: answer now (e.g. 401, 429); response enhancers still run;
+- ``Respond(response)``: answer now (e.g. 401, 429); response-phase stages still run;
 - ``Fail(reason)``: this stage failed; criticality decides whether the request fails or goes on.
 
-Raising an exception or overrunning ``max_execution_time`` counts as ``Fail``.
+Hooks of one phase run in the order above; the first that does not continue ends the phase. Raising an
+exception or overrunning ``max_execution_time`` counts as ``Fail``. Every plugin also has ``startup``,
+``shutdown``, ``health_check`` and ``get_metrics``. ``pipeline.contract.verify`` checks all of this when the
+plugin is loaded.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from functools import cached_property
+from types import MappingProxyType
 from typing import Any, ClassVar, Generic, TypeVar
 
+import structlog
 from pydantic import BaseModel, ConfigDict
 
-from contracts.envelope import Envelope, HttpResponse
+from contracts.envelope import Envelope
 from contracts.names import Phase
+from pipeline import secrets
+from pipeline.actions import Action, Alert, AlertSeverity, Continue, Fail, Health, HealthStatus, Respond
+from pipeline.errors import PluginHookError
+
+__all__ = [
+    "CATEGORY_BASES",
+    "DEFAULT_MAX_EXECUTION_TIME",
+    "FRAMEWORK_CLASSES",
+    "LIFECYCLE_HOOKS",
+    "Action",
+    "Alert",
+    "AlertSeverity",
+    "Analytics",
+    "Category",
+    "Continue",
+    "EmptyConfig",
+    "Fail",
+    "Handler",
+    "Health",
+    "HealthStatus",
+    "HookSpec",
+    "Monitoring",
+    "Plugin",
+    "PluginClass",
+    "RequestProcessor",
+    "Respond",
+    "ResponseEnhancer",
+    "Security",
+    "default_hook",
+    "implements",
+    "numeric_figures",
+]
+
+log = structlog.get_logger("backworks.plugin")
 
 DEFAULT_MAX_EXECUTION_TIME = 0.1
 """Seconds a hook may take before it counts as failed (the design's 100 ms)."""
+DEFAULT_MARK = "__backworks_default__"
 
 
 class Category(str, Enum):
@@ -34,47 +95,48 @@ class Category(str, Enum):
     """Changes the response (``enhance_response``), response phase, reverse order."""
     HANDLER = "handler"
     """Produces the response (``handle``); the last request-phase stage of an endpoint."""
-
-
-class HealthStatus(str, Enum):
-    """Health of one plugin replica."""
-
-    HEALTHY = "healthy"
-    """Working normally."""
-    DEGRADED = "degraded"
-    """Working, with reduced quality."""
-    UNHEALTHY = "unhealthy"
-    """Not able to do its work."""
+    SECURITY = "security"
+    """``authenticate`` and ``authorize`` in the request phase, ``audit_log`` in the response phase."""
+    MONITORING = "monitoring"
+    """``collect_metrics`` then ``generate_alerts`` on every finished request (response phase)."""
+    ANALYTICS = "analytics"
+    """``track_event`` on every finished request (response phase); ``generate_report`` on demand."""
 
 
 @dataclass(frozen=True)
-class Health:
-    status: HealthStatus = HealthStatus.HEALTHY
-    message: str = ""
+class HookSpec:
+    """One hook of the contract: its name, the phase it serves (``None``: not per envelope), its signature."""
+
+    name: str
+    phase: Phase | None
+    takes_envelope: bool = True
+
+    @property
+    def signature(self) -> str:
+        """How a plugin author writes the hook."""
+        return f"async def {self.name}(self{', envelope' if self.takes_envelope else ''})"
 
 
-@dataclass(frozen=True)
-class Continue:
-    """Go on with this envelope."""
+LIFECYCLE_HOOKS = (
+    HookSpec("startup", None, takes_envelope=False),
+    HookSpec("shutdown", None, takes_envelope=False),
+    HookSpec("health_check", None, takes_envelope=False),
+    HookSpec("get_metrics", None, takes_envelope=False),
+)
 
-    envelope: Envelope
-
-
-@dataclass(frozen=True)
-class Respond:
-    """Answer the client now; the remaining request stages are skipped."""
-
-    response: HttpResponse
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass(frozen=True)
-class Fail:
-    """This stage failed; the reason is reported to the client if the stage is critical."""
+def default_hook(function: F) -> F:
+    """Marks a base-class hook that a plugin has not implemented (so it is skipped, and not a phase)."""
+    setattr(function, DEFAULT_MARK, True)
+    return function
 
-    reason: str
 
-
-Action = Continue | Respond | Fail
+def implements(owner: object, hook: str) -> bool:
+    """True when ``owner`` (a plugin class or instance) implements ``hook`` itself."""
+    method = getattr(owner, hook, None)
+    return method is not None and not getattr(method, DEFAULT_MARK, False)
 
 
 class EmptyConfig(BaseModel):
@@ -87,21 +149,52 @@ ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
 class Plugin(Generic[ConfigT]):
-    """Base of every plugin. Subclass one of the category classes below, not this one."""
+    """Base of every plugin. Subclass one of the category classes below, not this one.
+
+    Metadata (class attributes): ``name``, ``version`` (semver), ``description``, ``dependencies``
+    (plugin name -> version constraint such as ``">=1.0,<2"``), ``capabilities``, ``Config`` (a pydantic
+    model with ``extra="forbid"``), ``max_execution_time`` (seconds), ``is_critical`` and ``priority``
+    (higher runs earlier among plugins the blueprint and dependencies leave unordered).
+    """
 
     name: ClassVar[str]
-    version: ClassVar[str] = "0.1.0"
+    version: ClassVar[str] = "0.0.0"
     description: ClassVar[str] = ""
+    dependencies: ClassVar[Mapping[str, str]] = MappingProxyType({})
+    capabilities: ClassVar[Sequence[str]] = ()
     category: ClassVar[Category]
     Config: ClassVar[type[BaseModel]] = EmptyConfig
     max_execution_time: ClassVar[float] = DEFAULT_MAX_EXECUTION_TIME
     is_critical: ClassVar[bool] = False
     priority: ClassVar[int] = 0
+    HOOKS: ClassVar[tuple[HookSpec, ...]] = ()
+    """The category's hooks, in the order they run within a phase."""
+    REQUIRED: ClassVar[tuple[str, ...]] = ()
+    """Hooks the category needs; with ``REQUIRES_ANY`` one of them is enough."""
+    REQUIRES_ANY: ClassVar[bool] = False
     phases: ClassVar[tuple[Phase, ...]] = ()
+    """Derived from the hooks the class implements; never set it by hand."""
+    phases_set_by_hand: ClassVar[bool] = False
+    phase_hooks: ClassVar[Mapping[Phase, tuple[str, ...]]] = MappingProxyType({})
+    """Per phase, the names of the hooks the class implements, in the order ``run`` calls them."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.phases_set_by_hand = "phases" in cls.__dict__
+        cls.phase_hooks = MappingProxyType({
+            phase: tuple(s.name for s in cls.HOOKS if s.phase is phase and implements(cls, s.name)) for phase in Phase
+        })  # fmt: skip
+        cls.phases = tuple(phase for phase in Phase if cls.phase_hooks[phase])
 
     def __init__(self, config: ConfigT, *, instance: str) -> None:
         self.config = config
         self.instance = instance
+        secrets.register(self.secret_values)
+
+    @cached_property
+    def secret_values(self) -> frozenset[str]:
+        """The secret values of this instance's config (masked in failure reasons and logs)."""
+        return frozenset(secrets.secret_values(self.config))
 
     async def startup(self) -> None:
         """Called once per replica before the first message."""
@@ -118,48 +211,201 @@ class Plugin(Generic[ConfigT]):
         return {}
 
     async def run(self, phase: Phase, envelope: Envelope) -> Action:
-        """Dispatch to the hook that serves ``phase``."""
-        raise NotImplementedError(f"{type(self).__name__} serves no phase")  # pragma: no cover
+        """Run the hooks serving ``phase``; what the stage host calls. Plugins implement hooks, not this."""
+        action: Any = Continue(envelope)
+        try:
+            for hook in self.phase_hooks.get(phase, ()):
+                action = await getattr(self, hook)(action.envelope)
+                if not isinstance(action, Continue):
+                    break
+            if isinstance(action, Continue):
+                action = await self._after_hooks(phase, action.envelope)
+        except Exception as exc:
+            text = str(exc)
+            masked = secrets.mask(text, self.secret_values)
+            if masked == text:
+                raise
+            if isinstance(exc, TimeoutError):
+                raise TimeoutError(masked) from None
+            raise PluginHookError(f"{type(exc).__name__}: {masked}") from None
+        if isinstance(action, Fail):
+            return Fail(secrets.mask(action.reason, self.secret_values))
+        result: Action = action
+        return result
+
+    async def _after_hooks(self, phase: Phase, envelope: Envelope) -> Action:
+        return Continue(envelope)
 
 
 class RequestProcessor(Plugin[ConfigT]):
     """Reads or changes the request before the handler."""
 
     category = Category.REQUEST_PROCESSOR
-    phases = (Phase.REQUEST,)
+    HOOKS = (HookSpec("process_request", Phase.REQUEST),)
+    REQUIRED = ("process_request",)
 
+    @default_hook
     async def process_request(self, envelope: Envelope) -> Action:
+        """Read or change the request; ``Respond`` to answer early."""
         raise NotImplementedError
-
-    async def run(self, phase: Phase, envelope: Envelope) -> Action:
-        return await self.process_request(envelope)
 
 
 class ResponseEnhancer(Plugin[ConfigT]):
     """Changes the response after the handler (response phase, reverse chain order)."""
 
     category = Category.RESPONSE_ENHANCER
-    phases = (Phase.RESPONSE,)
+    HOOKS = (HookSpec("enhance_response", Phase.RESPONSE),)
+    REQUIRED = ("enhance_response",)
 
+    @default_hook
     async def enhance_response(self, envelope: Envelope) -> Action:
+        """Change ``envelope.response``."""
         raise NotImplementedError
-
-    async def run(self, phase: Phase, envelope: Envelope) -> Action:
-        return await self.enhance_response(envelope)
 
 
 class Handler(Plugin[ConfigT]):
     """Produces the response of an endpoint. A handler is critical: without it there is no answer."""
 
     category = Category.HANDLER
-    phases = (Phase.REQUEST,)
     is_critical = True
+    HOOKS = (HookSpec("handle", Phase.REQUEST),)
+    REQUIRED = ("handle",)
 
+    @default_hook
     async def handle(self, envelope: Envelope) -> Action:
+        """Set ``envelope.response`` and continue (or ``Respond``)."""
         raise NotImplementedError
 
-    async def run(self, phase: Phase, envelope: Envelope) -> Action:
-        return await self.handle(envelope)
 
+class Security(Plugin[ConfigT]):
+    """Authenticates and authorizes requests (request phase) and keeps an audit log (response phase).
+
+    Implement any of the three hooks; the plugin serves only the phases its hooks need. A failing security
+    stage should fail the request, so security plugins are critical by default.
+    """
+
+    category = Category.SECURITY
+    is_critical = True
+    HOOKS = (
+        HookSpec("authenticate", Phase.REQUEST),
+        HookSpec("authorize", Phase.REQUEST),
+        HookSpec("audit_log", Phase.RESPONSE),
+    )
+    REQUIRED = ("authenticate", "authorize", "audit_log")
+    REQUIRES_ANY = True
+
+    @default_hook
+    async def authenticate(self, envelope: Envelope) -> Action:
+        """Establish who calls (set ``envelope.principal``) or ``Respond`` 401."""
+        raise NotImplementedError
+
+    @default_hook
+    async def authorize(self, envelope: Envelope) -> Action:
+        """Decide whether ``envelope.principal`` may do this, or ``Respond`` 403."""
+        raise NotImplementedError
+
+    @default_hook
+    async def audit_log(self, envelope: Envelope) -> Action:
+        """Record the finished request and its response."""
+        raise NotImplementedError
+
+
+class Monitoring(Plugin[ConfigT]):
+    """Observes every finished request: ``collect_metrics``, then ``generate_alerts``.
+
+    Alerts are logged (``alert`` events) and attached to ``envelope.annotations["alerts"]``; the number
+    raised is published with the heartbeat as ``alerts_raised`` unless ``get_metrics`` is overridden.
+    """
+
+    category = Category.MONITORING
+    HOOKS = (HookSpec("collect_metrics", Phase.RESPONSE), HookSpec("generate_alerts", None))
+    REQUIRED = ("collect_metrics",)
+
+    alerts_raised: int = 0
+
+    @default_hook
+    async def collect_metrics(self, envelope: Envelope) -> Action:
+        """Record figures about this request (latency from ``envelope.timings``, status...)."""
+        raise NotImplementedError
+
+    @default_hook
+    async def generate_alerts(self, envelope: Envelope) -> list[Alert]:
+        """Alerts that the figures collected so far call for (none by default)."""
+        return []
+
+    async def get_metrics(self) -> dict[str, float]:
+        """How many alerts this replica raised."""
+        return {"alerts_raised": float(self.alerts_raised)}
+
+    async def _after_hooks(self, phase: Phase, envelope: Envelope) -> Action:
+        if not implements(self, "generate_alerts"):
+            return Continue(envelope)
+        alerts = await self.generate_alerts(envelope)
+        if not isinstance(alerts, list) or not all(isinstance(alert, Alert) for alert in alerts):
+            raise TypeError(f"generate_alerts must return a list of Alert, got {type(alerts).__name__}")
+        for alert in alerts:
+            self.alerts_raised += 1
+            log.warning(
+                "alert",
+                instance=self.instance,
+                alert=alert.name,
+                severity=alert.severity.value,
+                message=alert.message,
+                labels=dict(alert.labels),
+                request_id=envelope.request_id,
+            )
+            record = {"source": self.instance, "name": alert.name, "severity": alert.severity.value}
+            envelope.annotations.setdefault("alerts", []).append({**record, "message": alert.message})
+        return Continue(envelope)
+
+
+class Analytics(Plugin[ConfigT]):
+    """Tracks every finished request (``track_event``) and reports on them (``generate_report``).
+
+    The report's numeric figures are published with the heartbeat unless ``get_metrics`` is overridden.
+    """
+
+    category = Category.ANALYTICS
+    HOOKS = (HookSpec("track_event", Phase.RESPONSE), HookSpec("generate_report", None, takes_envelope=False))
+    REQUIRED = ("track_event",)
+
+    @default_hook
+    async def track_event(self, envelope: Envelope) -> Action:
+        """Record this request as an event."""
+        raise NotImplementedError
+
+    @default_hook
+    async def generate_report(self) -> dict[str, Any]:
+        """What the events tracked so far add up to (JSON data)."""
+        return {}
+
+    async def get_metrics(self) -> dict[str, float]:
+        """The numbers of ``generate_report``, keyed by dotted path."""
+        return numeric_figures(await self.generate_report())
+
+
+def numeric_figures(report: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numbers in a (nested) report, keyed by dotted path."""
+    figures: dict[str, float] = {}
+    for key, value in report.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)):
+            figures[path] = float(value)
+        elif isinstance(value, Mapping):
+            figures.update(numeric_figures(value, f"{path}."))
+    return figures
+
+
+CATEGORY_BASES: dict[Category, type[Plugin[Any]]] = {
+    Category.REQUEST_PROCESSOR: RequestProcessor,
+    Category.RESPONSE_ENHANCER: ResponseEnhancer,
+    Category.HANDLER: Handler,
+    Category.SECURITY: Security,
+    Category.MONITORING: Monitoring,
+    Category.ANALYTICS: Analytics,
+}
+FRAMEWORK_CLASSES: frozenset[type[Any]] = frozenset({Plugin, *CATEGORY_BASES.values()})
 
 PluginClass = type[Plugin[Any]]

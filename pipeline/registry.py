@@ -1,29 +1,29 @@
-"""Finds plugin classes: the ``backworks.plugins`` entry-point group (built-ins register there too).
+"""Finds plugin classes: the ``backworks.plugins`` entry-point group (built-ins register there too) and
+the folders a blueprint lists under ``plugin_dirs``.
 
-Loading checks the class against the contract so that a broken plugin fails here, with its name and
-what to fix, and never at the first request.
+Every class is checked against the contract (``pipeline.contract.verify``) as it is loaded. A plugin that
+cannot be imported or breaks the contract does not stop the others from loading: it is kept as a failure,
+raised with its name, file and fixes as soon as anything asks for it, and listed by ``backworks plugins``.
 """
 
 from __future__ import annotations
 
-import inspect
-import re
-from dataclasses import dataclass
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from functools import cache
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 
-from pydantic import BaseModel
-
-from pipeline.errors import PluginLoadError
-from pipeline.plugin import Category, Handler, Plugin, PluginClass, RequestProcessor, ResponseEnhancer
+from pipeline import plugindirs
+from pipeline.contract import verify
+from pipeline.errors import PluginContractError, PluginLoadError
+from pipeline.plugin import PluginClass
 
 ENTRY_POINT_GROUP = "backworks.plugins"
-SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
-CATEGORY_HOOKS: dict[Category, tuple[type[Plugin[BaseModel]], str]] = {
-    Category.REQUEST_PROCESSOR: (RequestProcessor, "process_request"),
-    Category.RESPONSE_ENHANCER: (ResponseEnhancer, "enhance_response"),
-    Category.HANDLER: (Handler, "handle"),
-}
+BUILTIN_DISTRIBUTION = "backworks"
+
+__all__ = ["ENTRY_POINT_GROUP", "Catalog", "PluginEntry", "catalog", "discover", "get", "verify"]
 
 
 @dataclass(frozen=True)
@@ -33,65 +33,134 @@ class PluginEntry:
     name: str
     cls: PluginClass
     source: str
+    """Human-readable origin: the entry point and its distribution, or the plugin folder and file."""
+    distribution: str | None = None
+    """``name version`` of the installed package providing an entry-point plugin."""
+    path: str | None = None
+    """File of a plugin found in a plugin folder."""
+
+    @property
+    def builtin(self) -> bool:
+        """True for the plugins shipped with Backworks itself."""
+        return self.distribution is not None and self.distribution.split()[0] == BUILTIN_DISTRIBUTION
+
+    @property
+    def origin(self) -> str:
+        """Short origin for tables: ``built-in``, the distribution, or the plugin file."""
+        if self.builtin:
+            return "built-in"
+        return self.distribution or self.path or self.source
 
 
-def verify(cls: object, source: str) -> PluginClass:
-    """Check ``cls`` follows the plugin contract; raise ``PluginLoadError`` saying what to fix."""
-    where = f"plugin from {source}"
-    if not (inspect.isclass(cls) and issubclass(cls, Plugin)):
-        raise PluginLoadError(f"{where}: {cls!r} is not a subclass of pipeline.plugin.Plugin")
-    name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not name:
-        raise PluginLoadError(f"{where}: class {cls.__name__} has no `name` class attribute")
-    if not SEMVER.match(str(getattr(cls, "version", ""))):
-        raise PluginLoadError(f"plugin {name!r} ({source}): version {cls.version!r} is not semver (e.g. '1.2.0')")
-    category = getattr(cls, "category", None)
-    if category not in CATEGORY_HOOKS:
+@dataclass
+class Catalog:
+    """The plugins available to one process (and one blueprint's plugin folders), by name."""
+
+    plugins: dict[str, PluginEntry] = field(default_factory=dict)
+    failures: dict[str, PluginLoadError] = field(default_factory=dict)
+    """Plugins that were found but cannot be used, by plugin name (or by file when the name is unknown)."""
+    folder_failures: dict[Path, list[PluginLoadError]] = field(default_factory=dict)
+    """Import and contract errors per plugin folder."""
+
+    def add(self, entry: PluginEntry) -> None:
+        """Add a plugin; a second, different class under the same name makes that name a failure."""
+        if entry.name in self.failures:
+            return
+        known = self.plugins.get(entry.name)
+        if known is not None and known.cls is not entry.cls:
+            del self.plugins[entry.name]
+            self.failures[entry.name] = PluginLoadError(
+                f"plugin {entry.name!r} is provided twice: by {known.source} and by {entry.source}; "
+                "uninstall or rename one of them"
+            )
+            return
+        self.plugins[entry.name] = entry
+
+    def get(self, name: str) -> PluginClass:
+        """The plugin class called ``name``; the error says why it cannot be used or lists what is known."""
+        if name in self.failures:
+            raise self.failures[name]
+        if name in self.plugins:
+            return self.plugins[name].cls
+        known = sorted(self.plugins)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise PluginLoadError(
-            f"plugin {name!r} ({source}): subclass one of RequestProcessor, ResponseEnhancer, Handler"
+            f"unknown plugin type {name!r}{hint}; installed: {', '.join(known) or 'none'}. Install a package "
+            f"providing it (entry-point group {ENTRY_POINT_GROUP!r}) or list its folder in plugin_dirs"
         )
-    base, hook = CATEGORY_HOOKS[category]
-    implementation = getattr(cls, hook)
-    if implementation is getattr(base, hook):
-        raise PluginLoadError(
-            f"plugin {name!r} ({source}): category {category.value} requires `async def {hook}(self, envelope)`"
-        )
-    if not inspect.iscoroutinefunction(implementation):
-        raise PluginLoadError(f"plugin {name!r} ({source}): `{hook}` must be `async def`")
-    if len(inspect.signature(implementation).parameters) != 2:
-        raise PluginLoadError(f"plugin {name!r} ({source}): `{hook}` must take exactly (self, envelope)")
-    if not (inspect.isclass(cls.Config) and issubclass(cls.Config, BaseModel)):
-        raise PluginLoadError(f"plugin {name!r} ({source}): `Config` must be a pydantic BaseModel subclass")
-    if not (isinstance(cls.max_execution_time, (int, float)) and cls.max_execution_time > 0):
-        raise PluginLoadError(f"plugin {name!r} ({source}): max_execution_time must be a positive number of seconds")
-    return cls
+
+    def merged(self, other: Catalog) -> Catalog:
+        """This catalog with ``other``'s plugins and failures added (a clash becomes a failure)."""
+        result = Catalog(dict(self.plugins), dict(self.failures), {**self.folder_failures, **other.folder_failures})
+        for name, error in other.failures.items():
+            result.failures.setdefault(name, error)
+            result.plugins.pop(name, None)
+        for entry in other.plugins.values():
+            result.add(entry)
+        return result
+
+
+def _source(point: EntryPoint) -> tuple[str, str | None]:
+    distribution = f"{point.dist.name} {point.dist.version}" if point.dist else None
+    return f"entry point {point.name} = {point.value}" + (f" ({distribution})" if distribution else ""), distribution
 
 
 @cache
-def discover() -> dict[str, PluginEntry]:
-    """All installed plugins by name."""
-    found: dict[str, PluginEntry] = {}
+def _installed() -> Catalog:
+    found = Catalog()
     for point in entry_points(group=ENTRY_POINT_GROUP):
-        source = f"entry point {point.value}" + (f" ({point.dist.name})" if point.dist else "")
+        source, distribution = _source(point)
         try:
             loaded = point.load()
         except Exception as exc:
-            raise PluginLoadError(f"plugin {point.name!r}: cannot import {point.value}: {exc}") from exc
-        cls = verify(loaded, source)
-        if cls.name != point.name:
-            raise PluginLoadError(
-                f"plugin {point.name!r} ({source}): entry point name differs from class name {cls.name!r}"
+            package = point.dist.name if point.dist else "the package providing it"
+            found.failures[point.name] = PluginLoadError(
+                f"plugin {point.name!r} ({source}) cannot be imported: {type(exc).__name__}: {exc}; "
+                f"fix or uninstall {package}"
             )
-        if point.name in found and found[point.name].cls is not cls:
-            raise PluginLoadError(f"plugin {point.name!r} is provided twice: {found[point.name].source} and {source}")
-        found[point.name] = PluginEntry(point.name, cls, source)
+            continue
+        try:
+            cls = verify(loaded, source)
+        except PluginLoadError as exc:
+            found.failures[point.name] = exc
+            continue
+        if cls.name != point.name:
+            found.failures[point.name] = PluginLoadError(
+                f"plugin {point.name!r} ({source}): the entry point is named {point.name!r} but the class says "
+                f"name = {cls.name!r}; make them equal"
+            )
+            continue
+        found.add(PluginEntry(point.name, cls, source, distribution=distribution))
     return found
 
 
+def catalog(plugin_dirs: Iterable[Path] = ()) -> Catalog:
+    """Installed plugins plus those in ``plugin_dirs`` (absolute paths)."""
+    result = _installed()
+    for directory in plugin_dirs:
+        entries, errors = plugindirs.scan(directory)
+        local = Catalog(folder_failures={directory: list(errors)} if errors else {})
+        for error in errors:
+            if isinstance(error, PluginContractError):
+                local.failures[error.plugin] = error
+        for entry_name, cls, file in entries:
+            local.add(PluginEntry(entry_name, cls, f"plugin folder {directory} ({Path(file).name})", path=file))
+        result = result.merged(local)
+    return result
+
+
+def discover() -> dict[str, PluginEntry]:
+    """All installed (entry-point) plugins that load and follow the contract, by name."""
+    return dict(_installed().plugins)
+
+
 def get(name: str) -> PluginClass:
-    """The plugin class called ``name``; the error lists what is installed."""
-    plugins = discover()
-    if name not in plugins:
-        known = ", ".join(sorted(plugins)) or "none"
-        raise PluginLoadError(f"unknown plugin type {name!r}; installed: {known}")
-    return plugins[name].cls
+    """The installed plugin class called ``name``; the error says what is wrong or lists what is installed."""
+    return _installed().get(name)
+
+
+def refresh() -> None:
+    """Forget what was discovered (after installing or removing a plugin package in this process)."""
+    _installed.cache_clear()
+    plugindirs.scan.cache_clear()

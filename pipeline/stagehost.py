@@ -25,11 +25,13 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
+from contracts.blueprint import BreakerSettings
 from contracts.envelope import Envelope
 from contracts.names import MSG_ID_HEADER, PIPELINE_STREAM, Phase, message_id, stage_durable, stage_subject
 from contracts.registry import ReplicaInfo
-from pipeline import broker
+from pipeline import broker, secrets
 from pipeline.blueprints import ResolvedInstance
+from pipeline.breakers import FleetBreakers
 from pipeline.consumer import PullConsumer
 from pipeline.deadletters import DeadLetterWatch, bury, record_event
 from pipeline.executor import execute
@@ -65,7 +67,7 @@ class StageHost:
         *,
         max_inflight: int | None = None,
         max_deliver: int = DEFAULT_MAX_DELIVER,
-        gate: StageGate | None = None,
+        breaker_settings: dict[str, BreakerSettings] | None = None,
     ) -> None:
         self.instance = instance
         self.client = client
@@ -81,7 +83,10 @@ class StageHost:
         self.consumers: list[PullConsumer] = []
         self.heartbeat = Heartbeat(self.js, self.snapshot)
         self.liveness = LivenessView(self.js)
-        self.gate = gate or StageGate(self.liveness)
+        # Breakers of this instance (admits its calls) and of every stage it may forward to.
+        settings = breaker_settings or {instance.name: instance.spec.breaker}
+        self.breakers = FleetBreakers(self.js, settings, self.replica)
+        self.gate = StageGate(self.liveness, self.breakers)
         self.dead_letters = DeadLetterWatch(client, self.js)
         self.out_of_memory = asyncio.Event()
 
@@ -103,6 +108,7 @@ class StageHost:
         await broker.attach(self.js)
         await self.plugin.startup()
         await self.liveness.start()
+        await self.breakers.start()
         await self.dead_letters.start()
         for phase in self.instance.cls.phases:
             consumer = PullConsumer(
@@ -135,6 +141,7 @@ class StageHost:
         for consumer in self.consumers:
             await consumer.stop()
         await self.dead_letters.stop()
+        await self.breakers.stop()
         await self.liveness.stop()
         try:
             await self.plugin.shutdown()
@@ -162,7 +169,7 @@ class StageHost:
             started_at=self.started_at,
             sent_at=time.time(),
             health=status,
-            health_message=message,
+            health_message=secrets.mask(message),
             inflight=sum(c.inflight for c in self.consumers),
             processed=self.processed,
             failed=self.failed,
@@ -205,7 +212,9 @@ class StageHost:
             return
         keeper = self._keep_alive(msg)
         try:
-            outcome = await execute(self.plugin, phase, raw, envelope, self.instance.timeout, self.replica, attempt)
+            outcome = await execute(
+                self.plugin, phase, raw, envelope, self.instance.timeout, self.replica, attempt, self.breakers
+            )
         finally:
             if keeper is not None:
                 keeper.cancel()

@@ -21,7 +21,8 @@ async def running_stages(
             if only is not None and name not in only:
                 continue
             for _ in range(replicas):
-                host = StageHost(instance, client)
+                settings = {n: i.spec.breaker for n, i in loaded.instances.items()}
+                host = StageHost(instance, client, breaker_settings=settings)
                 await host.start()
                 hosts.setdefault(name, []).append(host)
         yield hosts

@@ -41,6 +41,7 @@ class Mock(Handler[MockConfig]):
     name = "mock"
     version = "1.0.0"
     description = "Answers with a configured status, headers and body, templated from the request."
+    capabilities = ("respond.static", "templating")
     Config = MockConfig
 
     async def handle(self, envelope: Envelope) -> Action:

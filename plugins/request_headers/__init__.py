@@ -11,6 +11,7 @@ class RequestHeaders(RequestProcessor[RequestHeadersConfig]):
     name = "request-headers"
     version = "1.0.0"
     description = "Sets and removes request headers before the handler."
+    capabilities = ("headers.request",)
     Config = RequestHeadersConfig
 
     async def process_request(self, envelope: Envelope) -> Action:

@@ -11,6 +11,7 @@ class ResponseHeaders(ResponseEnhancer[ResponseHeadersConfig]):
     name = "response-headers"
     version = "1.0.0"
     description = "Sets and removes response headers after the handler."
+    capabilities = ("headers.response",)
     Config = ResponseHeadersConfig
 
     async def enhance_response(self, envelope: Envelope) -> Action:

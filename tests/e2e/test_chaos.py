@@ -22,13 +22,20 @@ plugins:
   opt:   {type: fault, timeout_ms: 300, config: {delay_ms: 1000}}
   leak:  {type: fault, critical: true, config: {leak_mb: 128}, limits: {memory_mb: 700}}
   crash: {type: fault, critical: true}
-  slow:  {type: fault, critical: true, timeout_ms: 5000, replicas: 2, config: {mode: delay, delay_ms: 3000, header: null}}
+  slow:
+    type: fault
+    critical: true
+    timeout_ms: 5000
+    replicas: 2
+    config: {mode: delay, delay_ms: 3000, header: null}
+  brk:   {type: fault, critical: true, breaker: {failure_threshold: 3, reset_timeout_ms: 1500}}
 endpoints:
   critical: {path: /critical, plugins: [crit], handler: {type: mock, config: {body: ok}}}
   optional: {path: /optional, plugins: [opt], handler: {type: mock, config: {body: ok}}}
   leaky:    {path: /leaky, plugins: [leak], handler: {type: mock, config: {body: ok}}}
   crashy:   {path: /crashy, plugins: [crash], handler: {type: mock, config: {body: ok}}}
   slow:     {path: /slow, plugins: [slow], handler: {type: mock, config: {body: ok}}}
+  breaker:  {path: /breaker, plugins: [brk], handler: {type: mock, config: {body: ok}}}
 """
 
 
@@ -121,4 +128,31 @@ def test_killing_every_replica_of_an_optional_stage_degrades_fast_then_recovers(
             os.kill(pid, signal.SIGCONT)
         wait_for(lambda: stack.replicas("opt.request"), timeout=10)
         wait_for(lambda: stack.request("/optional").headers.get("x-backworks-skipped") is None)
+        stack.assert_every_request_answered_once()
+
+
+def test_a_failing_critical_plugin_trips_its_fleet_breaker_and_a_probe_closes_it(tmp_path: Path) -> None:
+    blueprint = write_blueprint(tmp_path, FAULTS)
+    with running(blueprint, tmp_path) as stack:
+
+        def calls() -> float:
+            return float(stack.replicas("brk.request")[0]["metrics"]["calls"])
+
+        def breaker() -> str:
+            return str(stack.health()["stages"]["brk.request"]["breaker"]["state"])
+
+        assert [stack.request("/breaker", "raise").status_code for _ in range(3)] == [502, 502, 502]
+        wait_for(lambda: breaker() == "open", timeout=5)
+        wait_for(lambda: calls() == 3, timeout=5)
+        started = time.monotonic()
+        refused = [stack.request("/breaker") for _ in range(5)]
+        assert time.monotonic() - started < 2, "refused at once"
+        assert {r.status_code for r in refused} == {503}
+        assert refused[0].json()["stage"] == "brk.request"
+        time.sleep(1.0)  # two heartbeats: the plugin's own call count is published
+        assert calls() == 3, "the plugin was not called while its breaker was open"
+        wait_for(lambda: breaker() == "half-open", timeout=5)
+        assert stack.request("/breaker").status_code == 200
+        wait_for(lambda: breaker() == "closed", timeout=5)
+        assert stack.request("/breaker").status_code == 200
         stack.assert_every_request_answered_once()

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from contracts.errors import BlueprintError
+from contracts.errors import BlueprintError, ConfigIssue
 from contracts.names import Phase
 from pipeline import blueprints
 from tests.conftest import EXAMPLE, write_blueprint
@@ -111,3 +111,165 @@ endpoints:
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     (issue,) = issues_of(tmp_path / "nope.yaml")
     assert "cannot read blueprint" in issue
+
+
+LOCAL_PLUGINS = """
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from backworks import Action, Continue, EmptyConfig, Envelope, RequestProcessor, Security
+
+
+class KeyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token: SecretStr
+    header: str = "x-api-key"
+    retries: int = Field(default=1, ge=0)
+
+
+class ApiKey(Security[KeyConfig]):
+    name = "api-key"
+    version = "1.4.0"
+    description = "Checks a token."
+    Config = KeyConfig
+
+    async def authenticate(self, envelope: Envelope) -> Action:
+        return Continue(envelope)
+
+
+def processor(plugin_name, plugin_version="1.0.0", plugin_priority=0, **needs):
+    class Local(RequestProcessor[EmptyConfig]):
+        name = plugin_name
+        version = plugin_version
+        description = "A local plugin."
+        dependencies = {key.replace("_", "-"): value for key, value in needs.items()}
+        priority = plugin_priority
+
+        async def process_request(self, envelope: Envelope) -> Action:
+            return Continue(envelope)
+
+    Local.__module__ = __name__
+    return Local
+
+
+Rbac = processor("rbac", "1.2.0", api_key=">=1.0,<2")
+Audit = processor("audit", api_key=">=2")
+Ping = processor("ping", pong="")
+Pong = processor("pong", ping="")
+"""
+
+
+def local_blueprint(tmp_path: Path, body: str) -> Path:
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "security.py").write_text(LOCAL_PLUGINS)
+    return write_blueprint(tmp_path, "name: api\nplugin_dirs: [local]\n" + body)
+
+
+def issues(path: Path) -> list[ConfigIssue]:
+    with pytest.raises(BlueprintError) as caught:
+        blueprints.load(path)
+    return caught.value.issues
+
+
+def test_plugin_dirs_add_plugins_and_dependencies_run_first(tmp_path: Path) -> None:
+    path = local_blueprint(
+        tmp_path,
+        """plugins:
+  acl: {type: rbac}
+  key: {type: api-key, config: {token: t0ps3cret}}
+endpoints:
+  listed: {path: /a, plugins: [acl, key], handler: {type: mock}}
+  implied: {path: /b, plugins: [acl], handler: {type: mock}}
+""",
+    )
+    loaded = blueprints.load(path)
+    assert loaded.chain("listed") == ["key", "acl"], "the dependency moves before its dependent"
+    assert loaded.chain("implied") == ["key", "acl"], "the only declared instance of a dependency is added"
+    assert [s.label for s in loaded.itinerary("implied")] == ["key.request", "acl.request", "implied-handler.request"]
+    assert loaded.catalog is not None and loaded.catalog.plugins["rbac"].path == str(tmp_path / "local" / "security.py")
+    assert loaded.itinerary("implied")[0].critical, "security plugins are critical by default"
+
+
+def test_missing_dependency_is_precise(tmp_path: Path) -> None:
+    endpoints = "endpoints:\n  e: {path: /a, plugins: [acl], handler: {type: mock}}\n"
+    path = local_blueprint(tmp_path, "plugins:\n  acl: {type: rbac}\n" + endpoints)
+    (issue,) = issues(path)
+    assert (issue.pointer, issue.line, issue.column, issue.plugin) == ("/endpoints/e/plugins/0", 6, 27, "acl")
+    assert issue.message == (
+        "endpoint 'e': 'acl' (rbac) needs plugin 'api-key' (>=1.0,<2), but the blueprint declares no instance of it: "
+        "add one under /plugins"
+    )
+
+
+def test_version_conflict_and_cycle_name_their_chains(tmp_path: Path) -> None:
+    path = local_blueprint(
+        tmp_path,
+        """plugins:
+  audit: {type: audit}
+  key: {type: api-key, config: {token: t0ps3cret}}
+  ping: {type: ping}
+  pong: {type: pong}
+endpoints:
+  e: {path: /a, plugins: [key, audit, ping], handler: {type: mock}}
+""",
+    )
+    found = issues(path)
+    by_plugin = {issue.plugin: issue for issue in found}
+    assert len(found) == len(by_plugin) == 3
+    conflict = by_plugin["audit"]
+    assert (conflict.pointer, conflict.line, conflict.column) == ("/plugins/audit/type", 4, 17)
+    assert conflict.message.startswith(
+        "version conflict audit -> api-key: audit 1.0.0 needs api-key >=2 but api-key 1.4.0 is installed"
+    )
+    assert (by_plugin["ping"].pointer, by_plugin["ping"].line) == ("/plugins/ping/type", 6)
+    assert by_plugin["ping"].message == "dependency cycle: ping -> pong -> ping; remove one of these dependencies"
+    assert by_plugin["pong"].message == "dependency cycle: pong -> ping -> pong; remove one of these dependencies"
+
+
+def test_bad_config_types_point_at_the_value_and_hide_secrets(tmp_path: Path) -> None:
+    path = local_blueprint(
+        tmp_path,
+        """plugins:
+  key:
+    type: api-key
+    config: {token: 12345678, header: [x], retries: -1, extra: 1}
+endpoints:
+  e: {path: /a, plugins: [key], handler: {type: mock}}
+""",
+    )
+    found = {issue.pointer: issue for issue in issues(path)}
+    assert set(found) == {"/plugins/key/config/token", "/plugins/key/config/header",
+                          "/plugins/key/config/retries", "/plugins/key/config/extra"}  # fmt: skip
+    assert found["/plugins/key/config/header"].message == "['x'] is not of type 'string'"
+    assert found["/plugins/key/config/retries"].message == "-1 is less than the minimum of 0"
+    assert (found["/plugins/key/config/retries"].line, found["/plugins/key/config/retries"].column) == (6, 53)
+    assert found["/plugins/key/config/extra"].message == "unknown key 'extra'"
+    assert (found["/plugins/key/config/extra"].line, found["/plugins/key/config/extra"].column) == (6, 57)
+    token = found["/plugins/key/config/token"]
+    assert "12345678" not in token.message and "value hidden" in token.message and token.plugin == "key"
+
+
+def test_unknown_plugin_suggests_a_close_name(tmp_path: Path) -> None:
+    endpoints = "endpoints:\n  e: {path: /a, handler: {type: mock}}\n"
+    path = local_blueprint(tmp_path, "plugins:\n  acl: {type: rbca}\n" + endpoints)
+    (issue,) = issues(path)
+    assert (issue.pointer, issue.line, issue.column, issue.plugin) == ("/plugins/acl/type", 4, 15, "acl")
+    assert issue.message.startswith("unknown plugin type 'rbca' (did you mean 'rbac'?); installed: ")
+
+
+def test_broken_plugin_files_are_reported_at_their_plugin_dir(tmp_path: Path) -> None:
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "oops.py").write_text("x = (\n")
+    path = write_blueprint(
+        tmp_path, "name: api\nplugin_dirs: [local, missing]\nendpoints:\n  e: {path: /a, handler: {type: mock}}\n"
+    )
+    first, second = issues(path)
+    assert (first.pointer, first.line) == ("/plugin_dirs/0", 2)
+    assert f"cannot import plugin file {tmp_path / 'local' / 'oops.py'}:1: SyntaxError" in first.message
+    assert (second.pointer, second.column) == ("/plugin_dirs/1", 22) and "does not exist" in second.message
+
+
+def test_duplicate_yaml_keys_are_errors(tmp_path: Path) -> None:
+    path = write_blueprint(tmp_path, "name: api\nendpoints:\n  e: {path: /a, handler: {type: mock}}\nname: other\n")
+    (issue,) = issues(path)
+    assert (issue.pointer, issue.line, issue.column) == ("/name", 4, 1)
+    assert issue.message == "duplicate key 'name' (first at line 1); YAML keeps only the last"

@@ -28,7 +28,9 @@ async def test_exhausted_deliveries_are_dead_lettered_and_the_gateway_answered_a
     # A replica that takes the message and dies every time: fetch, never ack.
     durable = stage_durable("stamp", example.itinerary("hello")[0].phase)
     config = ConsumerConfig(durable_name=durable, ack_policy=AckPolicy.EXPLICIT, ack_wait=0.3, max_deliver=2)
-    poisoned = await js.pull_subscribe(stage_subject("stamp", example.itinerary("hello")[0].phase), durable, config=config)
+    poisoned = await js.pull_subscribe(
+        stage_subject("stamp", example.itinerary("hello")[0].phase), durable, config=config
+    )
     watch = DeadLetterWatch(nats_client, js)
     await watch.start()
     envelope = Envelope(
@@ -65,7 +67,9 @@ async def test_replay_sends_a_dead_letter_back_to_its_stage(nats_client: Client,
         route="hello", method="GET", path="/hello/x", path_params={"name": "x"}, request_id="req-replay",
         deadline=time.time() - 1, reply_to="_INBOX.test.replayed", itinerary=example.itinerary("hello"),
     )  # fmt: skip
-    letter = DeadLetter(stage="stamp.request", subject="bw.stage.stamp.request", attempts=3, error="x", envelope=envelope)
+    letter = DeadLetter(
+        stage="stamp.request", subject="bw.stage.stamp.request", attempts=3, error="x", envelope=envelope
+    )
     await js.publish("bw.dlq.stamp.request", letter.model_dump_json().encode())
     replies: asyncio.Queue[Envelope] = asyncio.Queue()
 

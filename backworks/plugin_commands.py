@@ -1,0 +1,311 @@
+"""Plugin commands of the CLI: ``plugins list``, ``plugins show``, ``new-plugin``, ``docs``, ``profile``.
+
+Each takes an optional blueprint: its ``plugin_dirs`` add plugins to the installed ones, and its broker
+gives ``plugins list`` the live replica counts (from the ``bw_registry`` bucket).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.json import JSON
+from rich.table import Table
+
+from backworks import docgen
+from backworks.console import console, fail
+from backworks.scaffold import ScaffoldError, scaffold
+from contracts.blueprint import EMBEDDED
+from contracts.errors import BackworksError, BlueprintError
+from pipeline import blueprints, census, registry
+from pipeline.configs import fields_of, schema_of
+from pipeline.contract import parse_constraint
+from pipeline.errors import BrokerUnavailable, PluginLoadError
+from pipeline.plugin import Category
+from pipeline.registry import Catalog, PluginEntry
+from pipeline.secrets import redact_schema
+from pipeline.state import state_dir
+
+NATS_URL_FILE = "nats.url"
+TABLE_WIDTH = 200
+"""Width of tables written to a pipe or file, so that no column is cut."""
+
+plugins_app = typer.Typer(help="Installed plugins (and those in a blueprint's plugin_dirs).", no_args_is_help=True)
+
+OptionalBlueprint = Annotated[
+    Path | None,
+    typer.Argument(
+        help="A blueprint: adds the plugins in its plugin_dirs and, for `list`, its broker.", show_default=False
+    ),
+]
+FormatOption = Annotated[str, typer.Option("--format", help="Output format: text or json.")]
+
+
+def output() -> Console:
+    """Console for a command's result (stdout); wide when not a terminal."""
+    return Console() if sys.stdout.isatty() else Console(width=TABLE_WIDTH)
+
+
+def peek(blueprint: Path) -> tuple[list[Path], str]:
+    """A blueprint's plugin folders (absolute) and NATS URL, read without validating the rest."""
+    try:
+        data = yaml.safe_load(blueprint.read_text())
+    except OSError as exc:
+        raise fail(f"cannot read blueprint {blueprint}: {exc.strerror or exc}", 2) from None
+    except yaml.YAMLError as exc:
+        raise fail(f"{blueprint}: YAML syntax error: {exc}", 2) from None
+    data = data if isinstance(data, dict) else {}
+    listed = data.get("plugin_dirs")
+    folders = [(blueprint.parent / str(item)).resolve() for item in listed if item] if isinstance(listed, list) else []
+    nats = data.get("nats")
+    url = nats.get("url") if isinstance(nats, dict) else None
+    return folders, str(url or EMBEDDED)
+
+
+def catalog_for(blueprint: Path | None) -> Catalog:
+    """Installed plugins, plus those in the blueprint's plugin folders."""
+    return registry.catalog(peek(blueprint)[0] if blueprint else [])
+
+
+def servers_for(blueprint: Path | None, given: str | None) -> list[str]:
+    """Where to read live replicas: ``--nats``, else the blueprint's broker; none when there is no broker."""
+    if given:
+        return [part.strip() for part in given.split(",") if part.strip()]
+    if blueprint is None:
+        return []
+    url = peek(blueprint)[1].strip()
+    if url not in ("", EMBEDDED):
+        return [part.strip() for part in url.split(",") if part.strip()]
+    recorded = state_dir() / NATS_URL_FILE
+    return [recorded.read_text().strip()] if recorded.exists() else []
+
+
+def live_counts(servers: list[str]) -> dict[str, int] | None:
+    """Live replicas per plugin, or ``None`` when there is no broker to ask (or it cannot be reached)."""
+    if not servers:
+        return None
+    try:
+        return dict(census.per_plugin(asyncio.run(census.snapshot(servers))))
+    except BrokerUnavailable as exc:
+        console.print(f"[yellow]live counts unknown:[/] {exc}", highlight=False)
+        return None
+
+
+def row_of(entry: PluginEntry, live: dict[str, int] | None) -> dict[str, Any]:
+    """One row of ``plugins list`` as data."""
+    cls = entry.cls
+    return {
+        "name": entry.name,
+        "version": cls.version,
+        "category": cls.category.value,
+        "source": entry.origin,
+        "critical": cls.is_critical,
+        "live": None if live is None else live.get(entry.name, 0),
+    }
+
+
+@plugins_app.command("list")
+def list_plugins(
+    blueprint: OptionalBlueprint = None,
+    nats: Annotated[
+        str | None, typer.Option("--nats", help="NATS URL(s) to read live replicas from.", show_default=False)
+    ] = None,
+    format: FormatOption = "text",
+) -> None:
+    """List plugins: name, version, category, source, critical, live replicas ("-" without a broker)."""
+    found = catalog_for(blueprint)
+    live = live_counts(servers_for(blueprint, nats))
+    rows = [row_of(found.plugins[name], live) for name in sorted(found.plugins)]
+    failures = {name: str(error) for name, error in sorted(found.failures.items())}
+    if format == "json":
+        print(json.dumps({"plugins": rows, "failures": failures}, indent=2))
+    else:
+        table = Table(title="Backworks plugins", title_justify="left")
+        for column in ("name", "version", "category", "source", "critical", "instances live"):
+            table.add_column(column, justify="right" if column == "instances live" else "left", no_wrap=True)
+        for row in rows:
+            live_text = "-" if row["live"] is None else str(row["live"])
+            table.add_row(row["name"], row["version"], row["category"], row["source"],
+                          "yes" if row["critical"] else "no", live_text)  # fmt: skip
+        output().print(table)
+        for name, message in failures.items():
+            console.print(f"[red]plugin {name} cannot be used:[/] {message}", highlight=False, markup=True)
+
+
+def describe(entry: PluginEntry, found: Catalog) -> dict[str, Any]:
+    """Everything ``plugins show`` prints, as data (secrets in schema defaults masked)."""
+    cls = entry.cls
+    dependencies = []
+    for name, constraint in cls.dependencies.items():
+        provider = found.plugins.get(name)
+        installed = provider.cls.version if provider else None
+        satisfied = installed is not None and installed in parse_constraint(constraint)
+        dependencies.append({"name": name, "constraint": constraint or "*", "installed": installed,
+                             "satisfied": satisfied})  # fmt: skip
+    return {
+        "name": cls.name,
+        "version": cls.version,
+        "description": cls.description,
+        "category": cls.category.value,
+        "phases": [phase.value for phase in cls.phases],
+        "hooks": docgen.hooks_of(entry),
+        "source": entry.source,
+        "critical": cls.is_critical,
+        "priority": cls.priority,
+        "max_execution_time": cls.max_execution_time,
+        "capabilities": list(cls.capabilities),
+        "dependencies": dependencies,
+        "config_schema": redact_schema(schema_of(cls.Config)),
+    }
+
+
+@plugins_app.command("show")
+def show_plugin(
+    name: Annotated[str, typer.Argument(help="Plugin name.", show_default=False)],
+    blueprint: OptionalBlueprint = None,
+    format: FormatOption = "text",
+) -> None:
+    """Show one plugin: metadata, dependencies, config fields and JSON Schema."""
+    found = catalog_for(blueprint)
+    try:
+        found.get(name)
+    except PluginLoadError as exc:
+        raise fail(str(exc)) from None
+    entry = found.plugins[name]
+    info = describe(entry, found)
+    if format == "json":
+        print(json.dumps(info, indent=2))
+        return
+    out = output()
+    facts = Table.grid(padding=(0, 2))
+    for key in ("name", "version", "description", "category", "phases", "hooks", "source", "critical", "priority",
+                "max_execution_time", "capabilities"):  # fmt: skip
+        value = info[key]
+        facts.add_row(f"[bold]{key}[/]", ", ".join(value) if isinstance(value, list) else str(value))
+    out.print(facts)
+    deps = Table(title="dependencies", title_justify="left")
+    for column in ("plugin", "constraint", "installed", "ok"):
+        deps.add_column(column)
+    for dep in info["dependencies"]:
+        deps.add_row(dep["name"], dep["constraint"], dep["installed"] or "missing", "yes" if dep["satisfied"] else "NO")
+    out.print(deps if info["dependencies"] else "dependencies: none")
+    config = Table(title="config", title_justify="left")
+    for column in ("key", "type", "required", "default", "secret", "description"):
+        config.add_column(column)
+    for field in fields_of(entry.cls.Config):
+        config.add_row(field.name, field.type, "yes" if field.required else "no", field.shown_default,
+                       "yes" if field.secret else "", field.description)  # fmt: skip
+    out.print(config)
+    out.print("[bold]config JSON Schema[/]")
+    out.print(JSON(json.dumps(info["config_schema"])))
+
+
+@plugins_app.command("order")
+def order(
+    blueprint: Annotated[Path, typer.Argument(help="Path to the blueprint YAML file.", show_default=False)],
+    format: FormatOption = "text",
+) -> None:
+    """Show each endpoint's resolved stages: blueprint order, dependencies first, then priority."""
+    try:
+        loaded = blueprints.load(blueprint)
+    except BlueprintError as exc:
+        console.print(str(exc), highlight=False, markup=False)
+        raise typer.Exit(2) from None
+    plans = {name: [stage.label for stage in loaded.itinerary(name)] for name in loaded.model.endpoints}
+    added = {name: [i for i in loaded.chain(name) if i not in loaded.model.chain(name)] for name in plans}
+    if format == "json":
+        print(json.dumps({"endpoints": plans, "added_for_dependencies": added}, indent=2))
+        return
+    out = output()
+    for name, stages in plans.items():
+        note = f"  (added for dependencies: {', '.join(added[name])})" if added[name] else ""
+        out.print(f"{name}: {' -> '.join(stages)}{note}", highlight=False)
+
+
+def new_plugin(
+    name: Annotated[str, typer.Argument(help="Plugin name (lower-case, e.g. `rate-limit`).", show_default=False)],
+    category: Annotated[
+        Category, typer.Option("--category", help="What the plugin does: fixes its hooks.")
+    ] = Category.REQUEST_PROCESSOR,
+    directory: Annotated[Path, typer.Option("--dir", help="Where to create backworks-plugin-NAME/.")] = Path(),
+    depends: Annotated[
+        list[str] | None,
+        typer.Option("--depends", help="A dependency as NAME[CONSTRAINT], e.g. 'api-key>=1.0,<2' (repeatable)."),
+    ] = None,
+    description: Annotated[str | None, typer.Option(help="One-line description.")] = None,
+) -> None:
+    """Scaffold a pip-installable plugin package: class, config model, entry point, tests, README."""
+    try:
+        made = scaffold(name, category, directory, depends=depends, description=description)
+    except ScaffoldError as exc:
+        raise fail(str(exc), 2) from None
+    out = output()
+    out.print(f"created {made.root} ({made.dist}, class {made.module}.{made.class_name})", highlight=False)
+    for path in made.files:
+        out.print(f"  {path.relative_to(made.root)}", highlight=False)
+    out.print(f"next: cd {made.root} && pip install -e '.[test]' && pytest", highlight=False)
+
+
+def docs(
+    blueprint: OptionalBlueprint = None,
+    out: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Generate a Markdown reference of the plugins from their metadata and config schemas."""
+    text = docgen.render(catalog_for(blueprint))
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+        console.print(f"wrote {out}", highlight=False)
+
+
+def profile_command(
+    target: Annotated[str, typer.Argument(help="Plugin name, or an instance name with --blueprint.")],
+    blueprint: Annotated[
+        Path | None, typer.Option("--blueprint", help="Profile an instance of this blueprint, with its config.")
+    ] = None,
+    config: Annotated[str | None, typer.Option("--config", help="Plugin config as JSON.")] = None,
+    requests: Annotated[int, typer.Option(min=1, help="Requests in the generated workload.")] = 1000,
+    format: FormatOption = "text",
+) -> None:
+    """Profile a plugin in-process: per-hook calls, latency percentiles (ms) and allocations."""
+    from backworks.sdk.profiler import profile
+
+    if blueprint is not None:
+        try:
+            loaded = blueprints.load(blueprint)
+        except BlueprintError as exc:
+            console.print(str(exc), highlight=False, markup=False)
+            raise typer.Exit(2) from None
+        if target not in loaded.instances:
+            known = ", ".join(sorted(loaded.instances))
+            raise fail(f"no plugin instance {target!r} in {blueprint}; instances: {known}")
+        cls, model = loaded.instances[target].cls, loaded.instances[target].config
+        result = asyncio.run(profile(cls, model, requests=requests))
+    else:
+        try:
+            cls = registry.get(target)
+            values = json.loads(config) if config else {}
+            result = asyncio.run(profile(cls, values, requests=requests))
+        except json.JSONDecodeError as exc:
+            raise fail(f"--config is not JSON: {exc}", 2) from None
+        except BackworksError as exc:
+            raise fail(str(exc), 2) from None
+    if format == "json":
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        output().print(result.table())
+
+
+def register(app: typer.Typer) -> None:
+    """Add the plugin commands to the ``backworks`` CLI."""
+    app.add_typer(plugins_app, name="plugins")
+    app.command("new-plugin")(new_plugin)
+    app.command("docs")(docs)
+    app.command("profile")(profile_command)

@@ -1,0 +1,216 @@
+"""Keeps the local breaker views in step with the ``bw_breakers`` bucket, both ways.
+
+In: a KV watch on the whole bucket, rebuilt from a full snapshot after every reconnect of the NATS client
+(nats-py's ordered consumer alone resumed only ~20 s after a nats-server restart, and a memory bucket may come
+back empty). Out: this process's own count records, written in the background, one put in flight, always with
+the latest numbers, retried until they land. State transitions and probe claims are CAS writes made by
+:class:`pipeline.breakers.FleetBreakers` itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable
+
+import nats.errors
+import structlog
+from nats.js import JetStreamContext
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+from pydantic import ValidationError
+
+from contracts.names import BREAKERS_BUCKET
+from pipeline.breaker_records import COUNT, PROBE, STATE, CountRecord, ProbeRecord, StateRecord, count_key, parse_key
+from pipeline.breaker_view import Clock, FleetView
+from pipeline.errors import BrokerUnavailable
+
+log = structlog.get_logger("backworks.breakers")
+
+START_TIMEOUT = 5.0
+"""Seconds ``start`` waits for the bucket's current contents."""
+RECONNECT_CHECK_INTERVAL = 0.1
+"""How often the watch checks whether the NATS client reconnected (and must be rebuilt from a snapshot)."""
+RETRY_DELAY = 0.1
+MAX_RETRY_DELAY = 2.0
+STOP_TIMEOUT = 1.0
+"""Seconds ``stop`` gives pending writes (and each key removal) before giving up on them."""
+
+
+class BucketMirror:
+    """The watch that feeds ``views`` and the writer that publishes this process's counts."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        views: dict[str, FleetView],
+        me: str,
+        clock: Clock,
+        on_state: Callable[[str], None],
+        on_count: Callable[[str], None],
+    ) -> None:
+        self.kv: KeyValue | None = None
+        self._js = js
+        self._views = views
+        self._me = me
+        self._clock = clock
+        self._on_state = on_state
+        self._on_count = on_count
+        self._ready = asyncio.Event()
+        self._dirty: set[str] = set()
+        self._written: set[str] = set()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    async def start(self) -> None:
+        if self._loops:
+            return
+        self._loops = [
+            asyncio.create_task(self._watch_forever(), name=f"breakers-watch-{self._me}"),
+            asyncio.create_task(self._write_forever(), name=f"breakers-write-{self._me}"),
+        ]
+        try:
+            await asyncio.wait_for(self._ready.wait(), START_TIMEOUT)
+        except TimeoutError:
+            await self.stop()
+            raise BrokerUnavailable(
+                f"could not load circuit-breaker state from KV bucket {BREAKERS_BUCKET} within {START_TIMEOUT:.0f} s:"
+                " is NATS reachable and the bucket declared (`backworks up` or `backworks declare`)?"
+            ) from None
+
+    async def stop(self) -> None:
+        """Write what is pending (briefly), stop, and remove this process's count keys (its streak share)."""
+        if not self._loops:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.flush(), STOP_TIMEOUT)
+        self._stopping = True
+        await cancel(self._loops)
+        self._loops = []
+        if self.kv is not None:
+            for instance in sorted(self._written):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.kv.delete(count_key(instance, self._me)), STOP_TIMEOUT)
+        self._written.clear()
+
+    async def flush(self) -> None:
+        """Wait until this process's counts are written."""
+        await self._idle.wait()
+
+    def mark_dirty(self, instance: str) -> None:
+        """This process's count record of ``instance`` changed: write it."""
+        self._dirty.add(instance)
+        self._idle.clear()
+        self._wake.set()
+
+    # --- in ------------------------------------------------------------------------------------------------------
+
+    async def _watch_forever(self) -> None:
+        delay = RETRY_DELAY
+        while not self._stopping:
+            watcher: KeyValue.KeyWatcher | None = None
+            try:
+                reconnects = self._reconnects()
+                self.kv = await self._js.key_value(BREAKERS_BUCKET)
+                watcher = await self.kv.watchall()
+                await self._load(watcher)
+                delay = RETRY_DELAY
+                while self._reconnects() == reconnects and not self._stopping:
+                    try:
+                        entry = await _next_entry(watcher, RECONNECT_CHECK_INTERVAL)
+                    except nats.errors.TimeoutError:
+                        continue
+                    if entry is not None:
+                        self._apply(entry, self._views)
+                if not self._stopping:
+                    log.info("nats reconnected: reloading breaker state", writer=self._me)
+            except Exception as exc:
+                log.warning("breaker watch interrupted; retrying", error=repr(exc), writer=self._me)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_DELAY)
+            finally:
+                if watcher is not None:
+                    with contextlib.suppress(Exception):
+                        await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py: unannotated
+
+    async def _load(self, watcher: KeyValue.KeyWatcher) -> None:
+        """Adopt the bucket's current contents (the watch's initial values, up to its ``None`` marker)."""
+        fresh = {name: FleetView(name, view.settings, self._me) for name, view in self._views.items()}
+        while (entry := await _next_entry(watcher, START_TIMEOUT)) is not None:
+            self._apply(entry, fresh)
+        for name, view in self._views.items():
+            view.replace(fresh[name].state, fresh[name].counts, fresh[name].probes)
+            if view.own_dirty:
+                self.mark_dirty(name)  # the broker may have lost our record (a memory bucket on a restart)
+            self._on_state(name)
+            self._on_count(name)
+        self._ready.set()
+
+    def _apply(self, entry: KeyValue.Entry, views: dict[str, FleetView]) -> None:
+        parsed = parse_key(entry.key)
+        if parsed is None or parsed[0] not in views:
+            return
+        instance, kind, rest = parsed
+        view, revision, value = views[instance], entry.revision or 0, entry.value or b""
+        deleted = entry.operation in (KV_DEL, KV_PURGE) or not value
+        live = views is self._views
+        try:
+            if kind == STATE:
+                state = None if deleted else StateRecord.model_validate_json(value)
+                if view.apply_state(state, revision) and live:
+                    self._on_state(instance)
+            elif kind == COUNT and rest != self._me:
+                count = None if deleted else CountRecord.model_validate_json(value)
+                if view.apply_count(rest, count, revision) and live:
+                    self._on_count(instance)
+            elif kind == PROBE and rest.isdigit():
+                view.apply_probe(int(rest), None if deleted else ProbeRecord.model_validate_json(value), revision)
+        except ValidationError as exc:
+            log.warning("unreadable breaker record ignored", key=entry.key, error=str(exc))
+
+    def _reconnects(self) -> int:
+        client = getattr(self._js, "_nc", None)  # nats-py keeps its client there, with no public accessor
+        stats = getattr(client, "stats", None)
+        return int(stats.get("reconnects", 0)) if isinstance(stats, dict) else 0
+
+    # --- out -----------------------------------------------------------------------------------------------------
+
+    async def _write_forever(self) -> None:
+        delay = RETRY_DELAY
+        while not self._stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._dirty:
+                instance = self._dirty.pop()
+                record = self._views[instance].own_record(self._clock())
+                try:
+                    if self.kv is None:
+                        raise BrokerUnavailable(f"KV bucket {BREAKERS_BUCKET} not loaded yet")
+                    await self.kv.put(count_key(instance, self._me), record.model_dump_json().encode())
+                    self._written.add(instance)
+                    delay = RETRY_DELAY
+                except Exception as exc:
+                    self._dirty.add(instance)
+                    log.warning("cannot write breaker count; retrying", instance=instance, error=repr(exc))
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, MAX_RETRY_DELAY)
+            self._idle.set()
+
+
+async def cancel(tasks: Iterable[asyncio.Task[object]]) -> None:
+    """Cancel ``tasks`` and wait for them, cancelling again if a cancellation got lost (3.11's ``wait_for``
+    can swallow one when its inner future completes at the same moment)."""
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=STOP_TIMEOUT)
+
+
+async def _next_entry(watcher: KeyValue.KeyWatcher, timeout: float) -> KeyValue.Entry | None:
+    """The watch's next entry (None marks the end of the initial values); ``nats.errors.TimeoutError`` if quiet."""
+    # nats-py leaves KeyWatcher's methods unannotated
+    entry: KeyValue.Entry | None = await watcher.updates(timeout=timeout)  # type: ignore[no-untyped-call]
+    return entry

@@ -1,0 +1,427 @@
+"""Fleet-shared circuit breakers: one per plugin instance, kept in the ``bw_breakers`` KV bucket.
+
+Every replica of a stage and every forwarder (the gateway, the stage before) runs one :class:`FleetBreakers`.
+Each keeps a local view of the bucket fresh with a KV watch, so ``allow`` and ``state`` answer from memory
+without blocking; counts and transitions are written to KV (key layout: :mod:`pipeline.breaker_records`).
+
+Semantics
+---------
+* **Consecutive failures across the fleet.** A breaker opens once ``failure_threshold`` failures have been
+  recorded, by any processes, with no success recorded anywhere after them: a success on any replica resets the
+  streak for all. Not a sliding window: the blueprint documents the threshold as consecutive failures, has no
+  window setting, and a streak needs no agreement between clocks.
+* **No hot key for counting.** Each process (writer) puts only its own key ``<instance>.count.<writer>``: its
+  failure total in the current generation (it only grows) and ``resets``, the totals of every writer it had seen
+  when it last recorded a success. The streak is ``sum over writers w of max(0, failures[w] - max resets[w])``.
+  A writer writes when a failure happens or a success ends a non-zero streak (a healthy hot path writes
+  nothing), in the background, one put in flight per process, always with its latest numbers.
+  Approximation: a failure and a success recorded at the same moment on two processes (within the watch
+  propagation, well under a millisecond on loopback) can be ordered differently than in real time; the failure
+  then still counts.
+* **Transitions are CAS writes** of ``<instance>.state`` (generation + 1), and only transitions write it.
+  Whichever process first sees the streak reach the threshold opens the breaker; the others' CAS fails and they
+  adopt the winner's state, so concurrent failures open it exactly once and every process sees the same ordered
+  history. A new generation starts every count at zero. A result counts against the generation its call was
+  admitted in: a call admitted while closed that fails after the breaker opened changes nothing.
+* **Half-open is derived from time**, never written: an open state carries ``reset_at`` (epoch seconds), from
+  which every process sees half-open.
+* **Half-open admits ``half_open_probes`` probes, fleet-wide.** ``call`` claims a slot key
+  ``<instance>.probe.<k>`` with KV create, or CAS over a slot of an older generation or whose lease
+  (``max(reset timeout, MIN_PROBE_LEASE)``) ran out, so a probe lost with its process cannot wedge the breaker.
+  No free slot: :class:`~pipeline.errors.BreakerOpen`. The first probe result decides: success closes, failure
+  reopens for a new reset timeout; later results of that generation are ignored. ``allow`` never claims: it is
+  true while the view shows a free slot, and a claim reaches every forwarder within the watch propagation; a
+  call forwarded in that window is refused by the stage host's ``call``.
+* **``record_success``/``record_failure``** (no admission) count only while closed; while open or half-open only
+  admitted probes decide.
+* **NATS loss.** The view keeps the last known state. Count writes are retried; a transition that cannot be
+  written is dropped with a warning (the next failure or probe tries again). After a reconnect the watch is rebuilt
+  from a full snapshot (:mod:`pipeline.breaker_sync`).
+
+aiobreaker: what is used, what is replaced
+------------------------------------------
+Used: one ``aiobreaker.CircuitBreaker`` per instance as the state machine listeners hang on: its ``state``
+property notices a state change in its storage (the view, changed by the watch or a timer at ``reset_at``) and
+calls every ``CircuitBreakerListener.state_change`` (a structlog listener here, more via ``add_listener``); and
+aiobreaker's synchronous storage interface, implemented by :class:`~pipeline.breaker_view.FleetStorage` over
+the local view, with write-through in background tasks.
+
+Replaced, and why:
+
+* ``CircuitBreaker.call_async`` and its state classes' call path, by :meth:`FleetBreakers.call`: the tripping
+  call raised ``CircuitBreakerError`` instead of the original error, half-open let every concurrent call through,
+  and counting was per process.
+* ``CircuitBreaker.open()``, ``opens_at``, ``time_until_open`` and ``CircuitBreakerError.time_remaining``: they
+  stamp ``datetime.utcnow()`` (deprecated, warns from Python 3.12) and compare it with naive local
+  ``datetime.now()``, which is off by the UTC offset (9 h in Tokyo). Here every time is ``time.time()`` epoch
+  seconds, shown as aware UTC datetimes; none of those aiobreaker methods is called, and the storage refuses
+  direct transitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+from typing import Any, TypeVar
+
+import structlog
+from aiobreaker import CircuitBreaker, CircuitBreakerListener  # type: ignore[import-untyped]  # no type hints
+from nats.js import JetStreamContext
+from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
+from pydantic import ValidationError
+
+from contracts.blueprint import BreakerSettings
+from pipeline.breaker_records import (
+    BreakerState,
+    ProbeRecord,
+    StateRecord,
+    StoredState,
+    key_token,
+    probe_key,
+    state_key,
+)
+from pipeline.breaker_sync import BucketMirror, cancel
+from pipeline.breaker_view import FleetStorage, FleetView, LogListener, utc
+from pipeline.errors import BreakerOpen
+
+log = structlog.get_logger("backworks.breakers")
+
+MIN_PROBE_LEASE = 1.0
+"""A probe slot is held at most ``max(reset timeout, MIN_PROBE_LEASE)`` seconds."""
+STOP_TIMEOUT = 1.0
+"""Seconds ``stop`` gives transitions in flight."""
+ADMIT_ATTEMPTS = 3
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Admission:
+    """A call let through: in which generation, and with which probe slot when half-open."""
+
+    instance: str
+    generation: int
+    slot: int | None = None
+    revision: int = 0
+
+
+class FleetBreakers:
+    """The circuit breakers of the given plugin instances, shared with every process of the fleet."""
+
+    def __init__(self, js: JetStreamContext, settings: dict[str, BreakerSettings], replica: str) -> None:
+        self.replica = replica
+        self._me = key_token(replica)
+        self._clock: Callable[[], float] = time.time
+        self._views = {name: FleetView(name, setting, self._me) for name, setting in settings.items()}
+        self._storages = {
+            name: FleetStorage(view, self._clock, partial(self._mark_dirty, name)) for name, view in self._views.items()
+        }
+        self._breakers = {
+            name: CircuitBreaker(
+                fail_max=view.settings.failure_threshold,
+                timeout_duration=timedelta(milliseconds=view.settings.reset_timeout_ms),
+                state_storage=self._storages[name],
+                listeners=[LogListener(replica)],
+                name=name,
+            )
+            for name, view in self._views.items()
+        }
+        self._mirror = BucketMirror(js, self._views, self._me, self._clock, self._state_changed, self._count_changed)
+        self._transitions: dict[tuple[str, int], asyncio.Task[bool]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- lifecycle ---------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the current state of every breaker, then keep it fresh with a KV watch."""
+        await self._mirror.start()
+
+    async def stop(self) -> None:
+        """Finish pending writes (briefly), stop watching, and remove this process's count keys."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=STOP_TIMEOUT)
+        await cancel(self._tasks)
+        await self._mirror.stop()
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+    async def flush(self) -> None:
+        """Wait until this process's failure counts are written to KV."""
+        await self._mirror.flush()
+
+    # --- what forwarders and stage hosts ask ---------------------------------------------------------------------
+
+    def state(self, instance: str) -> BreakerState:
+        return self._view(instance).effective(self._clock())
+
+    def allow(self, instance: str) -> bool:
+        """Whether to send a call at all: false while open, or half-open with no probe slot free in the view."""
+        view = self._view(instance)
+        now = self._clock()
+        state = view.effective(now)
+        if state is BreakerState.HALF_OPEN:
+            return bool(view.free_slots(now, self._lease(view)))
+        return state is BreakerState.CLOSED
+
+    async def call(self, instance: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run ``fn`` if the breaker lets it (else raise ``BreakerOpen``), record its result, re-raise its error."""
+        admission = await self._admit(instance)
+        try:
+            result = await fn()
+        except Exception as error:
+            await self._settle(admission, error)
+            raise
+        except BaseException:  # cancelled or interrupted: not a result of the plugin
+            self._spawn(self._release(admission))
+            raise
+        await self._settle(admission, None)
+        return result
+
+    async def record_success(self, instance: str) -> None:
+        """A call succeeded (counts only while closed: then it ends the fleet's failure streak)."""
+        view = self._view(instance)
+        if view.effective(self._clock()) is BreakerState.CLOSED:
+            self._success(instance)
+
+    async def record_failure(self, instance: str, error: BaseException | str) -> None:
+        """A call failed (counts only while closed); opens the breaker when the streak reaches the threshold."""
+        view = self._view(instance)
+        if view.effective(self._clock()) is BreakerState.CLOSED:
+            await self._failure(instance, error)
+
+    def snapshot(self) -> dict[str, dict[str, object]]:
+        """Every breaker as this process sees it, for ``/_backworks/health``."""
+        now = self._clock()
+        report: dict[str, dict[str, object]] = {}
+        for name, view in self._views.items():
+            opened_at, reset_at = utc(view.opened_at), utc(view.reset_at)
+            report[name] = {
+                "state": view.effective(now).value,
+                "failures": view.failures(),
+                "failure_threshold": view.settings.failure_threshold,
+                "opened_at": opened_at.isoformat() if opened_at else None,
+                "reset_at": reset_at.isoformat() if reset_at else None,
+                "probes_in_flight": view.probes_in_flight(now, self._lease(view)) if view.opened_at else 0,
+                "generation": view.generation,
+                "reason": view.state.record.reason if view.state else "",
+            }
+        return report
+
+    def add_listener(self, listener: CircuitBreakerListener) -> None:
+        """Call an aiobreaker ``CircuitBreakerListener`` on every state change this process notices."""
+        for breaker in self._breakers.values():
+            breaker.add_listener(listener)
+
+    # --- admission and results -------------------------------------------------------------------------------------
+
+    async def _admit(self, instance: str) -> _Admission:
+        view = self._view(instance)
+        for _ in range(ADMIT_ATTEMPTS):
+            generation = view.generation
+            state = view.effective(self._clock())
+            if state is BreakerState.CLOSED:
+                return _Admission(instance, generation)
+            if state is BreakerState.OPEN:
+                raise self._refusal(view, "failing; calls are refused until the reset timeout")
+            admission = await self._claim_probe(view, generation)
+            if admission is None:
+                raise self._refusal(view, f"all {view.settings.half_open_probes} probe slot(s) are taken")
+            if view.generation == generation:
+                return admission
+            self._spawn(self._release(admission))  # the state moved on while we claimed: look again
+        raise self._refusal(view, "its state kept changing while the call was being admitted")
+
+    async def _settle(self, admission: _Admission, error: BaseException | None) -> None:
+        try:
+            view = self._views[admission.instance]
+            if view.generation != admission.generation:
+                return  # admitted in a generation that is over: its outcome was decided already
+            if admission.slot is None:
+                if error is None:
+                    self._success(admission.instance)
+                else:
+                    await self._failure(admission.instance, error)
+            elif error is None:
+                await self._transition(admission.instance, admission.generation, StoredState.CLOSED, "probe succeeded")
+            else:
+                reason = f"probe failed: {_describe(error)}"
+                await self._transition(admission.instance, admission.generation, StoredState.OPEN, reason)
+        except Exception:
+            log.exception("breaker bookkeeping failed", instance=admission.instance, replica=self.replica)
+
+    def _success(self, instance: str) -> None:
+        if self._views[instance].add_success():
+            self._mark_dirty(instance)
+
+    async def _failure(self, instance: str, error: BaseException | str) -> None:
+        self._storages[instance].increment_counter()  # counts in the view, writes through in the background
+        await self._maybe_trip(instance, _describe(error))
+
+    async def _maybe_trip(self, instance: str, last_error: str = "") -> None:
+        view = self._views[instance]
+        if view.effective(self._clock()) is not BreakerState.CLOSED:
+            return
+        failures, threshold = view.failures(), view.settings.failure_threshold
+        if failures >= threshold:
+            reason = f"{failures} consecutive failures (threshold {threshold})"
+            reason += f"; last: {last_error}" if last_error else ""
+            await self._transition(instance, view.generation, StoredState.OPEN, reason)
+
+    async def _transition(self, instance: str, generation: int, target: StoredState, reason: str) -> bool:
+        """Move the breaker out of ``generation`` once: concurrent callers in this process share one CAS."""
+        key = (instance, generation)
+        task = self._transitions.get(key)
+        if task is None:
+            task = self._spawn(self._cas_state(instance, generation, target, reason))
+            self._transitions[key] = task
+            task.add_done_callback(lambda _: self._transitions.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _cas_state(self, instance: str, generation: int, target: StoredState, reason: str) -> bool:
+        view, kv = self._views[instance], self._mirror.kv
+        if view.generation != generation or kv is None:
+            return False
+        now = self._clock()
+        opening = target is StoredState.OPEN
+        record = StateRecord(
+            state=target,
+            generation=generation + 1,
+            opened_at=now if opening else None,
+            reset_at=now + view.reset_timeout if opening else None,
+            at=now,
+            by=self._me,
+            reason=reason,
+        )
+        data = record.model_dump_json().encode()
+        try:
+            if view.state is None:
+                revision = await kv.create(state_key(instance), data)
+            else:
+                revision = await kv.update(state_key(instance), data, last=view.state.revision)
+        except KeyWrongLastSequenceError:
+            await self._refresh_state(instance)  # another process moved it first: adopt its state now
+            return False
+        except Exception as exc:
+            log.warning("cannot write breaker transition", instance=instance, to=target.value, error=repr(exc))
+            return False
+        if view.apply_state(record, revision):
+            self._state_changed(instance)
+        emit = log.warning if opening else log.info
+        emit("breaker " + ("opened" if opening else "closed"), instance=instance, reason=reason, replica=self.replica)
+        return True
+
+    async def _refresh_state(self, instance: str) -> None:
+        if self._mirror.kv is None:
+            return
+        try:
+            entry = await self._mirror.kv.get(state_key(instance))
+            record = StateRecord.model_validate_json(entry.value or b"")
+        except (NotFoundError, ValidationError):
+            return
+        except Exception as exc:
+            log.warning("cannot read breaker state", instance=instance, error=repr(exc))
+            return
+        if self._views[instance].apply_state(record, entry.revision or 0):
+            self._state_changed(instance)
+
+    async def _claim_probe(self, view: FleetView, generation: int) -> _Admission | None:
+        kv = self._mirror.kv
+        if kv is None:
+            return None
+        now = self._clock()
+        record = ProbeRecord(generation=generation, writer=self._me, claimed_at=now)
+        data = record.model_dump_json().encode()
+        for slot in range(view.settings.half_open_probes):
+            if not view.slot_is_free(slot, now, self._lease(view)):
+                continue  # looked at again for each slot: the view changes while we await a claim
+            held = view.probes.get(slot)
+            try:
+                if held is None:
+                    revision = await kv.create(probe_key(view.instance, slot), data)
+                else:
+                    revision = await kv.update(probe_key(view.instance, slot), data, last=held.revision)
+            except KeyWrongLastSequenceError:
+                continue  # someone else got this slot
+            except Exception as exc:
+                log.warning("cannot claim a probe slot", instance=view.instance, error=repr(exc))
+                return None
+            view.apply_probe(slot, record, revision)
+            return _Admission(view.instance, generation, slot, revision)
+        return None
+
+    async def _release(self, admission: _Admission) -> None:
+        if admission.slot is None or self._mirror.kv is None:
+            return
+        view = self._views[admission.instance]
+        held = view.probes.get(admission.slot)
+        if held is not None and held.revision == admission.revision:
+            del view.probes[admission.slot]
+        with contextlib.suppress(Exception):  # a slot left behind frees itself when its lease runs out
+            await self._mirror.kv.delete(probe_key(admission.instance, admission.slot), last=admission.revision)
+
+    def _refusal(self, view: FleetView, detail: str) -> BreakerOpen:
+        now = self._clock()
+        reset_at = view.reset_at
+        retry_after = reset_at - now if reset_at is not None and reset_at > now else None
+        return BreakerOpen(view.instance, view.effective(now).value, detail, retry_after)
+
+    # --- local reactions to changes ---------------------------------------------------------------------------
+
+    def _state_changed(self, instance: str) -> None:
+        self._notice(instance)
+        timer = self._timers.pop(instance, None)
+        if timer is not None:
+            timer.cancel()
+        reset_at = self._views[instance].reset_at
+        if reset_at is not None and reset_at > self._clock():
+            delay = reset_at - self._clock()
+            self._timers[instance] = asyncio.get_running_loop().call_later(delay, self._state_changed, instance)
+
+    def _count_changed(self, instance: str) -> None:
+        view = self._views[instance]
+        if view.failures() >= view.settings.failure_threshold:
+            self._spawn(self._maybe_trip(instance))
+
+    def _notice(self, instance: str) -> None:
+        try:
+            _ = self._breakers[instance].state  # aiobreaker compares with its storage and tells the listeners
+        except Exception:
+            log.exception("breaker listener failed", instance=instance, replica=self.replica)
+
+    # --- small helpers ---------------------------------------------------------------------------------------
+
+    def _mark_dirty(self, instance: str) -> None:
+        self._mirror.mark_dirty(instance)
+
+    def _view(self, instance: str) -> FleetView:
+        try:
+            return self._views[instance]
+        except KeyError:
+            known = ", ".join(sorted(self._views)) or "none"
+            raise KeyError(
+                f"no circuit breaker for plugin instance {instance!r}: pass its BreakerSettings to FleetBreakers"
+                f" (known: {known})"
+            ) from None
+
+    def _lease(self, view: FleetView) -> float:
+        return max(view.reset_timeout, MIN_PROBE_LEASE)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+
+def _describe(error: BaseException | str) -> str:
+    return error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+
+
+__all__ = ["BreakerOpen", "BreakerState", "FleetBreakers"]

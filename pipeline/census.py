@@ -1,0 +1,93 @@
+"""A one-shot read of the ``bw_registry`` bucket: which replicas are live right now.
+
+``pipeline.liveness.LivenessView`` keeps a running service's view fresh with a watch; the CLI and the SDK only
+need a snapshot. A replica counts as live when its last heartbeat was sent within ``LIVENESS_TTL``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from urllib.parse import urlparse
+
+import nats
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
+from pydantic import ValidationError
+
+from contracts.names import REGISTRY_BUCKET
+from contracts.registry import ReplicaInfo
+from pipeline.errors import BrokerUnavailable
+from pipeline.liveness import LIVENESS_TTL
+from pipeline.ports import LOOPBACK, accepts
+
+CENSUS_TIMEOUT = 2.0
+DEFAULT_NATS_PORT = 4222
+
+
+async def read(js: JetStreamContext) -> list[ReplicaInfo]:
+    """Every readable entry of the registry bucket (live or not)."""
+    try:
+        kv = await js.key_value(REGISTRY_BUCKET)
+        keys = await kv.keys()
+    except (NoKeysError, NotFoundError):
+        return []
+    found: list[ReplicaInfo] = []
+    for key in keys:
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            continue
+        if not entry.value:
+            continue
+        try:
+            found.append(ReplicaInfo.model_validate_json(entry.value))
+        except ValidationError:
+            continue
+    return found
+
+
+def live(replicas: list[ReplicaInfo], now: float | None = None, ttl: float = LIVENESS_TTL) -> list[ReplicaInfo]:
+    """The replicas whose last heartbeat is recent enough."""
+    now = time.time() if now is None else now
+    return [info for info in replicas if now - info.sent_at <= ttl]
+
+
+def per_plugin(replicas: list[ReplicaInfo]) -> Counter[str]:
+    """Live replica count per plugin type."""
+    return Counter(info.plugin for info in replicas)
+
+
+def _address(server: str) -> tuple[str, int]:
+    parsed = urlparse(server if "://" in server else f"nats://{server}")
+    return parsed.hostname or LOOPBACK, parsed.port or DEFAULT_NATS_PORT
+
+
+async def snapshot(servers: list[str], timeout: float = CENSUS_TIMEOUT) -> list[ReplicaInfo]:
+    """Connect once, read the live replicas, disconnect; ``BrokerUnavailable`` when NATS cannot be reached."""
+    if not any(accepts(*_address(server)) for server in servers):
+        raise BrokerUnavailable(f"cannot connect to NATS at {', '.join(servers)}: nothing accepts connections there")
+
+    async def quiet(exc: Exception) -> None:
+        """The failure is raised below; nats-py would otherwise log it too."""
+
+    connecting = nats.connect(
+        servers=servers,
+        connect_timeout=timeout,
+        allow_reconnect=False,
+        max_reconnect_attempts=0,
+        name="backworks-census",
+        error_cb=quiet,
+    )
+    try:
+        # nats-py keeps retrying a refused first connection even without reconnects: bound it.
+        client = await asyncio.wait_for(connecting, timeout)
+    except TimeoutError:
+        raise BrokerUnavailable(f"cannot connect to NATS at {', '.join(servers)} within {timeout:.1f} s") from None
+    except Exception as exc:
+        raise BrokerUnavailable(f"cannot connect to NATS at {', '.join(servers)}: {exc or type(exc).__name__}") from exc
+    try:
+        return live(await read(client.jetstream(timeout=timeout)))
+    finally:
+        await client.close()

@@ -1,0 +1,191 @@
+"""Plugin configs: the JSON Schema generated from a plugin's ``Config`` model, and validating data against it.
+
+Validation runs the JSON Schema first (jsonschema, the language-neutral contract a blueprint editor or a
+plugin in another language sees), then the pydantic model itself (for validators a schema cannot express).
+Every problem is returned with its path inside the config; messages about secret fields never quote the
+value.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError, best_match
+from jsonschema.exceptions import ValidationError as SchemaViolation
+from pydantic import BaseModel, ValidationError
+
+from pipeline.secrets import MASK, is_secret_path
+
+PathPart = str | int
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem in a plugin config: where (path inside the config) and what."""
+
+    path: tuple[PathPart, ...]
+    message: str
+    at_key: bool = False
+    """True when the problem is the key itself (an unknown key), not its value."""
+
+
+@cache
+def schema_of(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a config model."""
+    return model.model_json_schema(mode="validation")
+
+
+@cache
+def _validator(model: type[BaseModel]) -> Draft202012Validator:
+    return Draft202012Validator(schema_of(model))
+
+
+def schema_problems(model: type[BaseModel]) -> list[str]:
+    """Why ``model`` cannot serve as a plugin config (empty when it can)."""
+    problems: list[str] = []
+    extra = model.model_config.get("extra")
+    if extra != "forbid":
+        problems.append(
+            f"`Config` ({model.__name__}) must reject unknown keys so blueprint typos are caught: "
+            "set `model_config = ConfigDict(extra='forbid')`"
+        )
+    try:
+        schema = schema_of(model)
+    except Exception as exc:
+        return [*problems, f"`Config` ({model.__name__}) has no JSON Schema: {exc}; use JSON-compatible field types"]
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        problems.append(f"`Config` ({model.__name__}) generates an invalid JSON Schema: {exc.message}")
+    return problems
+
+
+def _describe(error: SchemaViolation, secret: bool) -> str:
+    if error.context:
+        error = best_match(error.context)
+    if not secret:
+        return str(error.message)
+    return f"secret value rejected by the schema's `{error.validator}` rule ({error.validator_value!r}); value hidden"
+
+
+def _unknown_keys(error: SchemaViolation) -> list[str]:
+    instance = error.instance if isinstance(error.instance, Mapping) else {}
+    schema = error.schema if isinstance(error.schema, Mapping) else {}
+    known = set(schema.get("properties", {}))
+    patterns = schema.get("patternProperties", {})
+    if patterns:
+        return [k for k in instance if k not in known and not any(re.search(p, str(k)) for p in patterns)]
+    return [str(k) for k in instance if k not in known]
+
+
+def _schema_problems(model: type[BaseModel], data: Any) -> list[ConfigProblem]:
+    schema = schema_of(model)
+    problems: list[ConfigProblem] = []
+    errors = sorted(_validator(model).iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
+    for error in errors:
+        path = tuple(error.absolute_path)
+        if error.validator == "additionalProperties" and error.schema.get("additionalProperties") is False:
+            for key in _unknown_keys(error):
+                problems.append(ConfigProblem((*path, key), f"unknown key {key!r}", at_key=True))
+            continue
+        problems.append(ConfigProblem(path, _describe(error, is_secret_path(schema, path))))
+    return problems
+
+
+def _model_problems(model: type[BaseModel], exc: ValidationError) -> list[ConfigProblem]:
+    schema = schema_of(model)
+    problems: list[ConfigProblem] = []
+    for item in exc.errors():
+        loc = list(item["loc"])
+        at_key = item["type"] == "extra_forbidden" or (bool(loc) and loc[-1] == "[key]")
+        path = tuple(part for part in loc if part != "[key]")
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = f"unknown key {path[-1]!r}"
+        elif is_secret_path(schema, path):
+            message = f"secret value rejected ({item['type']}); value hidden"
+        problems.append(ConfigProblem(path, message, at_key))
+    return problems
+
+
+def validate_config(model: type[BaseModel], data: Any) -> tuple[BaseModel | None, list[ConfigProblem]]:
+    """Check ``data`` against the model's JSON Schema, then build the model; every problem is returned."""
+    problems = _schema_problems(model, data)
+    if problems:
+        return None, problems
+    try:
+        return model.model_validate(data), []
+    except ValidationError as exc:
+        return None, _model_problems(model, exc)
+
+
+@dataclass(frozen=True)
+class FieldDoc:
+    """One top-level config field, described for people (``plugins show``, ``docs``)."""
+
+    name: str
+    type: str
+    required: bool
+    default: Any
+    description: str
+    secret: bool
+    has_default: bool = True
+    """False when the default is computed (``default_factory``), so the schema does not state it."""
+
+    @property
+    def shown_default(self) -> str:
+        """The default as JSON, or empty when required or not stated."""
+        return json.dumps(self.default) if self.has_default and not self.required else ""
+
+
+def _type_name(node: Mapping[str, Any], root: Mapping[str, Any]) -> str:
+    if "$ref" in node:
+        return str(node["$ref"]).rsplit("/", 1)[-1]
+    for key in ("anyOf", "oneOf"):
+        if key in node:
+            return " | ".join(_type_name(branch, root) for branch in node[key])
+    if "enum" in node:
+        return " | ".join(repr(value) for value in node["enum"])
+    if "const" in node:
+        return repr(node["const"])
+    kind = node.get("type")
+    if kind == "array":
+        items = node.get("items")
+        return f"list of {_type_name(items, root)}" if isinstance(items, Mapping) else "list"
+    if kind == "object" and isinstance(node.get("additionalProperties"), Mapping):
+        return f"map of string to {_type_name(node['additionalProperties'], root)}"
+    if isinstance(kind, list):
+        return " | ".join(str(k) for k in kind)
+    bounds = [f"{label} {node[key]}" for key, label in (("minimum", ">="), ("maximum", "<="), ("exclusiveMinimum", ">"),
+                                                      ("exclusiveMaximum", "<"))
+              if key in node]  # fmt: skip
+    name = str(kind) if kind else "any"
+    return f"{name} ({', '.join(bounds)})" if bounds else name
+
+
+def fields_of(model: type[BaseModel]) -> list[FieldDoc]:
+    """Top-level fields of a config model with type, default, description and secrecy."""
+    schema = schema_of(model)
+    required = set(schema.get("required", []))
+    docs: list[FieldDoc] = []
+    for name, node in schema.get("properties", {}).items():
+        secret = is_secret_path(schema, (name,))
+        default = node.get("default")
+        docs.append(
+            FieldDoc(
+                name=name,
+                type=_type_name(node, schema),
+                required=name in required,
+                default=MASK if secret and default is not None else default,
+                description=str(node.get("description", "")),
+                secret=secret,
+                has_default="default" in node,
+            )
+        )
+    return docs

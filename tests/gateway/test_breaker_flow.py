@@ -1,0 +1,79 @@
+"""A critical plugin fails until its fleet-shared breaker opens; forwarders then refuse without calling it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from nats.aio.client import Client
+
+from pipeline import blueprints
+from pipeline.embedded import EmbeddedNats
+from plugins.fault import Fault
+from tests.conftest import eventually, write_blueprint
+from tests.gateway.test_app import gateway
+from tests.stages import running_stages
+
+BLUEPRINT = """name: breakers
+plugins:
+  flaky:
+    type: fault
+    critical: {critical}
+    breaker: {{failure_threshold: 3, reset_timeout_ms: 600, half_open_probes: 1}}
+endpoints:
+  e: {{path: /x, plugins: [flaky], handler: {{type: mock, config: {{body: ok}}}}}}
+"""
+
+
+async def test_breaker_opens_refuses_without_calling_then_half_open_probe_closes_it(
+    tmp_path: Path, nats_server: EmbeddedNats, nats_client: Client
+) -> None:
+    loaded = blueprints.load(write_blueprint(tmp_path, BLUEPRINT.format(critical="true")))
+    async with running_stages(loaded, nats_client) as hosts, gateway(loaded, nats_server) as (http, state):
+        plugin = hosts["flaky"][0].plugin
+        assert isinstance(plugin, Fault)
+        assert state.breakers is not None
+        for _ in range(3):
+            failed = await http.get("/x", headers={"x-backworks-fault": "raise"})
+            assert failed.status_code == 502
+        await eventually(lambda: state.breakers.state("flaky").value == "open")  # type: ignore[union-attr]
+        calls = plugin.calls
+        for _ in range(5):
+            refused = await http.get("/x")
+            assert refused.status_code == 503
+            assert refused.json()["stage"] == "flaky.request"
+            assert "circuit breaker open" in refused.json()["detail"]
+        assert plugin.calls == calls, "an open breaker sends nothing to the plugin"
+        health = (await http.get("/_backworks/health")).json()
+        assert health["stages"]["flaky.request"]["breaker"]["state"] == "open"
+        assert health["status"] == "unhealthy"
+
+        # A failed probe reopens it.
+        await eventually(lambda: state.breakers.state("flaky").value == "half-open", timeout=3)  # type: ignore[union-attr]
+        assert (await http.get("/x", headers={"x-backworks-fault": "raise"})).status_code == 502
+        await eventually(lambda: state.breakers.state("flaky").value == "open")  # type: ignore[union-attr]
+
+        # A good probe closes it everywhere.
+        await eventually(lambda: state.breakers.state("flaky").value == "half-open", timeout=3)  # type: ignore[union-attr]
+        probe = await http.get("/x")
+        assert probe.status_code == 200 and probe.text == "ok"
+        await eventually(lambda: state.breakers.state("flaky").value == "closed")  # type: ignore[union-attr]
+        assert hosts["flaky"][0].breakers.state("flaky").value == "closed"
+        assert (await http.get("/x")).status_code == 200
+
+
+async def test_an_open_breaker_on_an_optional_stage_is_skipped(
+    tmp_path: Path, nats_server: EmbeddedNats, nats_client: Client
+) -> None:
+    loaded = blueprints.load(write_blueprint(tmp_path, BLUEPRINT.format(critical="false")))
+    async with running_stages(loaded, nats_client) as hosts, gateway(loaded, nats_server) as (http, state):
+        plugin = hosts["flaky"][0].plugin
+        assert isinstance(plugin, Fault)
+        for _ in range(3):
+            skipped = await http.get("/x", headers={"x-backworks-fault": "raise"})
+            assert skipped.status_code == 200 and skipped.headers["x-backworks-skipped"] == "flaky.request"
+        await eventually(lambda: state.breakers.state("flaky").value == "open")  # type: ignore[union-attr]
+        calls = plugin.calls
+        responses = await asyncio.gather(*(http.get("/x") for _ in range(10)))
+        assert all(r.status_code == 200 and r.headers["x-backworks-skipped"] == "flaky.request" for r in responses)
+        assert plugin.calls == calls

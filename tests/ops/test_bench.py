@@ -1,0 +1,76 @@
+"""The benchmark (ops/bench): its pure parts, and one end-to-end run with tiny counts (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from ops.bench.floor import SINGLE_PREFIX
+from ops.bench.stats import percentile, summarize
+from ops.bench.systems import derive, request_path
+from tests.conftest import ROOT
+
+SMOKE_TIMEOUT = 150
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    ordered = [float(n) for n in range(1, 101)]
+    assert percentile(ordered, 0.50) == 50
+    assert percentile(ordered, 0.99) == 99
+    assert percentile(ordered, 0.0) == 1
+    assert percentile([], 0.5) == 0
+    figures = summarize([2_000_000, 1_000_000, 3_000_000], seconds=0.5, failed=1)
+    assert (figures.count, figures.throughput, figures.p50, figures.max, figures.failed) == (3, 6.0, 2.0, 3.0, 1)
+
+
+def test_derived_blueprint_adds_a_handler_only_twin(tmp_path: Path) -> None:
+    bench = derive(ROOT / "ops" / "bench" / "bench.yaml", None, tmp_path / "bench.yaml")
+    assert bench.endpoint == "bench"
+    assert [s.label for s in bench.loaded.itinerary(bench.endpoint)] == [
+        "stamp.request", "tag.request", "bench-handler.request", "secure.response",
+    ]  # fmt: skip
+    assert [s.label for s in bench.loaded.itinerary(bench.single)] == ["bench-single-handler.request"]
+    assert bench.full_path == "/bench/bench"
+    assert bench.single_path == SINGLE_PREFIX + "/bench/bench"
+    assert bench.instances() == ["stamp", "tag", "bench-handler", "secure", "bench-single-handler"]
+    assert request_path("/a/{x}/b/{y:int}") == "/a/bench/b/bench"
+
+
+@pytest.mark.bench
+@pytest.mark.e2e
+@pytest.mark.timeout(SMOKE_TIMEOUT + 30)
+def test_benchmark_runs_end_to_end_and_writes_every_output(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    command = [
+        sys.executable, str(ROOT / "ops" / "bench" / "run.py"), "--out", str(out), "--rounds", "1",
+        "--duration", "0.3", "--warmup", "0.1", "--concurrency", "8", "--scale", "1,2", "--scale-duration", "0.5",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=SMOKE_TIMEOUT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["summary"]) == {"pipeline", "floor", "in-process"}
+    for system, kinds in results["summary"].items():
+        assert set(kinds) == {"sequential", "concurrent", "single"}, system
+        for kind, figures in kinds.items():
+            assert figures["count"] > 0, (system, kind)
+            assert figures["failed"] == 0, (system, kind)
+            assert figures["cpu_seconds_per_request"], (system, kind)
+    assert len(results["hop_sizes_bytes"]["full"]) == len(results["stages"]) + 1
+    assert {"sequential_p50", "concurrent_throughput"} <= set(results["ratios"]["pipeline/floor"])
+    assert [p["replicas"] for p in results["scaleout"]["points"]] == [1, 2]
+    assert all(p["count"] > 0 and p["failed"] == 0 for p in results["scaleout"]["points"])
+    assert results["environment"]["python"]
+
+    assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = (out / "table.txt").read_text()
+    assert all(name in table for name in ("pipeline", "floor", "in-process", "Scale-out"))
+    assert (out / "report.md").read_text().startswith("## Performance")
+
+    left = [pid for pid in results["pids"] if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+    assert not left, f"processes left running: {left}"

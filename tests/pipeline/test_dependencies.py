@@ -1,0 +1,139 @@
+"""Dependency checks name the whole chain; endpoint order keeps the blueprint's, dependencies first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from contracts.envelope import Envelope
+from pipeline.dependencies import plan_endpoint, type_problems
+from pipeline.plugin import Action, Continue, EmptyConfig, Handler, PluginClass, RequestProcessor
+
+
+class Base(RequestProcessor[EmptyConfig]):
+    """What the plugins built by ``plugin`` share."""
+
+
+def plugin(name: str, version: str = "1.0.0", priority: int = 0, **dependencies: str) -> PluginClass:
+    async def process_request(self: Any, envelope: Envelope) -> Action:
+        return Continue(envelope)
+
+    attributes = {
+        "name": name,
+        "version": version,
+        "description": name,
+        "priority": priority,
+        "dependencies": {key.replace("_", "-"): value for key, value in dependencies.items()},
+        "process_request": process_request,
+    }
+    cls: PluginClass = type(name.title(), (Base,), attributes)
+    return cls
+
+
+class Answer(Handler[EmptyConfig]):
+    name = "answer"
+    version = "1.0.0"
+    description = "x"
+
+    async def handle(self, envelope: Envelope) -> Action:
+        return Continue(envelope)
+
+
+def classes(*items: PluginClass) -> dict[str, PluginClass]:
+    return {item.name: item for item in items}
+
+
+def test_satisfied_dependencies_have_no_problems() -> None:
+    known = classes(plugin("acl", rbac=">=1,<2"), plugin("rbac", api_key="~=1.2"), plugin("api-key", "1.4.0"))
+    assert type_problems("acl", known, {}) == []
+
+
+def test_missing_dependency_names_the_chain() -> None:
+    known = classes(plugin("acl", rbac=">=1"), plugin("rbac", api_key=">=1.0,<2"))
+    assert type_problems("acl", known, {}) == [
+        "missing dependency acl -> rbac -> api-key: rbac needs plugin 'api-key' (>=1.0,<2), which is not installed; "
+        "pip install a package providing it or add its folder to plugin_dirs"
+    ]
+
+
+def test_version_conflict_names_the_chain_and_both_versions() -> None:
+    known = classes(plugin("acl", rbac=""), plugin("rbac", "1.2.0", api_key=">=2,<3"), plugin("api-key", "1.4.0"))
+    assert type_problems("acl", known, {}) == [
+        "version conflict acl -> rbac -> api-key: rbac 1.2.0 needs api-key >=2,<3 but api-key 1.4.0 is installed; "
+        "install a matching version"
+    ]
+
+
+def test_cycles_are_named_from_where_they_start() -> None:
+    known = classes(plugin("a", b=""), plugin("b", c=""), plugin("c", b=""))
+    assert type_problems("a", known, {}) == ["dependency cycle: b -> c -> b; remove one of these dependencies"]
+    two = classes(plugin("x", y=""), plugin("y", x=""))
+    assert type_problems("x", two, {}) == ["dependency cycle: x -> y -> x; remove one of these dependencies"]
+
+
+def test_broken_and_handler_dependencies_are_problems() -> None:
+    known = classes(plugin("a", broken="", answer=""), Answer)
+    problems = type_problems("a", known, {"broken": RuntimeError("plugin 'broken' breaks the contract:\n  - x")})
+    assert problems == [
+        "dependency a -> broken: plugin 'broken' cannot be loaded: plugin 'broken' breaks the contract:",
+        "dependency a -> answer: 'answer' is a handler, which runs last on its own endpoint; "
+        "a plugin cannot depend on a handler",
+    ]
+
+
+def plan(explicit: list[str], instances: dict[str, PluginClass], declared: list[str] | None = None) -> Any:
+    usable = {cls.name for cls in instances.values()}
+    return plan_endpoint("e", explicit, "e-handler", instances, declared or list(instances), usable)
+
+
+def test_blueprint_order_is_kept_when_dependencies_allow_it() -> None:
+    instances = {"one": plugin("one"), "two": plugin("two", one=""), "three": plugin("three")}
+    assert plan(["one", "three", "two"], instances).chain == ["one", "three", "two"]
+
+
+def test_a_dependency_moves_just_before_its_first_dependent() -> None:
+    instances = {"auth": plugin("auth", key=""), "log": plugin("log"), "key": plugin("key")}
+    result = plan(["auth", "log", "key"], instances)
+    assert result.chain == ["key", "auth", "log"]
+    assert result.added == [] and result.problems == []
+
+
+def test_priority_orders_dependencies_the_blueprint_leaves_unordered() -> None:
+    instances = {
+        "app": plugin("app", low="", high=""),
+        "low": plugin("low", priority=1),
+        "high": plugin("high", priority=9),
+    }
+    result = plan(["app"], instances)
+    assert result.chain == ["high", "low", "app"]
+    assert sorted(result.added) == ["high", "low"]
+    assert plan(["app", "low", "high"], instances).chain == ["low", "high", "app"], "explicit order beats priority"
+
+
+def test_a_declared_instance_is_added_for_a_dependency_transitively() -> None:
+    instances = {"acl": plugin("acl", rbac=""), "r": plugin("rbac", key=""), "k": plugin("key")}
+    result = plan(["acl"], instances)
+    assert result.chain == ["k", "r", "acl"] and result.added == ["r", "k"]
+
+
+def test_handler_dependencies_are_added_before_the_handler() -> None:
+    class Needy(Answer):
+        name = "needy"
+        dependencies = {"key": ""}  # noqa: RUF012  # class metadata, as plugins write it
+
+    instances: dict[str, PluginClass] = {"e-handler": Needy, "k": plugin("key")}
+    result = plan_endpoint("e", [], "e-handler", instances, ["k"], {"key"})
+    assert result.chain == ["k"] and result.problems == []
+
+
+def test_missing_or_ambiguous_instances_are_problems() -> None:
+    instances = {"acl": plugin("acl", rbac=""), "r1": plugin("rbac"), "r2": plugin("rbac")}
+    (ambiguous,) = plan(["acl"], instances).problems
+    assert ambiguous.instance == "acl"
+    assert "several instances of it are declared (r1, r2): list the one to use" in ambiguous.message
+    assert plan(["acl", "r2"], instances).chain == ["r2", "acl"], "listing one resolves it"
+    only_acl = {"acl": plugin("acl", rbac=">=1")}
+    (missing,) = plan_endpoint("e", ["acl"], "e-handler", only_acl, ["acl"], {"acl", "rbac"}).problems
+    assert missing.message == (
+        "endpoint 'e': 'acl' (acl) needs plugin 'rbac' (>=1), but the blueprint declares no instance of it: "
+        "add one under /plugins"
+    )

@@ -1,0 +1,192 @@
+"""The plugin contract: categories, the phases they serve, how ``run`` dispatches to hooks, secrets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ConfigDict, SecretStr
+from structlog.testing import capture_logs
+
+from contracts.envelope import Envelope, HttpResponse, Principal
+from contracts.names import Phase
+from pipeline import secrets
+from pipeline.errors import PluginHookError
+from pipeline.plugin import (
+    Action,
+    Alert,
+    AlertSeverity,
+    Analytics,
+    Continue,
+    EmptyConfig,
+    Fail,
+    Handler,
+    Monitoring,
+    RequestProcessor,
+    Respond,
+    ResponseEnhancer,
+    Security,
+)
+
+
+def envelope(**changes: Any) -> Envelope:
+    return Envelope(route="r", method="GET", path="/", **changes)
+
+
+class Authn(Security[EmptyConfig]):
+    name = "authn"
+    version = "1.0.0"
+    description = "Authenticates from x-user."
+
+    async def authenticate(self, envelope: Envelope) -> Action:
+        user = envelope.header("x-user")
+        if user is None:
+            return Respond(HttpResponse(status=401))
+        envelope.principal = Principal(id=user)
+        return Continue(envelope)
+
+
+class Full(Authn):
+    name = "full"
+    description = "Authenticates, authorizes admins only, and audits."
+    audited: list[int] = []  # noqa: RUF012  # shared on purpose: the test reads what the hook saw
+
+    async def authorize(self, envelope: Envelope) -> Action:
+        assert envelope.principal is not None, "authorize runs after authenticate"
+        if envelope.principal.id != "admin":
+            return Respond(HttpResponse(status=403))
+        return Continue(envelope)
+
+    async def audit_log(self, envelope: Envelope) -> Action:
+        assert envelope.response is not None
+        self.audited.append(envelope.response.status)
+        return Continue(envelope)
+
+
+class Watch(Monitoring[EmptyConfig]):
+    name = "watch"
+    version = "1.0.0"
+    description = "Alerts on 5xx."
+    seen = 0
+
+    async def collect_metrics(self, envelope: Envelope) -> Action:
+        self.seen += 1
+        return Continue(envelope)
+
+    async def generate_alerts(self, envelope: Envelope) -> list[Alert]:
+        if envelope.response is not None and envelope.response.status >= 500:
+            return [Alert("5xx", f"status {envelope.response.status}", AlertSeverity.CRITICAL, {"route": "r"})]
+        return []
+
+
+class Count(Analytics[EmptyConfig]):
+    name = "count"
+    version = "1.0.0"
+    description = "Counts."
+    total = 0
+
+    async def track_event(self, envelope: Envelope) -> Action:
+        self.total += 1
+        return Continue(envelope)
+
+    async def generate_report(self) -> dict[str, Any]:
+        return {"total": self.total, "by": {"get": self.total, "ok": True}, "label": "x"}
+
+
+def test_phases_follow_the_hooks_a_class_implements() -> None:
+    class Audit(Security[EmptyConfig]):
+        name = "audit"
+
+        async def audit_log(self, envelope: Envelope) -> Action:
+            return Continue(envelope)
+
+    assert Authn.phases == (Phase.REQUEST,)
+    assert Audit.phases == (Phase.RESPONSE,)
+    assert Full.phases == (Phase.REQUEST, Phase.RESPONSE)
+    assert Watch.phases == Count.phases == (Phase.RESPONSE,)
+    assert Security.phases == ()
+    assert Authn.is_critical and Handler.is_critical, "security and handlers fail closed"
+    assert not RequestProcessor.is_critical and not Monitoring.is_critical and not Analytics.is_critical
+    assert ResponseEnhancer.category.value == "response-enhancer"
+
+
+async def test_security_runs_authenticate_then_authorize_and_stops_at_the_first_answer() -> None:
+    plugin = Full(EmptyConfig(), instance="sec")
+    assert isinstance(await plugin.run(Phase.REQUEST, envelope()), Respond)
+    denied = await plugin.run(Phase.REQUEST, envelope(headers=[("x-user", "bob")]))
+    assert isinstance(denied, Respond) and denied.response.status == 403
+    allowed = await plugin.run(Phase.REQUEST, envelope(headers=[("x-user", "admin")]))
+    assert isinstance(allowed, Continue) and allowed.envelope.principal == Principal(id="admin")
+    Full.audited.clear()
+    audited = await plugin.run(Phase.RESPONSE, envelope(response=HttpResponse(status=204)))
+    assert isinstance(audited, Continue) and Full.audited == [204]
+
+
+async def test_monitoring_alerts_are_logged_attached_and_counted() -> None:
+    plugin = Watch(EmptyConfig(), instance="mon")
+    with capture_logs() as logs:
+        ok = await plugin.run(Phase.RESPONSE, envelope(response=HttpResponse(status=200)))
+        bad = await plugin.run(Phase.RESPONSE, envelope(response=HttpResponse(status=503), request_id="q1"))
+    assert isinstance(ok, Continue) and "alerts" not in ok.envelope.annotations
+    assert isinstance(bad, Continue)
+    assert bad.envelope.annotations["alerts"] == [
+        {"source": "mon", "name": "5xx", "severity": "critical", "message": "status 503"}
+    ]
+    (alert,) = [entry for entry in logs if entry["event"] == "alert"]
+    assert alert["log_level"] == "warning" and alert["request_id"] == "q1" and alert["labels"] == {"route": "r"}
+    assert plugin.seen == 2
+    assert await plugin.get_metrics() == {"alerts_raised": 1.0}
+
+
+async def test_generate_alerts_must_return_alerts() -> None:
+    class Sloppy(Watch):
+        async def generate_alerts(self, envelope: Envelope) -> list[Alert]:
+            return ["not an alert"]  # type: ignore[list-item]  # the mistake under test
+
+    with pytest.raises(TypeError, match="list of Alert"):
+        await Sloppy(EmptyConfig(), instance="m").run(Phase.RESPONSE, envelope())
+
+
+async def test_analytics_publishes_the_numbers_of_its_report() -> None:
+    plugin = Count(EmptyConfig(), instance="a")
+    for _ in range(3):
+        await plugin.run(Phase.RESPONSE, envelope())
+    assert await plugin.get_metrics() == {"total": 3.0, "by.get": 3.0}
+
+
+class Token(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token: SecretStr
+
+
+class Leaky(RequestProcessor[Token]):
+    name = "leaky"
+    version = "1.0.0"
+    description = "Leaks its token in failures."
+    mode = "fail"
+
+    async def process_request(self, envelope: Envelope) -> Action:
+        secret = self.config.token.get_secret_value()
+        if self.mode == "fail":
+            return Fail(f"upstream refused token {secret}")
+        if self.mode == "timeout":
+            raise TimeoutError(f"timed out with {secret}")
+        if self.mode == "plain":
+            raise ValueError("nothing secret here")
+        raise ValueError(f"bad token {secret}")
+
+
+async def test_secrets_never_leave_a_hook_in_a_failure() -> None:
+    plugin = Leaky(Token(token=SecretStr("hunter2-secret")), instance="l")
+    Leaky.mode = "fail"
+    failed = await plugin.run(Phase.REQUEST, envelope())
+    assert failed == Fail(f"upstream refused token {secrets.MASK}")
+    Leaky.mode = "raise"
+    with pytest.raises(PluginHookError, match=r"ValueError: bad token \*{8}$"):
+        await plugin.run(Phase.REQUEST, envelope())
+    Leaky.mode = "timeout"
+    with pytest.raises(TimeoutError, match=r"timed out with \*{8}$"):
+        await plugin.run(Phase.REQUEST, envelope())
+    Leaky.mode = "plain"
+    with pytest.raises(ValueError, match="nothing secret here"):  # untouched when nothing needs masking
+        await plugin.run(Phase.REQUEST, envelope())

@@ -1,0 +1,141 @@
+"""Discovery: entry points (built-ins included) and plugin folders; a broken plugin never hides the others."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from importlib.metadata import EntryPoint
+from pathlib import Path
+from textwrap import dedent
+
+import pytest
+
+from contracts.envelope import Envelope
+from pipeline import registry
+from pipeline.errors import PluginContractError, PluginLoadError
+from pipeline.plugin import Action, Continue, EmptyConfig, RequestProcessor
+from plugins.mock import Mock
+
+GROUP = registry.ENTRY_POINT_GROUP
+
+
+class Shiny(RequestProcessor[EmptyConfig]):
+    name = "shiny"
+    version = "2.0.0"
+    description = "Found through an entry point."
+
+    async def process_request(self, envelope: Envelope) -> Action:
+        return Continue(envelope)
+
+
+class Unversioned(Shiny):
+    name = "unversioned"
+    version = "one"
+
+
+@pytest.fixture
+def installed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Pretend these entry points are installed (and only these)."""
+    here = __name__
+    points = [
+        EntryPoint("shiny", f"{here}:Shiny", GROUP),
+        EntryPoint("unversioned", f"{here}:Unversioned", GROUP),
+        EntryPoint("ghost", "no_such_module_anywhere:Ghost", GROUP),
+        EntryPoint("alias", f"{here}:Shiny", GROUP),
+        EntryPoint("mock", "plugins.mock:Mock", GROUP),
+    ]
+    monkeypatch.setattr(registry, "entry_points", lambda group: points if group == GROUP else [])
+    registry.refresh()
+    yield
+    registry.refresh()
+
+
+def test_built_ins_register_through_entry_points() -> None:
+    found = registry.discover()
+    assert {"mock", "request-headers", "response-headers"} <= set(found)
+    entry = found["mock"]
+    assert entry.cls is Mock and entry.builtin and entry.origin == "built-in"
+    assert entry.distribution is not None and entry.distribution.startswith("backworks ")
+    assert registry.get("mock") is Mock
+
+
+@pytest.mark.usefixtures("installed")
+def test_broken_entry_points_are_kept_as_failures_and_the_rest_load() -> None:
+    found = registry.catalog()
+    assert set(found.plugins) == {"shiny", "mock"}
+    assert registry.get("shiny") is Shiny
+    with pytest.raises(PluginContractError, match="version 'one' is not semver"):
+        registry.get("unversioned")
+    with pytest.raises(PluginLoadError, match=r"plugin 'ghost' .* cannot be imported: ModuleNotFoundError"):
+        registry.get("ghost")
+    with pytest.raises(PluginLoadError, match="entry point is named 'alias' but the class says name = 'shiny'"):
+        registry.get("alias")
+
+
+@pytest.mark.usefixtures("installed")
+def test_an_unknown_plugin_error_suggests_a_close_name_and_lists_what_is_installed() -> None:
+    with pytest.raises(PluginLoadError) as caught:
+        registry.get("shinny")
+    message = str(caught.value)
+    assert message.startswith("unknown plugin type 'shinny' (did you mean 'shiny'?); installed: mock, shiny.")
+    assert "plugin_dirs" in message
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dedent(text))
+    return path
+
+
+PLUGIN = """
+    from backworks import Action, Continue, Envelope, RequestProcessor, EmptyConfig
+
+    class Base(RequestProcessor[EmptyConfig]):
+        '''No name of its own: a helper base, not a plugin.'''
+
+    class {cls}(Base):
+        name = "{name}"
+        version = "1.0.0"
+        description = "From a folder."
+
+        async def process_request(self, envelope: Envelope) -> Action:
+            return Continue(envelope)
+"""
+
+
+def test_plugin_folders_load_files_and_packages_and_report_every_broken_one(tmp_path: Path) -> None:
+    folder = tmp_path / "plugins"
+    write(folder, "stamp.py", PLUGIN.format(cls="Stamp", name="local-stamp"))
+    write(folder, "pack/__init__.py", "from .impl import Packed\n")
+    write(folder, "pack/impl.py", PLUGIN.format(cls="Packed", name="packed"))
+    write(folder, "_private.py", "raise RuntimeError('never imported')\n")
+    write(folder, "notes.txt", "not python")
+    syntax = write(folder, "syntax.py", "def broken(:\n    pass\n")
+    failing = write(folder, "failing.py", "import os\n\nraise RuntimeError('no config here')\n")
+    write(folder, "contract.py", PLUGIN.format(cls="Nameless", name="").replace('version = "1.0.0"', ""))
+
+    found = registry.catalog([folder])
+    assert found.plugins["local-stamp"].path == str(folder / "stamp.py")
+    assert found.plugins["local-stamp"].origin == str(folder / "stamp.py")
+    assert found.plugins["packed"].cls.__name__ == "Packed"
+    assert "mock" in found.plugins, "installed plugins stay available"
+    errors = [str(error) for error in found.folder_failures[folder]]
+    assert len(errors) == 3
+    assert any(f"cannot import plugin file {syntax}:1: SyntaxError" in error for error in errors)
+    assert any(f"cannot import plugin file {failing}:3: RuntimeError: no config here" in error for error in errors)
+    contract = next(error for error in errors if "breaks the plugin contract" in error)
+    assert f"{folder / 'contract.py'}:" in contract and "no `version`" in contract and "`name` must be" in contract
+
+
+def test_a_folder_plugin_clashing_with_an_installed_one_is_a_failure(tmp_path: Path) -> None:
+    folder = tmp_path / "plugins"
+    write(folder, "mock.py", PLUGIN.format(cls="OtherMock", name="mock"))
+    found = registry.catalog([folder])
+    with pytest.raises(PluginLoadError, match=r"plugin 'mock' is provided twice: by entry point mock = plugins\.mock"):
+        found.get("mock")
+
+
+def test_a_missing_folder_is_reported(tmp_path: Path) -> None:
+    found = registry.catalog([tmp_path / "nowhere"])
+    (error,) = found.folder_failures[tmp_path / "nowhere"]
+    assert "does not exist" in str(error)

@@ -1,0 +1,98 @@
+"""Secret config fields: found by type or schema mark, masked in text, logs, rendered configs and schemas."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from pipeline import logs, secrets
+from pipeline.configs import schema_of
+from pipeline.secrets import MASK
+
+
+class Upstream(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str
+    password: SecretStr
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    api_key: SecretStr
+    webhook: str = Field(default="https://hooks.example/s3cr3t-path", json_schema_extra={"secret": True})
+    upstreams: list[Upstream] = Field(default_factory=list)
+    name: str = "public-name"
+    retries: int | None = None
+
+
+CONFIG = Config(
+    api_key=SecretStr("key-123456"),
+    upstreams=[Upstream(url="http://a", password=SecretStr("pw-abcdef"))],
+)
+
+
+@pytest.fixture(autouse=True)
+def _forget() -> Iterator[None]:
+    yield
+    secrets.forget_all()
+
+
+def test_secret_values_come_from_secret_types_and_marked_fields_at_any_depth() -> None:
+    assert secrets.secret_values(CONFIG) == {"key-123456", "https://hooks.example/s3cr3t-path", "pw-abcdef"}
+
+
+def test_secret_paths_follow_refs_lists_and_unions() -> None:
+    schema = schema_of(Config)
+    assert secrets.is_secret_path(schema, ["api_key"])
+    assert secrets.is_secret_path(schema, ["webhook"])
+    assert secrets.is_secret_path(schema, ["upstreams", 0, "password"])
+    assert not secrets.is_secret_path(schema, ["upstreams", 0, "url"])
+    assert not secrets.is_secret_path(schema, ["name"])
+    assert not secrets.is_secret_path(schema, ["retries"])
+    assert not secrets.is_secret_path(schema, ["nope", 3])
+
+
+def test_redact_masks_every_secret_and_keeps_the_rest() -> None:
+    assert secrets.redact(CONFIG) == {
+        "api_key": MASK,
+        "webhook": MASK,
+        "upstreams": [{"url": "http://a", "password": MASK}],
+        "name": "public-name",
+        "retries": None,
+    }
+
+
+def test_redact_schema_hides_secret_defaults() -> None:
+    rendered = json.dumps(secrets.redact_schema(schema_of(Config)))
+    assert "s3cr3t" not in rendered
+    assert '"default": "https://hooks.example' not in rendered and MASK in rendered
+
+
+def test_mask_replaces_registered_secrets_but_not_short_ones() -> None:
+    secrets.register(["key-123456", "abc"])
+    assert secrets.mask("sent key-123456 to abc") == f"sent {MASK} to abc"
+    assert secrets.mask("token xyz-9999", ["xyz-9999"]) == f"token {MASK}"
+
+
+def test_every_log_line_masks_registered_secrets(capsys: pytest.CaptureFixture[str]) -> None:
+    secrets.register(secrets.secret_values(CONFIG))
+    logs.configure("test", fmt="json")
+    try:
+        log = structlog.get_logger("test")
+        log.warning("calling upstream", detail="key=key-123456", nested={"pw": ["pw-abcdef"]})
+        try:
+            raise RuntimeError("refused key-123456")
+        except RuntimeError:
+            log.exception("failed")
+    finally:
+        structlog.reset_defaults()
+        structlog.contextvars.clear_contextvars()
+    err = capsys.readouterr().err
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert lines[0]["detail"] == f"key={MASK}" and lines[0]["nested"] == {"pw": [MASK]}
+    assert "key-123456" not in err and "pw-abcdef" not in err
+    assert MASK in json.dumps(lines[1]["exception"])
