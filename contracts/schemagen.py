@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from contracts.blueprint import Blueprint
+from contracts.breakers import CountRecord, ProbeRecord, StateRecord
 from contracts.envelope import Envelope
 from contracts.events import DeadLetter, StageEvent
 from contracts.registry import ReplicaInfo
@@ -24,6 +25,9 @@ MODELS: dict[str, type[BaseModel]] = {
     "replica-info.v1.json": ReplicaInfo,
     "stage-event.v1.json": StageEvent,
     "dead-letter.v1.json": DeadLetter,
+    "breaker-state.v1.json": StateRecord,
+    "breaker-count.v1.json": CountRecord,
+    "breaker-probe.v1.json": ProbeRecord,
 }
 
 

@@ -19,8 +19,8 @@ from nats.js import JetStreamContext
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import ValidationError
 
+from contracts.breakers import COUNT, PROBE, STATE, CountRecord, ProbeRecord, StateRecord, count_key, parse_key
 from contracts.names import BREAKERS_BUCKET
-from pipeline.breaker_records import COUNT, PROBE, STATE, CountRecord, ProbeRecord, StateRecord, count_key, parse_key
 from pipeline.breaker_view import Clock, FleetView
 from pipeline.errors import BrokerUnavailable
 

@@ -17,7 +17,7 @@ from aiobreaker import CircuitBreakerListener, CircuitBreakerState  # type: igno
 from aiobreaker.storage.base import CircuitBreakerStorage  # type: ignore[import-untyped]  # same
 
 from contracts.blueprint import BreakerSettings
-from pipeline.breaker_records import (
+from contracts.breakers import (
     BreakerState,
     CountRecord,
     ProbeRecord,

@@ -2,7 +2,7 @@
 
 Every replica of a stage and every forwarder (the gateway, the stage before) runs one :class:`FleetBreakers`.
 Each keeps a local view of the bucket fresh with a KV watch, so ``allow`` and ``state`` answer from memory
-without blocking; counts and transitions are written to KV (key layout: :mod:`pipeline.breaker_records`).
+without blocking; counts and transitions are written to KV (key layout: :mod:`contracts.breakers`).
 
 Semantics
 ---------
@@ -76,7 +76,7 @@ from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from pydantic import ValidationError
 
 from contracts.blueprint import BreakerSettings
-from pipeline.breaker_records import (
+from contracts.breakers import (
     BreakerState,
     ProbeRecord,
     StateRecord,

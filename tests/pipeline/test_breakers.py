@@ -17,11 +17,11 @@ from nats.aio.client import Client
 from nats.js.errors import NoKeysError
 
 from contracts.blueprint import BreakerSettings
+from contracts.breakers import ProbeRecord, StateRecord, probe_key, state_key
 from contracts.errors import BackworksError
 from contracts.names import BREAKERS_BUCKET
 from pipeline import breakers as breakers_module
 from pipeline import broker
-from pipeline.breaker_records import ProbeRecord, StateRecord, probe_key, state_key
 from pipeline.breakers import BreakerState, FleetBreakers
 from pipeline.embedded import EmbeddedNats
 from pipeline.errors import BreakerOpen, PipelineError

@@ -8,7 +8,7 @@ import pytest
 from aiobreaker import CircuitBreaker, CircuitBreakerState
 
 from contracts.blueprint import BreakerSettings
-from pipeline.breaker_records import (
+from contracts.breakers import (
     BreakerState,
     CountRecord,
     ProbeRecord,
