@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
+from contracts.envelope import Envelope
 from pipeline import blueprints, broker
 from pipeline.blueprints import LoadedBlueprint
 from pipeline.embedded import EmbeddedNats
@@ -38,6 +40,29 @@ async def nats_client(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
     await broker.declare(broker.jetstream(client), storage="memory")
     yield client
     await client.close()
+
+
+class Replies:
+    """Envelopes that reached ``_INBOX.test.>``, the reply subject tests give their envelopes."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Envelope] = asyncio.Queue()
+        self.seen: list[Envelope] = []
+
+    async def on_reply(self, msg: Msg) -> None:
+        envelope = Envelope.from_json(msg.data)
+        self.seen.append(envelope)
+        await self.queue.put(envelope)
+
+    async def next(self, timeout: float = 5.0) -> Envelope:
+        return await asyncio.wait_for(self.queue.get(), timeout)
+
+
+@pytest.fixture
+async def replies(nats_client: Client) -> Replies:
+    collected = Replies()
+    await nats_client.subscribe("_INBOX.test.>", cb=collected.on_reply)
+    return collected
 
 
 @pytest.fixture

@@ -11,20 +11,14 @@ from contracts.names import stage_durable, stage_subject
 from pipeline import broker
 from pipeline.blueprints import LoadedBlueprint
 from pipeline.deadletters import DeadLetterWatch, letters
-from tests.conftest import eventually
+from tests.conftest import Replies, eventually
 from tests.stages import running_stages
 
 
 async def test_exhausted_deliveries_are_dead_lettered_and_the_gateway_answered_at_once(
-    nats_client: Client, example: LoadedBlueprint
+    nats_client: Client, example: LoadedBlueprint, replies: Replies
 ) -> None:
     js = broker.jetstream(nats_client)
-    replies: asyncio.Queue[Envelope] = asyncio.Queue()
-
-    async def on_reply(msg: object) -> None:
-        await replies.put(Envelope.from_json(msg.data))  # type: ignore[attr-defined]
-
-    await nats_client.subscribe("_INBOX.test.>", cb=on_reply)
     # A replica that takes the message and dies every time: fetch, never ack.
     durable = stage_durable("stamp", example.itinerary("hello")[0].phase)
     config = ConsumerConfig(durable_name=durable, ack_policy=AckPolicy.EXPLICIT, ack_wait=0.3, max_deliver=2)
@@ -43,7 +37,7 @@ async def test_exhausted_deliveries_are_dead_lettered_and_the_gateway_answered_a
     # A standing pull request, as live replicas always have: the server then finds deliveries exhausted.
     waiting = asyncio.ensure_future(poisoned.fetch(1, timeout=2))
     started = time.monotonic()
-    answered = await asyncio.wait_for(replies.get(), 5)
+    answered = await replies.next()
     waiting.cancel()
     assert time.monotonic() - started < 2, "answered when deliveries ran out, not at the deadline"
     (error,) = answered.errors
@@ -58,7 +52,9 @@ async def test_exhausted_deliveries_are_dead_lettered_and_the_gateway_answered_a
     await poisoned.unsubscribe()
 
 
-async def test_replay_sends_a_dead_letter_back_to_its_stage(nats_client: Client, example: LoadedBlueprint) -> None:
+async def test_replay_sends_a_dead_letter_back_to_its_stage(
+    nats_client: Client, example: LoadedBlueprint, replies: Replies
+) -> None:
     from backworks.dlq_commands import _replay
     from contracts.events import DeadLetter
 
@@ -71,18 +67,12 @@ async def test_replay_sends_a_dead_letter_back_to_its_stage(nats_client: Client,
         stage="stamp.request", subject="bw.stage.stamp.request", attempts=3, error="x", envelope=envelope
     )
     await js.publish("bw.dlq.stamp.request", letter.model_dump_json().encode())
-    replies: asyncio.Queue[Envelope] = asyncio.Queue()
-
-    async def on_reply(msg: object) -> None:
-        await replies.put(Envelope.from_json(msg.data))  # type: ignore[attr-defined]
-
-    await nats_client.subscribe("_INBOX.test.>", cb=on_reply)
     server = nats_client.connected_url
     assert server is not None
     async with running_stages(example, nats_client):
         done = await _replay([server.geturl()], None, keep=False, timeout_ms=5000)
         assert len(done) == 1
-        replayed = await asyncio.wait_for(replies.get(), 5)
+        replayed = await replies.next()
     assert replayed.request_id == "req-replay"
     assert replayed.response is not None and replayed.response.status == 200
     await eventually(lambda: True)

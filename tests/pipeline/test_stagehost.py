@@ -10,7 +10,7 @@ from contracts.names import MSG_ID_HEADER, message_id, stage_subject
 from pipeline import broker
 from pipeline.blueprints import LoadedBlueprint
 from pipeline.stagehost import ack_wait_for
-from tests.conftest import eventually
+from tests.conftest import Replies, eventually
 from tests.stages import running_stages
 
 
@@ -37,17 +37,11 @@ async def send(client: Client, envelope: Envelope) -> None:
 
 
 async def test_an_envelope_passes_every_stage_and_returns_to_the_reply_subject(
-    nats_client: Client, example: LoadedBlueprint
+    nats_client: Client, example: LoadedBlueprint, replies: Replies
 ) -> None:
-    replies: asyncio.Queue[Envelope] = asyncio.Queue()
-
-    async def on_reply(msg: object) -> None:
-        await replies.put(Envelope.from_json(msg.data))  # type: ignore[attr-defined]
-
-    await nats_client.subscribe("_INBOX.test.>", cb=on_reply)
     async with running_stages(example, nats_client):
         await send(nats_client, new_envelope(example, "_INBOX.test.1"))
-        done = await asyncio.wait_for(replies.get(), 5)
+        done = await replies.next()
     assert done.response is not None
     assert done.response.status == 200
     assert done.response.body == b'{"greeting": "Hello, ann!"}'
@@ -58,88 +52,64 @@ async def test_an_envelope_passes_every_stage_and_returns_to_the_reply_subject(
 
 
 async def test_replicas_share_the_durable_and_each_message_is_handled_once(
-    nats_client: Client, example: LoadedBlueprint
+    nats_client: Client, example: LoadedBlueprint, replies: Replies
 ) -> None:
-    replies: list[Envelope] = []
-
-    async def on_reply(msg: object) -> None:
-        replies.append(Envelope.from_json(msg.data))  # type: ignore[attr-defined]
-
-    await nats_client.subscribe("_INBOX.test.>", cb=on_reply)
     async with running_stages(example, nats_client, replicas=2) as hosts:
         for index in range(40):
             await send(nats_client, new_envelope(example, f"_INBOX.test.{index}"))
-        await eventually(lambda: len(replies) == 40)
+        await eventually(lambda: len(replies.seen) == 40)
         await asyncio.sleep(0.2)  # room for a duplicate to show up
         per_replica = [host.processed for host in hosts["stamp"]]
-    assert len(replies) == 40
-    assert len({r.id for r in replies}) == 40
+    assert len(replies.seen) == 40
+    assert len({r.id for r in replies.seen}) == 40
     assert sum(per_replica) == 40
 
 
-async def test_a_repeated_hand_off_is_dropped_by_msg_id(nats_client: Client, example: LoadedBlueprint) -> None:
-    replies: list[Envelope] = []
-
-    async def on_reply(msg: object) -> None:
-        replies.append(Envelope.from_json(msg.data))  # type: ignore[attr-defined]
-
-    await nats_client.subscribe("_INBOX.test.>", cb=on_reply)
+async def test_a_repeated_hand_off_is_dropped_by_msg_id(
+    nats_client: Client, example: LoadedBlueprint, replies: Replies
+) -> None:
     envelope = new_envelope(example, "_INBOX.test.dup")
     async with running_stages(example, nats_client):
         await send(nats_client, envelope)
         await send(nats_client, envelope)
-        await eventually(lambda: len(replies) >= 1)
+        await eventually(lambda: len(replies.seen) >= 1)
         await asyncio.sleep(0.3)
-    assert len(replies) == 1
+    assert len(replies.seen) == 1
 
 
-async def test_expired_envelopes_are_dropped_not_processed(nats_client: Client, example: LoadedBlueprint) -> None:
-    replies: list[Envelope] = []
-
-    async def on_reply(msg: object) -> None:
-        replies.append(Envelope.from_json(msg.data))  # type: ignore[attr-defined]
-
-    await nats_client.subscribe("_INBOX.test.>", cb=on_reply)
+async def test_expired_envelopes_are_dropped_not_processed(
+    nats_client: Client, example: LoadedBlueprint, replies: Replies
+) -> None:
     await send(nats_client, new_envelope(example, "_INBOX.test.old", deadline_s=-1))
     async with running_stages(example, nats_client) as hosts:
         await eventually(lambda: not hosts["stamp"][0].consumers[0].inflight)
         await asyncio.sleep(0.3)
         info = await broker.jetstream(nats_client).consumer_info("BW_PIPELINE", "bw-stamp-request")
-    assert replies == []
+    assert replies.seen == []
     assert info.num_ack_pending == 0 and info.num_pending == 0
 
 
-async def test_a_stage_started_after_the_request_still_serves_it(nats_client: Client, example: LoadedBlueprint) -> None:
-    replies: asyncio.Queue[Envelope] = asyncio.Queue()
-
-    async def on_reply(msg: object) -> None:
-        await replies.put(Envelope.from_json(msg.data))  # type: ignore[attr-defined]
-
-    await nats_client.subscribe("_INBOX.test.>", cb=on_reply)
+async def test_a_stage_started_after_the_request_still_serves_it(
+    nats_client: Client, example: LoadedBlueprint, replies: Replies
+) -> None:
     envelope = new_envelope(example, "_INBOX.test.late")
     envelope.cursor = 2  # waiting for secure.response, which has no consumer yet
     js = broker.jetstream(nats_client)
     await js.publish("bw.stage.secure.response", envelope.to_json())
     await asyncio.sleep(0.2)
-    assert replies.empty()
+    assert replies.queue.empty()
     async with running_stages(example, nats_client, only=["secure"]):
-        done = await asyncio.wait_for(replies.get(), 5)
+        done = await replies.next()
     assert done.timings[-1].stage == "secure.response"
 
 
 async def test_forwarders_skip_an_optional_stage_with_no_live_replica(
-    nats_client: Client, example: LoadedBlueprint
+    nats_client: Client, example: LoadedBlueprint, replies: Replies
 ) -> None:
-    replies: asyncio.Queue[Envelope] = asyncio.Queue()
-
-    async def on_reply(msg: object) -> None:
-        await replies.put(Envelope.from_json(msg.data))  # type: ignore[attr-defined]
-
-    await nats_client.subscribe("_INBOX.test.>", cb=on_reply)
     async with running_stages(example, nats_client, only=["stamp", "hello-handler"]) as hosts:
         await hosts["stamp"][0].liveness.ready.wait()
         await send(nats_client, new_envelope(example, "_INBOX.test.skip"))
-        done = await asyncio.wait_for(replies.get(), 5)
+        done = await replies.next()
         events = await broker.jetstream(nats_client).stream_info("BW_EVENTS")
     assert done.response is not None and done.response.status == 200
     assert [t.stage for t in done.timings] == ["stamp.request", "hello-handler.request"]
