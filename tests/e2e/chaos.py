@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import subprocess
 import threading
@@ -14,6 +15,9 @@ from typing import Any
 
 import httpx
 
+from contracts.events import StageEvent
+from contracts.names import EVENTS_STREAM
+from pipeline import broker
 from pipeline.ports import free_port
 from tests.e2e.processes import children_of, pid_alive, start, stop, wait_healthy
 
@@ -72,6 +76,25 @@ def running(blueprint: Path, tmp_path: Path, *args: str) -> Iterator[Stack]:
         stop(process, timeout=15)
     leftovers = [pid for pid in children if pid_alive(pid)]
     assert leftovers == [], f"orphaned processes: {leftovers}"
+
+
+def stage_events(nats_url: str) -> list[StageEvent]:
+    """Every stage event on the event stream ``BW_EVENTS``, oldest first."""
+
+    async def read() -> list[StageEvent]:
+        client = await broker.connect([nats_url], name="test-events")
+        try:
+            js = broker.jetstream(client)
+            info = await js.stream_info(EVENTS_STREAM)
+            found = []
+            for sequence in range(info.state.first_seq, info.state.last_seq + 1):
+                raw = await js.get_msg(EVENTS_STREAM, sequence)
+                found.append(StageEvent.model_validate_json(raw.data or b""))
+            return found
+        finally:
+            await client.close()
+
+    return asyncio.run(read())
 
 
 def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.1) -> Any:

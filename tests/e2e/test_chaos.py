@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_blueprint
-from tests.e2e.chaos import running, wait_for
+from tests.e2e.chaos import running, stage_events, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 
@@ -62,6 +62,16 @@ def test_plugins_that_raise_hang_leak_and_exit_never_take_the_api_down(tmp_path:
             slow_hook = stack.request("/optional", mode)
             assert slow_hook.status_code == 200
             assert slow_hook.headers["x-backworks-skipped"] == "opt.request"
+        # Every failure so far is on the event stream, none lost, none doubled.
+        events = stage_events(stack.health()["nats"]["url"])
+        assert [(e.stage, e.kind, e.skipped) for e in events] == [
+            ("crit.request", "error", False),
+            ("opt.request", "error", True),
+            ("crit.request", "timeout", False),
+            ("opt.request", "timeout", True),
+            ("opt.request", "timeout", True),
+        ]
+        assert {e.request_id for e in events} <= set(stack.sent)
 
         # unbounded allocation: the memory limit stops it, the stage fails (502) and the replica is replaced.
         leak_pid = stack.replicas("leak.request")[0]["pid"]
