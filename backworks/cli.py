@@ -113,6 +113,23 @@ def validate(
         console.print(f"{blueprint}: valid ({endpoints} endpoints, {instances} plugin instances)", highlight=False)
 
 
+@app.command()
+def asyncapi(
+    blueprint: BlueprintArg,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file, not stdout.")] = None,
+) -> None:
+    """Describe the blueprint's pipeline (stage, event, dead-letter and reply subjects) as AsyncAPI 3 JSON."""
+    from pipeline.asyncapi import build
+
+    loaded = load_or_exit(blueprint)
+    text = json.dumps(build(loaded, __version__), indent=2)
+    if output:
+        output.write_text(text + "\n")
+        console.print(f"wrote {output}", highlight=False)
+    else:
+        print(text)
+
+
 @app.command("nats")
 def nats_command(
     port: Annotated[int, typer.Option(help="Client port; 0 picks a free one.")] = 0,
