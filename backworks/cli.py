@@ -20,6 +20,7 @@ from backworks import __version__
 from backworks.console import console, fail
 from backworks.dlq_commands import dlq_app
 from backworks.plugin_commands import register as register_plugin_commands
+from contracts.blueprint import NatsSettings
 from contracts.errors import BlueprintError
 from pipeline import blueprints, broker, logs
 from pipeline.blueprints import LoadedBlueprint
@@ -314,7 +315,7 @@ def up(
         with console.status("starting NATS") as status:
             if broker_child:
                 broker_child.start()
-            if not _wait_for_streams(servers, supervisor, status.update):
+            if not _wait_for_streams(servers, supervisor, status.update, loaded.model.nats):
                 raise fail("NATS did not come up; see .backworks/nats-server.log")
             status.update("starting the gateway and plugin services")
             supervisor.start_services()
@@ -330,7 +331,7 @@ def up(
         console.print("stopped", highlight=False)
 
 
-def _wait_for_streams(servers: list[str], supervisor: Any, progress: Any) -> bool:
+def _wait_for_streams(servers: list[str], supervisor: Any, progress: Any, nats: NatsSettings) -> bool:
     """Wait until the broker accepts connections and Backworks' streams exist (declaring them if external)."""
 
     async def probe() -> bool:
@@ -340,7 +341,7 @@ def _wait_for_streams(servers: list[str], supervisor: Any, progress: Any) -> boo
         try:
             js = broker.jetstream(client)
             if supervisor.broker is None:
-                await broker.declare(js)
+                await broker.declare(js, storage=nats.storage, replicas=nats.replicas)
             await broker.attach(js, timeout=5.0)
             return True
         finally:
