@@ -53,7 +53,7 @@ def load_or_exit(path: Path) -> LoadedBlueprint:
     try:
         return blueprints.load(path)
     except BlueprintError as exc:
-        console.print(str(exc), highlight=False, markup=False)
+        console.print(str(exc), highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except PipelineError as exc:
         raise fail(str(exc), 2) from None
@@ -105,7 +105,7 @@ def validate(
         if format == "json":
             print(json.dumps({"valid": False, "errors": [issue.as_dict() for issue in exc.issues]}, indent=2))
         else:
-            console.print(str(exc), highlight=False, markup=False)
+            console.print(str(exc), highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(1) from None
     if format == "json":
         print(json.dumps({"valid": True, "errors": []}))

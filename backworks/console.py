@@ -10,5 +10,5 @@ console = Console(stderr=True)
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print ``error: message`` and return the ``typer.Exit`` to raise."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
     return typer.Exit(code)
