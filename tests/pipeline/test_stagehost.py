@@ -2,15 +2,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 from nats.aio.client import Client
 
 from contracts.envelope import Envelope
 from contracts.names import MSG_ID_HEADER, message_id, stage_subject
-from pipeline import broker
+from pipeline import blueprints, broker
 from pipeline.blueprints import LoadedBlueprint
 from pipeline.stagehost import ack_wait_for
-from tests.conftest import Replies, eventually
+from tests.conftest import Replies, eventually, write_blueprint
 from tests.stages import running_stages
 
 
@@ -122,3 +123,34 @@ def test_ack_wait_is_short_and_long_hooks_are_covered_by_heartbeats() -> None:
     assert ack_wait_for(0.1) == 1.0  # a killed replica's message moves on within a second
     assert ack_wait_for(0.5) == 1.5
     assert ack_wait_for(60.0) == 2.0  # hooks longer than this send in-progress heartbeats
+
+
+async def test_a_hook_longer_than_the_ack_deadline_is_not_redelivered_while_it_works(
+    tmp_path: Path, nats_client: Client, replies: Replies
+) -> None:
+    loaded = blueprints.load(
+        write_blueprint(
+            tmp_path,
+            """name: long
+plugins:
+  slow: {type: fault, timeout_ms: 4000, config: {mode: delay, delay_ms: 3000, header: null}}
+endpoints:
+  e: {path: /x, plugins: [slow], handler: {type: mock, config: {body: ok}}}
+""",
+        )
+    )
+    envelope = Envelope(
+        route="e", method="GET", path="/x", deadline=time.time() + 10,
+        reply_to="_INBOX.test.long", itinerary=loaded.itinerary("e"),
+    )  # fmt: skip
+    async with running_stages(loaded, nats_client, replicas=2) as hosts:
+        assert hosts["slow"][0].ack_wait == 2.0 < 3.0, "the hook outlasts the ack deadline"
+        await send(nats_client, envelope)
+        done = await replies.next(timeout=8)
+        # A redelivery would have reached the other replica after 2 s and still be running (or done).
+        inflight = sum(consumer.inflight for host in hosts["slow"] for consumer in host.consumers)
+        await asyncio.sleep(2.5)
+        processed = sum(host.processed for host in hosts["slow"])
+    assert done.response is not None and done.response.status == 200
+    assert [t.attempt for t in done.timings if t.stage == "slow.request"] == [1]
+    assert inflight == 0 and processed == 1, "in-progress heartbeats kept the message from a second replica"
