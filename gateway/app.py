@@ -155,7 +155,7 @@ class Pipeline:
                     stage_subject(first.instance, first.phase),
                     envelope.to_json(),
                     timeout=PUBLISH_TIMEOUT,
-                    headers={MSG_ID_HEADER: message_id(envelope.id, 0)},
+                    headers={MSG_ID_HEADER: message_id(envelope.id, envelope.cursor)},
                 )
             except Exception as exc:
                 raise ProblemError(
