@@ -421,8 +421,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"{env['load_average_before']} before, {env['load_average_after']} after. The machine was shared: read the "
         "ratios (all systems measured alternately in the same run), not the absolute numbers.",
         "",
-        f"Stages: {' -> '.join(results['stages'])}. Each system was measured {options['rounds']} times per load "
-        f"({options['duration_s']} s each after {options['warmup_s']} s warm-up), system order rotating per round.",
+        f"Stages: {' -> '.join(results['stages'])}. Every system was measured under every load in each of "
+        f"{options['rounds']} rounds ({options['duration_s']} s after {options['warmup_s']} s of warm-up), the system "
+        "order rotating from round to round; percentiles pool the rounds.",
         "",
         _md_table(MAIN_HEADERS, main_rows(results)),
         "",
