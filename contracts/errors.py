@@ -4,6 +4,7 @@
     ├── contracts.errors.BlueprintError        the blueprint cannot be used (carries every issue found)
     ├── pipeline.errors.PipelineError
     │   ├── BrokerUnavailable                 NATS cannot be reached or the stream is missing
+    │   │   └── PublishFailed                 JetStream did not acknowledge a publish
     │   ├── EmbeddedNatsError                 the embedded nats-server failed to start
     │   ├── PluginLoadError                   a plugin class is missing or cannot be imported
     │   │   └── PluginContractError           a plugin class breaks the contract (name, file, fixes)

@@ -29,8 +29,11 @@ from pipeline import broker
 from pipeline.blueprints import LoadedBlueprint
 from pipeline.breakers import FleetBreakers
 from pipeline.deadletters import DeadLetterWatch, record_event
+from pipeline.errors import PipelineError
 from pipeline.gate import StageGate
+from pipeline.lifecycle import freeze_startup_objects
 from pipeline.liveness import LivenessView
+from pipeline.publisher import AckedPublisher
 
 log = structlog.get_logger("backworks.gateway")
 
@@ -41,6 +44,7 @@ STALL_PROBE_TIMEOUT = 0.1
 """Seconds the timeout path spends asking JetStream where a request is stuck."""
 LIVENESS_READY_TIMEOUT = 2.0
 REQUEST_ID_HEADER = "x-request-id"
+SKIPPED_HEADER = "x-backworks-skipped"
 VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -58,6 +62,7 @@ class GatewayState:
     gate: StageGate = field(default_factory=StageGate)
     breakers: FleetBreakers | None = None
     dead_letters: DeadLetterWatch | None = None
+    publisher: AckedPublisher | None = None
     access_log: bool = False
 
 
@@ -111,15 +116,18 @@ class Pipeline:
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
         request_id = request_id_of(request)
-        structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
             response = await self._run(request, request_id, started)
         except ProblemError as problem:
             response = problem_response(problem, instance=request.url.path, request_id=request_id)
             response.headers[REQUEST_ID_HEADER] = request_id
-            log.warning("request failed", status=problem.status, stage=problem.stage, detail=problem.detail)
-        finally:
-            structlog.contextvars.unbind_contextvars("request_id")
+            log.warning(
+                "request failed",
+                status=problem.status,
+                stage=problem.stage,
+                detail=problem.detail,
+                request_id=request_id,
+            )
         if self.state.access_log:
             log.info("request", method=request.method, path=request.url.path, status=response.status_code,
                      ms=round((time.perf_counter() - started) * 1000, 3), request_id=request_id)  # fmt: skip
@@ -127,20 +135,22 @@ class Pipeline:
 
     async def _run(self, request: Request, request_id: str, started: float) -> Response:
         state = self.state
-        if state.client is None or state.js is None or state.inbox is None or not state.client.is_connected:
+        if state.client is None or state.publisher is None or state.inbox is None or not state.client.is_connected:
             raise ProblemError(503, "Broker unavailable", "the message broker (NATS) is not reachable", cause="broker")
         body = await read_body(request, self.max_body)
+        scope = request.scope
+        client = scope.get("client")
         envelope = Envelope(
             request_id=request_id,
             deadline=time.time() + self.timeout_ms / 1000,
             route=self.endpoint,
-            method=request.method,
-            path=request.url.path,
-            path_params={k: str(v) for k, v in request.path_params.items()},
-            query=list(request.query_params.multi_items()),
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw],
+            method=scope["method"],
+            path=scope["path"],
+            path_params={k: str(v) for k, v in scope["path_params"].items()},
+            query=list(request.query_params.multi_items()) if scope["query_string"] else [],
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
             body=body,
-            client=request.client.host if request.client else None,
+            client=client[0] if client else None,
         )
         envelope.reply_to = state.inbox.subject(envelope.correlation_id)
         first, skipped = self.plan(envelope)
@@ -149,24 +159,26 @@ class Pipeline:
         if first is None:  # every stage skipped is impossible: the handler is critical
             raise ProblemError(502, "Empty pipeline", "no stage left to run")
         future = state.inbox.expect(envelope.correlation_id)
+        timer = asyncio.get_running_loop().call_later(max(0.0, envelope.remaining()), _expire, future)
         try:
             try:
-                await state.js.publish(
+                await state.publisher.publish(
                     stage_subject(first.instance, first.phase),
                     envelope.to_json(),
-                    timeout=PUBLISH_TIMEOUT,
-                    headers={MSG_ID_HEADER: message_id(envelope.id, envelope.cursor)},
+                    {MSG_ID_HEADER: message_id(envelope.id, envelope.cursor)},
+                    PUBLISH_TIMEOUT,
                 )
-            except Exception as exc:
+            except PipelineError as exc:
                 raise ProblemError(
-                    503, "Broker unavailable", f"the pipeline did not accept the request: {exc!r}",
+                    503, "Broker unavailable", f"the pipeline did not accept the request: {exc}",
                     stage=first.label, cause="publish",
                 ) from exc  # fmt: skip
             try:
-                raw = await asyncio.wait_for(future, timeout=max(0.0, envelope.remaining()))
+                raw = await future
             except TimeoutError:
                 raise await self._deadline_problem(envelope) from None
         finally:
+            timer.cancel()
             state.inbox.forget(envelope.correlation_id)
         return self._respond(Envelope.from_json(raw), request_id, started)
 
@@ -203,25 +215,33 @@ class Pipeline:
     def _respond(self, envelope: Envelope, request_id: str, started: float) -> Response:
         total_ms = (time.perf_counter() - started) * 1000
         extra = {REQUEST_ID_HEADER: request_id, "server-timing": server_timing(envelope, total_ms)}
+        skipped = [e.stage for e in envelope.errors if e.skipped]
+        if skipped:
+            extra[SKIPPED_HEADER] = ",".join(skipped)
         fatal = next((e for e in envelope.errors if not e.skipped), None)
         if fatal is not None:
             problem = from_stage_error(fatal)
-            log.warning("stage failed", stage=fatal.stage, cause=fatal.kind, detail=fatal.message)
+            log.warning(
+                "stage failed", stage=fatal.stage, cause=fatal.kind, detail=fatal.message, request_id=request_id
+            )
             return problem_response(problem, instance=envelope.path, request_id=request_id, headers=extra)
         if envelope.response is None:
             problem = ProblemError(502, "No response", "the pipeline finished without producing a response")
             return problem_response(problem, instance=envelope.path, request_id=request_id, headers=extra)
         result = envelope.response
         response = Response(result.body, status_code=result.status)
-        for name, value in result.headers:
-            if name != "content-length":
-                response.headers.append(name, value)
-        for name, value in extra.items():
-            response.headers[name] = value
-        skipped = [e.stage for e in envelope.errors if e.skipped]
-        if skipped:
-            response.headers["x-backworks-skipped"] = ",".join(skipped)
+        response.raw_headers.extend(
+            (name.encode("latin-1"), value.encode("latin-1"))
+            for name, value in result.headers
+            if name != "content-length" and name not in extra
+        )
+        response.raw_headers.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in extra.items())
         return response
+
+
+def _expire(future: asyncio.Future[bytes]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 SEVERITY = {"healthy": 0, "degraded": 1, "unhealthy": 2}
@@ -300,6 +320,8 @@ async def _connect(state: GatewayState) -> None:
             log.warning("waiting for NATS", servers=state.servers, error=str(exc))
             await asyncio.sleep(0.5)
     state.js = broker.jetstream(state.client, timeout=PUBLISH_TIMEOUT)
+    state.publisher = AckedPublisher(state.client)
+    await state.publisher.start()
     state.inbox = ReplyInbox(state.client, state.gateway_id)
     await state.inbox.start()
     state.liveness = LivenessView(state.js)
@@ -320,6 +342,7 @@ def build_app(state: GatewayState) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await _connect(state)
+        freeze_startup_objects()
         log.info("gateway ready", gateway=state.gateway_id, blueprint=state.blueprint.model.name)
         try:
             yield

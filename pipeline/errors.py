@@ -13,6 +13,15 @@ class BrokerUnavailable(PipelineError):
     """NATS cannot be reached, or a stream it should hold is missing."""
 
 
+class PublishFailed(BrokerUnavailable):
+    """JetStream did not acknowledge a publish: no stream, a rejection, or no answer in time."""
+
+    def __init__(self, subject: str, reason: str) -> None:
+        self.subject = subject
+        self.reason = reason
+        super().__init__(f"publish to {subject or 'the pipeline'} failed: {reason}")
+
+
 class EmbeddedNatsError(PipelineError):
     """The embedded nats-server could not be found or did not start."""
 
