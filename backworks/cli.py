@@ -26,7 +26,7 @@ from pipeline import blueprints, broker, logs
 from pipeline.blueprints import LoadedBlueprint
 from pipeline.errors import BrokerUnavailable, PipelineError
 from pipeline.ports import LOOPBACK, accepts, free_port
-from pipeline.state import state_dir
+from pipeline.state import NATS_URL_FILE, recorded_nats_url, split_servers, state_dir
 
 app = typer.Typer(
     help="Backworks: an API declared in a YAML blueprint, extended by plugins running as NATS JetStream services.",
@@ -34,7 +34,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-NATS_URL_FILE = "nats.url"
 READY_TIMEOUT = 60.0
 
 BlueprintArg = Annotated[Path, typer.Argument(help="Path to the blueprint YAML file.", show_default=False)]
@@ -61,12 +60,12 @@ def load_or_exit(path: Path) -> LoadedBlueprint:
 
 def resolve_servers(loaded: LoadedBlueprint, given: str | None) -> list[str]:
     if given:
-        return [s.strip() for s in given.split(",") if s.strip()]
+        return split_servers(given)
     if not loaded.model.nats.embedded:
         return loaded.model.nats.servers
-    recorded = state_dir() / NATS_URL_FILE
-    if recorded.exists():
-        return [recorded.read_text().strip()]
+    recorded = recorded_nats_url()
+    if recorded:
+        return [recorded]
     raise fail(
         "the blueprint uses the embedded broker but none is running here: start one with `backworks nats` "
         "(or use `backworks up`), or pass --nats URL"

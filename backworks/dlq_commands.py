@@ -18,7 +18,7 @@ from contracts.names import DLQ_STREAM, MSG_ID_HEADER, message_id
 from pipeline import broker
 from pipeline.deadletters import letters
 from pipeline.errors import PipelineError
-from pipeline.state import state_dir
+from pipeline.state import recorded_nats_url, split_servers
 
 dlq_app = typer.Typer(help="Inspect and replay dead letters (envelopes that exhausted their deliveries).")
 
@@ -31,10 +31,10 @@ REPLAY_TIMEOUT_MS = 30_000
 
 def servers_from(nats: str | None) -> list[str]:
     if nats:
-        return [s.strip() for s in nats.split(",") if s.strip()]
-    recorded = state_dir() / "nats.url"
-    if recorded.exists():
-        return [recorded.read_text().strip()]
+        return split_servers(nats)
+    recorded = recorded_nats_url()
+    if recorded:
+        return [recorded]
     raise fail("no broker given: pass --nats URL (or run this where `backworks up`/`backworks nats` runs)")
 
 

@@ -30,9 +30,8 @@ from pipeline.errors import BrokerUnavailable, PluginLoadError
 from pipeline.plugin import Category
 from pipeline.registry import Catalog, PluginEntry
 from pipeline.secrets import redact_schema
-from pipeline.state import state_dir
+from pipeline.state import recorded_nats_url, split_servers
 
-NATS_URL_FILE = "nats.url"
 TABLE_WIDTH = 200
 """Width of tables written to a pipe or file, so that no column is cut."""
 
@@ -76,14 +75,14 @@ def catalog_for(blueprint: Path | None) -> Catalog:
 def servers_for(blueprint: Path | None, given: str | None) -> list[str]:
     """Where to read live replicas: ``--nats``, else the blueprint's broker; none when there is no broker."""
     if given:
-        return [part.strip() for part in given.split(",") if part.strip()]
+        return split_servers(given)
     if blueprint is None:
         return []
     url = peek(blueprint)[1].strip()
     if url not in ("", EMBEDDED):
-        return [part.strip() for part in url.split(",") if part.strip()]
-    recorded = state_dir() / NATS_URL_FILE
-    return [recorded.read_text().strip()] if recorded.exists() else []
+        return split_servers(url)
+    recorded = recorded_nats_url()
+    return [recorded] if recorded else []
 
 
 def live_counts(servers: list[str]) -> dict[str, int] | None:
