@@ -26,6 +26,7 @@ HEARTBEAT_INTERVAL = 0.5
 LIVENESS_TTL = 1.75
 """A replica whose last heartbeat is older than this is considered gone."""
 RETRY_DELAY = 0.5
+FORGET_AFTER = 60.0
 
 
 @dataclass
@@ -39,7 +40,8 @@ class LivenessView:
 
     def __init__(self, js: JetStreamContext) -> None:
         self.js = js
-        self.replicas: dict[str, Seen] = {}
+        self.replicas: dict[str, dict[str, Seen]] = {}
+        """instance -> registry key -> last heartbeat: forwarders ask per instance on every request."""
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
 
@@ -53,7 +55,7 @@ class LivenessView:
 
     def live(self, instance: str, now: float | None = None) -> list[ReplicaInfo]:
         now = time.monotonic() if now is None else now
-        return [s.info for s in self.replicas.values() if s.info.instance == instance and now - s.at <= LIVENESS_TTL]
+        return [s.info for s in self.replicas.get(instance, {}).values() if now - s.at <= LIVENESS_TTL]
 
     def count(self, instance: str) -> int:
         return len(self.live(instance))
@@ -76,14 +78,19 @@ class LivenessView:
 
     def _apply(self, entry: KeyValue.Entry) -> None:
         if entry.operation in ("DEL", "PURGE") or not entry.value:
-            self.replicas.pop(entry.key, None)
+            for seen in self.replicas.values():
+                seen.pop(entry.key, None)
             return
         try:
             info = ReplicaInfo.model_validate_json(entry.value)
         except ValidationError:
             log.warning("unreadable registry entry ignored", key=entry.key)
             return
-        self.replicas[entry.key] = Seen(info, time.monotonic())
+        now = time.monotonic()
+        seen = self.replicas.setdefault(info.instance, {})
+        seen[entry.key] = Seen(info, now)
+        for key in [key for key, item in seen.items() if now - item.at > FORGET_AFTER]:
+            del seen[key]  # a replica killed long ago: its key expired from the bucket without a delete
 
 
 class Heartbeat:
