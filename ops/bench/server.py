@@ -6,21 +6,9 @@ from typing import Any
 
 import uvicorn
 
+from gateway.server import uvicorn_config
 
-def uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
-    """Same loop, HTTP parser, lifespan and logging as the gateway, so the HTTP layer costs the same."""
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=5,
-    )
+__all__ = ["serve", "uvicorn_config"]
 
 
 def serve(app: Any, host: str, port: int) -> None:
