@@ -105,12 +105,11 @@ class Pipeline:
         """Refuse at once if a critical stage cannot take work; otherwise move past unavailable stages."""
         envelope.itinerary = list(self.itinerary)
         gate = self.state.gate
-        for stage in self.itinerary:
-            reason = gate.unavailable(stage) if stage.critical else None
-            if reason:
-                raise ProblemError(
-                    503, "Plugin unavailable", f"stage {stage.label}: {reason}", stage=stage.label, cause="unavailable"
-                )
+        if blocked := gate.blocked_critical(self.itinerary):
+            stage, reason = blocked
+            raise ProblemError(
+                503, "Plugin unavailable", f"stage {stage.label}: {reason}", stage=stage.label, cause="unavailable"
+            )
         return gate.advance(envelope)
 
     async def handle(self, request: Request) -> Response:

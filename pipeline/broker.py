@@ -48,7 +48,6 @@ async def connect(
     servers: list[str],
     name: str,
     *,
-    on_disconnect: Callable[[], Awaitable[None]] | None = None,
     on_reconnect: Callable[[], Awaitable[None]] | None = None,
 ) -> Client:
     """Connect, retrying forever after the first success so a restarting broker never kills the service."""
@@ -60,8 +59,6 @@ async def connect(
         if client.is_closed or client.is_draining:
             return  # our own shutdown
         log.warning("nats disconnected")
-        if on_disconnect:
-            await on_disconnect()
 
     async def reconnected_cb() -> None:
         log.info("nats reconnected")

@@ -35,6 +35,13 @@ class StageGate:
             return "circuit breaker open"
         return None
 
+    def blocked_critical(self, itinerary: list[Stage]) -> tuple[Stage, str] | None:
+        """The first critical stage of ``itinerary`` that cannot take work, and why: the request cannot succeed."""
+        for stage in itinerary:
+            if stage.critical and (reason := self.unavailable(stage)):
+                return stage, reason
+        return None
+
     def advance(self, envelope: Envelope) -> tuple[Stage | None, list[StageError]]:
         """Move the cursor past unavailable stages. Returns the stage to send to (None: finished) and the
         errors recorded on the way (for the event stream)."""

@@ -123,11 +123,9 @@ class Supervisor:
                 log.info("child restarted", child=child.name, pid=child.pid)
                 self.on_event(f"{child.name} restarted (pid {child.pid})")
 
-    def run(self, idle: Callable[[], None] | None = None) -> None:
+    def run(self) -> None:
         while not self.stopping:
             self.check()
-            if idle:
-                idle()
             time.sleep(POLL_INTERVAL)
 
     def stop(self) -> None:
