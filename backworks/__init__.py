@@ -7,8 +7,8 @@ Plugin authors import the contract from here::
 and test their plugins with ``backworks.sdk`` (harness, stage runner, profiler).
 """
 
-from contracts.envelope import Envelope, HttpResponse, Principal
-from pipeline.plugin import (
+from backworks.contracts.envelope import Envelope, HttpResponse, Principal
+from backworks.pipeline.plugin import (
     Action,
     Alert,
     AlertSeverity,

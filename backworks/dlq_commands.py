@@ -13,12 +13,12 @@ import typer
 from rich.table import Table
 
 from backworks.console import console, fail
-from contracts.events import DeadLetter
-from contracts.names import DLQ_STREAM, MSG_ID_HEADER, message_id
-from pipeline import broker
-from pipeline.deadletters import letters
-from pipeline.errors import PipelineError
-from pipeline.state import recorded_nats_url, split_servers
+from backworks.contracts.events import DeadLetter
+from backworks.contracts.names import DLQ_STREAM, MSG_ID_HEADER, message_id
+from backworks.pipeline import broker
+from backworks.pipeline.deadletters import letters
+from backworks.pipeline.errors import PipelineError
+from backworks.pipeline.state import recorded_nats_url, split_servers
 
 dlq_app = typer.Typer(help="Inspect and replay dead letters (envelopes that exhausted their deliveries).")
 

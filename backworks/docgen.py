@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pipeline.configs import fields_of, schema_of
-from pipeline.plugin import implements
-from pipeline.registry import Catalog, PluginEntry
-from pipeline.secrets import redact_schema
+from backworks.pipeline.configs import fields_of, schema_of
+from backworks.pipeline.plugin import implements
+from backworks.pipeline.registry import Catalog, PluginEntry
+from backworks.pipeline.secrets import redact_schema
 
 
 def _cell(text: Any) -> str:

@@ -20,17 +20,17 @@ from rich.table import Table
 
 from backworks import docgen
 from backworks.console import console, fail
+from backworks.contracts.blueprint import EMBEDDED
+from backworks.contracts.errors import BackworksError, BlueprintError
+from backworks.pipeline import blueprints, census, registry
+from backworks.pipeline.configs import fields_of, schema_of
+from backworks.pipeline.contract import parse_constraint
+from backworks.pipeline.errors import BrokerUnavailable, PluginLoadError
+from backworks.pipeline.plugin import Category
+from backworks.pipeline.registry import Catalog, PluginEntry
+from backworks.pipeline.secrets import redact_schema
+from backworks.pipeline.state import recorded_nats_url, split_servers
 from backworks.scaffold import ScaffoldError, scaffold
-from contracts.blueprint import EMBEDDED
-from contracts.errors import BackworksError, BlueprintError
-from pipeline import blueprints, census, registry
-from pipeline.configs import fields_of, schema_of
-from pipeline.contract import parse_constraint
-from pipeline.errors import BrokerUnavailable, PluginLoadError
-from pipeline.plugin import Category
-from pipeline.registry import Catalog, PluginEntry
-from pipeline.secrets import redact_schema
-from pipeline.state import recorded_nats_url, split_servers
 
 TABLE_WIDTH = 200
 """Width of tables written to a pipe or file, so that no column is cut."""

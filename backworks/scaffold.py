@@ -15,10 +15,10 @@ from pathlib import Path
 from string import Template
 
 from backworks import __version__
-from contracts.blueprint import NAME_PATTERN
-from pipeline.contract import parse_constraint
-from pipeline.errors import PipelineError
-from pipeline.plugin import Category
+from backworks.contracts.blueprint import NAME_PATTERN
+from backworks.pipeline.contract import parse_constraint
+from backworks.pipeline.errors import PipelineError
+from backworks.pipeline.plugin import Category
 
 TEMPLATES = Path(__file__).parent / "templates"
 DIST_PREFIX = "backworks-plugin-"

@@ -16,7 +16,7 @@ endpoints:
 ```
 
 Unknown keys are errors. Plugin configs are checked against each plugin's own schema by
-``pipeline.blueprints`` once the plugin classes are known.
+``backworks.pipeline.blueprints`` once the plugin classes are known.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from contracts.names import Phase
+from backworks.contracts.names import Phase
 
 BLUEPRINT_VERSION: Literal[1] = 1
 DEFAULT_TIMEOUT_MS = 5000

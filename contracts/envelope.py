@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.names import Phase
-from contracts.types import Headers, QueryParams
+from backworks.contracts.names import Phase
+from backworks.contracts.types import Headers, QueryParams
 
 ENVELOPE_VERSION: Literal[1] = 1
 

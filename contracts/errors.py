@@ -1,8 +1,8 @@
 """The root of every error Backworks raises on purpose.
 
     BackworksError
-    ├── contracts.errors.BlueprintError        the blueprint cannot be used (carries every issue found)
-    ├── pipeline.errors.PipelineError
+    ├── backworks.contracts.errors.BlueprintError        the blueprint cannot be used (carries every issue found)
+    ├── backworks.pipeline.errors.PipelineError
     │   ├── BrokerUnavailable                 NATS cannot be reached or the stream is missing
     │   │   └── PublishFailed                 JetStream did not acknowledge a publish
     │   ├── EmbeddedNatsError                 the embedded nats-server failed to start
@@ -11,7 +11,7 @@
     │   ├── PluginHookError                   a hook failed; its message had secrets masked
     │   ├── BreakerOpen                       a plugin's fleet-shared circuit breaker refused a call
     │   └── PluginConfigError                 a config given to the SDK or `profile` breaks its schema
-    └── gateway.errors.GatewayError
+    └── backworks.gateway.errors.GatewayError
         └── ProblemError                      an HTTP problem (RFC 9457) to return to the client
 
 Messages say what was wrong, where, and what to do.

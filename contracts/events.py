@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.envelope import Envelope
+from backworks.contracts.envelope import Envelope
 
 StageFailureKind = Literal["error", "timeout", "unavailable", "invalid", "exhausted", "expired"]
 

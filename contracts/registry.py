@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.names import Phase
+from backworks.contracts.names import Phase
 
 
 class ReplicaInfo(BaseModel):

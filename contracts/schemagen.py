@@ -1,4 +1,4 @@
-"""Generates the committed JSON Schemas of the contracts: ``python -m contracts.schemagen``.
+"""Generates the committed JSON Schemas of the contracts: ``python -m backworks.contracts.schemagen``.
 
 A test fails when a model changes and its schema is not regenerated, so plugins written in other
 languages against ``contracts/schemas/`` never drift from what the services send.
@@ -12,11 +12,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from contracts.blueprint import Blueprint
-from contracts.breakers import CountRecord, ProbeRecord, StateRecord
-from contracts.envelope import Envelope
-from contracts.events import DeadLetter, StageEvent
-from contracts.registry import ReplicaInfo
+from backworks.contracts.blueprint import Blueprint
+from backworks.contracts.breakers import CountRecord, ProbeRecord, StateRecord
+from backworks.contracts.envelope import Envelope
+from backworks.contracts.events import DeadLetter, StageEvent
+from backworks.contracts.registry import ReplicaInfo
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 MODELS: dict[str, type[BaseModel]] = {

@@ -20,20 +20,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from contracts.envelope import Envelope, Stage, StageError
-from contracts.names import MSG_ID_HEADER, PIPELINE_STREAM, message_id, stage_durable, stage_subject
-from gateway.errors import ProblemError
-from gateway.problems import from_stage_error, problem_response
-from gateway.replies import ReplyInbox
-from pipeline import broker
-from pipeline.blueprints import LoadedBlueprint
-from pipeline.breakers import FleetBreakers
-from pipeline.deadletters import DeadLetterWatch, record_event
-from pipeline.errors import PipelineError
-from pipeline.gate import StageGate
-from pipeline.lifecycle import freeze_startup_objects
-from pipeline.liveness import LivenessView
-from pipeline.publisher import AckedPublisher
+from backworks.contracts.envelope import Envelope, Stage, StageError
+from backworks.contracts.names import MSG_ID_HEADER, PIPELINE_STREAM, message_id, stage_durable, stage_subject
+from backworks.gateway.errors import ProblemError
+from backworks.gateway.problems import from_stage_error, problem_response
+from backworks.gateway.replies import ReplyInbox
+from backworks.pipeline import broker
+from backworks.pipeline.blueprints import LoadedBlueprint
+from backworks.pipeline.breakers import FleetBreakers
+from backworks.pipeline.deadletters import DeadLetterWatch, record_event
+from backworks.pipeline.errors import PipelineError
+from backworks.pipeline.gate import StageGate
+from backworks.pipeline.lifecycle import freeze_startup_objects
+from backworks.pipeline.liveness import LivenessView
+from backworks.pipeline.publisher import AckedPublisher
 
 log = structlog.get_logger("backworks.gateway")
 

@@ -1,8 +1,8 @@
-"""Errors of the HTTP edge (see ``contracts.errors`` for the whole tree)."""
+"""Errors of the HTTP edge (see ``backworks.contracts.errors`` for the whole tree)."""
 
 from __future__ import annotations
 
-from contracts.errors import BackworksError
+from backworks.contracts.errors import BackworksError
 
 
 class GatewayError(BackworksError):

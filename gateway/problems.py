@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 from starlette.responses import Response
 
-from contracts.envelope import StageError
-from gateway.errors import ProblemError
+from backworks.contracts.envelope import StageError
+from backworks.gateway.errors import ProblemError
 
 PROBLEM_TYPE_BASE = "https://backworks.dev/problems/"
 STATUS_FOR_KIND = {"error": 502, "invalid": 502, "exhausted": 502, "unavailable": 503, "timeout": 504, "expired": 504}

@@ -13,7 +13,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from contracts.names import gateway_inbox, reply_subject
+from backworks.contracts.names import gateway_inbox, reply_subject
 
 log = structlog.get_logger("backworks.gateway")
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import uvicorn
 
-from gateway.app import GatewayState, build_app
-from pipeline.blueprints import LoadedBlueprint
+from backworks.gateway.app import GatewayState, build_app
+from backworks.pipeline.blueprints import LoadedBlueprint
 
 
 def uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:

@@ -1,6 +1,6 @@
 """What plugin hooks return and report: actions (``Continue``, ``Respond``, ``Fail``), health and alerts.
 
-Re-exported by ``pipeline.plugin``, the contract plugin authors import.
+Re-exported by ``backworks.pipeline.plugin``, the contract plugin authors import.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
-from contracts.envelope import Envelope, HttpResponse
+from backworks.contracts.envelope import Envelope, HttpResponse
 
 
 class HealthStatus(str, Enum):

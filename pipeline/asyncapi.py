@@ -15,9 +15,9 @@ from typing import Any
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.specification import AsyncAPI
 
-from contracts.envelope import Envelope
-from contracts.events import DeadLetter, StageEvent
-from contracts.names import (
+from backworks.contracts.envelope import Envelope
+from backworks.contracts.events import DeadLetter, StageEvent
+from backworks.contracts.names import (
     DLQ_STREAM,
     EVENTS_STREAM,
     PIPELINE_STREAM,
@@ -26,7 +26,7 @@ from contracts.names import (
     stage_durable,
     stage_subject,
 )
-from pipeline.blueprints import LoadedBlueprint
+from backworks.pipeline.blueprints import LoadedBlueprint
 
 DOCUMENT_SERVER = "nats://localhost:4222"
 

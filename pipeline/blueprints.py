@@ -3,7 +3,7 @@ config (against its JSON Schema), references, routes and plugin dependencies.
 
 Every problem is collected (not just the first) with the file, line, column, JSON pointer and plugin
 instance, so ``backworks validate`` can report them all at once. A valid blueprint comes with each
-endpoint's stage order resolved (``pipeline.dependencies``).
+endpoint's stage order resolved (``backworks.pipeline.dependencies``).
 """
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from starlette.routing import compile_path
 
-from contracts.blueprint import Blueprint, PluginInstance, handler_instance
-from contracts.envelope import Stage
-from contracts.errors import BlueprintError, ConfigIssue
-from contracts.names import Phase
-from pipeline import registry, secrets
-from pipeline.configs import validate_config
-from pipeline.dependencies import plan_endpoint, type_problems
-from pipeline.errors import PluginLoadError
-from pipeline.plugin import Category, PluginClass
-from pipeline.registry import Catalog
+from backworks.contracts.blueprint import Blueprint, PluginInstance, handler_instance
+from backworks.contracts.envelope import Stage
+from backworks.contracts.errors import BlueprintError, ConfigIssue
+from backworks.contracts.names import Phase
+from backworks.pipeline import registry, secrets
+from backworks.pipeline.configs import validate_config
+from backworks.pipeline.dependencies import plan_endpoint, type_problems
+from backworks.pipeline.errors import PluginLoadError
+from backworks.pipeline.plugin import Category, PluginClass
+from backworks.pipeline.registry import Catalog
 
 Position = tuple[int, int]
 _PARAM = re.compile(r"\{[^}:]+(:[^}]+)?\}")

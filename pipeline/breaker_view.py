@@ -1,8 +1,8 @@
 """One process's picture of one instance's fleet-wide breaker, and the aiobreaker storage that reads it.
 
 Everything here is synchronous and in memory: the KV watch feeds the view (``apply_*``), this process's own
-counting changes it at once (``add_failure``/``add_success``), and :mod:`pipeline.breaker_sync` writes our count
-record through to NATS KV in the background. See :mod:`pipeline.breakers` for the semantics.
+counting changes it at once (``add_failure``/``add_success``), and :mod:`backworks.pipeline.breaker_sync` writes
+our count record through to NATS KV in the background. See :mod:`backworks.pipeline.breakers` for the semantics.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import structlog
 from aiobreaker import CircuitBreakerListener, CircuitBreakerState  # type: ignore[import-untyped]  # no type hints
 from aiobreaker.storage.base import CircuitBreakerStorage  # type: ignore[import-untyped]  # same
 
-from contracts.blueprint import BreakerSettings
-from contracts.breakers import (
+from backworks.contracts.blueprint import BreakerSettings
+from backworks.contracts.breakers import (
     BreakerState,
     CountRecord,
     ProbeRecord,
@@ -95,7 +95,7 @@ class FleetView:
         return BreakerState.HALF_OPEN
 
     def failures(self) -> int:
-        """Consecutive failures across the fleet in the current generation (see ``pipeline.breakers``)."""
+        """Consecutive failures across the fleet in the current generation (see ``backworks.pipeline.breakers``)."""
         totals = self._totals()
         resets = self._resets()
         return sum(max(0, total - resets.get(writer, 0)) for writer, total in totals.items())

@@ -2,7 +2,7 @@
 
 Every replica of a stage and every forwarder (the gateway, the stage before) runs one :class:`FleetBreakers`.
 Each keeps a local view of the bucket fresh with a KV watch, so ``allow`` and ``state`` answer from memory
-without blocking; counts and transitions are written to KV (key layout: :mod:`contracts.breakers`).
+without blocking; counts and transitions are written to KV (key layout: :mod:`backworks.contracts.breakers`).
 
 Semantics
 ---------
@@ -28,7 +28,7 @@ Semantics
 * **Half-open admits ``half_open_probes`` probes, fleet-wide.** ``call`` claims a slot key
   ``<instance>.probe.<k>`` with KV create, or CAS over a slot of an older generation or whose lease
   (``max(reset timeout, MIN_PROBE_LEASE)``) ran out, so a probe lost with its process cannot wedge the breaker.
-  No free slot: :class:`~pipeline.errors.BreakerOpen`. The first probe result decides: success closes, failure
+  No free slot: :class:`~backworks.pipeline.errors.BreakerOpen`. The first probe result decides: success closes, failure
   reopens for a new reset timeout; later results of that generation are ignored. ``allow`` never claims: it is
   true while the view shows a free slot, and a claim reaches every forwarder within the watch propagation; a
   call forwarded in that window is refused by the stage host's ``call``.
@@ -36,14 +36,14 @@ Semantics
   admitted probes decide.
 * **NATS loss.** The view keeps the last known state. Count writes are retried; a transition that cannot be
   written is dropped with a warning (the next failure or probe tries again). After a reconnect the watch is rebuilt
-  from a full snapshot (:mod:`pipeline.breaker_sync`).
+  from a full snapshot (:mod:`backworks.pipeline.breaker_sync`).
 
 aiobreaker: what is used, what is replaced
 ------------------------------------------
 Used: one ``aiobreaker.CircuitBreaker`` per instance as the state machine listeners hang on: its ``state``
 property notices a state change in its storage (the view, changed by the watch or a timer at ``reset_at``) and
 calls every ``CircuitBreakerListener.state_change`` (a structlog listener here, more via ``add_listener``); and
-aiobreaker's synchronous storage interface, implemented by :class:`~pipeline.breaker_view.FleetStorage` over
+aiobreaker's synchronous storage interface, implemented by :class:`~backworks.pipeline.breaker_view.FleetStorage` over
 the local view, with write-through in background tasks.
 
 Replaced, and why:
@@ -75,8 +75,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from pydantic import ValidationError
 
-from contracts.blueprint import BreakerSettings
-from contracts.breakers import (
+from backworks.contracts.blueprint import BreakerSettings
+from backworks.contracts.breakers import (
     BreakerState,
     ProbeRecord,
     StateRecord,
@@ -85,9 +85,9 @@ from contracts.breakers import (
     probe_key,
     state_key,
 )
-from pipeline.breaker_sync import BucketMirror, cancel
-from pipeline.breaker_view import FleetStorage, FleetView, LogListener, utc
-from pipeline.errors import BreakerOpen
+from backworks.pipeline.breaker_sync import BucketMirror, cancel
+from backworks.pipeline.breaker_view import FleetStorage, FleetView, LogListener, utc
+from backworks.pipeline.errors import BreakerOpen
 
 log = structlog.get_logger("backworks.breakers")
 

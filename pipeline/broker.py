@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
-from contracts.names import (
+from backworks.contracts.names import (
     BREAKERS_BUCKET,
     CACHE_BUCKET,
     CONFIG_BUCKET,
@@ -29,7 +29,7 @@ from contracts.names import (
     RATELIMIT_BUCKET,
     REGISTRY_BUCKET,
 )
-from pipeline.errors import BrokerUnavailable
+from backworks.pipeline.errors import BrokerUnavailable
 
 log = structlog.get_logger("backworks.broker")
 

@@ -1,6 +1,6 @@
 """A one-shot read of the ``bw_registry`` bucket: which replicas are live right now.
 
-``pipeline.liveness.LivenessView`` keeps a running service's view fresh with a watch; the CLI and the SDK only
+``backworks.pipeline.liveness.LivenessView`` keeps a running service's view fresh with a watch; the CLI and the SDK only
 need a snapshot. A replica counts as live when its last heartbeat was sent within ``LIVENESS_TTL``.
 """
 
@@ -16,11 +16,11 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
 from pydantic import ValidationError
 
-from contracts.names import REGISTRY_BUCKET
-from contracts.registry import ReplicaInfo
-from pipeline.errors import BrokerUnavailable
-from pipeline.liveness import LIVENESS_TTL
-from pipeline.ports import LOOPBACK, accepts
+from backworks.contracts.names import REGISTRY_BUCKET
+from backworks.contracts.registry import ReplicaInfo
+from backworks.pipeline.errors import BrokerUnavailable
+from backworks.pipeline.liveness import LIVENESS_TTL
+from backworks.pipeline.ports import LOOPBACK, accepts
 
 CENSUS_TIMEOUT = 2.0
 DEFAULT_NATS_PORT = 4222

@@ -20,7 +20,7 @@ from jsonschema.exceptions import SchemaError, best_match
 from jsonschema.exceptions import ValidationError as SchemaViolation
 from pydantic import BaseModel, ValidationError
 
-from pipeline.secrets import MASK, is_secret_path
+from backworks.pipeline.secrets import MASK, is_secret_path
 
 PathPart = str | int
 

@@ -17,10 +17,10 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel
 
-from contracts.blueprint import NAME_PATTERN
-from pipeline.configs import schema_problems
-from pipeline.errors import PluginContractError
-from pipeline.plugin import (
+from backworks.contracts.blueprint import NAME_PATTERN
+from backworks.pipeline.configs import schema_problems
+from backworks.pipeline.errors import PluginContractError
+from backworks.pipeline.plugin import (
     CATEGORY_BASES,
     FRAMEWORK_CLASSES,
     LIFECYCLE_HOOKS,

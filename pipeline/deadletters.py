@@ -21,9 +21,9 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
-from contracts.envelope import Envelope, StageError
-from contracts.events import DeadLetter, StageEvent
-from contracts.names import DLQ_STREAM, DLQ_SUBJECTS, MSG_ID_HEADER, PIPELINE_STREAM, event_subject
+from backworks.contracts.envelope import Envelope, StageError
+from backworks.contracts.events import DeadLetter, StageEvent
+from backworks.contracts.names import DLQ_STREAM, DLQ_SUBJECTS, MSG_ID_HEADER, PIPELINE_STREAM, event_subject
 
 log = structlog.get_logger("backworks.dlq")
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 from packaging.version import InvalidVersion, Version
 
-from pipeline.contract import parse_constraint
-from pipeline.plugin import Category, PluginClass
+from backworks.pipeline.contract import parse_constraint
+from backworks.pipeline.plugin import Category, PluginClass
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from pipeline.errors import EmbeddedNatsError
-from pipeline.lifecycle import die_with_parent
-from pipeline.ports import LOOPBACK, accepts, free_port
+from backworks.pipeline.errors import EmbeddedNatsError
+from backworks.pipeline.lifecycle import die_with_parent
+from backworks.pipeline.ports import LOOPBACK, accepts, free_port
 
 READY_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0

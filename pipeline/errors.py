@@ -1,8 +1,8 @@
-"""Errors of the pipeline runtime (see ``contracts.errors`` for the whole tree)."""
+"""Errors of the pipeline runtime (see ``backworks.contracts.errors`` for the whole tree)."""
 
 from __future__ import annotations
 
-from contracts.errors import BackworksError
+from backworks.contracts.errors import BackworksError
 
 
 class PipelineError(BackworksError):

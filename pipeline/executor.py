@@ -13,11 +13,11 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import structlog
 
-from contracts.envelope import Envelope, StageError, Timing
-from contracts.names import Phase
-from pipeline import secrets
-from pipeline.errors import BreakerOpen
-from pipeline.plugin import Category, Continue, Fail, Plugin, Respond
+from backworks.contracts.envelope import Envelope, StageError, Timing
+from backworks.contracts.names import Phase
+from backworks.pipeline import secrets
+from backworks.pipeline.errors import BreakerOpen
+from backworks.pipeline.plugin import Category, Continue, Fail, Plugin, Respond
 
 log = structlog.get_logger("backworks.executor")
 
@@ -26,7 +26,7 @@ T = TypeVar("T")
 
 
 class Breaker(Protocol):
-    """What the executor needs from the fleet's circuit breakers (``pipeline.breakers.FleetBreakers``)."""
+    """What the executor needs from the fleet's circuit breakers (``backworks.pipeline.breakers.FleetBreakers``)."""
 
     async def call(self, instance: str, fn: Callable[[], Awaitable[T]]) -> T: ...
 

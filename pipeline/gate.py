@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from contracts.envelope import Envelope, Stage, StageError
-from pipeline.liveness import LivenessView
+from backworks.contracts.envelope import Envelope, Stage, StageError
+from backworks.pipeline.liveness import LivenessView
 
 
 class BreakerView(Protocol):

@@ -19,7 +19,7 @@ import time
 
 import structlog
 
-from contracts.blueprint import ResourceLimits
+from backworks.contracts.blueprint import ResourceLimits
 
 log = structlog.get_logger("backworks.limits")
 

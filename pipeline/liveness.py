@@ -17,8 +17,8 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
-from contracts.names import REGISTRY_BUCKET, registry_key
-from contracts.registry import ReplicaInfo
+from backworks.contracts.names import REGISTRY_BUCKET, registry_key
+from backworks.contracts.registry import ReplicaInfo
 
 log = structlog.get_logger("backworks.liveness")
 

@@ -1,7 +1,7 @@
 """structlog setup shared by every service: JSON in production, key-value in a terminal.
 
 The request id is bound through contextvars, so every line logged while serving a request carries it.
-Plugin config secrets are masked in every line (``pipeline.secrets.mask_secrets``).
+Plugin config secrets are masked in every line (``backworks.pipeline.secrets.mask_secrets``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Literal
 
 import structlog
 
-from pipeline import secrets
+from backworks.pipeline import secrets
 
 LOG_FORMAT_ENV = "BACKWORKS_LOG_FORMAT"
 LOG_LEVEL_ENV = "BACKWORKS_LOG_LEVEL"

@@ -28,7 +28,7 @@ Each envelope hook gets the envelope and returns an action:
 
 Hooks of one phase run in the order above; the first that does not continue ends the phase. Raising an
 exception or overrunning ``max_execution_time`` counts as ``Fail``. Every plugin also has ``startup``,
-``shutdown``, ``health_check`` and ``get_metrics``. ``pipeline.contract.verify`` checks all of this when the
+``shutdown``, ``health_check`` and ``get_metrics``. ``backworks.pipeline.contract.verify`` checks all of this when the
 plugin is loaded.
 """
 
@@ -44,11 +44,11 @@ from typing import Any, ClassVar, Generic, TypeVar
 import structlog
 from pydantic import BaseModel, ConfigDict
 
-from contracts.envelope import Envelope
-from contracts.names import Phase
-from pipeline import secrets
-from pipeline.actions import Action, Alert, AlertSeverity, Continue, Fail, Health, HealthStatus, Respond
-from pipeline.errors import PluginHookError
+from backworks.contracts.envelope import Envelope
+from backworks.contracts.names import Phase
+from backworks.pipeline import secrets
+from backworks.pipeline.actions import Action, Alert, AlertSeverity, Continue, Fail, Health, HealthStatus, Respond
+from backworks.pipeline.errors import PluginHookError
 
 __all__ = [
     "CATEGORY_BASES",

@@ -19,9 +19,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from pipeline.contract import verify
-from pipeline.errors import PluginLoadError
-from pipeline.plugin import FRAMEWORK_CLASSES, Plugin, PluginClass
+from backworks.pipeline.contract import verify
+from backworks.pipeline.errors import PluginLoadError
+from backworks.pipeline.plugin import FRAMEWORK_CLASSES, Plugin, PluginClass
 
 MODULE_PREFIX = "backworks_plugin_dir"
 

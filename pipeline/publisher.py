@@ -18,7 +18,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from pipeline.errors import PublishFailed
+from backworks.pipeline.errors import PublishFailed
 
 NO_RESPONDERS = "503"
 

@@ -1,7 +1,7 @@
 """Finds plugin classes: the ``backworks.plugins`` entry-point group (built-ins register there too) and
 the folders a blueprint lists under ``plugin_dirs``.
 
-Every class is checked against the contract (``pipeline.contract.verify``) as it is loaded. A plugin that
+Every class is checked against the contract (``backworks.pipeline.contract.verify``) as it is loaded. A plugin that
 cannot be imported or breaks the contract does not stop the others from loading: it is kept as a failure,
 raised with its name, file and fixes as soon as anything asks for it, and listed by ``backworks plugins``.
 """
@@ -15,10 +15,10 @@ from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
-from pipeline import plugindirs
-from pipeline.contract import verify
-from pipeline.errors import PluginContractError, PluginLoadError
-from pipeline.plugin import PluginClass
+from backworks.pipeline import plugindirs
+from backworks.pipeline.contract import verify
+from backworks.pipeline.errors import PluginContractError, PluginLoadError
+from backworks.pipeline.plugin import PluginClass
 
 ENTRY_POINT_GROUP = "backworks.plugins"
 BUILTIN_DISTRIBUTION = "backworks"

@@ -25,21 +25,21 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
-from contracts.blueprint import BreakerSettings
-from contracts.envelope import Envelope
-from contracts.names import MSG_ID_HEADER, PIPELINE_STREAM, Phase, message_id, stage_durable, stage_subject
-from contracts.registry import ReplicaInfo
-from pipeline import broker, secrets
-from pipeline.blueprints import ResolvedInstance
-from pipeline.breakers import FleetBreakers
-from pipeline.consumer import PullConsumer
-from pipeline.deadletters import DeadLetterWatch, bury, record_event
-from pipeline.executor import execute
-from pipeline.gate import StageGate
-from pipeline.lifecycle import freeze_startup_objects
-from pipeline.liveness import Heartbeat, LivenessView
-from pipeline.plugin import Plugin
-from pipeline.publisher import AckedPublisher
+from backworks.contracts.blueprint import BreakerSettings
+from backworks.contracts.envelope import Envelope
+from backworks.contracts.names import MSG_ID_HEADER, PIPELINE_STREAM, Phase, message_id, stage_durable, stage_subject
+from backworks.contracts.registry import ReplicaInfo
+from backworks.pipeline import broker, secrets
+from backworks.pipeline.blueprints import ResolvedInstance
+from backworks.pipeline.breakers import FleetBreakers
+from backworks.pipeline.consumer import PullConsumer
+from backworks.pipeline.deadletters import DeadLetterWatch, bury, record_event
+from backworks.pipeline.executor import execute
+from backworks.pipeline.gate import StageGate
+from backworks.pipeline.lifecycle import freeze_startup_objects
+from backworks.pipeline.liveness import Heartbeat, LivenessView
+from backworks.pipeline.plugin import Plugin
+from backworks.pipeline.publisher import AckedPublisher
 
 log = structlog.get_logger("backworks.stage")
 

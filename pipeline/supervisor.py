@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import structlog
 
-from pipeline.lifecycle import die_with_parent
+from backworks.pipeline.lifecycle import die_with_parent
 
 log = structlog.get_logger("backworks.supervisor")
 

@@ -10,10 +10,10 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from contracts.envelope import Envelope
-from pipeline import blueprints, broker
-from pipeline.blueprints import LoadedBlueprint
-from pipeline.embedded import EmbeddedNats
+from backworks.contracts.envelope import Envelope
+from backworks.pipeline import blueprints, broker
+from backworks.pipeline.blueprints import LoadedBlueprint
+from backworks.pipeline.embedded import EmbeddedNats
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "hello" / "blueprint.yaml"

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 from nats.aio.client import Client
 
-from pipeline.blueprints import LoadedBlueprint
-from pipeline.stagehost import StageHost
+from backworks.pipeline.blueprints import LoadedBlueprint
+from backworks.pipeline.stagehost import StageHost
 
 
 @contextlib.asynccontextmanager

@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from backworks.cli import app
-from pipeline import blueprints
+from backworks.pipeline import blueprints
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

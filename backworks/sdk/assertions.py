@@ -9,8 +9,8 @@ Each returns the interesting part (the envelope, the response, the failure reaso
 
 from __future__ import annotations
 
-from contracts.envelope import Envelope, HttpResponse
-from pipeline.plugin import Action, Continue, Fail, Respond
+from backworks.contracts.envelope import Envelope, HttpResponse
+from backworks.pipeline.plugin import Action, Continue, Fail, Respond
 
 Result = Action | Envelope
 

@@ -13,10 +13,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, SecretBytes, SecretStr
 
-from contracts.envelope import Envelope, HttpResponse
-from pipeline.configs import validate_config
-from pipeline.errors import PluginConfigError
-from pipeline.plugin import Plugin
+from backworks.contracts.envelope import Envelope, HttpResponse
+from backworks.pipeline.configs import validate_config
+from backworks.pipeline.errors import PluginConfigError
+from backworks.pipeline.plugin import Plugin
 
 DEFAULT_ROUTE = "test"
 DEFAULT_CLIENT = "127.0.0.1"

@@ -18,11 +18,11 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from backworks.contracts.envelope import Envelope, HttpResponse
+from backworks.contracts.names import Phase
+from backworks.pipeline.contract import verify
+from backworks.pipeline.plugin import Action, Continue, Fail, Health, Plugin, Respond
 from backworks.sdk import factories
-from contracts.envelope import Envelope, HttpResponse
-from contracts.names import Phase
-from pipeline.contract import verify
-from pipeline.plugin import Action, Continue, Fail, Health, Plugin, Respond
 
 P = TypeVar("P", bound=Plugin[Any])
 

@@ -25,12 +25,12 @@ from typing import Any
 from pydantic import BaseModel
 from rich.table import Table
 
+from backworks.contracts.envelope import Envelope
+from backworks.contracts.names import Phase
+from backworks.pipeline.contract import verify
+from backworks.pipeline.plugin import Analytics, Continue, Fail, Plugin, Respond, implements
+from backworks.pipeline.secrets import redact
 from backworks.sdk import factories
-from contracts.envelope import Envelope
-from contracts.names import Phase
-from pipeline.contract import verify
-from pipeline.plugin import Analytics, Continue, Fail, Plugin, Respond, implements
-from pipeline.secrets import redact
 
 DEFAULT_REQUESTS = 1000
 DEFAULT_ALLOCATION_SAMPLES = 200

@@ -24,9 +24,9 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from contracts.names import MSG_ID_HEADER
+from backworks.contracts.names import MSG_ID_HEADER
+from backworks.pipeline.ports import LOOPBACK
 from ops.bench.server import serve
-from pipeline.ports import LOOPBACK
 
 STREAM = "BENCH_FLOOR"
 SUBJECTS = "bench.floor.>"

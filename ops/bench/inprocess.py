@@ -20,14 +20,14 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from contracts.blueprint import handler_instance
-from contracts.envelope import Envelope, HttpResponse
-from contracts.names import Phase
+from backworks.contracts.blueprint import handler_instance
+from backworks.contracts.envelope import Envelope, HttpResponse
+from backworks.contracts.names import Phase
+from backworks.pipeline import blueprints
+from backworks.pipeline.blueprints import LoadedBlueprint, ResolvedInstance
+from backworks.pipeline.plugin import Continue, Fail, Plugin, Respond
+from backworks.pipeline.ports import LOOPBACK
 from ops.bench.server import serve
-from pipeline import blueprints
-from pipeline.blueprints import LoadedBlueprint, ResolvedInstance
-from pipeline.plugin import Continue, Fail, Plugin, Respond
-from pipeline.ports import LOOPBACK
 
 ENVELOPE_KEY = "backworks.envelope"
 

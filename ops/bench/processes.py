@@ -13,8 +13,8 @@ from pathlib import Path
 
 import psutil
 
-from pipeline.lifecycle import die_with_parent
-from pipeline.supervisor import cli_command
+from backworks.pipeline.lifecycle import die_with_parent
+from backworks.pipeline.supervisor import cli_command
 
 ROOT = Path(__file__).resolve().parents[2]
 STOP_GRACE = 8.0

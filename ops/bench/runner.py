@@ -30,7 +30,9 @@ import httpx
 import nats
 from nats.js.api import DiscardPolicy, RetentionPolicy, StreamConfig
 
-from contracts.names import INBOX_PREFIX, PIPELINE_STREAM
+from backworks.contracts.names import INBOX_PREFIX, PIPELINE_STREAM
+from backworks.pipeline import broker, logs
+from backworks.pipeline.embedded import EmbeddedNats, find_binary
 from ops.bench import floor, report
 from ops.bench.processes import ROOT, Child, Children, python_module
 from ops.bench.stats import Measurement, summarize
@@ -43,8 +45,6 @@ from ops.bench.systems import (
     System,
     derive,
 )
-from pipeline import broker, logs
-from pipeline.embedded import EmbeddedNats, find_binary
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_BLUEPRINT = BENCH_DIR / "bench.yaml"

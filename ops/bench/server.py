@@ -6,7 +6,7 @@ from typing import Any
 
 import uvicorn
 
-from gateway.server import uvicorn_config
+from backworks.gateway.server import uvicorn_config
 
 __all__ = ["serve", "uvicorn_config"]
 

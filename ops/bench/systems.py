@@ -21,11 +21,11 @@ from typing import Any
 import httpx
 import yaml
 
+from backworks.pipeline import blueprints
+from backworks.pipeline.blueprints import LoadedBlueprint
+from backworks.pipeline.ports import LOOPBACK, free_port
 from ops.bench.floor import SINGLE_PREFIX
 from ops.bench.processes import Child, Children, backworks, python_module
-from pipeline import blueprints
-from pipeline.blueprints import LoadedBlueprint
-from pipeline.ports import LOOPBACK, free_port
 
 READY_TIMEOUT = 60.0
 POLL_INTERVAL = 0.1

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 
-from contracts.envelope import Envelope
-from pipeline.plugin import Action, Continue, RequestProcessor
-from plugins.delay.config import DelayConfig
+from backworks.contracts.envelope import Envelope
+from backworks.pipeline.plugin import Action, Continue, RequestProcessor
+from backworks.plugins.delay.config import DelayConfig
 
 
 class Delay(RequestProcessor[DelayConfig]):

@@ -8,9 +8,9 @@ import random
 import time
 from typing import ClassVar
 
-from contracts.envelope import Envelope, HttpResponse
-from pipeline.plugin import Action, Continue, Fail, RequestProcessor, Respond
-from plugins.fault.config import FaultConfig, FaultMode
+from backworks.contracts.envelope import Envelope, HttpResponse
+from backworks.pipeline.plugin import Action, Continue, Fail, RequestProcessor, Respond
+from backworks.plugins.fault.config import FaultConfig, FaultMode
 
 EXIT_CODE = 70
 

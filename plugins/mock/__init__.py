@@ -6,9 +6,9 @@ import json
 import re
 from typing import Any
 
-from contracts.envelope import Envelope, HttpResponse
-from pipeline.plugin import Action, Continue, Handler
-from plugins.mock.config import MockConfig
+from backworks.contracts.envelope import Envelope, HttpResponse
+from backworks.pipeline.plugin import Action, Continue, Handler
+from backworks.plugins.mock.config import MockConfig
 
 PLACEHOLDER = re.compile(r"\{(path|query|header)\.([A-Za-z0-9_.-]+)\}")
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from contracts.envelope import Envelope
-from pipeline.plugin import Action, Continue, RequestProcessor
-from plugins.request_headers.config import RequestHeadersConfig
+from backworks.contracts.envelope import Envelope
+from backworks.pipeline.plugin import Action, Continue, RequestProcessor
+from backworks.plugins.request_headers.config import RequestHeadersConfig
 
 
 class RequestHeaders(RequestProcessor[RequestHeadersConfig]):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from contracts.envelope import Envelope
-from pipeline.plugin import Action, Continue, ResponseEnhancer
-from plugins.response_headers.config import ResponseHeadersConfig
+from backworks.contracts.envelope import Envelope
+from backworks.pipeline.plugin import Action, Continue, ResponseEnhancer
+from backworks.plugins.response_headers.config import ResponseHeadersConfig
 
 
 class ResponseHeaders(ResponseEnhancer[ResponseHeadersConfig]):

@@ -10,11 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from backworks.cli import app
+from backworks.pipeline.embedded import EmbeddedNats
+from backworks.pipeline.ports import free_port
+from backworks.pipeline.secrets import MASK
+from backworks.plugins.request_headers import RequestHeaders
 from backworks.sdk import StageRunner
-from pipeline.embedded import EmbeddedNats
-from pipeline.ports import free_port
-from pipeline.secrets import MASK
-from plugins.request_headers import RequestHeaders
 from tests.conftest import write_blueprint
 
 runner = CliRunner()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from backworks.pipeline.plugin import Category
 from backworks.scaffold import ScaffoldError, class_name_for, parse_dependency, scaffold
-from pipeline.plugin import Category
 
 
 def test_names_and_dependencies() -> None:

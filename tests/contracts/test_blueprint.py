@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from contracts.blueprint import Blueprint, handler_instance
+from backworks.contracts.blueprint import Blueprint, handler_instance
 
 MINIMAL = {"name": "api", "endpoints": {"e": {"path": "/x", "handler": {"type": "mock"}}}}
 

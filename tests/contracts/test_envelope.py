@@ -5,9 +5,9 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from contracts.envelope import Envelope, HttpResponse, Principal, Stage, StageError, Timing
-from contracts.names import Phase
-from contracts.schemagen import SCHEMA_DIR, generate, render
+from backworks.contracts.envelope import Envelope, HttpResponse, Principal, Stage, StageError, Timing
+from backworks.contracts.names import Phase
+from backworks.contracts.schemagen import SCHEMA_DIR, generate, render
 
 
 def full_envelope() -> Envelope:
@@ -73,4 +73,4 @@ def test_first_response_stage() -> None:
 @pytest.mark.parametrize("name", sorted(generate()))
 def test_committed_schemas_match_the_models(name: str) -> None:
     committed = (SCHEMA_DIR / name).read_text()
-    assert committed == render(generate()[name]), f"{name} drifted: run `python -m contracts.schemagen`"
+    assert committed == render(generate()[name]), f"{name} drifted: run `python -m backworks.contracts.schemagen`"

@@ -15,10 +15,10 @@ from typing import Any
 
 import httpx
 
-from contracts.events import StageEvent
-from contracts.names import EVENTS_STREAM
-from pipeline import broker
-from pipeline.ports import free_port
+from backworks.contracts.events import StageEvent
+from backworks.contracts.names import EVENTS_STREAM
+from backworks.pipeline import broker
+from backworks.pipeline.ports import free_port
 from tests.e2e.processes import children_of, pid_alive, start, stop, wait_healthy
 
 

@@ -14,10 +14,11 @@ import httpx
 BACKWORKS = str(Path(sys.executable).parent / "backworks")
 
 
-def start(*args: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "BACKWORKS_LOG_FORMAT": "json"}
+def start(*args: str, log: Path, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``backworks ARGS`` with JSON logs into ``log``; ``env`` adds to (or overrides) this process's environment."""
+    environment = {**os.environ, "BACKWORKS_LOG_FORMAT": "json", **(env or {})}
     with log.open("ab") as out:
-        return subprocess.Popen([BACKWORKS, *args], stdout=out, stderr=subprocess.STDOUT, env=env)
+        return subprocess.Popen([BACKWORKS, *args], stdout=out, stderr=subprocess.STDOUT, env=environment, cwd=cwd)
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> float:

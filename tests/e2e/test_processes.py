@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.ports import free_port
+from backworks.pipeline.ports import free_port
 from tests.conftest import write_blueprint
 from tests.e2e.processes import start, stop, wait_healthy, wait_http
 

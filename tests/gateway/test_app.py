@@ -8,10 +8,10 @@ import httpx
 import pytest
 from nats.aio.client import Client
 
-from gateway.app import GatewayState, _connect, build_app
-from pipeline import blueprints
-from pipeline.blueprints import LoadedBlueprint
-from pipeline.embedded import EmbeddedNats
+from backworks.gateway.app import GatewayState, _connect, build_app
+from backworks.pipeline import blueprints
+from backworks.pipeline.blueprints import LoadedBlueprint
+from backworks.pipeline.embedded import EmbeddedNats
 from tests.conftest import eventually, write_blueprint
 from tests.stages import running_stages
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from nats.aio.client import Client
 
-from pipeline import blueprints
-from pipeline.embedded import EmbeddedNats
-from plugins.fault import Fault
+from backworks.pipeline import blueprints
+from backworks.pipeline.embedded import EmbeddedNats
+from backworks.plugins.fault import Fault
 from tests.conftest import eventually, write_blueprint
 from tests.gateway.test_app import gateway
 from tests.stages import running_stages

@@ -4,7 +4,7 @@ import asyncio
 
 from nats.aio.client import Client
 
-from gateway.replies import ReplyInbox
+from backworks.gateway.replies import ReplyInbox
 
 
 async def test_late_and_duplicate_replies_are_dropped(nats_client: Client) -> None:

@@ -5,8 +5,8 @@ import json
 from typer.testing import CliRunner
 
 from backworks.cli import app
-from pipeline.asyncapi import build
-from pipeline.blueprints import LoadedBlueprint
+from backworks.pipeline.asyncapi import build
+from backworks.pipeline.blueprints import LoadedBlueprint
 from tests.conftest import EXAMPLE
 
 

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from contracts.errors import BlueprintError, ConfigIssue
-from contracts.names import Phase
-from pipeline import blueprints
+from backworks.contracts.errors import BlueprintError, ConfigIssue
+from backworks.contracts.names import Phase
+from backworks.pipeline import blueprints
 from tests.conftest import EXAMPLE, write_blueprint
 
 

@@ -16,15 +16,15 @@ from aiobreaker import CircuitBreakerError, CircuitBreakerListener
 from nats.aio.client import Client
 from nats.js.errors import NoKeysError
 
-from contracts.blueprint import BreakerSettings
-from contracts.breakers import ProbeRecord, StateRecord, probe_key, state_key
-from contracts.errors import BackworksError
-from contracts.names import BREAKERS_BUCKET
-from pipeline import breakers as breakers_module
-from pipeline import broker
-from pipeline.breakers import BreakerState, FleetBreakers
-from pipeline.embedded import EmbeddedNats
-from pipeline.errors import BreakerOpen, PipelineError
+from backworks.contracts.blueprint import BreakerSettings
+from backworks.contracts.breakers import ProbeRecord, StateRecord, probe_key, state_key
+from backworks.contracts.errors import BackworksError
+from backworks.contracts.names import BREAKERS_BUCKET
+from backworks.pipeline import breakers as breakers_module
+from backworks.pipeline import broker
+from backworks.pipeline.breakers import BreakerState, FleetBreakers
+from backworks.pipeline.embedded import EmbeddedNats
+from backworks.pipeline.errors import BreakerOpen, PipelineError
 from tests.conftest import eventually
 
 INSTANCE = "auth"

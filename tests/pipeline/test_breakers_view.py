@@ -7,8 +7,8 @@ from datetime import UTC
 import pytest
 from aiobreaker import CircuitBreaker, CircuitBreakerState
 
-from contracts.blueprint import BreakerSettings
-from contracts.breakers import (
+from backworks.contracts.blueprint import BreakerSettings
+from backworks.contracts.breakers import (
     BreakerState,
     CountRecord,
     ProbeRecord,
@@ -17,7 +17,7 @@ from contracts.breakers import (
     key_token,
     parse_key,
 )
-from pipeline.breaker_view import FleetStorage, FleetView
+from backworks.pipeline.breaker_view import FleetStorage, FleetView
 
 SETTINGS = BreakerSettings(failure_threshold=5, reset_timeout_ms=2_000, half_open_probes=2)
 

@@ -8,13 +8,22 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from contracts.envelope import Envelope
-from pipeline.contract import verify
-from pipeline.errors import PluginContractError
-from pipeline.plugin import Action, Continue, EmptyConfig, Handler, Monitoring, Plugin, RequestProcessor, Security
-from plugins.mock import Mock
-from plugins.request_headers import RequestHeaders
-from plugins.response_headers import ResponseHeaders
+from backworks.contracts.envelope import Envelope
+from backworks.pipeline.contract import verify
+from backworks.pipeline.errors import PluginContractError
+from backworks.pipeline.plugin import (
+    Action,
+    Continue,
+    EmptyConfig,
+    Handler,
+    Monitoring,
+    Plugin,
+    RequestProcessor,
+    Security,
+)
+from backworks.plugins.mock import Mock
+from backworks.plugins.request_headers import RequestHeaders
+from backworks.plugins.response_headers import ResponseHeaders
 
 HERE = __file__
 

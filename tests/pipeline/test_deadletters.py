@@ -6,11 +6,11 @@ import time
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from contracts.envelope import Envelope
-from contracts.names import stage_durable, stage_subject
-from pipeline import broker
-from pipeline.blueprints import LoadedBlueprint
-from pipeline.deadletters import DeadLetterWatch, letters
+from backworks.contracts.envelope import Envelope
+from backworks.contracts.names import stage_durable, stage_subject
+from backworks.pipeline import broker
+from backworks.pipeline.blueprints import LoadedBlueprint
+from backworks.pipeline.deadletters import DeadLetterWatch, letters
 from tests.conftest import Replies, eventually
 from tests.stages import running_stages
 
@@ -55,8 +55,8 @@ async def test_exhausted_deliveries_are_dead_lettered_and_the_gateway_answered_a
 async def test_replay_sends_a_dead_letter_back_to_its_stage(
     nats_client: Client, example: LoadedBlueprint, replies: Replies
 ) -> None:
+    from backworks.contracts.events import DeadLetter
     from backworks.dlq_commands import _replay
-    from contracts.events import DeadLetter
 
     js = broker.jetstream(nats_client)
     envelope = Envelope(

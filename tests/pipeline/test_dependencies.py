@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts.envelope import Envelope
-from pipeline.dependencies import plan_endpoint, type_problems
-from pipeline.plugin import Action, Continue, EmptyConfig, Handler, PluginClass, RequestProcessor
+from backworks.contracts.envelope import Envelope
+from backworks.pipeline.dependencies import plan_endpoint, type_problems
+from backworks.pipeline.plugin import Action, Continue, EmptyConfig, Handler, PluginClass, RequestProcessor
 
 
 class Base(RequestProcessor[EmptyConfig]):

@@ -3,10 +3,10 @@ from __future__ import annotations
 import asyncio
 from typing import ClassVar
 
-from contracts.envelope import Envelope, HttpResponse, Stage
-from contracts.names import Phase
-from pipeline.executor import execute
-from pipeline.plugin import Action, Continue, EmptyConfig, Fail, RequestProcessor, Respond
+from backworks.contracts.envelope import Envelope, HttpResponse, Stage
+from backworks.contracts.names import Phase
+from backworks.pipeline.executor import execute
+from backworks.pipeline.plugin import Action, Continue, EmptyConfig, Fail, RequestProcessor, Respond
 
 
 class Scripted(RequestProcessor[EmptyConfig]):

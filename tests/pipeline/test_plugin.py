@@ -8,11 +8,11 @@ import pytest
 from pydantic import BaseModel, ConfigDict, SecretStr
 from structlog.testing import capture_logs
 
-from contracts.envelope import Envelope, HttpResponse, Principal
-from contracts.names import Phase
-from pipeline import secrets
-from pipeline.errors import PluginHookError
-from pipeline.plugin import (
+from backworks.contracts.envelope import Envelope, HttpResponse, Principal
+from backworks.contracts.names import Phase
+from backworks.pipeline import secrets
+from backworks.pipeline.errors import PluginHookError
+from backworks.pipeline.plugin import (
     Action,
     Alert,
     AlertSeverity,

@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 from nats.aio.client import Client
 
-from pipeline import broker
-from pipeline.errors import PublishFailed
-from pipeline.publisher import AckedPublisher
-from pipeline.stagehost import delivery_count
+from backworks.pipeline import broker
+from backworks.pipeline.errors import PublishFailed
+from backworks.pipeline.publisher import AckedPublisher
+from backworks.pipeline.stagehost import delivery_count
 
 
 async def test_acknowledged_publishes_are_stored_once_per_msg_id(nats_client: Client) -> None:

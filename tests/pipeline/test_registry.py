@@ -9,11 +9,11 @@ from textwrap import dedent
 
 import pytest
 
-from contracts.envelope import Envelope
-from pipeline import registry
-from pipeline.errors import PluginContractError, PluginLoadError
-from pipeline.plugin import Action, Continue, EmptyConfig, RequestProcessor
-from plugins.mock import Mock
+from backworks.contracts.envelope import Envelope
+from backworks.pipeline import registry
+from backworks.pipeline.errors import PluginContractError, PluginLoadError
+from backworks.pipeline.plugin import Action, Continue, EmptyConfig, RequestProcessor
+from backworks.plugins.mock import Mock
 
 GROUP = registry.ENTRY_POINT_GROUP
 
@@ -41,7 +41,7 @@ def installed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         EntryPoint("unversioned", f"{here}:Unversioned", GROUP),
         EntryPoint("ghost", "no_such_module_anywhere:Ghost", GROUP),
         EntryPoint("alias", f"{here}:Shiny", GROUP),
-        EntryPoint("mock", "plugins.mock:Mock", GROUP),
+        EntryPoint("mock", "backworks.plugins.mock:Mock", GROUP),
     ]
     monkeypatch.setattr(registry, "entry_points", lambda group: points if group == GROUP else [])
     registry.refresh()
@@ -131,7 +131,8 @@ def test_a_folder_plugin_clashing_with_an_installed_one_is_a_failure(tmp_path: P
     folder = tmp_path / "plugins"
     write(folder, "mock.py", PLUGIN.format(cls="OtherMock", name="mock"))
     found = registry.catalog([folder])
-    with pytest.raises(PluginLoadError, match=r"plugin 'mock' is provided twice: by entry point mock = plugins\.mock"):
+    twice = r"plugin 'mock' is provided twice: by entry point mock = backworks\.plugins\.mock"
+    with pytest.raises(PluginLoadError, match=twice):
         found.get("mock")
 
 

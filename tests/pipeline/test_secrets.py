@@ -9,9 +9,9 @@ import pytest
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from pipeline import logs, secrets
-from pipeline.configs import schema_of
-from pipeline.secrets import MASK
+from backworks.pipeline import logs, secrets
+from backworks.pipeline.configs import schema_of
+from backworks.pipeline.secrets import MASK
 
 
 class Upstream(BaseModel):

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from nats.aio.client import Client
 
-from contracts.envelope import Envelope
-from contracts.names import MSG_ID_HEADER, message_id, stage_subject
-from pipeline import blueprints, broker
-from pipeline.blueprints import LoadedBlueprint
-from pipeline.stagehost import ack_wait_for
+from backworks.contracts.envelope import Envelope
+from backworks.contracts.names import MSG_ID_HEADER, message_id, stage_subject
+from backworks.pipeline import blueprints, broker
+from backworks.pipeline.blueprints import LoadedBlueprint
+from backworks.pipeline.stagehost import ack_wait_for
 from tests.conftest import Replies, eventually, write_blueprint
 from tests.stages import running_stages
 

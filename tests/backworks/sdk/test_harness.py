@@ -9,6 +9,11 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from backworks.contracts.envelope import Envelope, HttpResponse, StageError
+from backworks.pipeline.errors import PluginConfigError, PluginContractError
+from backworks.pipeline.plugin import Action, Continue, EmptyConfig, Fail, RequestProcessor, Respond
+from backworks.plugins.request_headers import RequestHeaders
+from backworks.plugins.response_headers import ResponseHeaders
 from backworks.sdk import (
     HookTimeout,
     PluginHarness,
@@ -21,11 +26,6 @@ from backworks.sdk import (
     request,
     response,
 )
-from contracts.envelope import Envelope, HttpResponse, StageError
-from pipeline.errors import PluginConfigError, PluginContractError
-from pipeline.plugin import Action, Continue, EmptyConfig, Fail, RequestProcessor, Respond
-from plugins.request_headers import RequestHeaders
-from plugins.response_headers import ResponseHeaders
 
 
 class GateConfig(BaseModel):

@@ -8,11 +8,11 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, SecretStr
 from rich.console import Console
 
+from backworks.contracts.envelope import Envelope, HttpResponse
+from backworks.pipeline.plugin import Action, Continue, Fail, Respond, Security
+from backworks.pipeline.secrets import MASK
 from backworks.sdk import generated_workload, profile
 from backworks.sdk.profiler import HookStats
-from contracts.envelope import Envelope, HttpResponse
-from pipeline.plugin import Action, Continue, Fail, Respond, Security
-from pipeline.secrets import MASK
 
 
 class Secret(BaseModel):

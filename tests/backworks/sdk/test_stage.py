@@ -7,6 +7,10 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from backworks.contracts.envelope import Envelope, HttpResponse, Principal
+from backworks.pipeline.embedded import EmbeddedNats
+from backworks.pipeline.plugin import Action, Alert, Analytics, Continue, EmptyConfig, Monitoring, Respond, Security
+from backworks.plugins.request_headers import RequestHeaders
 from backworks.sdk import (
     StageRunner,
     assert_continued,
@@ -16,10 +20,6 @@ from backworks.sdk import (
     request,
     response,
 )
-from contracts.envelope import Envelope, HttpResponse, Principal
-from pipeline.embedded import EmbeddedNats
-from pipeline.plugin import Action, Alert, Analytics, Continue, EmptyConfig, Monitoring, Respond, Security
-from plugins.request_headers import RequestHeaders
 
 
 class KeyConfig(BaseModel):

@@ -8,12 +8,12 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from contracts.envelope import Envelope
-from contracts.names import Phase
-from pipeline import registry
-from pipeline.plugin import Category, Continue
-from plugins.delay import Delay
-from plugins.delay.config import DEFAULT_DELAY_MS, DelayConfig
+from backworks.contracts.envelope import Envelope
+from backworks.contracts.names import Phase
+from backworks.pipeline import registry
+from backworks.pipeline.plugin import Category, Continue
+from backworks.plugins.delay import Delay
+from backworks.plugins.delay.config import DEFAULT_DELAY_MS, DelayConfig
 
 
 def envelope() -> Envelope:

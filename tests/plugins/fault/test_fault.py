@@ -4,10 +4,10 @@ import time
 
 import pytest
 
-from contracts.envelope import Envelope
-from pipeline.plugin import Continue, Fail, Respond
-from plugins.fault import Fault
-from plugins.fault.config import FaultConfig, FaultMode
+from backworks.contracts.envelope import Envelope
+from backworks.pipeline.plugin import Continue, Fail, Respond
+from backworks.plugins.fault import Fault
+from backworks.plugins.fault.config import FaultConfig, FaultMode
 
 
 def request(mode: str | None = None) -> Envelope:

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import json
 
-from contracts.envelope import Envelope
-from pipeline.plugin import Continue
-from plugins.mock import Mock
-from plugins.mock.config import MockConfig
+from backworks.contracts.envelope import Envelope
+from backworks.pipeline.plugin import Continue
+from backworks.plugins.mock import Mock
+from backworks.plugins.mock.config import MockConfig
 
 
 def request() -> Envelope:

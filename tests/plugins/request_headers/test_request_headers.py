@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from contracts.envelope import Envelope
-from pipeline.plugin import Continue
-from plugins.request_headers import RequestHeaders
-from plugins.request_headers.config import RequestHeadersConfig
+from backworks.contracts.envelope import Envelope
+from backworks.pipeline.plugin import Continue
+from backworks.plugins.request_headers import RequestHeaders
+from backworks.plugins.request_headers.config import RequestHeadersConfig
 
 
 async def test_sets_and_removes_request_headers() -> None:

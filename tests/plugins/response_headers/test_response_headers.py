@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from contracts.envelope import Envelope, HttpResponse
-from pipeline.plugin import Continue
-from plugins.response_headers import ResponseHeaders
-from plugins.response_headers.config import ResponseHeadersConfig
+from backworks.contracts.envelope import Envelope, HttpResponse
+from backworks.pipeline.plugin import Continue
+from backworks.plugins.response_headers import ResponseHeaders
+from backworks.plugins.response_headers.config import ResponseHeadersConfig
 
 
 async def test_sets_and_removes_response_headers() -> None:
