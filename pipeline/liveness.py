@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from backworks.contracts.names import REGISTRY_BUCKET, registry_key
 from backworks.contracts.registry import ReplicaInfo
+from backworks.pipeline.breaker_sync import cancel
 
 log = structlog.get_logger("backworks.liveness")
 
@@ -124,8 +125,8 @@ class Heartbeat:
 
     async def stop(self) -> None:
         if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            # A plugin's health_check runs inside the beat and may swallow the cancellation (3.11's wait_for).
+            await cancel([self._task])
         if self._key:
             try:
                 kv = await self.js.key_value(REGISTRY_BUCKET)

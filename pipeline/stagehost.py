@@ -169,13 +169,17 @@ class StageHost:
             log.exception("plugin shutdown failed", instance=self.instance.name)
 
     async def snapshot(self) -> ReplicaInfo:
+        # asyncio.timeout, not wait_for: 3.11's wait_for swallows a cancellation that lands as the hook returns,
+        # and the heartbeat loop calling this would then outlive Heartbeat.stop (StageHost.stop hung on it).
         try:
-            health = await asyncio.wait_for(self.plugin.health_check(), timeout=self.instance.timeout)
+            async with asyncio.timeout(self.instance.timeout):
+                health = await self.plugin.health_check()
             status, message = health.status.value, health.message
         except Exception as exc:
             status, message = "unhealthy", f"health_check failed: {exc!r}"
         try:
-            metrics = await asyncio.wait_for(self.plugin.get_metrics(), timeout=self.instance.timeout)
+            async with asyncio.timeout(self.instance.timeout):
+                metrics = await self.plugin.get_metrics()
         except Exception:
             metrics = {}
         return ReplicaInfo(

@@ -4,13 +4,18 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
 from nats.aio.client import Client
 
+from backworks.contracts.blueprint import PluginInstance
 from backworks.contracts.envelope import Envelope
 from backworks.contracts.names import MSG_ID_HEADER, message_id, stage_subject
+from backworks.contracts.registry import ReplicaInfo
 from backworks.pipeline import blueprints, broker
-from backworks.pipeline.blueprints import LoadedBlueprint
-from backworks.pipeline.stagehost import ack_wait_for
+from backworks.pipeline.blueprints import LoadedBlueprint, ResolvedInstance
+from backworks.pipeline.liveness import HEARTBEAT_INTERVAL, Heartbeat
+from backworks.pipeline.plugin import Continue, EmptyConfig, Health, RequestProcessor
+from backworks.pipeline.stagehost import StageHost, ack_wait_for
 from tests.conftest import Replies, eventually, write_blueprint
 from tests.stages import running_stages
 
@@ -154,3 +159,50 @@ endpoints:
     assert done.response is not None and done.response.status == 200
     assert [t.attempt for t in done.timings if t.stage == "slow.request"] == [1]
     assert inflight == 0 and processed == 1, "in-progress heartbeats kept the message from a second replica"
+
+
+class CancelsDuringHealthCheck(RequestProcessor[EmptyConfig]):
+    """Cancels the task taking the snapshot while its health check finishes: what ``Heartbeat.stop`` does."""
+
+    name = "cancels-during-health-check"
+    target: asyncio.Task[object] | None = None
+
+    async def process_request(self, envelope: Envelope) -> Continue:
+        return Continue(envelope)
+
+    async def health_check(self) -> Health:
+        assert self.target is not None
+        self.target.cancel()
+        return Health()
+
+
+async def test_a_snapshot_cancelled_as_its_health_check_returns_stays_cancelled(nats_client: Client) -> None:
+    # 3.11's asyncio.wait_for returns the inner result when cancelled at that moment; the heartbeat loop then
+    # never ended and StageHost.stop waited for it forever (a 120 s hang of the long-hook test).
+    instance = ResolvedInstance("c", PluginInstance(type=CancelsDuringHealthCheck.name), CancelsDuringHealthCheck,
+                                EmptyConfig())  # fmt: skip
+    host = StageHost(instance, nats_client)
+    task: asyncio.Task[object] = asyncio.create_task(host.snapshot())
+    CancelsDuringHealthCheck.target = task
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(asyncio.shield(task), 2.0)
+    assert task.cancelled()
+
+
+async def test_heartbeat_stop_ends_the_loop_even_if_a_beat_swallows_the_cancellation(nats_client: Client) -> None:
+    swallowed = 0
+
+    async def snapshot() -> ReplicaInfo:
+        nonlocal swallowed
+        try:
+            await asyncio.sleep(HEARTBEAT_INTERVAL / 10)
+        except asyncio.CancelledError:
+            swallowed += 1  # what a plugin's health_check using 3.11's wait_for can do
+        return ReplicaInfo(instance="h", replica="r", plugin="p", version="0", phases=[], pid=1, host="x",
+                           started_at=0.0, sent_at=0.0, health="healthy")  # fmt: skip
+
+    heartbeat = Heartbeat(broker.jetstream(nats_client), snapshot)
+    await heartbeat.start()
+    await asyncio.sleep(HEARTBEAT_INTERVAL * 1.05)  # inside the second beat's snapshot
+    await asyncio.wait_for(heartbeat.stop(), 5.0)
+    assert swallowed >= 1
