@@ -8,7 +8,8 @@ import httpx
 import pytest
 from nats.aio.client import Client
 
-from backworks.gateway.app import GatewayState, _connect, build_app
+from backworks.gateway.app import GatewayState, build_app
+from backworks.gateway.state import connect, disconnect
 from backworks.pipeline import blueprints
 from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.embedded import EmbeddedNats
@@ -22,16 +23,13 @@ async def gateway(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, GatewayState]]:
     state = GatewayState(blueprint=loaded, servers=[server.url])
     app = build_app(state)
-    await _connect(state)
+    await connect(state)
     try:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield client, state
     finally:
-        assert state.liveness and state.inbox and state.client
-        await state.liveness.stop()
-        await state.inbox.stop()
-        await state.client.close()
+        await disconnect(state)
 
 
 async def test_request_through_three_stages(

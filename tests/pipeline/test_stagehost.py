@@ -9,10 +9,10 @@ from nats.aio.client import Client
 
 from backworks.contracts.blueprint import PluginInstance
 from backworks.contracts.envelope import Envelope
-from backworks.contracts.names import MSG_ID_HEADER, message_id, stage_subject
 from backworks.contracts.registry import ReplicaInfo
 from backworks.pipeline import blueprints, broker
 from backworks.pipeline.blueprints import LoadedBlueprint, ResolvedInstance
+from backworks.pipeline.forwarder import Forwarder
 from backworks.pipeline.liveness import HEARTBEAT_INTERVAL, Heartbeat
 from backworks.pipeline.plugin import Continue, EmptyConfig, Health, RequestProcessor
 from backworks.pipeline.stagehost import StageHost, ack_wait_for
@@ -33,13 +33,13 @@ def new_envelope(loaded: LoadedBlueprint, reply_to: str, deadline_s: float = 5.0
 
 
 async def send(client: Client, envelope: Envelope) -> None:
-    js = broker.jetstream(client)
-    first = envelope.itinerary[0]
-    await js.publish(
-        stage_subject(first.instance, first.phase),
-        envelope.to_json(),
-        headers={MSG_ID_HEADER: message_id(envelope.id, 0)},
-    )
+    """The gateway's first hand-off, ungated: straight to the envelope's current stage."""
+    forwarder = Forwarder(client, broker.jetstream(client), {}, "test", gated=False)
+    await forwarder.start()
+    try:
+        await forwarder.forward(envelope)
+    finally:
+        await forwarder.stop()
 
 
 async def test_an_envelope_passes_every_stage_and_returns_to_the_reply_subject(
