@@ -77,7 +77,7 @@ async def bury(
     await record_event(client, envelope, error)
     if envelope.reply_to and envelope.remaining() > 0:
         await client.publish(envelope.reply_to, envelope.to_json())
-    log.warning("envelope dead-lettered", stage=label, attempts=attempts, reason=reason, request_id=envelope.request_id)
+    log.warning("envelope dead-lettered", stage=label, attempts=attempts, reason=reason)
 
 
 class DeadLetterWatch:
@@ -118,7 +118,9 @@ class DeadLetterWatch:
         except ValidationError:
             log.error("unreadable envelope left in the pipeline stream", sequence=sequence)
             return
-        await bury(self.client, self.js, envelope, raw.subject or "", attempts, reason, FailureKind.EXHAUSTED)
+        # Advisories of one subscription share a task: bind for this one and unbind after.
+        with structlog.contextvars.bound_contextvars(request_id=envelope.request_id):
+            await bury(self.client, self.js, envelope, raw.subject or "", attempts, reason, FailureKind.EXHAUSTED)
         await self.js.delete_msg(PIPELINE_STREAM, sequence)
         self.handled += 1
 

@@ -214,9 +214,11 @@ class StageHost:
         except ValidationError as exc:
             log.error("unreadable envelope terminated", instance=self.instance.name, error=str(exc)[:500])
             return Term("unreadable envelope")
+        # Each message runs in its own task (``PullConsumer``): the binding lives exactly as long as its work.
+        structlog.contextvars.bind_contextvars(request_id=envelope.request_id)
         stage = envelope.current
         if stage is None or stage.instance != self.instance.name or stage.phase is not phase:
-            log.error("misrouted envelope terminated", instance=self.instance.name, request_id=envelope.request_id)
+            log.error("misrouted envelope terminated", instance=self.instance.name)
             return Term("misrouted envelope")
         attempt = delivery_count(msg.reply)
         if envelope.remaining() <= 0:
@@ -224,7 +226,7 @@ class StageHost:
                 reason = f"deadline passed after {attempt} deliveries (a replica crashed, hung or was killed)"
                 await bury(self.client, self.js, envelope, msg.subject, attempt, reason, FailureKind.EXPIRED)
             else:
-                log.info("expired envelope dropped", stage=stage.label, request_id=envelope.request_id)
+                log.info("expired envelope dropped", stage=stage.label)
             return ACK
         keeper = self._keep_alive(msg)
         try:

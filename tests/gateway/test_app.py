@@ -6,7 +6,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import structlog
 from nats.aio.client import Client
+from structlog.testing import capture_logs
 
 from backworks.gateway.app import GatewayState, build_app
 from backworks.gateway.state import connect, disconnect
@@ -81,9 +83,13 @@ async def test_missing_critical_stage_is_503_at_once_and_missing_optional_stage_
         running_stages(example, nats_client, only=["stamp", "secure"]),
         gateway(example, nats_server) as (http, _),
     ):
-        response = await http.get("/hello/world")
+        with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+            response = await http.get("/hello/world", headers={"x-request-id": "req-503"})
         health = await http.get("/_backworks/health")
     assert response.status_code == 503
+    (failed,) = [entry for entry in logs if entry["event"] == "request failed"]
+    assert failed["request_id"] == "req-503", "bound through contextvars for every line of the request"
+    assert structlog.contextvars.get_contextvars().get("request_id") is None, "unbound after the request"
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
     assert problem["stage"] == "hello-handler.request"

@@ -5,7 +5,9 @@ import time
 from pathlib import Path
 
 import pytest
+import structlog
 from nats.aio.client import Client
+from structlog.testing import capture_logs
 
 from backworks.contracts.blueprint import PluginInstance
 from backworks.contracts.envelope import Envelope
@@ -206,3 +208,29 @@ async def test_heartbeat_stop_ends_the_loop_even_if_a_beat_swallows_the_cancella
     await asyncio.sleep(HEARTBEAT_INTERVAL * 1.05)  # inside the second beat's snapshot
     await asyncio.wait_for(heartbeat.stop(), 5.0)
     assert swallowed >= 1
+
+
+async def test_lines_logged_while_a_stage_works_carry_the_request_id(
+    tmp_path: Path, nats_client: Client, replies: Replies
+) -> None:
+    loaded = blueprints.load(
+        write_blueprint(
+            tmp_path,
+            """name: ids
+plugins:
+  broken: {type: fault, config: {mode: raise, header: null}}
+endpoints:
+  e: {path: /x, plugins: [broken], handler: {type: mock, config: {body: ok}}}
+""",
+        )
+    )
+    envelope = Envelope(
+        route="e", method="GET", path="/x", deadline=time.time() + 5, request_id="req-77",
+        reply_to="_INBOX.test.ids", itinerary=loaded.itinerary("e"),
+    )  # fmt: skip
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        async with running_stages(loaded, nats_client, only=["broken"]):
+            await send(nats_client, envelope)
+            await replies.next()
+    (raised,) = [entry for entry in logs if entry["event"] == "plugin hook raised"]
+    assert raised["request_id"] == "req-77", "bound by the stage host, not passed by the executor"
