@@ -76,6 +76,11 @@ def dlq_message_id(envelope_id: str, cursor: int) -> str:
     return f"dlq:{envelope_id}:{cursor}"
 
 
+def pull_request_subject(stream: str, durable: str) -> str:
+    """JetStream API subject a pull consumer's requests for more messages go to."""
+    return f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+
+
 def max_deliveries_advisory(stream: str) -> str:
     """Core-NATS subject of JetStream's advisories for messages of ``stream`` that reached ``max_deliver``."""
     return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.*"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -16,6 +17,7 @@ from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.errors import PublishFailed
 from backworks.pipeline.settlement import ACK, Ack, Nak, Settlement, Term, settle
 from backworks.pipeline.stagehost import NAK_DELAY, StageHost
+from tests.conftest import eventually
 
 SUBJECT = "bw.stage.probe.request"
 
@@ -39,9 +41,16 @@ async def test_ack_and_term_end_the_message(nats_client: Client, settlement: Set
     await consumer(nats_client, "d-end")
     await broker.jetstream(nats_client).publish(SUBJECT, b"x")
     await settle(await pull(nats_client, "d-end"), settlement)
-    await nats_client.flush()
-    info = await broker.jetstream(nats_client).consumer_info(PIPELINE_STREAM, "d-end")
-    assert info.num_ack_pending == 0 and info.num_pending == 0 and info.num_redelivered == 0
+    js = broker.jetstream(nats_client)
+
+    async def settled() -> bool:  # the server applies an ack asynchronously (it is a core publish)
+        info = await js.consumer_info(PIPELINE_STREAM, "d-end")
+        return info.num_ack_pending == 0 and info.num_pending == 0
+
+    await eventually(settled, timeout=3)
+    await asyncio.sleep(0.3)
+    info = await js.consumer_info(PIPELINE_STREAM, "d-end")
+    assert info.num_ack_pending == 0 and info.num_redelivered == 0, "ended, not redelivered"
 
 
 async def test_nak_redelivers_after_its_delay(nats_client: Client) -> None:
