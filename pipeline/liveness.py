@@ -51,8 +51,8 @@ class LivenessView:
 
     async def stop(self) -> None:
         if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            # The watch's broker calls go through nats-py's request (3.11's wait_for), which can swallow a cancel.
+            await cancel([self._task])
 
     def live(self, instance: str, now: float | None = None) -> list[ReplicaInfo]:
         now = time.monotonic() if now is None else now
