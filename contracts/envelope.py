@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from backworks.contracts.names import Phase
-from backworks.contracts.types import Headers, QueryParams
+from backworks.contracts.types import FailureKind, Headers, QueryParams
 
 ENVELOPE_VERSION: Literal[1] = 1
 
@@ -93,7 +93,7 @@ class StageError(BaseModel):
     model_config = _MODEL_CONFIG
 
     stage: str
-    kind: Literal["error", "timeout", "unavailable", "invalid", "exhausted", "expired"]
+    kind: FailureKind
     message: str
     skipped: bool
     """True when the stage was non-critical and the request went on without it."""
@@ -158,6 +158,25 @@ class Envelope(BaseModel):
     def remaining(self) -> float:
         """Seconds left before the deadline (negative when past it)."""
         return self.deadline - time.time()
+
+    def fail_stage(self, kind: FailureKind, message: str, *, skip: bool | None = None) -> StageError:
+        """Record that the current stage failed, and move the cursor on; returns the error recorded.
+
+        An optional stage is skipped (noted in ``annotations["skipped"]``) and the request goes on at the next
+        stage; a critical one, or any when ``skip=False``, ends the itinerary: the gateway answers with the error.
+        """
+        stage = self.current
+        label = stage.label if stage is not None else "unknown"
+        if skip is None:
+            skip = stage is not None and not stage.critical
+        error = StageError(stage=label, kind=kind, message=message, skipped=skip)
+        self.errors.append(error)
+        if skip:
+            self.annotations.setdefault("skipped", []).append({"stage": label, "reason": kind.value})
+            self.cursor += 1
+        else:
+            self.cursor = len(self.itinerary)
+        return error
 
     def first_response_stage(self) -> int:
         """Index of the first response-phase stage, or the end of the itinerary."""

@@ -8,8 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from backworks.contracts.envelope import Envelope
-
-StageFailureKind = Literal["error", "timeout", "unavailable", "invalid", "exhausted", "expired"]
+from backworks.contracts.types import FailureKind
 
 
 class StageEvent(BaseModel):
@@ -18,7 +17,7 @@ class StageEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     v: Literal[1] = 1
-    kind: StageFailureKind
+    kind: FailureKind
     stage: str
     envelope_id: str
     request_id: str

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import Enum
 
+from backworks.contracts.types import FailureKind
+
 
 class Phase(str, Enum):
     """Which half of the pipeline a stage runs in."""
@@ -30,6 +32,8 @@ ALL_BUCKETS = (BREAKERS_BUCKET, REGISTRY_BUCKET, CONFIG_BUCKET, CACHE_BUCKET, RA
 
 INBOX_PREFIX = "_INBOX.bw"
 MSG_ID_HEADER = "Nats-Msg-Id"
+DLQ_QUEUE_GROUP = "bw-dlq"
+"""Queue group every service joins for max-deliveries advisories: one handler per dead letter, fleet-wide."""
 
 
 def stage_subject(instance: str, phase: Phase) -> str:
@@ -53,7 +57,33 @@ def reply_subject(gateway_id: str, correlation_id: str) -> str:
 
 
 def event_subject(kind: str) -> str:
+    """Subject of an event on ``BW_EVENTS``: ``bw.evt.<kind>``."""
     return f"bw.evt.{kind}"
+
+
+def stage_event_subject(kind: FailureKind) -> str:
+    """Subject of a stage failure event: ``bw.evt.stage.<kind>``."""
+    return f"bw.evt.stage.{kind.value}"
+
+
+def dlq_subject(stage_label: str) -> str:
+    """Subject a dead letter of stage ``<instance>.<phase>`` is stored under: ``bw.dlq.<instance>.<phase>``."""
+    return f"bw.dlq.{stage_label}"
+
+
+def dlq_message_id(envelope_id: str, cursor: int) -> str:
+    """``Nats-Msg-Id`` of a dead letter: one per envelope and stage, however many services saw the advisory."""
+    return f"dlq:{envelope_id}:{cursor}"
+
+
+def pull_request_subject(stream: str, durable: str) -> str:
+    """JetStream API subject a pull consumer's requests for more messages go to."""
+    return f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+
+
+def max_deliveries_advisory(stream: str) -> str:
+    """Core-NATS subject of JetStream's advisories for messages of ``stream`` that reached ``max_deliver``."""
+    return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.*"
 
 
 def registry_key(instance: str, replica_id: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from backworks.contracts.errors import BackworksError
+from backworks.contracts.types import FailureKind
 
 
 class GatewayError(BackworksError):
@@ -12,7 +13,9 @@ class GatewayError(BackworksError):
 class ProblemError(GatewayError):
     """An HTTP problem to send to the client as ``application/problem+json`` (RFC 9457)."""
 
-    def __init__(self, status: int, title: str, detail: str, *, stage: str | None = None, cause: str | None = None):
+    def __init__(
+        self, status: int, title: str, detail: str, *, stage: str | None = None, cause: FailureKind | None = None
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.title = title

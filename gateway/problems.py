@@ -8,17 +8,25 @@ from collections.abc import Mapping
 from starlette.responses import Response
 
 from backworks.contracts.envelope import StageError
+from backworks.contracts.types import FailureKind
 from backworks.gateway.errors import ProblemError
 
 PROBLEM_TYPE_BASE = "https://backworks.dev/problems/"
-STATUS_FOR_KIND = {"error": 502, "invalid": 502, "exhausted": 502, "unavailable": 503, "timeout": 504, "expired": 504}
+STATUS_FOR_KIND = {
+    FailureKind.ERROR: 502,
+    FailureKind.INVALID: 502,
+    FailureKind.EXHAUSTED: 502,
+    FailureKind.UNAVAILABLE: 503,
+    FailureKind.TIMEOUT: 504,
+    FailureKind.EXPIRED: 504,
+}
 TITLE_FOR_KIND = {
-    "error": "Plugin failed",
-    "invalid": "Plugin produced an invalid result",
-    "unavailable": "Plugin unavailable",
-    "timeout": "Plugin timed out",
-    "exhausted": "Delivery attempts exhausted",
-    "expired": "Deadline passed",
+    FailureKind.ERROR: "Plugin failed",
+    FailureKind.INVALID: "Plugin produced an invalid result",
+    FailureKind.UNAVAILABLE: "Plugin unavailable",
+    FailureKind.TIMEOUT: "Plugin timed out",
+    FailureKind.EXHAUSTED: "Delivery attempts exhausted",
+    FailureKind.EXPIRED: "Deadline passed",
 }
 
 
@@ -40,7 +48,7 @@ def problem_response(
     if problem.stage:
         body["stage"] = problem.stage
     if problem.cause:
-        body["cause"] = problem.cause
+        body["cause"] = problem.cause.value
     return Response(
         json.dumps(body).encode(),
         status_code=problem.status,

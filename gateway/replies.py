@@ -14,6 +14,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from backworks.contracts.names import gateway_inbox, reply_subject
+from backworks.pipeline.awaiting import AwaitableMap
 
 log = structlog.get_logger("backworks.gateway")
 
@@ -24,7 +25,7 @@ class ReplyInbox:
     def __init__(self, client: Client, gateway_id: str) -> None:
         self.client = client
         self.gateway_id = gateway_id
-        self.waiting: dict[str, asyncio.Future[bytes]] = {}
+        self.waiting: AwaitableMap[str, bytes] = AwaitableMap()
         self.dropped = 0
         self._sub: Subscription | None = None
         self._prefix_len = len(reply_subject(gateway_id, ""))
@@ -37,25 +38,20 @@ class ReplyInbox:
     async def stop(self) -> None:
         if self._sub is not None:
             await self._sub.unsubscribe()
-        for future in self.waiting.values():
-            future.cancel()
+        self.waiting.cancel_all()
 
     def subject(self, correlation_id: str) -> str:
         return reply_subject(self.gateway_id, correlation_id)
 
-    def expect(self, correlation_id: str) -> asyncio.Future[bytes]:
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self.waiting[correlation_id] = future
-        return future
+    def expect(self, correlation_id: str, timeout: float) -> asyncio.Future[bytes]:
+        """The future of ``correlation_id``'s reply; ``TimeoutError`` when none arrives within ``timeout`` s."""
+        return self.waiting.expect(correlation_id, timeout)
 
     def forget(self, correlation_id: str) -> None:
-        self.waiting.pop(correlation_id, None)
+        self.waiting.forget(correlation_id)
 
     async def _on_reply(self, msg: Msg) -> None:
         correlation_id = msg.subject[self._prefix_len :]
-        future = self.waiting.pop(correlation_id, None)
-        if future is None or future.done():
+        if not self.waiting.resolve(correlation_id, msg.data):
             self.dropped += 1
             log.debug("late or duplicate reply dropped", correlation_id=correlation_id)
-            return
-        future.set_result(msg.data)

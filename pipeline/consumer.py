@@ -21,6 +21,8 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 
+from backworks.contracts.names import pull_request_subject
+
 log = structlog.get_logger("backworks.consumer")
 
 PULL_EXPIRES = 30.0
@@ -51,7 +53,7 @@ class PullConsumer:
         self.handler = handler
         self.max_inflight = max(1, max_inflight)
         self.durable: str = config.durable_name
-        self._pull_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{self.durable}"
+        self._pull_subject = pull_request_subject(stream, self.durable)
         self._inbox = ""
         self._sub: Subscription | None = None
         self._requested = 0

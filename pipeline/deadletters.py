@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Literal
 
 import structlog
 from nats.aio.client import Client
@@ -23,16 +22,23 @@ from pydantic import ValidationError
 
 from backworks.contracts.envelope import Envelope, StageError
 from backworks.contracts.events import DeadLetter, StageEvent
-from backworks.contracts.names import DLQ_STREAM, DLQ_SUBJECTS, MSG_ID_HEADER, PIPELINE_STREAM, event_subject
+from backworks.contracts.names import (
+    DLQ_QUEUE_GROUP,
+    DLQ_STREAM,
+    DLQ_SUBJECTS,
+    MSG_ID_HEADER,
+    PIPELINE_STREAM,
+    dlq_message_id,
+    dlq_subject,
+    max_deliveries_advisory,
+    stage_event_subject,
+)
+from backworks.contracts.types import FailureKind
 
 log = structlog.get_logger("backworks.dlq")
 
-ADVISORY_SUBJECT = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{PIPELINE_STREAM}.*"
-QUEUE_GROUP = "bw-dlq"
-
-
-def dlq_subject(stage_label: str) -> str:
-    return f"bw.dlq.{stage_label}"
+ADVISORY_SUBJECT = max_deliveries_advisory(PIPELINE_STREAM)
+QUEUE_GROUP = DLQ_QUEUE_GROUP
 
 
 async def record_event(client: Client, envelope: Envelope, error: StageError) -> None:
@@ -46,7 +52,7 @@ async def record_event(client: Client, envelope: Envelope, error: StageError) ->
         message=error.message,
         skipped=error.skipped,
     )
-    await client.publish(event_subject(f"stage.{error.kind}"), event.model_dump_json().encode())
+    await client.publish(stage_event_subject(error.kind), event.model_dump_json().encode())
 
 
 async def bury(
@@ -56,7 +62,7 @@ async def bury(
     subject: str,
     attempts: int,
     reason: str,
-    kind: Literal["exhausted", "expired"],
+    kind: FailureKind,
 ) -> None:
     """Store the envelope in ``BW_DLQ`` and answer the waiting gateway with the failure."""
     stage = envelope.current
@@ -65,15 +71,13 @@ async def bury(
     await js.publish(
         dlq_subject(label),
         letter.model_dump_json().encode(),
-        headers={MSG_ID_HEADER: f"dlq:{envelope.id}:{envelope.cursor}"},
+        headers={MSG_ID_HEADER: dlq_message_id(envelope.id, envelope.cursor)},
     )
-    error = StageError(stage=label, kind=kind, message=reason, skipped=False)
-    envelope.errors.append(error)
-    envelope.cursor = len(envelope.itinerary)
+    error = envelope.fail_stage(kind, reason, skip=False)
     await record_event(client, envelope, error)
     if envelope.reply_to and envelope.remaining() > 0:
         await client.publish(envelope.reply_to, envelope.to_json())
-    log.warning("envelope dead-lettered", stage=label, attempts=attempts, reason=reason, request_id=envelope.request_id)
+    log.warning("envelope dead-lettered", stage=label, attempts=attempts, reason=reason)
 
 
 class DeadLetterWatch:
@@ -114,7 +118,9 @@ class DeadLetterWatch:
         except ValidationError:
             log.error("unreadable envelope left in the pipeline stream", sequence=sequence)
             return
-        await bury(self.client, self.js, envelope, raw.subject or "", attempts, reason, "exhausted")
+        # Advisories of one subscription share a task: bind for this one and unbind after.
+        with structlog.contextvars.bound_contextvars(request_id=envelope.request_id):
+            await bury(self.client, self.js, envelope, raw.subject or "", attempts, reason, FailureKind.EXHAUSTED)
         await self.js.delete_msg(PIPELINE_STREAM, sequence)
         self.handled += 1
 

@@ -1,6 +1,10 @@
-"""Runs one hook of one plugin on one envelope under its time limit and circuit breaker, and turns the
-result into the next state of the envelope. Plugin errors stop here: nothing a hook does raises past
-``execute``.
+"""Runs one plugin's hooks on one envelope: the isolation boundary of every hook call.
+
+``dispatch`` calls the hooks serving a phase in contract order (the plugin never dispatches itself, as
+pluggy's ``PluginManager`` calls hooks); ``execute`` runs that under the stage's time limit and circuit
+breaker and turns the result into the next state of the envelope. Like an endpoint handler of nats.py's
+``micro`` service, ``execute`` is the one place a hook's failure is caught, counted, masked (plugin
+secrets never leave in a failure message) and judged by criticality: nothing a hook does raises past it.
 """
 
 from __future__ import annotations
@@ -9,19 +13,19 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
-from backworks.contracts.envelope import Envelope, StageError, Timing
+from backworks.contracts.envelope import Envelope, Timing
 from backworks.contracts.names import Phase
+from backworks.contracts.types import FailureKind
 from backworks.pipeline import secrets
 from backworks.pipeline.errors import BreakerOpen
-from backworks.pipeline.plugin import Category, Continue, Fail, Plugin, Respond
+from backworks.pipeline.plugin import Action, Alert, Category, Continue, Fail, Monitoring, Plugin, Respond, implements
 
 log = structlog.get_logger("backworks.executor")
 
-FailureKind = Literal["error", "timeout", "unavailable", "invalid"]
 T = TypeVar("T")
 
 
@@ -36,7 +40,7 @@ class HookFailed(Exception):
 
     def __init__(self, kind: FailureKind, message: str) -> None:
         super().__init__(message)
-        self.kind: FailureKind = kind
+        self.kind = kind
         self.message = message
 
 
@@ -51,32 +55,67 @@ class Outcome:
     """The hook hit the replica's memory limit: the process should be restarted."""
 
 
+async def dispatch(plugin: Plugin[Any], phase: Phase, envelope: Envelope) -> Action:
+    """Call the hooks of ``plugin`` serving ``phase``, in contract order; the first that does not continue ends it.
+
+    Exceptions from hooks propagate unchanged: ``execute`` (or a test) decides what they mean.
+    """
+    action: Any = Continue(envelope)  # whatever the hook returned: ``run_hook`` checks it
+    for hook in plugin.phase_hooks.get(phase, ()):
+        action = await getattr(plugin, hook)(action.envelope)
+        if not isinstance(action, Continue):
+            return action  # type: ignore[no-any-return]  # a hook's result, checked by run_hook
+    if isinstance(plugin, Monitoring) and implements(plugin, "generate_alerts"):
+        await raise_alerts(plugin, action.envelope)
+    result: Action = action
+    return result
+
+
+async def raise_alerts(plugin: Monitoring[Any], envelope: Envelope) -> None:
+    """Run ``generate_alerts`` after ``collect_metrics``: log each alert, attach it to the envelope, count it."""
+    alerts = await plugin.generate_alerts(envelope)
+    if not isinstance(alerts, list) or not all(isinstance(alert, Alert) for alert in alerts):
+        raise TypeError(f"generate_alerts must return a list of Alert, got {type(alerts).__name__}")
+    for alert in alerts:
+        plugin.alerts_raised += 1
+        log.warning(
+            "alert",
+            instance=plugin.instance,
+            alert=alert.name,
+            severity=alert.severity.value,
+            message=alert.message,
+            labels=dict(alert.labels),
+        )
+        record = {"source": plugin.instance, "name": alert.name, "severity": alert.severity.value}
+        envelope.annotations.setdefault("alerts", []).append({**record, "message": alert.message})
+
+
 async def run_hook(plugin: Plugin[Any], phase: Phase, envelope: Envelope, timeout: float) -> Continue | Respond:
-    """Run the hook under ``timeout``; anything but success raises ``HookFailed`` (or ``MemoryError``)."""
+    """Run the hooks under ``timeout``; anything but success raises ``HookFailed`` (or ``MemoryError``)."""
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout):
-            action = await plugin.run(phase, envelope)
+            action = await dispatch(plugin, phase, envelope)
     except TimeoutError:
-        raise HookFailed("timeout", f"hook took longer than {timeout * 1000:.0f} ms") from None
-    except (MemoryError, HookFailed):
+        raise HookFailed(FailureKind.TIMEOUT, f"hook took longer than {timeout * 1000:.0f} ms") from None
+    except MemoryError:
         raise
     except Exception as exc:
         log.warning("plugin hook raised", plugin=plugin.instance, error=f"{type(exc).__name__}: {exc}")
-        raise HookFailed("error", f"{type(exc).__name__}: {exc}") from exc
+        raise HookFailed(FailureKind.ERROR, f"{type(exc).__name__}: {exc}") from exc
     elapsed = time.perf_counter() - started
     if elapsed > timeout:
         # A hook that blocked the event loop cannot be interrupted; it still overran its limit.
-        raise HookFailed("timeout", f"hook took {elapsed * 1000:.0f} ms, longer than {timeout * 1000:.0f} ms")
+        raise HookFailed(FailureKind.TIMEOUT, f"hook took {elapsed * 1000:.0f} ms, longer than {timeout * 1000:.0f} ms")
     if isinstance(action, Fail):
-        raise HookFailed("error", action.reason)
+        raise HookFailed(FailureKind.ERROR, action.reason)
     if isinstance(action, Continue):
         if plugin.category is Category.HANDLER and action.envelope.response is None:
-            raise HookFailed("error", "handler returned no response")
+            raise HookFailed(FailureKind.ERROR, "handler returned no response")
         return action
     if isinstance(action, Respond):
         return action
-    raise HookFailed("invalid", f"hook returned {type(action).__name__}, expected Continue, Respond or Fail")
+    raise HookFailed(FailureKind.INVALID, f"hook returned {type(action).__name__}, expected Continue, Respond or Fail")
 
 
 async def execute(
@@ -89,7 +128,7 @@ async def execute(
     attempt: int,
     breaker: Breaker | None = None,
 ) -> Outcome:
-    """Run the current stage's hook and advance the envelope; never raises for plugin failures."""
+    """Run the current stage's hooks and advance the envelope; never raises for plugin failures."""
     stage = envelope.itinerary[envelope.cursor]
     started = time.perf_counter()
     failure: FailureKind | None = None
@@ -103,9 +142,9 @@ async def execute(
     except HookFailed as exc:
         failure, message = exc.kind, exc.message
     except BreakerOpen as exc:
-        failure, message = "unavailable", str(exc)
+        failure, message = FailureKind.UNAVAILABLE, str(exc)
     except MemoryError:
-        failure, message, out_of_memory = "error", "hook exceeded the replica's memory limit", True
+        failure, message, out_of_memory = FailureKind.ERROR, "hook exceeded the replica's memory limit", True
     else:
         if isinstance(action, Respond):
             envelope.response = action.response
@@ -115,16 +154,11 @@ async def execute(
             envelope = action.envelope
     elapsed_ms = (time.perf_counter() - started) * 1000
     if failure:
-        message = secrets.mask(message)  # exception texts may quote a plugin's secret config
+        # The one place a failure message is masked: exception texts and Fail reasons may quote a secret.
+        message = secrets.mask(message, plugin.secret_values)
         # The hook may have changed the envelope before failing: go on from what this stage received.
         envelope = Envelope.from_json(raw)
-        critical = stage.critical
-        envelope.errors.append(StageError(stage=stage.label, kind=failure, message=message, skipped=not critical))
-        if critical:
-            envelope.cursor = len(envelope.itinerary)
-        else:
-            envelope.annotations.setdefault("skipped", []).append({"stage": stage.label, "reason": failure})
-            envelope.cursor += 1
+        envelope.fail_stage(failure, message)
     else:
         envelope.cursor += 1
     envelope.timings.append(Timing(stage=stage.label, ms=round(elapsed_ms, 3), replica=replica, attempt=attempt))

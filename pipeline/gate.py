@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from backworks.contracts.envelope import Envelope, Stage, StageError
+from backworks.contracts.types import FailureKind
 from backworks.pipeline.liveness import LivenessView
 
 
@@ -50,12 +51,6 @@ class StageGate:
             reason = self.unavailable(stage)
             if reason is None:
                 return stage, recorded
-            error = StageError(stage=stage.label, kind="unavailable", message=reason, skipped=not stage.critical)
-            envelope.errors.append(error)
-            recorded.append(error)
-            if stage.critical:
-                envelope.cursor = len(envelope.itinerary)
-                return None, recorded
-            envelope.annotations.setdefault("skipped", []).append({"stage": stage.label, "reason": "unavailable"})
-            envelope.cursor += 1
+            # An optional stage is skipped; a critical one moves the cursor to the end: the loop stops.
+            recorded.append(envelope.fail_stage(FailureKind.UNAVAILABLE, reason))
         return None, recorded

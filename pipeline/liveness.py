@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from backworks.contracts.names import REGISTRY_BUCKET, registry_key
 from backworks.contracts.registry import ReplicaInfo
+from backworks.pipeline.breaker_sync import cancel
 
 log = structlog.get_logger("backworks.liveness")
 
@@ -50,8 +51,8 @@ class LivenessView:
 
     async def stop(self) -> None:
         if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            # The watch's broker calls go through nats-py's request (3.11's wait_for), which can swallow a cancel.
+            await cancel([self._task])
 
     def live(self, instance: str, now: float | None = None) -> list[ReplicaInfo]:
         now = time.monotonic() if now is None else now
@@ -124,8 +125,8 @@ class Heartbeat:
 
     async def stop(self) -> None:
         if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            # A plugin's health_check runs inside the beat and may swallow the cancellation (3.11's wait_for).
+            await cancel([self._task])
         if self._key:
             try:
                 kv = await self.js.key_value(REGISTRY_BUCKET)

@@ -26,7 +26,8 @@ Each envelope hook gets the envelope and returns an action:
 - ``Respond(response)``: answer now (e.g. 401, 429); response-phase stages still run;
 - ``Fail(reason)``: this stage failed; criticality decides whether the request fails or goes on.
 
-Hooks of one phase run in the order above; the first that does not continue ends the phase. Raising an
+Hooks of one phase run in the order above; the first that does not continue ends the phase. The runtime
+calls them (``backworks.pipeline.executor.dispatch``); a plugin never dispatches itself. Raising an
 exception or overrunning ``max_execution_time`` counts as ``Fail``. Every plugin also has ``startup``,
 ``shutdown``, ``health_check`` and ``get_metrics``. ``backworks.pipeline.contract.verify`` checks all of this when the
 plugin is loaded.
@@ -41,14 +42,12 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Any, ClassVar, Generic, TypeVar
 
-import structlog
 from pydantic import BaseModel, ConfigDict
 
 from backworks.contracts.envelope import Envelope
 from backworks.contracts.names import Phase
 from backworks.pipeline import secrets
 from backworks.pipeline.actions import Action, Alert, AlertSeverity, Continue, Fail, Health, HealthStatus, Respond
-from backworks.pipeline.errors import PluginHookError
 
 __all__ = [
     "CATEGORY_BASES",
@@ -78,8 +77,6 @@ __all__ = [
     "implements",
     "numeric_figures",
 ]
-
-log = structlog.get_logger("backworks.plugin")
 
 DEFAULT_MAX_EXECUTION_TIME = 0.1
 """Seconds a hook may take before it counts as failed (the design's 100 ms)."""
@@ -176,7 +173,7 @@ class Plugin(Generic[ConfigT]):
     """Derived from the hooks the class implements; never set it by hand."""
     phases_set_by_hand: ClassVar[bool] = False
     phase_hooks: ClassVar[Mapping[Phase, tuple[str, ...]]] = MappingProxyType({})
-    """Per phase, the names of the hooks the class implements, in the order ``run`` calls them."""
+    """Per phase, the names of the hooks the class implements, in the order the executor calls them."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -209,32 +206,6 @@ class Plugin(Generic[ConfigT]):
     async def get_metrics(self) -> dict[str, float]:
         """Plugin-specific figures, published with the heartbeat."""
         return {}
-
-    async def run(self, phase: Phase, envelope: Envelope) -> Action:
-        """Run the hooks serving ``phase``; what the stage host calls. Plugins implement hooks, not this."""
-        action: Any = Continue(envelope)
-        try:
-            for hook in self.phase_hooks.get(phase, ()):
-                action = await getattr(self, hook)(action.envelope)
-                if not isinstance(action, Continue):
-                    break
-            if isinstance(action, Continue):
-                action = await self._after_hooks(phase, action.envelope)
-        except Exception as exc:
-            text = str(exc)
-            masked = secrets.mask(text, self.secret_values)
-            if masked == text:
-                raise
-            if isinstance(exc, TimeoutError):
-                raise TimeoutError(masked) from None
-            raise PluginHookError(f"{type(exc).__name__}: {masked}") from None
-        if isinstance(action, Fail):
-            return Fail(secrets.mask(action.reason, self.secret_values))
-        result: Action = action
-        return result
-
-    async def _after_hooks(self, phase: Phase, envelope: Envelope) -> Action:
-        return Continue(envelope)
 
 
 class RequestProcessor(Plugin[ConfigT]):
@@ -313,7 +284,7 @@ class Security(Plugin[ConfigT]):
 class Monitoring(Plugin[ConfigT]):
     """Observes every finished request: ``collect_metrics``, then ``generate_alerts``.
 
-    Alerts are logged (``alert`` events) and attached to ``envelope.annotations["alerts"]``; the number
+    The executor logs each alert (``alert`` events) and attaches it to ``envelope.annotations["alerts"]``; the number
     raised is published with the heartbeat as ``alerts_raised`` unless ``get_metrics`` is overridden.
     """
 
@@ -336,27 +307,6 @@ class Monitoring(Plugin[ConfigT]):
     async def get_metrics(self) -> dict[str, float]:
         """How many alerts this replica raised."""
         return {"alerts_raised": float(self.alerts_raised)}
-
-    async def _after_hooks(self, phase: Phase, envelope: Envelope) -> Action:
-        if not implements(self, "generate_alerts"):
-            return Continue(envelope)
-        alerts = await self.generate_alerts(envelope)
-        if not isinstance(alerts, list) or not all(isinstance(alert, Alert) for alert in alerts):
-            raise TypeError(f"generate_alerts must return a list of Alert, got {type(alerts).__name__}")
-        for alert in alerts:
-            self.alerts_raised += 1
-            log.warning(
-                "alert",
-                instance=self.instance,
-                alert=alert.name,
-                severity=alert.severity.value,
-                message=alert.message,
-                labels=dict(alert.labels),
-                request_id=envelope.request_id,
-            )
-            record = {"source": self.instance, "name": alert.name, "severity": alert.severity.value}
-            envelope.annotations.setdefault("alerts", []).append({**record, "message": alert.message})
-        return Continue(envelope)
 
 
 class Analytics(Plugin[ConfigT]):

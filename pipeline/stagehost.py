@@ -2,9 +2,10 @@
 
 For each message: read the envelope, drop it if its deadline passed (dead-letter it if it was a
 redelivery: someone's work was lost), run the hook under its time limit (``executor``), move past the
-next stages that cannot take work (``gate``), publish the envelope to the next stage with a
-``Nats-Msg-Id`` (or, after the last stage, to the gateway's reply subject), and only then ack.
-A failed hand-off is nak'ed with a growing delay, so it is retried rather than lost. A hook allowed to
+next stages that cannot take work and publish the envelope on (``forwarder``, the same hand-off the
+gateway uses), and only then ack. A failed hand-off is nak'ed with a growing delay, so it is retried rather
+than lost. What happens to the message is decided once per message, as a ``Settlement`` (ack, nak with
+delay, term), and applied at one site (``settlement.settle``). A hook allowed to
 run longer than the ack deadline keeps its message with in-progress heartbeats. Nothing a plugin does
 can stop the loop; a plugin that exhausts its memory makes the replica exit to be restarted.
 """
@@ -27,19 +28,20 @@ from pydantic import ValidationError
 
 from backworks.contracts.blueprint import BreakerSettings
 from backworks.contracts.envelope import Envelope
-from backworks.contracts.names import MSG_ID_HEADER, PIPELINE_STREAM, Phase, message_id, stage_durable, stage_subject
+from backworks.contracts.names import PIPELINE_STREAM, Phase, stage_durable, stage_subject
 from backworks.contracts.registry import ReplicaInfo
+from backworks.contracts.types import FailureKind
 from backworks.pipeline import broker, secrets
 from backworks.pipeline.blueprints import ResolvedInstance
 from backworks.pipeline.breakers import FleetBreakers
 from backworks.pipeline.consumer import PullConsumer
-from backworks.pipeline.deadletters import DeadLetterWatch, bury, record_event
+from backworks.pipeline.deadletters import bury, record_event
 from backworks.pipeline.executor import execute
-from backworks.pipeline.gate import StageGate
+from backworks.pipeline.forwarder import Forwarder
 from backworks.pipeline.lifecycle import freeze_startup_objects
 from backworks.pipeline.liveness import Heartbeat, LivenessView
 from backworks.pipeline.plugin import Plugin
-from backworks.pipeline.publisher import AckedPublisher
+from backworks.pipeline.settlement import ACK, Nak, Settlement, Term, settle
 
 log = structlog.get_logger("backworks.stage")
 
@@ -99,13 +101,11 @@ class StageHost:
         self.failed = 0
         self.consumers: list[PullConsumer] = []
         self.heartbeat = Heartbeat(self.js, self.snapshot)
-        self.liveness = LivenessView(self.js)
         # Breakers of this instance (admits its calls) and of every stage it may forward to.
         settings = breaker_settings or {instance.name: instance.spec.breaker}
-        self.breakers = FleetBreakers(self.js, settings, self.replica)
-        self.gate = StageGate(self.liveness, self.breakers)
-        self.dead_letters = DeadLetterWatch(client, self.js)
-        self.publisher = AckedPublisher(client)
+        self.forwarder = Forwarder(client, self.js, settings, self.replica, publish_timeout=PUBLISH_TIMEOUT)
+        self.breakers: FleetBreakers = self.forwarder.breakers
+        self.liveness: LivenessView = self.forwarder.liveness
         self.out_of_memory = asyncio.Event()
 
     def consumer_config(self, phase: Phase) -> ConsumerConfig:
@@ -125,10 +125,7 @@ class StageHost:
     async def start(self) -> None:
         await broker.attach(self.js)
         await self.plugin.startup()
-        await self.publisher.start()
-        await self.liveness.start()
-        await self.breakers.start()
-        await self.dead_letters.start()
+        await self.forwarder.start()
         for phase in self.instance.cls.phases:
             consumer = PullConsumer(
                 self.client,
@@ -159,23 +156,24 @@ class StageHost:
         await self.heartbeat.stop()
         for consumer in self.consumers:
             await consumer.stop()
-        await self.dead_letters.stop()
-        await self.breakers.stop()
-        await self.liveness.stop()
-        await self.publisher.stop()
+        await self.forwarder.stop()
         try:
             await self.plugin.shutdown()
         except Exception:
             log.exception("plugin shutdown failed", instance=self.instance.name)
 
     async def snapshot(self) -> ReplicaInfo:
+        # asyncio.timeout, not wait_for: 3.11's wait_for swallows a cancellation that lands as the hook returns,
+        # and the heartbeat loop calling this would then outlive Heartbeat.stop (StageHost.stop hung on it).
         try:
-            health = await asyncio.wait_for(self.plugin.health_check(), timeout=self.instance.timeout)
+            async with asyncio.timeout(self.instance.timeout):
+                health = await self.plugin.health_check()
             status, message = health.status.value, health.message
         except Exception as exc:
             status, message = "unhealthy", f"health_check failed: {exc!r}"
         try:
-            metrics = await asyncio.wait_for(self.plugin.get_metrics(), timeout=self.instance.timeout)
+            async with asyncio.timeout(self.instance.timeout):
+                metrics = await self.plugin.get_metrics()
         except Exception:
             metrics = {}
         return ReplicaInfo(
@@ -198,7 +196,7 @@ class StageHost:
 
     def _handler(self, phase: Phase) -> Any:
         async def handle(msg: Msg) -> None:
-            await self.handle(phase, msg)
+            await settle(msg, await self.decide(phase, msg))
 
         return handle
 
@@ -208,28 +206,28 @@ class StageHost:
             return None
         return InProgress(msg, self.ack_wait / 4)
 
-    async def handle(self, phase: Phase, msg: Msg) -> None:
+    async def decide(self, phase: Phase, msg: Msg) -> Settlement:
+        """Run this stage on one message and hand it on; returns what to tell JetStream about the message."""
         raw = msg.data
         try:
             envelope = Envelope.from_json(raw)
         except ValidationError as exc:
             log.error("unreadable envelope terminated", instance=self.instance.name, error=str(exc)[:500])
-            await msg.term()
-            return
+            return Term("unreadable envelope")
+        # Each message runs in its own task (``PullConsumer``): the binding lives exactly as long as its work.
+        structlog.contextvars.bind_contextvars(request_id=envelope.request_id)
         stage = envelope.current
         if stage is None or stage.instance != self.instance.name or stage.phase is not phase:
-            log.error("misrouted envelope terminated", instance=self.instance.name, request_id=envelope.request_id)
-            await msg.term()
-            return
+            log.error("misrouted envelope terminated", instance=self.instance.name)
+            return Term("misrouted envelope")
         attempt = delivery_count(msg.reply)
         if envelope.remaining() <= 0:
             if attempt > 1:  # a replica took it and never finished: that work must not vanish
                 reason = f"deadline passed after {attempt} deliveries (a replica crashed, hung or was killed)"
-                await bury(self.client, self.js, envelope, msg.subject, attempt, reason, "expired")
+                await bury(self.client, self.js, envelope, msg.subject, attempt, reason, FailureKind.EXPIRED)
             else:
-                log.info("expired envelope dropped", stage=stage.label, request_id=envelope.request_id)
-            await msg.ack()
-            return
+                log.info("expired envelope dropped", stage=stage.label)
+            return ACK
         keeper = self._keep_alive(msg)
         try:
             outcome = await execute(
@@ -245,29 +243,12 @@ class StageHost:
             if outcome.out_of_memory:
                 self.out_of_memory.set()
         try:
-            await self.forward(outcome.envelope)
+            await self.forwarder.forward(outcome.envelope)
         except Exception as exc:
             delay = NAK_DELAY * 2 ** (attempt - 1)
             log.warning("hand-off failed; will be redelivered", stage=stage.label, error=repr(exc), delay=delay)
-            await msg.nak(delay=delay)
-            return
-        await msg.ack()
-
-    async def forward(self, envelope: Envelope) -> None:
-        """Publish to the next available stage (JetStream, de-duplicated) or back to the gateway (core NATS)."""
-        nxt, skipped = self.gate.advance(envelope)
-        for error in skipped:
-            await record_event(self.client, envelope, error)
-        data = envelope.to_json()
-        if nxt is None:
-            await self.client.publish(envelope.reply_to, data)
-            return
-        await self.publisher.publish(
-            stage_subject(nxt.instance, nxt.phase),
-            data,
-            {MSG_ID_HEADER: message_id(envelope.id, envelope.cursor)},
-            PUBLISH_TIMEOUT,
-        )
+            return Nak(delay)
+        return ACK
 
 
 class InProgress:

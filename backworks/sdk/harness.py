@@ -20,7 +20,9 @@ from pydantic import BaseModel, ValidationError
 
 from backworks.contracts.envelope import Envelope, HttpResponse
 from backworks.contracts.names import Phase
+from backworks.pipeline import secrets
 from backworks.pipeline.contract import verify
+from backworks.pipeline.executor import dispatch
 from backworks.pipeline.plugin import Action, Continue, Fail, Health, Plugin, Respond
 from backworks.sdk import factories
 
@@ -58,7 +60,7 @@ class PluginHarness(Generic[P]):
         await self.plugin.shutdown()
 
     async def run(self, phase: Phase, envelope: Envelope) -> Action:
-        """Run the plugin for ``phase`` exactly as the stage host calls it (``plugin.run``), under its time limit."""
+        """Run the plugin for ``phase`` as the stage host calls it (``executor.dispatch``), under its time limit."""
         if phase not in self.plugin.phases:
             served = ", ".join(p.value for p in self.plugin.phases) or "none"
             raise AssertionError(
@@ -67,13 +69,13 @@ class PluginHarness(Generic[P]):
         received = Envelope.from_json(envelope.to_json())
         try:
             async with asyncio.timeout(self.timeout):
-                action = await self.plugin.run(phase, received)
+                action = await dispatch(self.plugin, phase, received)
         except TimeoutError:
             raise HookTimeout(
                 f"plugin {self.plugin.name!r} took longer than {self.timeout * 1000:.0f} ms in the {phase.value} "
                 "phase: the stage host would fail this stage (raise max_execution_time or make the hook faster)"
             ) from None
-        return _crossed_the_wire(self.plugin.name, action)
+        return _crossed_the_wire(self.plugin.name, action, self.plugin.secret_values)
 
     async def request(self, envelope: Envelope | None = None, **request: Any) -> Action:
         """Run the request phase on ``envelope`` (default: ``factories.request(**request)``)."""
@@ -97,7 +99,7 @@ class PluginHarness(Generic[P]):
         return await self.plugin.get_metrics()
 
 
-def _crossed_the_wire(plugin: str, action: Any) -> Action:
+def _crossed_the_wire(plugin: str, action: Any, secret_values: frozenset[str]) -> Action:
     """The action as the next stage would see it, after a JSON round trip."""
     try:
         if isinstance(action, Continue):
@@ -106,8 +108,8 @@ def _crossed_the_wire(plugin: str, action: Any) -> Action:
             return Respond(HttpResponse.model_validate_json(action.response.model_dump_json()))
     except (ValidationError, TypeError, ValueError) as exc:
         raise AssertionError(f"plugin {plugin!r} returned an envelope that cannot be sent over NATS: {exc}") from exc
-    if not isinstance(action, Fail):
-        raise AssertionError(
-            f"plugin {plugin!r} returned {type(action).__name__}; a hook must return Continue, Respond or Fail"
-        )
-    return action
+    if isinstance(action, Fail):
+        return Fail(secrets.mask(action.reason, secret_values))  # as the stage host reports it
+    raise AssertionError(
+        f"plugin {plugin!r} returned {type(action).__name__}; a hook must return Continue, Respond or Fail"
+    )

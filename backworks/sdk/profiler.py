@@ -28,6 +28,7 @@ from rich.table import Table
 from backworks.contracts.envelope import Envelope
 from backworks.contracts.names import Phase
 from backworks.pipeline.contract import verify
+from backworks.pipeline.executor import dispatch
 from backworks.pipeline.plugin import Analytics, Continue, Fail, Plugin, Respond, implements
 from backworks.pipeline.secrets import redact
 from backworks.sdk import factories
@@ -242,7 +243,7 @@ async def _drive(instance: Plugin[Any], build: Workload, count: int) -> None:
         for phase in instance.phases:
             answered = factories.response(200, json={"ok": True}, request=request)
             with contextlib.suppress(Exception):  # counted as a "raise" outcome by the recorder; the run goes on
-                await instance.run(phase, request if phase is Phase.REQUEST else answered)
+                await dispatch(instance, phase, request if phase is Phase.REQUEST else answered)
         if (
             isinstance(instance, Analytics)
             and implements(instance, "generate_report")

@@ -30,12 +30,14 @@ from pydantic import BaseModel
 
 from backworks.contracts.blueprint import PluginInstance
 from backworks.contracts.envelope import Envelope
-from backworks.contracts.names import MSG_ID_HEADER, Phase, gateway_inbox, message_id, reply_subject, stage_subject
+from backworks.contracts.names import Phase, gateway_inbox, reply_subject
 from backworks.contracts.registry import ReplicaInfo
 from backworks.pipeline import broker, census
+from backworks.pipeline.awaiting import AwaitableMap
 from backworks.pipeline.blueprints import ResolvedInstance
 from backworks.pipeline.contract import verify
 from backworks.pipeline.embedded import EmbeddedNats
+from backworks.pipeline.forwarder import Forwarder
 from backworks.pipeline.plugin import Plugin
 from backworks.pipeline.stagehost import StageHost
 from backworks.sdk import factories
@@ -66,7 +68,8 @@ class StageRunner:
         self.host: StageHost | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self._inbox_id = f"sdk{uuid.uuid4().hex[:12]}"
-        self._waiting: dict[str, asyncio.Future[bytes]] = {}
+        self._waiting: AwaitableMap[str, bytes] = AwaitableMap()
+        self._forwarder: Forwarder | None = None
         self._subscription: Subscription | None = None
 
     @property
@@ -100,6 +103,9 @@ class StageRunner:
         self.client = await broker.connect([self.url], name=f"backworks-sdk-{self.instance.name}")
         await broker.declare(broker.jetstream(self.client), storage="memory")
         self._subscription = await self.client.subscribe(gateway_inbox(self._inbox_id), cb=self._on_reply)
+        # Ungated: the envelope goes straight to this stage, as the gateway would send it (msg id and all).
+        self._forwarder = Forwarder(self.client, broker.jetstream(self.client), {}, self._inbox_id, gated=False)
+        await self._forwarder.start()
         self.host = StageHost(self.instance, self.client)
         await self.host.start()
 
@@ -107,9 +113,13 @@ class StageRunner:
         if self.host is not None:
             await self.host.stop()
             self.host = None
+        if self._forwarder is not None:
+            await self._forwarder.stop()
+            self._forwarder = None
         if self._subscription is not None:
             await self._subscription.unsubscribe()
             self._subscription = None
+        self._waiting.cancel_all()
         if self.client is not None:
             await self.client.close()
             self.client = None
@@ -121,13 +131,11 @@ class StageRunner:
             self._workdir = None
 
     async def _on_reply(self, msg: Msg) -> None:
-        waiting = self._waiting.pop(msg.subject.rsplit(".", 1)[-1], None)
-        if waiting is not None and not waiting.done():
-            waiting.set_result(msg.data)
+        self._waiting.resolve(msg.subject.rsplit(".", 1)[-1], msg.data)
 
     async def send(self, envelope: Envelope, phase: Phase, timeout: float = DEFAULT_SEND_TIMEOUT) -> Envelope:
         """Publish ``envelope`` to this plugin's ``phase`` stage and return what the stage host forwarded."""
-        if self.client is None:
+        if self._forwarder is None:
             raise RuntimeError("StageRunner is not running: use `async with StageRunner(...)`")
         if phase not in self.cls.phases:
             served = ", ".join(p.value for p in self.cls.phases) or "none"
@@ -138,21 +146,16 @@ class StageRunner:
         outgoing.cursor = 0
         outgoing.reply_to = reply_subject(self._inbox_id, outgoing.correlation_id)
         outgoing.deadline = time.time() + timeout
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._waiting[outgoing.correlation_id] = future
+        future = self._waiting.expect(outgoing.correlation_id, timeout)
         try:
-            await broker.jetstream(self.client).publish(
-                stage_subject(self.instance.name, phase),
-                outgoing.to_json(),
-                headers={MSG_ID_HEADER: message_id(outgoing.id, 0)},
-            )
-            raw = await asyncio.wait_for(future, timeout)
+            await self._forwarder.forward(outgoing)
+            raw = await future
         except TimeoutError:
             raise AssertionError(
                 f"no envelope back from stage {self.instance.name}.{phase.value} within {timeout:.1f} s"
             ) from None
         finally:
-            self._waiting.pop(outgoing.correlation_id, None)
+            self._waiting.forget(outgoing.correlation_id)
         return Envelope.from_json(raw)
 
     async def request(self, envelope: Envelope | None = None, **request: Any) -> Envelope:

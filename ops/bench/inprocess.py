@@ -25,6 +25,7 @@ from backworks.contracts.envelope import Envelope, HttpResponse
 from backworks.contracts.names import Phase
 from backworks.pipeline import blueprints
 from backworks.pipeline.blueprints import LoadedBlueprint, ResolvedInstance
+from backworks.pipeline.executor import dispatch
 from backworks.pipeline.plugin import Continue, Fail, Plugin, Respond
 from backworks.pipeline.ports import LOOPBACK
 from ops.bench.server import serve
@@ -38,7 +39,7 @@ def failed(reason: str) -> HttpResponse:
 
 async def run_hook(plugin: Plugin[Any], phase: Phase, envelope: Envelope, critical: bool) -> Envelope:
     """Apply one hook's action to the envelope (a failing non-critical plugin is skipped)."""
-    action = await plugin.run(phase, envelope)
+    action = await dispatch(plugin, phase, envelope)
     if isinstance(action, Continue):
         return action.envelope
     if isinstance(action, Respond):

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from backworks.contracts.envelope import Envelope, HttpResponse, Principal, Stage, StageError, Timing
 from backworks.contracts.names import Phase
 from backworks.contracts.schemagen import SCHEMA_DIR, generate, render
+from backworks.contracts.types import FailureKind
 
 
 def full_envelope() -> Envelope:
@@ -74,3 +75,29 @@ def test_first_response_stage() -> None:
 def test_committed_schemas_match_the_models(name: str) -> None:
     committed = (SCHEMA_DIR / name).read_text()
     assert committed == render(generate()[name]), f"{name} drifted: run `python -m backworks.contracts.schemagen`"
+
+
+def test_failing_an_optional_stage_skips_it_and_a_critical_one_ends_the_itinerary() -> None:
+    optional = Stage(instance="opt", phase=Phase.REQUEST)
+    critical = Stage(instance="crit", phase=Phase.REQUEST, critical=True)
+    after = Stage(instance="after", phase=Phase.RESPONSE)
+    envelope = Envelope(route="r", method="GET", path="/", itinerary=[optional, critical, after])
+
+    skipped = envelope.fail_stage(FailureKind.TIMEOUT, "slow")
+    assert skipped == StageError(stage="opt.request", kind=FailureKind.TIMEOUT, message="slow", skipped=True)
+    assert envelope.cursor == 1 and envelope.current == critical
+    assert envelope.annotations["skipped"] == [{"stage": "opt.request", "reason": "timeout"}]
+
+    fatal = envelope.fail_stage(FailureKind.ERROR, "boom")
+    assert not fatal.skipped and fatal.stage == "crit.request"
+    assert envelope.cursor == 3 and envelope.current is None, "nothing runs after a failed critical stage"
+    assert envelope.errors == [skipped, fatal]
+    assert len(envelope.annotations["skipped"]) == 1
+
+
+def test_a_stage_failed_with_skip_false_ends_the_itinerary_even_when_optional() -> None:
+    envelope = Envelope(route="r", method="GET", path="/", itinerary=[Stage(instance="o", phase=Phase.REQUEST)] * 2)
+    error = envelope.fail_stage(FailureKind.EXHAUSTED, "no replica acknowledged it", skip=False)
+    assert not error.skipped and envelope.cursor == 2 and "skipped" not in envelope.annotations
+    assert json.loads(envelope.to_json())["errors"][0]["kind"] == "exhausted"
+    assert f"{error.kind}" == "exhausted", "kinds read as their value in subjects and messages"

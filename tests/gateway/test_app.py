@@ -6,9 +6,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import structlog
 from nats.aio.client import Client
+from structlog.testing import capture_logs
 
-from backworks.gateway.app import GatewayState, _connect, build_app
+from backworks.gateway.app import GatewayState, build_app
+from backworks.gateway.state import connect, disconnect
 from backworks.pipeline import blueprints
 from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.embedded import EmbeddedNats
@@ -22,16 +25,13 @@ async def gateway(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, GatewayState]]:
     state = GatewayState(blueprint=loaded, servers=[server.url])
     app = build_app(state)
-    await _connect(state)
+    await connect(state)
     try:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield client, state
     finally:
-        assert state.liveness and state.inbox and state.client
-        await state.liveness.stop()
-        await state.inbox.stop()
-        await state.client.close()
+        await disconnect(state)
 
 
 async def test_request_through_three_stages(
@@ -83,9 +83,13 @@ async def test_missing_critical_stage_is_503_at_once_and_missing_optional_stage_
         running_stages(example, nats_client, only=["stamp", "secure"]),
         gateway(example, nats_server) as (http, _),
     ):
-        response = await http.get("/hello/world")
+        with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+            response = await http.get("/hello/world", headers={"x-request-id": "req-503"})
         health = await http.get("/_backworks/health")
     assert response.status_code == 503
+    (failed,) = [entry for entry in logs if entry["event"] == "request failed"]
+    assert failed["request_id"] == "req-503", "bound through contextvars for every line of the request"
+    assert structlog.contextvars.get_contextvars().get("request_id") is None, "unbound after the request"
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
     assert problem["stage"] == "hello-handler.request"

@@ -1,17 +1,19 @@
-"""The plugin contract: categories, the phases they serve, how ``run`` dispatches to hooks, secrets."""
+"""The plugin contract: categories, the phases they serve, how the executor dispatches to hooks, secrets."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+import structlog
 from pydantic import BaseModel, ConfigDict, SecretStr
 from structlog.testing import capture_logs
 
-from backworks.contracts.envelope import Envelope, HttpResponse, Principal
+from backworks.contracts.envelope import Envelope, HttpResponse, Principal, Stage
 from backworks.contracts.names import Phase
+from backworks.contracts.types import FailureKind
 from backworks.pipeline import secrets
-from backworks.pipeline.errors import PluginHookError
+from backworks.pipeline.executor import dispatch, execute
 from backworks.pipeline.plugin import (
     Action,
     Alert,
@@ -112,21 +114,22 @@ def test_phases_follow_the_hooks_a_class_implements() -> None:
 
 async def test_security_runs_authenticate_then_authorize_and_stops_at_the_first_answer() -> None:
     plugin = Full(EmptyConfig(), instance="sec")
-    assert isinstance(await plugin.run(Phase.REQUEST, envelope()), Respond)
-    denied = await plugin.run(Phase.REQUEST, envelope(headers=[("x-user", "bob")]))
+    assert isinstance(await dispatch(plugin, Phase.REQUEST, envelope()), Respond)
+    denied = await dispatch(plugin, Phase.REQUEST, envelope(headers=[("x-user", "bob")]))
     assert isinstance(denied, Respond) and denied.response.status == 403
-    allowed = await plugin.run(Phase.REQUEST, envelope(headers=[("x-user", "admin")]))
+    allowed = await dispatch(plugin, Phase.REQUEST, envelope(headers=[("x-user", "admin")]))
     assert isinstance(allowed, Continue) and allowed.envelope.principal == Principal(id="admin")
     Full.audited.clear()
-    audited = await plugin.run(Phase.RESPONSE, envelope(response=HttpResponse(status=204)))
+    audited = await dispatch(plugin, Phase.RESPONSE, envelope(response=HttpResponse(status=204)))
     assert isinstance(audited, Continue) and Full.audited == [204]
 
 
 async def test_monitoring_alerts_are_logged_attached_and_counted() -> None:
     plugin = Watch(EmptyConfig(), instance="mon")
-    with capture_logs() as logs:
-        ok = await plugin.run(Phase.RESPONSE, envelope(response=HttpResponse(status=200)))
-        bad = await plugin.run(Phase.RESPONSE, envelope(response=HttpResponse(status=503), request_id="q1"))
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        ok = await dispatch(plugin, Phase.RESPONSE, envelope(response=HttpResponse(status=200)))
+        with structlog.contextvars.bound_contextvars(request_id="q1"):  # what the stage host binds per message
+            bad = await dispatch(plugin, Phase.RESPONSE, envelope(response=HttpResponse(status=503), request_id="q1"))
     assert isinstance(ok, Continue) and "alerts" not in ok.envelope.annotations
     assert isinstance(bad, Continue)
     assert bad.envelope.annotations["alerts"] == [
@@ -144,13 +147,13 @@ async def test_generate_alerts_must_return_alerts() -> None:
             return ["not an alert"]  # type: ignore[list-item]  # the mistake under test
 
     with pytest.raises(TypeError, match="list of Alert"):
-        await Sloppy(EmptyConfig(), instance="m").run(Phase.RESPONSE, envelope())
+        await dispatch(Sloppy(EmptyConfig(), instance="m"), Phase.RESPONSE, envelope())
 
 
 async def test_analytics_publishes_the_numbers_of_its_report() -> None:
     plugin = Count(EmptyConfig(), instance="a")
     for _ in range(3):
-        await plugin.run(Phase.RESPONSE, envelope())
+        await dispatch(plugin, Phase.RESPONSE, envelope())
     assert await plugin.get_metrics() == {"total": 3.0, "by.get": 3.0}
 
 
@@ -176,17 +179,27 @@ class Leaky(RequestProcessor[Token]):
         raise ValueError(f"bad token {secret}")
 
 
-async def test_secrets_never_leave_a_hook_in_a_failure() -> None:
+async def test_hook_exceptions_reach_the_caller_of_dispatch_unchanged() -> None:
     plugin = Leaky(Token(token=SecretStr("hunter2-secret")), instance="l")
-    Leaky.mode = "fail"
-    failed = await plugin.run(Phase.REQUEST, envelope())
-    assert failed == Fail(f"upstream refused token {secrets.MASK}")
-    Leaky.mode = "raise"
-    with pytest.raises(PluginHookError, match=r"ValueError: bad token \*{8}$"):
-        await plugin.run(Phase.REQUEST, envelope())
-    Leaky.mode = "timeout"
-    with pytest.raises(TimeoutError, match=r"timed out with \*{8}$"):
-        await plugin.run(Phase.REQUEST, envelope())
     Leaky.mode = "plain"
-    with pytest.raises(ValueError, match="nothing secret here"):  # untouched when nothing needs masking
-        await plugin.run(Phase.REQUEST, envelope())
+    with pytest.raises(ValueError, match="nothing secret here"):
+        await dispatch(plugin, Phase.REQUEST, envelope())
+
+
+async def test_secrets_never_leave_a_hook_in_a_failure() -> None:
+    # Masked once, at the isolation boundary (``execute``), whatever way the secret left the hook.
+    plugin = Leaky(Token(token=SecretStr("hunter2-secret")), instance="l")
+    expected = {
+        "fail": f"upstream refused token {secrets.MASK}",
+        "raise": f"ValueError: bad token {secrets.MASK}",
+        "plain": "ValueError: nothing secret here",
+    }
+    for mode, message in expected.items():
+        Leaky.mode = mode
+        received = envelope()
+        received.itinerary = [Stage(instance="l", phase=Phase.REQUEST)]
+        outcome = await execute(plugin, Phase.REQUEST, received.to_json(), received, 1.0, "r", 1)
+        assert outcome.failure is FailureKind.ERROR
+        assert outcome.message == message
+        (error,) = outcome.envelope.errors
+        assert error.message == message and "hunter2" not in outcome.envelope.model_dump_json()

@@ -4,13 +4,20 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+import structlog
 from nats.aio.client import Client
+from structlog.testing import capture_logs
 
+from backworks.contracts.blueprint import PluginInstance
 from backworks.contracts.envelope import Envelope
-from backworks.contracts.names import MSG_ID_HEADER, message_id, stage_subject
+from backworks.contracts.registry import ReplicaInfo
 from backworks.pipeline import blueprints, broker
-from backworks.pipeline.blueprints import LoadedBlueprint
-from backworks.pipeline.stagehost import ack_wait_for
+from backworks.pipeline.blueprints import LoadedBlueprint, ResolvedInstance
+from backworks.pipeline.forwarder import Forwarder
+from backworks.pipeline.liveness import HEARTBEAT_INTERVAL, Heartbeat
+from backworks.pipeline.plugin import Continue, EmptyConfig, Health, RequestProcessor
+from backworks.pipeline.stagehost import StageHost, ack_wait_for
 from tests.conftest import Replies, eventually, write_blueprint
 from tests.stages import running_stages
 
@@ -28,13 +35,13 @@ def new_envelope(loaded: LoadedBlueprint, reply_to: str, deadline_s: float = 5.0
 
 
 async def send(client: Client, envelope: Envelope) -> None:
-    js = broker.jetstream(client)
-    first = envelope.itinerary[0]
-    await js.publish(
-        stage_subject(first.instance, first.phase),
-        envelope.to_json(),
-        headers={MSG_ID_HEADER: message_id(envelope.id, 0)},
-    )
+    """The gateway's first hand-off, ungated: straight to the envelope's current stage."""
+    forwarder = Forwarder(client, broker.jetstream(client), {}, "test", gated=False)
+    await forwarder.start()
+    try:
+        await forwarder.forward(envelope)
+    finally:
+        await forwarder.stop()
 
 
 async def test_an_envelope_passes_every_stage_and_returns_to_the_reply_subject(
@@ -154,3 +161,76 @@ endpoints:
     assert done.response is not None and done.response.status == 200
     assert [t.attempt for t in done.timings if t.stage == "slow.request"] == [1]
     assert inflight == 0 and processed == 1, "in-progress heartbeats kept the message from a second replica"
+
+
+class CancelsDuringHealthCheck(RequestProcessor[EmptyConfig]):
+    """Cancels the task taking the snapshot while its health check finishes: what ``Heartbeat.stop`` does."""
+
+    name = "cancels-during-health-check"
+    target: asyncio.Task[object] | None = None
+
+    async def process_request(self, envelope: Envelope) -> Continue:
+        return Continue(envelope)
+
+    async def health_check(self) -> Health:
+        assert self.target is not None
+        self.target.cancel()
+        return Health()
+
+
+async def test_a_snapshot_cancelled_as_its_health_check_returns_stays_cancelled(nats_client: Client) -> None:
+    # 3.11's asyncio.wait_for returns the inner result when cancelled at that moment; the heartbeat loop then
+    # never ended and StageHost.stop waited for it forever (a 120 s hang of the long-hook test).
+    instance = ResolvedInstance("c", PluginInstance(type=CancelsDuringHealthCheck.name), CancelsDuringHealthCheck,
+                                EmptyConfig())  # fmt: skip
+    host = StageHost(instance, nats_client)
+    task: asyncio.Task[object] = asyncio.create_task(host.snapshot())
+    CancelsDuringHealthCheck.target = task
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(asyncio.shield(task), 2.0)
+    assert task.cancelled()
+
+
+async def test_heartbeat_stop_ends_the_loop_even_if_a_beat_swallows_the_cancellation(nats_client: Client) -> None:
+    swallowed = 0
+
+    async def snapshot() -> ReplicaInfo:
+        nonlocal swallowed
+        try:
+            await asyncio.sleep(HEARTBEAT_INTERVAL / 10)
+        except asyncio.CancelledError:
+            swallowed += 1  # what a plugin's health_check using 3.11's wait_for can do
+        return ReplicaInfo(instance="h", replica="r", plugin="p", version="0", phases=[], pid=1, host="x",
+                           started_at=0.0, sent_at=0.0, health="healthy")  # fmt: skip
+
+    heartbeat = Heartbeat(broker.jetstream(nats_client), snapshot)
+    await heartbeat.start()
+    await asyncio.sleep(HEARTBEAT_INTERVAL * 1.05)  # inside the second beat's snapshot
+    await asyncio.wait_for(heartbeat.stop(), 5.0)
+    assert swallowed >= 1
+
+
+async def test_lines_logged_while_a_stage_works_carry_the_request_id(
+    tmp_path: Path, nats_client: Client, replies: Replies
+) -> None:
+    loaded = blueprints.load(
+        write_blueprint(
+            tmp_path,
+            """name: ids
+plugins:
+  broken: {type: fault, config: {mode: raise, header: null}}
+endpoints:
+  e: {path: /x, plugins: [broken], handler: {type: mock, config: {body: ok}}}
+""",
+        )
+    )
+    envelope = Envelope(
+        route="e", method="GET", path="/x", deadline=time.time() + 5, request_id="req-77",
+        reply_to="_INBOX.test.ids", itinerary=loaded.itinerary("e"),
+    )  # fmt: skip
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        async with running_stages(loaded, nats_client, only=["broken"]):
+            await send(nats_client, envelope)
+            await replies.next()
+    (raised,) = [entry for entry in logs if entry["event"] == "plugin hook raised"]
+    assert raised["request_id"] == "req-77", "bound by the stage host, not passed by the executor"

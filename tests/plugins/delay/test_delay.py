@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from backworks.contracts.envelope import Envelope
 from backworks.contracts.names import Phase
 from backworks.pipeline import registry
+from backworks.pipeline.executor import dispatch
 from backworks.pipeline.plugin import Category, Continue
 from backworks.plugins.delay import Delay
 from backworks.plugins.delay.config import DEFAULT_DELAY_MS, DelayConfig
@@ -39,7 +40,7 @@ async def test_waits_then_continues_with_the_envelope_unchanged() -> None:
     before = envelope()
     expected = before.model_dump()
     started = time.perf_counter()
-    action = await plugin.run(Phase.REQUEST, before)
+    action = await dispatch(plugin, Phase.REQUEST, before)
     elapsed = time.perf_counter() - started
     assert isinstance(action, Continue)
     assert action.envelope.model_dump() == expected
@@ -49,11 +50,11 @@ async def test_waits_then_continues_with_the_envelope_unchanged() -> None:
 async def test_waits_concurrently_without_blocking_the_loop() -> None:
     plugin = Delay(DelayConfig(ms=50), instance="slow")
     started = time.perf_counter()
-    actions = await asyncio.gather(*(plugin.run(Phase.REQUEST, envelope()) for _ in range(20)))
+    actions = await asyncio.gather(*(dispatch(plugin, Phase.REQUEST, envelope()) for _ in range(20)))
     assert all(isinstance(action, Continue) for action in actions)
     assert time.perf_counter() - started < 0.5  # 20 sequential waits would take 1 s
 
 
 async def test_zero_delay_passes_straight_through() -> None:
-    action = await Delay(DelayConfig(ms=0), instance="slow").run(Phase.REQUEST, envelope())
+    action = await dispatch(Delay(DelayConfig(ms=0), instance="slow"), Phase.REQUEST, envelope())
     assert isinstance(action, Continue)

@@ -1,0 +1,184 @@
+"""One endpoint's request, end to end: HTTP request -> envelope -> first hand-off -> reply -> HTTP response."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+
+import structlog
+from starlette.requests import Request
+from starlette.responses import Response
+
+from backworks.contracts.envelope import Envelope, Stage
+from backworks.contracts.names import PIPELINE_STREAM, stage_durable
+from backworks.contracts.types import FailureKind
+from backworks.gateway.errors import ProblemError
+from backworks.gateway.problems import from_stage_error, problem_response
+from backworks.gateway.state import GatewayState
+from backworks.pipeline.errors import PipelineError
+
+log = structlog.get_logger("backworks.gateway")
+
+STALL_PROBE_TIMEOUT = 0.1
+"""Seconds the timeout path spends asking JetStream where a request is stuck."""
+REQUEST_ID_HEADER = "x-request-id"
+SKIPPED_HEADER = "x-backworks-skipped"
+VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def server_timing(envelope: Envelope, total_ms: float) -> str:
+    entries = [f"{t.stage};dur={t.ms:.3f}" for t in envelope.timings]
+    entries.append(f"total;dur={total_ms:.3f}")
+    return ", ".join(entries)
+
+
+def request_id_of(request: Request) -> str:
+    given = request.headers.get(REQUEST_ID_HEADER)
+    return given if given and VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ProblemError(413, "Payload too large", f"request body of {declared} bytes exceeds the {limit}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ProblemError(413, "Payload too large", f"request body exceeds the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Pipeline:
+    """Sends one request through an endpoint's itinerary and waits for the result."""
+
+    def __init__(self, state: GatewayState, endpoint: str) -> None:
+        self.state = state
+        self.endpoint = endpoint
+        self.itinerary: list[Stage] = state.blueprint.itinerary(endpoint)
+        self.timeout_ms = state.blueprint.model.timeout_ms(endpoint)
+        self.max_body = state.blueprint.model.gateway.max_body_bytes
+
+    async def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
+        request_id = request_id_of(request)
+        # Every line logged while serving this request carries its id (reset after, for callers sharing a task).
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                response = await self._run(request, request_id, started)
+            except ProblemError as problem:
+                response = problem_response(problem, instance=request.url.path, request_id=request_id)
+                response.headers[REQUEST_ID_HEADER] = request_id
+                log.warning("request failed", status=problem.status, stage=problem.stage, detail=problem.detail)
+            if self.state.access_log:
+                log.info("request", method=request.method, path=request.url.path, status=response.status_code,
+                         ms=round((time.perf_counter() - started) * 1000, 3))  # fmt: skip
+        return response
+
+    def envelope(self, request: Request, request_id: str, body: bytes) -> Envelope:
+        """The envelope for ``request``, its itinerary attached and its cursor at the first stage."""
+        scope = request.scope
+        client = scope.get("client")
+        return Envelope(
+            request_id=request_id,
+            deadline=time.time() + self.timeout_ms / 1000,
+            route=self.endpoint,
+            method=scope["method"],
+            path=scope["path"],
+            path_params={k: str(v) for k, v in scope["path_params"].items()},
+            query=list(request.query_params.multi_items()) if scope["query_string"] else [],
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
+            body=body,
+            client=client[0] if client else None,
+            itinerary=list(self.itinerary),
+        )
+
+    async def _run(self, request: Request, request_id: str, started: float) -> Response:
+        state = self.state
+        client, inbox, forwarder = state.client, state.inbox, state.forwarder
+        if client is None or forwarder is None or inbox is None or not client.is_connected:
+            raise ProblemError(
+                503, "Broker unavailable", "the message broker (NATS) is not reachable", cause=FailureKind.BROKER
+            )
+        body = await read_body(request, self.max_body)
+        if blocked := forwarder.blocked_critical(self.itinerary):  # refuse at once: the request cannot succeed
+            stage, reason = blocked
+            raise ProblemError(503, "Plugin unavailable", f"stage {stage.label}: {reason}", stage=stage.label,
+                               cause=FailureKind.UNAVAILABLE)  # fmt: skip
+        envelope = self.envelope(request, request_id, body)
+        envelope.reply_to = inbox.subject(envelope.correlation_id)
+        future = inbox.expect(envelope.correlation_id, envelope.remaining())
+        try:
+            try:
+                await forwarder.forward(envelope)
+            except PipelineError as exc:
+                target = envelope.current
+                raise ProblemError(
+                    503, "Broker unavailable", f"the pipeline did not accept the request: {exc}",
+                    stage=target.label if target else None, cause=FailureKind.PUBLISH,
+                ) from exc  # fmt: skip
+            try:
+                raw = await future
+            except TimeoutError:
+                raise await self._deadline_problem(envelope) from None
+        finally:
+            inbox.forget(envelope.correlation_id)
+        return self._respond(Envelope.from_json(raw), request_id, started)
+
+    async def _deadline_problem(self, envelope: Envelope) -> ProblemError:
+        stuck = await self._locate_stall(envelope)
+        if stuck is not None:
+            stage, why = stuck
+            detail = f"no response within {self.timeout_ms} ms: stage {stage.label} {why}"
+            return ProblemError(504, "Pipeline timed out", detail, stage=stage.label, cause=FailureKind.TIMEOUT)
+        stages = " -> ".join(s.label for s in envelope.itinerary)
+        detail = f"no response within {self.timeout_ms} ms from the pipeline ({stages})"
+        return ProblemError(504, "Pipeline timed out", detail, cause=FailureKind.DEADLINE)
+
+    async def _locate_stall(self, envelope: Envelope) -> tuple[Stage, str] | None:
+        """Only on the timeout path: the first stage with no live replica or with messages nobody took."""
+        liveness, js = self.state.liveness, self.state.js
+        for stage in envelope.itinerary:
+            if liveness is not None and liveness.count(stage.instance) == 0:
+                return stage, "has no live replica"
+        if js is None:
+            return None
+
+        async def waiting(stage: Stage) -> int:
+            durable = stage_durable(stage.instance, stage.phase)
+            info = await js.consumer_info(PIPELINE_STREAM, durable, timeout=STALL_PROBE_TIMEOUT)
+            return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
+        counts = await asyncio.gather(*(waiting(s) for s in envelope.itinerary), return_exceptions=True)
+        for stage, count in zip(envelope.itinerary, counts, strict=True):
+            if isinstance(count, int) and count > 0:
+                return stage, f"has {count} message(s) waiting that no replica finished"
+        return None
+
+    def _respond(self, envelope: Envelope, request_id: str, started: float) -> Response:
+        total_ms = (time.perf_counter() - started) * 1000
+        extra = {REQUEST_ID_HEADER: request_id, "server-timing": server_timing(envelope, total_ms)}
+        skipped = [e.stage for e in envelope.errors if e.skipped]
+        if skipped:
+            extra[SKIPPED_HEADER] = ",".join(skipped)
+        fatal = next((e for e in envelope.errors if not e.skipped), None)
+        if fatal is not None:
+            problem = from_stage_error(fatal)
+            log.warning("stage failed", stage=fatal.stage, cause=fatal.kind.value, detail=fatal.message)
+            return problem_response(problem, instance=envelope.path, request_id=request_id, headers=extra)
+        if envelope.response is None:
+            problem = ProblemError(502, "No response", "the pipeline finished without producing a response")
+            return problem_response(problem, instance=envelope.path, request_id=request_id, headers=extra)
+        result = envelope.response
+        response = Response(result.body, status_code=result.status)
+        response.raw_headers.extend(
+            (name.encode("latin-1"), value.encode("latin-1"))
+            for name, value in result.headers
+            if name != "content-length" and name not in extra
+        )
+        response.raw_headers.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in extra.items())
+        return response

@@ -1,0 +1,74 @@
+"""The gateway's health report: broker connectivity, live replicas, plugin health and breaker state per stage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backworks.contracts.breakers import BreakerState
+from backworks.gateway.state import GatewayState
+from backworks.pipeline import broker
+from backworks.pipeline.actions import HealthStatus
+
+HEALTH_PATH = "/_backworks/health"
+SEVERITY = {HealthStatus.HEALTHY: 0, HealthStatus.DEGRADED: 1, HealthStatus.UNHEALTHY: 2}
+
+
+def _worst(*statuses: HealthStatus) -> HealthStatus:
+    return max(statuses, key=SEVERITY.__getitem__)
+
+
+def _instance_status(critical: bool, live: int, breaker: str, replica_health: list[str]) -> HealthStatus:
+    """unhealthy: a critical stage cannot be served; degraded: an optional one cannot, or a replica is unwell."""
+    cannot_serve = live == 0 or breaker == BreakerState.OPEN
+    if cannot_serve:
+        return HealthStatus.UNHEALTHY if critical else HealthStatus.DEGRADED
+    if breaker == BreakerState.HALF_OPEN or any(h != HealthStatus.HEALTHY for h in replica_health):
+        return HealthStatus.DEGRADED
+    return HealthStatus.HEALTHY
+
+
+def health_report(state: GatewayState) -> tuple[dict[str, Any], int]:
+    """Broker connectivity, live replicas, plugin health and breaker state per stage, for load balancers."""
+    connected = bool(state.client and state.client.is_connected)
+    status = HealthStatus.HEALTHY if connected else HealthStatus.UNHEALTHY
+    breakers = state.breakers.snapshot() if state.breakers else {}
+    stages: dict[str, Any] = {}
+    for name, instance in state.blueprint.instances.items():
+        live = state.liveness.live(name) if state.liveness else []
+        breaker = breakers.get(name, {"state": BreakerState.CLOSED.value})
+        instance_status = _instance_status(
+            instance.critical, len(live), str(breaker.get("state")), [r.health for r in live]
+        )
+        status = _worst(status, instance_status)
+        for phase in instance.cls.phases:
+            stages[f"{name}.{phase.value}"] = {
+                "instance": name,
+                "plugin": instance.cls.name,
+                "phase": phase.value,
+                "critical": instance.critical,
+                "status": instance_status.value,
+                "live_replicas": len(live),
+                "breaker": breaker,
+                "replicas": [
+                    {
+                        "replica": r.replica,
+                        "pid": r.pid,
+                        "host": r.host,
+                        "health": r.health,
+                        "message": r.health_message,
+                        "inflight": r.inflight,
+                        "processed": r.processed,
+                        "failed": r.failed,
+                        "metrics": r.metrics,
+                    }
+                    for r in live
+                ],
+            }
+    body = {
+        "status": status.value,
+        "gateway": state.gateway_id,
+        "blueprint": state.blueprint.model.name,
+        "nats": broker.describe(state.client) if state.client else {"connected": False, "url": None},
+        "stages": stages,
+    }
+    return body, 503 if status is HealthStatus.UNHEALTHY else 200
