@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backworks.pipeline.ports import free_port
+from backworks.local.ports import free_port
 from tests.conftest import EXAMPLE, ROOT
 from tests.e2e.processes import BACKWORKS, start, stop, wait_healthy
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backworks.pipeline.ports import free_port
+from backworks.local.ports import free_port
 from tests.conftest import EXAMPLE
 from tests.e2e.processes import children_of, pid_alive, start, stop, wait_healthy
 

@@ -9,9 +9,9 @@ import pytest
 from nats.aio.client import Client
 
 from backworks.gateway.app import GatewayState, _connect, build_app
+from backworks.local.embedded import EmbeddedNats
 from backworks.pipeline import blueprints
 from backworks.pipeline.blueprints import LoadedBlueprint
-from backworks.pipeline.embedded import EmbeddedNats
 from tests.conftest import eventually, write_blueprint
 from tests.stages import running_stages
 
