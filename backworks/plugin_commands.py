@@ -258,10 +258,15 @@ def new_plugin(
     description: Annotated[str | None, typer.Option(help="One-line description.")] = None,
 ) -> None:
     """Scaffold a pip-installable plugin package: class, config model, entry point, tests, README."""
+    from backworks.pipeline import registry
     from backworks.pipeline.plugin import Category
-    from backworks.scaffold import ScaffoldError, scaffold
+    from backworks.scaffold import ScaffoldError, refuse_taken, scaffold
 
+    installed = registry.catalog([])
+    taken = {name: entry.origin for name, entry in installed.plugins.items()}
+    taken.update({name: "installed, fails to load" for name in installed.failures})
     try:
+        refuse_taken(name, taken)
         made = scaffold(name, Category(category.value), directory, depends=depends, description=description)
     except ScaffoldError as exc:
         raise fail(str(exc), 2) from None
