@@ -38,6 +38,8 @@ class Child:
 
     name: str
     args: list[str]
+    program: list[str] = field(default_factory=cli_command)
+    """What runs ``args``: the ``backworks`` CLI unless told otherwise."""
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restarts: int = 0
@@ -55,7 +57,7 @@ class Child:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [*cli_command(), *self.args], start_new_session=True, preexec_fn=die_with_parent, stdin=subprocess.DEVNULL
+            [*self.program, *self.args], start_new_session=True, preexec_fn=die_with_parent, stdin=subprocess.DEVNULL
         )
         self.started_at = time.monotonic()
         self.supervised = True
