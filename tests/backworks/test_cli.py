@@ -18,7 +18,7 @@ from backworks.local.state import NATS_URL_FILE, state_dir
 from backworks.pipeline.blueprints import check_path_template
 from backworks.pipeline.plugin import Category
 from backworks.plugin_commands import CategoryName
-from tests.conftest import EXAMPLE
+from tests.conftest import EXAMPLE, ROOT
 
 runner = CliRunner()
 HEAVY = ("nats", "faststream", "starlette", "uvicorn", "httpx")
@@ -158,3 +158,42 @@ def test_path_templates_are_checked_as_starlette_compiles_them(path: str) -> Non
     except ValueError as exc:
         ours = str(exc)
     assert ours == starlette_error
+
+
+def readme_rows() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Command line") :]
+    section = section[: section.index("\n## ", 1)]
+    return [line for line in section.splitlines() if line.startswith("| `backworks")]
+
+
+def options_of(command: Any) -> list[list[str]]:
+    """Each long option of a command, with its alternatives (``--declare``/``--no-declare``)."""
+    return [
+        [name for name in [*param.opts, *param.secondary_opts] if name.startswith("--")]
+        for param in command.params
+        if getattr(param, "param_type_name", "") == "option" and "--help" not in param.opts
+    ]
+
+
+@pytest.mark.parametrize("path", ALL_COMMANDS, ids=" ".join)
+def test_the_readme_table_lists_every_command_with_all_its_options(path: tuple[str, ...]) -> None:
+    root: Any = typer.main.get_command(app)
+    command = root
+    for name in path:
+        command = command.commands[name]
+    if hasattr(command, "commands"):
+        assert any(row.startswith(f"| `backworks {' '.join(path)} ") for row in readme_rows())
+        return
+    (row,) = [row for row in readme_rows() if row.startswith(f"| `backworks {' '.join(path)} ")] or [
+        pytest.fail(f"README's Command line table has no row for `backworks {' '.join(path)}`")
+    ]
+    cell = row.split("` |")[0]
+    missing = [names for names in options_of(command) if not any(name in cell for name in names)]
+    assert missing == [], f"`backworks {' '.join(path)}` options missing from the README: {missing}"
+
+
+def test_the_readme_table_lists_the_global_options() -> None:
+    root: Any = typer.main.get_command(app)
+    (row,) = [row for row in readme_rows() if row.startswith("| `backworks [")]
+    assert all(any(name in row for name in names) for names in options_of(root))
