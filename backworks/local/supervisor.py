@@ -102,7 +102,10 @@ class Supervisor:
                 if now - child.started_at > STABLE_AFTER:
                     child.restarts = 0
                 delay = RESTART_BACKOFF[min(child.restarts, len(RESTART_BACKOFF) - 1)]
-                log.warning("child exited; restarting", child=child.name, pid=child.pid, code=code, delay=delay)
+                log.warning(
+                    f"{child.name} exited with code {code}; restarting in {delay:.1f} s",
+                    child=child.name, pid=child.pid, code=code, delay=delay,
+                )  # fmt: skip
                 child.process = None
                 child.next_start = now + delay
                 child.restarts += 1

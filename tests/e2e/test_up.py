@@ -60,11 +60,8 @@ def test_up_serves_the_example_restarts_dead_children_and_stops_cleanly(tmp_path
         reported = [line for line in lines if "exited" in line]
         assert len(reported) == 1, f"each supervisor event is reported once: {reported}"
         event = json.loads(reported[0])
-        assert (event["event"], event["child"], event["pid"]) == (
-            "child exited; restarting",
-            "serve hello-handler",
-            victim,
-        )
+        assert (event["child"], event["pid"], event["code"]) == ("serve hello-handler", victim, -signal.SIGKILL)
+        assert event["event"].startswith("serve hello-handler exited with code -9; restarting in")
         children = children_of(up.pid)
     finally:
         took = stop(up, timeout=15)
