@@ -111,13 +111,13 @@ def validate(blueprint: BlueprintArg, format: FormatOption = Format.TEXT) -> Non
         if format is Format.JSON:
             print(json.dumps({"valid": False, "errors": [issue.as_dict() for issue in exc.issues]}, indent=2))
         else:
-            output().print(str(exc), highlight=False, markup=False, soft_wrap=True)
+            print(str(exc))
         raise typer.Exit(1) from None
     if format is Format.JSON:
         print(json.dumps({"valid": True, "errors": []}))
     else:
         endpoints, instances = len(loaded.model.endpoints), len(loaded.instances)
-        output().print(f"{blueprint}: valid ({endpoints} endpoints, {instances} plugin instances)", highlight=False)
+        print(f"{blueprint}: valid ({endpoints} endpoints, {instances} plugin instances)")
 
 
 @app.command()
