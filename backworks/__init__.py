@@ -7,26 +7,37 @@ Plugin authors import the contract from here::
 and test their plugins with ``backworks.sdk`` (harness, stage runner, profiler).
 """
 
-from backworks.contracts.envelope import Envelope, HttpResponse, Principal
-from backworks.pipeline.plugin import (
-    Action,
-    Alert,
-    AlertSeverity,
-    Analytics,
-    Category,
-    Continue,
-    EmptyConfig,
-    Fail,
-    Handler,
-    Health,
-    HealthStatus,
-    Monitoring,
-    Plugin,
-    RequestProcessor,
-    Respond,
-    ResponseEnhancer,
-    Security,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from backworks.contracts.envelope import Envelope, HttpResponse, Principal
+    from backworks.pipeline.plugin import (
+        Action,
+        Alert,
+        AlertSeverity,
+        Analytics,
+        Category,
+        Continue,
+        EmptyConfig,
+        Fail,
+        Handler,
+        Health,
+        HealthStatus,
+        Monitoring,
+        Plugin,
+        RequestProcessor,
+        Respond,
+        ResponseEnhancer,
+        Security,
+    )
+
+_CONTRACT = {"Envelope": "backworks.contracts.envelope", "HttpResponse": "backworks.contracts.envelope",
+             "Principal": "backworks.contracts.envelope"}  # fmt: skip
+"""Where each public name lives; the rest are in ``backworks.pipeline.plugin``. Imported on first use, so that
+``backworks --help`` does not pay for pydantic and the plugin contract (PEP 562)."""
 
 __version__ = "0.1.0"
 
@@ -53,3 +64,11 @@ __all__ = [
     "Security",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__ or name == "__version__":
+        raise AttributeError(f"module 'backworks' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_CONTRACT.get(name, "backworks.pipeline.plugin")), name)
+    globals()[name] = value
+    return value

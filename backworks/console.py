@@ -1,11 +1,39 @@
-"""What every CLI command shares: the stderr console and the way to fail with a clear message."""
+"""What every CLI command shares: stdout for data, stderr for diagnostics, one ``--format``, one way to fail.
+
+A command's result (a table, a report, JSON) goes to ``output()`` (stdout), so ``backworks dlq list | less``
+shows it; progress, warnings and errors go to ``console`` (stderr).
+"""
 
 from __future__ import annotations
+
+import sys
+from enum import Enum
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
+TABLE_WIDTH = 200
+"""Width of tables written to a pipe or file, so that no column is cut."""
+
 console = Console(stderr=True)
+
+
+class Format(str, Enum):
+    """How a command prints its result."""
+
+    TEXT = "text"
+    """For people: tables and sentences."""
+    JSON = "json"
+    """For programs: one JSON document on stdout."""
+
+
+FormatOption = Annotated[Format, typer.Option("--format", help="Output format: text or json.", case_sensitive=False)]
+
+
+def output() -> Console:
+    """Console for a command's result (stdout); wide when not a terminal."""
+    return Console() if sys.stdout.isatty() else Console(width=TABLE_WIDTH)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

@@ -6,34 +6,36 @@ gives ``plugins list`` the live replica counts (from the ``bw_registry`` bucket)
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
-from rich.console import Console
-from rich.json import JSON
-from rich.table import Table
 
-from backworks import docgen
-from backworks.console import console, fail
-from backworks.contracts.blueprint import EMBEDDED
-from backworks.contracts.errors import BackworksError, BlueprintError
-from backworks.pipeline import blueprints, census, registry
-from backworks.pipeline.configs import fields_of, schema_of
-from backworks.pipeline.contract import parse_constraint
-from backworks.pipeline.errors import BrokerUnavailable, PluginLoadError
-from backworks.pipeline.plugin import Category
-from backworks.pipeline.registry import Catalog, PluginEntry
-from backworks.pipeline.secrets import redact_schema
-from backworks.pipeline.state import recorded_nats_url, split_servers
-from backworks.scaffold import ScaffoldError, scaffold
+from backworks.console import Format, FormatOption, console, fail, output
 
-TABLE_WIDTH = 200
-"""Width of tables written to a pipe or file, so that no column is cut."""
+if TYPE_CHECKING:
+    from backworks.pipeline.registry import Catalog, PluginEntry
+
+
+class CategoryName(str, Enum):
+    """The values of ``backworks.pipeline.plugin.Category`` (a test keeps them equal), light for ``--help``."""
+
+    REQUEST_PROCESSOR = "request-processor"
+    """Reads or changes the request."""
+    RESPONSE_ENHANCER = "response-enhancer"
+    """Changes the response."""
+    HANDLER = "handler"
+    """Produces the response."""
+    SECURITY = "security"
+    """Authenticates, authorizes, audits."""
+    MONITORING = "monitoring"
+    """Collects metrics, raises alerts."""
+    ANALYTICS = "analytics"
+    """Tracks events, reports."""
+
 
 plugins_app = typer.Typer(help="Installed plugins (and those in a blueprint's plugin_dirs).", no_args_is_help=True)
 
@@ -43,16 +45,14 @@ OptionalBlueprint = Annotated[
         help="A blueprint: adds the plugins in its plugin_dirs and, for `list`, its broker.", show_default=False
     ),
 ]
-FormatOption = Annotated[str, typer.Option("--format", help="Output format: text or json.")]
-
-
-def output() -> Console:
-    """Console for a command's result (stdout); wide when not a terminal."""
-    return Console() if sys.stdout.isatty() else Console(width=TABLE_WIDTH)
 
 
 def peek(blueprint: Path) -> tuple[list[Path], str]:
     """A blueprint's plugin folders (absolute) and NATS URL, read without validating the rest."""
+    import yaml
+
+    from backworks.contracts.blueprint import EMBEDDED
+
     try:
         data = yaml.safe_load(blueprint.read_text())
     except OSError as exc:
@@ -69,26 +69,28 @@ def peek(blueprint: Path) -> tuple[list[Path], str]:
 
 def catalog_for(blueprint: Path | None) -> Catalog:
     """Installed plugins, plus those in the blueprint's plugin folders."""
+    from backworks.pipeline import registry
+
     return registry.catalog(peek(blueprint)[0] if blueprint else [])
 
 
 def servers_for(blueprint: Path | None, given: str | None) -> list[str]:
-    """Where to read live replicas: ``--nats``, else the blueprint's broker; none when there is no broker."""
-    if given:
-        return split_servers(given)
-    if blueprint is None:
-        return []
-    url = peek(blueprint)[1].strip()
-    if url not in ("", EMBEDDED):
-        return split_servers(url)
-    recorded = recorded_nats_url()
-    return [recorded] if recorded else []
+    """Where to read live replicas: ``--nats``, else the blueprint's broker, else the embedded one recorded here."""
+    from backworks.contracts.blueprint import EMBEDDED
+    from backworks.local.servers import resolve
+
+    return resolve(given, peek(blueprint)[1] if blueprint else EMBEDDED)
 
 
 def live_counts(servers: list[str]) -> dict[str, int] | None:
     """Live replicas per plugin, or ``None`` when there is no broker to ask (or it cannot be reached)."""
     if not servers:
         return None
+    import asyncio
+
+    from backworks.local import census
+    from backworks.pipeline.errors import BrokerUnavailable
+
     try:
         return dict(census.per_plugin(asyncio.run(census.snapshot(servers))))
     except BrokerUnavailable as exc:
@@ -115,14 +117,16 @@ def list_plugins(
     nats: Annotated[
         str | None, typer.Option("--nats", help="NATS URL(s) to read live replicas from.", show_default=False)
     ] = None,
-    format: FormatOption = "text",
+    format: FormatOption = Format.TEXT,
 ) -> None:
     """List plugins: name, version, category, source, critical, live replicas ("-" without a broker)."""
+    from rich.table import Table
+
     found = catalog_for(blueprint)
     live = live_counts(servers_for(blueprint, nats))
     rows = [row_of(found.plugins[name], live) for name in sorted(found.plugins)]
     failures = {name: str(error) for name, error in sorted(found.failures.items())}
-    if format == "json":
+    if format is Format.JSON:
         print(json.dumps({"plugins": rows, "failures": failures}, indent=2))
     else:
         table = Table(title="Backworks plugins", title_justify="left")
@@ -139,6 +143,11 @@ def list_plugins(
 
 def describe(entry: PluginEntry, found: Catalog) -> dict[str, Any]:
     """Everything ``plugins show`` prints, as data (secrets in schema defaults masked)."""
+    from backworks import docgen
+    from backworks.pipeline.configs import schema_of
+    from backworks.pipeline.contract import parse_constraint
+    from backworks.pipeline.secrets import redact_schema
+
     cls = entry.cls
     dependencies = []
     for name, constraint in cls.dependencies.items():
@@ -168,9 +177,15 @@ def describe(entry: PluginEntry, found: Catalog) -> dict[str, Any]:
 def show_plugin(
     name: Annotated[str, typer.Argument(help="Plugin name.", show_default=False)],
     blueprint: OptionalBlueprint = None,
-    format: FormatOption = "text",
+    format: FormatOption = Format.TEXT,
 ) -> None:
     """Show one plugin: metadata, dependencies, config fields and JSON Schema."""
+    from rich.json import JSON
+    from rich.table import Table
+
+    from backworks.pipeline.configs import fields_of
+    from backworks.pipeline.errors import PluginLoadError
+
     found = catalog_for(blueprint)
     try:
         found.get(name)
@@ -178,7 +193,7 @@ def show_plugin(
         raise fail(str(exc)) from None
     entry = found.plugins[name]
     info = describe(entry, found)
-    if format == "json":
+    if format is Format.JSON:
         print(json.dumps(info, indent=2))
         return
     out = output()
@@ -208,9 +223,12 @@ def show_plugin(
 @plugins_app.command("order")
 def order(
     blueprint: Annotated[Path, typer.Argument(help="Path to the blueprint YAML file.", show_default=False)],
-    format: FormatOption = "text",
+    format: FormatOption = Format.TEXT,
 ) -> None:
     """Show each endpoint's resolved stages: blueprint order, dependencies first, then priority."""
+    from backworks.contracts.errors import BlueprintError
+    from backworks.pipeline import blueprints
+
     try:
         loaded = blueprints.load(blueprint)
     except BlueprintError as exc:
@@ -218,7 +236,7 @@ def order(
         raise typer.Exit(2) from None
     plans = {name: [stage.label for stage in loaded.itinerary(name)] for name in loaded.model.endpoints}
     added = {name: [i for i in loaded.chain(name) if i not in loaded.model.chain(name)] for name in plans}
-    if format == "json":
+    if format is Format.JSON:
         print(json.dumps({"endpoints": plans, "added_for_dependencies": added}, indent=2))
         return
     out = output()
@@ -230,8 +248,8 @@ def order(
 def new_plugin(
     name: Annotated[str, typer.Argument(help="Plugin name (lower-case, e.g. `rate-limit`).", show_default=False)],
     category: Annotated[
-        Category, typer.Option("--category", help="What the plugin does: fixes its hooks.")
-    ] = Category.REQUEST_PROCESSOR,
+        CategoryName, typer.Option("--category", help="What the plugin does: fixes its hooks.")
+    ] = CategoryName.REQUEST_PROCESSOR,
     directory: Annotated[Path, typer.Option("--dir", help="Where to create backworks-plugin-NAME/.")] = Path(),
     depends: Annotated[
         list[str] | None,
@@ -240,8 +258,16 @@ def new_plugin(
     description: Annotated[str | None, typer.Option(help="One-line description.")] = None,
 ) -> None:
     """Scaffold a pip-installable plugin package: class, config model, entry point, tests, README."""
+    from backworks.pipeline import registry
+    from backworks.pipeline.plugin import Category
+    from backworks.scaffold import ScaffoldError, refuse_taken, scaffold
+
+    installed = registry.catalog([])
+    taken = {name: entry.origin for name, entry in installed.plugins.items()}
+    taken.update({name: "installed, fails to load" for name in installed.failures})
     try:
-        made = scaffold(name, category, directory, depends=depends, description=description)
+        refuse_taken(name, taken)
+        made = scaffold(name, Category(category.value), directory, depends=depends, description=description)
     except ScaffoldError as exc:
         raise fail(str(exc), 2) from None
     out = output()
@@ -256,6 +282,8 @@ def docs(
     out: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
 ) -> None:
     """Generate a Markdown reference of the plugins from their metadata and config schemas."""
+    from backworks import docgen
+
     text = docgen.render(catalog_for(blueprint))
     if out is None:
         sys.stdout.write(text)
@@ -271,9 +299,13 @@ def profile_command(
     ] = None,
     config: Annotated[str | None, typer.Option("--config", help="Plugin config as JSON.")] = None,
     requests: Annotated[int, typer.Option(min=1, help="Requests in the generated workload.")] = 1000,
-    format: FormatOption = "text",
+    format: FormatOption = Format.TEXT,
 ) -> None:
     """Profile a plugin in-process: per-hook calls, latency percentiles (ms) and allocations."""
+    import asyncio
+
+    from backworks.contracts.errors import BackworksError, BlueprintError
+    from backworks.pipeline import blueprints, registry
     from backworks.sdk.profiler import profile
 
     if blueprint is not None:
@@ -296,7 +328,7 @@ def profile_command(
             raise fail(f"--config is not JSON: {exc}", 2) from None
         except BackworksError as exc:
             raise fail(str(exc), 2) from None
-    if format == "json":
+    if format is Format.JSON:
         print(json.dumps(result.as_dict(), indent=2))
     else:
         output().print(result.table())

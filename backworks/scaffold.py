@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -31,6 +32,9 @@ DEFAULT_DESCRIPTIONS = {
     Category.MONITORING: "Counts requests and raises an alert on server errors.",
     Category.ANALYTICS: "Counts requests per route and reports them.",
 }
+
+EXAMPLE_CONFIGS: dict[Category, dict[str, str]] = {Category.SECURITY: {"token": "change-me-to-a-long-random-token"}}
+"""A config for each category's generated plugin that passes its schema (the others need none)."""
 
 
 class ScaffoldError(PipelineError):
@@ -69,6 +73,40 @@ def parse_dependency(text: str) -> tuple[str, str]:
     return name, constraint
 
 
+def refuse_taken(name: str, installed: Mapping[str, str]) -> None:
+    """Raise ``ScaffoldError`` when an installed plugin (name -> where it comes from) already has ``name``."""
+    if name in installed:
+        raise ScaffoldError(
+            f"a plugin named {name!r} is already installed ({installed[name]}): Backworks finds plugins by name, "
+            "so choose another name"
+        )
+
+
+def usage_snippet(name: str, category: Category, dependencies: Mapping[str, str]) -> str:
+    """The blueprint of the generated README: the plugin in one endpoint, with an instance of each dependency.
+
+    Backworks puts the dependencies' instances before the plugin in the endpoint's stages; the blueprint only
+    has to declare them (with the config they need: ``{}`` is a start, ``backworks validate`` says what is missing).
+    """
+    config = json.dumps(EXAMPLE_CONFIGS.get(category, {}))
+    lines = [f"  my-{dependency}: {{type: {dependency}, config: {{}}}}" for dependency in dependencies]
+    endpoint = "endpoints:\n  hello:\n    path: /hello\n"
+    if category is Category.HANDLER:
+        listed = ", ".join(f"my-{dependency}" for dependency in dependencies)
+        plugins = f"    plugins: [{listed}]\n" if dependencies else ""
+        body = f"{endpoint}{plugins}    handler: {{type: {name}, config: {config}}}\n"
+    else:
+        lines.insert(0, f"  my-{name}: {{type: {name}, config: {config}}}")
+        body = f"{endpoint}    plugins: [my-{name}]\n    handler: {{type: mock, config: {{body: {{hello: world}}}}}}\n"
+    return ("plugins:\n" + "\n".join(lines) + "\n" if lines else "") + body
+
+
+def profile_hint(name: str, category: Category) -> str:
+    """The ``backworks profile`` command line of the generated README, with a config that passes the schema."""
+    config = EXAMPLE_CONFIGS.get(category)
+    return f"backworks profile {name}" + (f" --config '{json.dumps(config)}'" if config else "")
+
+
 def scaffold(
     name: str,
     category: Category,
@@ -97,6 +135,8 @@ def scaffold(
         "category": category.value,
         "dependencies": json.dumps(dependencies),
         "backworks_version": __version__,
+        "blueprint_snippet": usage_snippet(name, category, dependencies),
+        "profile_hint": profile_hint(name, category),
     }
     source = TEMPLATES / category.value
     plan = {

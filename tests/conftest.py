@@ -11,9 +11,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from backworks.contracts.envelope import Envelope
+from backworks.local.embedded import EmbeddedNats
 from backworks.pipeline import blueprints, broker
 from backworks.pipeline.blueprints import LoadedBlueprint
-from backworks.pipeline.embedded import EmbeddedNats
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "hello" / "blueprint.yaml"

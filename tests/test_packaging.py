@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backworks.pipeline.ports import free_port
+from backworks.local.ports import free_port
 from tests.conftest import EXAMPLE, ROOT
 from tests.e2e.processes import BACKWORKS, start, stop, wait_healthy
 
@@ -78,9 +79,13 @@ def test_up_serves_the_example_from_a_folder_with_packages_of_its_own(project: P
 
 
 def test_a_built_wheel_holds_one_top_level_package(tmp_path: Path) -> None:
+    # Built from a copy: setuptools leaves build/ behind, and a stale build/ would leak old modules into a wheel.
+    source = tmp_path / "source"
+    skip = shutil.ignore_patterns(".git", ".venv", ".ci-venv", "build", "*.egg-info", "bench-results", "*cache*")
+    shutil.copytree(ROOT, source, symlinks=True, ignore=skip)
     pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
     subprocess.run(
-        [*pip, "-w", str(tmp_path), str(ROOT)],
+        [*pip, "-w", str(tmp_path), str(source)],
         check=True,
         capture_output=True,
         timeout=300,

@@ -1,6 +1,6 @@
 """Runs one plugin inside the real stage host, against a real nats-server, from a test.
 
-``StageRunner`` starts a nats-server (``backworks.pipeline.embedded.EmbeddedNats``, on a free loopback port) unless
+``StageRunner`` starts a nats-server (``backworks.local.embedded.EmbeddedNats``, on a free loopback port) unless
 given a URL, declares Backworks' streams and buckets, starts a ``backworks.pipeline.stagehost.StageHost`` for the
 plugin, and sends envelopes through JetStream exactly as the gateway does. What comes back is the envelope
 the stage host forwarded: a failure is recorded in ``envelope.errors``, timings in ``envelope.timings``.
@@ -32,11 +32,12 @@ from backworks.contracts.blueprint import PluginInstance
 from backworks.contracts.envelope import Envelope
 from backworks.contracts.names import Phase, gateway_inbox, reply_subject
 from backworks.contracts.registry import ReplicaInfo
-from backworks.pipeline import broker, census
+from backworks.local import census
+from backworks.local.embedded import EmbeddedNats
+from backworks.pipeline import broker
 from backworks.pipeline.awaiting import AwaitableMap
 from backworks.pipeline.blueprints import ResolvedInstance
 from backworks.pipeline.contract import verify
-from backworks.pipeline.embedded import EmbeddedNats
 from backworks.pipeline.forwarder import Forwarder
 from backworks.pipeline.plugin import Plugin
 from backworks.pipeline.stagehost import StageHost

@@ -11,7 +11,7 @@ import asyncio
 import signal
 from typing import cast
 
-from backworks.pipeline.ports import LOOPBACK
+from backworks.local.ports import LOOPBACK
 
 BODY = b'{"greeting":"Hello, bench!"}'
 HEAD = f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(BODY)}\r\n\r\n"

@@ -25,7 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from backworks.contracts.names import MSG_ID_HEADER
-from backworks.pipeline.ports import LOOPBACK
+from backworks.local.ports import LOOPBACK
 from ops.bench.server import serve
 
 STREAM = "BENCH_FLOOR"

@@ -23,11 +23,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from backworks.contracts.blueprint import handler_instance
 from backworks.contracts.envelope import Envelope, HttpResponse
 from backworks.contracts.names import Phase
+from backworks.local.ports import LOOPBACK
 from backworks.pipeline import blueprints
 from backworks.pipeline.blueprints import LoadedBlueprint, ResolvedInstance
 from backworks.pipeline.executor import dispatch
 from backworks.pipeline.plugin import Continue, Fail, Plugin, Respond
-from backworks.pipeline.ports import LOOPBACK
 from ops.bench.server import serve
 
 ENVELOPE_KEY = "backworks.envelope"

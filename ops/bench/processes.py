@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
-from backworks.pipeline.lifecycle import die_with_parent
-from backworks.pipeline.supervisor import cli_command
+from backworks.local.processes import cli_command, die_with_parent, terminate
 
 ROOT = Path(__file__).resolve().parents[2]
 STOP_GRACE = 8.0
@@ -91,17 +87,8 @@ class Children:
     def stop(self, children: list[Child] | None = None, grace: float = STOP_GRACE) -> None:
         """SIGTERM the given children (default: all), SIGKILL whatever is left after ``grace`` seconds."""
         targets = list(self.started if children is None else children)
+        terminate([child.process for child in targets], grace)
         for child in targets:
-            if child.alive:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for child in targets:
-            try:
-                child.process.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                child.process.wait()
             if child in self.started:
                 self.started.remove(child)
 

@@ -31,8 +31,8 @@ import nats
 from nats.js.api import DiscardPolicy, RetentionPolicy, StreamConfig
 
 from backworks.contracts.names import INBOX_PREFIX, PIPELINE_STREAM
+from backworks.local.embedded import EmbeddedNats, find_binary
 from backworks.pipeline import broker, logs
-from backworks.pipeline.embedded import EmbeddedNats, find_binary
 from ops.bench import floor, report
 from ops.bench.processes import ROOT, Child, Children, python_module
 from ops.bench.stats import Measurement, summarize

@@ -21,9 +21,9 @@ from typing import Any
 import httpx
 import yaml
 
+from backworks.local.ports import LOOPBACK, free_port
 from backworks.pipeline import blueprints
 from backworks.pipeline.blueprints import LoadedBlueprint
-from backworks.pipeline.ports import LOOPBACK, free_port
 from ops.bench.floor import SINGLE_PREFIX
 from ops.bench.processes import Child, Children, backworks, python_module
 

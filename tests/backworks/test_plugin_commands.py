@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from backworks.cli import app
-from backworks.pipeline.embedded import EmbeddedNats
-from backworks.pipeline.ports import free_port
+from backworks.local.embedded import EmbeddedNats
+from backworks.local.ports import free_port
 from backworks.pipeline.secrets import MASK
 from backworks.plugins.request_headers import RequestHeaders
 from backworks.sdk import StageRunner

@@ -97,7 +97,7 @@ def test_each_mistake_is_one_precise_error(case: str, tmp_path: Path) -> None:
     text_result = runner.invoke(app, ["validate", str(path)])
     assert text_result.exit_code == 1
     scope = f" [plugin {plugin}]" if plugin else ""
-    unwrapped = text_result.stderr.replace("\n", "")  # the terminal console wraps long lines
+    unwrapped = text_result.stdout.replace("\n", "")  # the report is the result: stdout
     assert f"{path}:{line}:{column}: {pointer}{scope}: " in unwrapped and message in unwrapped
 
 

@@ -17,8 +17,8 @@ import httpx
 
 from backworks.contracts.events import StageEvent
 from backworks.contracts.names import EVENTS_STREAM
+from backworks.local.ports import free_port
 from backworks.pipeline import broker
-from backworks.pipeline.ports import free_port
 from tests.e2e.processes import children_of, pid_alive, start, stop, wait_healthy
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+
+from backworks.local.processes import terminate
 
 BACKWORKS = str(Path(sys.executable).parent / "backworks")
 
@@ -24,13 +25,7 @@ def start(*args: str, log: Path, cwd: Path | None = None, env: dict[str, str] | 
 def stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> float:
     """SIGTERM and wait; returns how long it took. Kills (and fails later checks) if it hangs."""
     started = time.monotonic()
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    terminate([process], timeout)
     return time.monotonic() - started
 
 

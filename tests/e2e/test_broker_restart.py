@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backworks.pipeline.ports import free_port
+from backworks.local.ports import free_port
 from tests.conftest import EXAMPLE
 from tests.e2e.processes import start, stop, wait_healthy
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backworks.pipeline.ports import free_port
+from backworks.local.ports import free_port
 from tests.conftest import write_blueprint
 from tests.e2e.processes import start, stop, wait_healthy, wait_http
 

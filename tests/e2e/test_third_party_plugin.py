@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backworks.pipeline.embedded import EmbeddedNats
-from backworks.pipeline.ports import free_port
+from backworks.local.embedded import EmbeddedNats
+from backworks.local.ports import free_port
 from tests.conftest import write_blueprint
 from tests.e2e.processes import BACKWORKS, start, stop, wait_healthy
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
+import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from backworks.pipeline.ports import free_port
+from backworks.local.ports import free_port
 from tests.conftest import EXAMPLE
-from tests.e2e.processes import children_of, pid_alive, start, stop, wait_healthy
+from tests.e2e.processes import BACKWORKS, children_of, pid_alive, start, stop, wait_healthy
 
 pytestmark = pytest.mark.e2e
 
@@ -53,7 +56,12 @@ def test_up_serves_the_example_restarts_dead_children_and_stops_cleanly(tmp_path
         else:
             pytest.fail("the killed handler was not restarted")
         assert httpx.get(f"{base}/hello/again", timeout=5).json() == {"greeting": "Hello, again!"}
-        assert "exited" in (tmp_path / "up.log").read_text()
+        lines = (tmp_path / "up.log").read_text().splitlines()
+        reported = [line for line in lines if "exited" in line]
+        assert len(reported) == 1, f"each supervisor event is reported once: {reported}"
+        event = json.loads(reported[0])
+        assert (event["child"], event["pid"], event["code"]) == ("serve hello-handler", victim, -signal.SIGKILL)
+        assert event["event"].startswith("serve hello-handler exited with code -9; restarting in")
         children = children_of(up.pid)
     finally:
         took = stop(up, timeout=15)
@@ -61,3 +69,32 @@ def test_up_serves_the_example_restarts_dead_children_and_stops_cleanly(tmp_path
     assert took < 10.5
     leftovers = [pid for pid in children if pid_alive(pid)]
     assert leftovers == [], f"orphaned processes: {leftovers}"
+
+
+def _listener() -> tuple[socket.socket, int]:
+    """A socket that holds a loopback port, as another program would."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock, sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("option", ["--port", "--nats-port"])
+def test_up_on_a_taken_port_says_so_and_exits_at_once(tmp_path: Path, option: str) -> None:
+    holder, taken = _listener()
+    other = str(free_port())
+    ports = (
+        ["--port", str(taken), "--nats-port", other] if option == "--port" else ["--port", other, option, str(taken)]
+    )
+    try:
+        started = time.monotonic()
+        result = subprocess.run(
+            [BACKWORKS, "up", str(EXAMPLE), *ports], capture_output=True, text=True, timeout=30, cwd=tmp_path
+        )
+        took = time.monotonic() - started
+    finally:
+        holder.close()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"port {taken} is in use" in result.stderr
+    assert option in result.stderr
+    assert took < 10, "must not retry the child forever"

@@ -12,9 +12,9 @@ from structlog.testing import capture_logs
 
 from backworks.gateway.app import GatewayState, build_app
 from backworks.gateway.state import connect, disconnect
+from backworks.local.embedded import EmbeddedNats
 from backworks.pipeline import blueprints
 from backworks.pipeline.blueprints import LoadedBlueprint
-from backworks.pipeline.embedded import EmbeddedNats
 from tests.conftest import eventually, write_blueprint
 from tests.stages import running_stages
 

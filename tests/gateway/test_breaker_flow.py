@@ -7,8 +7,8 @@ from pathlib import Path
 
 from nats.aio.client import Client
 
+from backworks.local.embedded import EmbeddedNats
 from backworks.pipeline import blueprints
-from backworks.pipeline.embedded import EmbeddedNats
 from backworks.plugins.fault import Fault
 from tests.conftest import eventually, write_blueprint
 from tests.gateway.test_app import gateway

@@ -20,10 +20,10 @@ from backworks.contracts.blueprint import BreakerSettings
 from backworks.contracts.breakers import ProbeRecord, StateRecord, probe_key, state_key
 from backworks.contracts.errors import BackworksError
 from backworks.contracts.names import BREAKERS_BUCKET
+from backworks.local.embedded import EmbeddedNats
 from backworks.pipeline import breakers as breakers_module
 from backworks.pipeline import broker
 from backworks.pipeline.breakers import BreakerState, FleetBreakers
-from backworks.pipeline.embedded import EmbeddedNats
 from backworks.pipeline.errors import BreakerOpen, PipelineError
 from tests.conftest import eventually
 

@@ -8,7 +8,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from backworks.contracts.envelope import Envelope, HttpResponse, Principal
-from backworks.pipeline.embedded import EmbeddedNats
+from backworks.local.embedded import EmbeddedNats
 from backworks.pipeline.plugin import Action, Alert, Analytics, Continue, EmptyConfig, Monitoring, Respond, Security
 from backworks.plugins.request_headers import RequestHeaders
 from backworks.sdk import (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -12,9 +11,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from backworks.local.ports import LOOPBACK, accepts, free_port
+from backworks.local.processes import die_with_parent, terminate
 from backworks.pipeline.errors import EmbeddedNatsError
-from backworks.pipeline.lifecycle import die_with_parent
-from backworks.pipeline.ports import LOOPBACK, accepts, free_port
 
 READY_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
@@ -104,14 +103,8 @@ class EmbeddedNats:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            terminate([process], STOP_TIMEOUT)
 
     def __enter__(self) -> EmbeddedNats:
         return self.start()

@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import httpx
 import structlog
 
-from backworks.pipeline.lifecycle import die_with_parent
+from backworks.local.processes import cli_command, die_with_parent, terminate
 
 log = structlog.get_logger("backworks.supervisor")
 
@@ -35,21 +32,14 @@ STABLE_AFTER = 30.0
 POLL_INTERVAL = 0.2
 
 
-def cli_command() -> list[str]:
-    """How to run the ``backworks`` CLI from here: the console script next to this Python, if installed."""
-    script = Path(sys.executable).parent / "backworks"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("backworks")
-    return [found] if found else [sys.executable, "-m", "backworks"]
-
-
 @dataclass
 class Child:
     """One supervised process."""
 
     name: str
     args: list[str]
+    program: list[str] = field(default_factory=cli_command)
+    """What runs ``args``: the ``backworks`` CLI unless told otherwise."""
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restarts: int = 0
@@ -67,7 +57,7 @@ class Child:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [*cli_command(), *self.args], start_new_session=True, preexec_fn=die_with_parent, stdin=subprocess.DEVNULL
+            [*self.program, *self.args], start_new_session=True, preexec_fn=die_with_parent, stdin=subprocess.DEVNULL
         )
         self.started_at = time.monotonic()
         self.supervised = True
@@ -84,7 +74,6 @@ class Supervisor:
 
     broker: Child | None
     services: list[Child]
-    on_event: Callable[[str], None] = print
     stopping: bool = False
     children: list[Child] = field(init=False)
 
@@ -113,15 +102,16 @@ class Supervisor:
                 if now - child.started_at > STABLE_AFTER:
                     child.restarts = 0
                 delay = RESTART_BACKOFF[min(child.restarts, len(RESTART_BACKOFF) - 1)]
-                self.on_event(f"{child.name} (pid {child.pid}) exited with code {code}; restarting in {delay:.1f} s")
-                log.warning("child exited; restarting", child=child.name, pid=child.pid, code=code, delay=delay)
+                log.warning(
+                    f"{child.name} exited with code {code}; restarting in {delay:.1f} s",
+                    child=child.name, pid=child.pid, code=code, delay=delay,
+                )  # fmt: skip
                 child.process = None
                 child.next_start = now + delay
                 child.restarts += 1
             if now >= child.next_start:
                 child.start()
                 log.info("child restarted", child=child.name, pid=child.pid)
-                self.on_event(f"{child.name} restarted (pid {child.pid})")
 
     def run(self) -> None:
         while not self.stopping:
@@ -137,18 +127,11 @@ class Supervisor:
 
     @staticmethod
     def _terminate(children: list[Child], grace: float) -> None:
-        for child in children:
-            child.signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for child in children:
-            if child.process is None:
-                continue
-            try:
-                child.process.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+        running = [child for child in children if child.process is not None]
+        killed = terminate([child.process for child in running if child.process is not None], grace)
+        for child in running:
+            if child.pid in killed:
                 log.warning("child did not stop in time; killed", child=child.name, pid=child.pid)
-                child.process.kill()
-                child.process.wait()
 
 
 def wait_until_ready(

@@ -5,7 +5,7 @@ import json
 from typer.testing import CliRunner
 
 from backworks.cli import app
-from backworks.pipeline.asyncapi import build
+from backworks.local.asyncapi import build
 from backworks.pipeline.blueprints import LoadedBlueprint
 from tests.conftest import EXAMPLE
 

@@ -20,11 +20,6 @@ NATS_URL_FILE = "nats.url"
 """Where ``backworks nats`` records the URL of the embedded broker it runs, for commands run by hand."""
 
 
-def split_servers(value: str) -> list[str]:
-    """``"nats://a:4222, nats://b:4222"`` -> the list of URLs."""
-    return [part.strip() for part in value.split(",") if part.strip()]
-
-
 def recorded_nats_url() -> str | None:
     """The embedded broker running for this state directory, if ``backworks nats`` recorded one."""
     path = state_dir() / NATS_URL_FILE

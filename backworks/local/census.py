@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from urllib.parse import urlparse
 
 import nats
 from nats.js import JetStreamContext
@@ -18,12 +17,12 @@ from pydantic import ValidationError
 
 from backworks.contracts.names import REGISTRY_BUCKET
 from backworks.contracts.registry import ReplicaInfo
+from backworks.local.ports import accepts
+from backworks.local.servers import address
 from backworks.pipeline.errors import BrokerUnavailable
 from backworks.pipeline.liveness import LIVENESS_TTL
-from backworks.pipeline.ports import LOOPBACK, accepts
 
 CENSUS_TIMEOUT = 2.0
-DEFAULT_NATS_PORT = 4222
 
 
 async def read(js: JetStreamContext) -> list[ReplicaInfo]:
@@ -59,14 +58,9 @@ def per_plugin(replicas: list[ReplicaInfo]) -> Counter[str]:
     return Counter(info.plugin for info in replicas)
 
 
-def _address(server: str) -> tuple[str, int]:
-    parsed = urlparse(server if "://" in server else f"nats://{server}")
-    return parsed.hostname or LOOPBACK, parsed.port or DEFAULT_NATS_PORT
-
-
 async def snapshot(servers: list[str], timeout: float = CENSUS_TIMEOUT) -> list[ReplicaInfo]:
     """Connect once, read the live replicas, disconnect; ``BrokerUnavailable`` when NATS cannot be reached."""
-    if not any(accepts(*_address(server)) for server in servers):
+    if not any(accepts(*address(server)) for server in servers):
         raise BrokerUnavailable(f"cannot connect to NATS at {', '.join(servers)}: nothing accepts connections there")
 
     async def quiet(exc: Exception) -> None:

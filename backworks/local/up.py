@@ -1,0 +1,161 @@
+"""``backworks up``: the embedded broker, the gateway and one process per plugin replica, started and supervised.
+
+The CLI command only parses options; this module checks the ports, starts the children through the
+``Supervisor``, waits for the streams and the stages, prints what runs, and stops everything on the way out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from backworks.contracts.blueprint import NatsSettings
+from backworks.local.errors import NotReady
+from backworks.local.ports import LOOPBACK, accepts, ensure_free, free_port
+from backworks.local.servers import address
+from backworks.local.supervisor import Child, Supervisor, wait_until_ready
+from backworks.pipeline import broker
+from backworks.pipeline.blueprints import LoadedBlueprint
+from backworks.pipeline.errors import PipelineError
+
+READY_TIMEOUT = 60.0
+STREAMS_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What ``up`` runs: where the gateway listens, which broker, how many replicas of each instance."""
+
+    blueprint: str
+    host: str
+    port: int
+    servers: list[str]
+    replicas: dict[str, int]
+    nats_port: int | None
+    """Port of the embedded broker to start, ``None`` when the servers are external."""
+    storage: str
+
+    @property
+    def url(self) -> str:
+        return ",".join(self.servers)
+
+
+def plan(
+    loaded: LoadedBlueprint,
+    path: str,
+    servers: list[str] | None,
+    host: str | None,
+    port: int | None,
+    nats_port: int,
+    replicas: dict[str, int],
+) -> Plan:
+    """Decide the ports and the broker; raise ``PortInUse`` for a port that is taken, before anything starts."""
+    settings = loaded.model.gateway
+    bind = host or settings.host
+    http_port = settings.port if port is None else port
+    if http_port == 0:
+        http_port = free_port(bind)
+    else:
+        ensure_free(bind, http_port, "--port")
+    embedded_port: int | None = None
+    if servers is None:
+        if nats_port:
+            ensure_free(LOOPBACK, nats_port, "--nats-port")
+        embedded_port = nats_port or free_port()
+        servers = [f"nats://{LOOPBACK}:{embedded_port}"]
+    return Plan(path, bind, http_port, servers, replicas, embedded_port, loaded.model.nats.storage)
+
+
+def children(plan: Plan) -> tuple[Child | None, list[Child]]:
+    """The broker child (if embedded) and the services, each the CLI command a user would type."""
+    broker_child = None
+    if plan.nats_port is not None:
+        broker_child = Child("nats", ["nats", "--port", str(plan.nats_port), "--storage", plan.storage])
+    services = [
+        Child("gateway", ["gateway", plan.blueprint, "--nats", plan.url, "--port", str(plan.port), "--host", plan.host])
+    ]
+    for name, count in plan.replicas.items():
+        for index in range(count):
+            label = f"serve {name}" + (f" #{index + 1}" if count > 1 else "")
+            services.append(Child(label, ["serve", name, plan.blueprint, "--nats", plan.url]))
+    return broker_child, services
+
+
+def run(plan: Plan, nats: NatsSettings, console: Console) -> None:
+    """Start everything, wait until it is ready, supervise until a signal; always stop every child."""
+    broker_child, services = children(plan)
+    supervisor = Supervisor(broker_child, services)
+    supervisor.install_signal_handlers()
+    try:
+        with console.status("starting NATS") as status:
+            if broker_child:
+                broker_child.start()
+            if not wait_for_streams(plan.servers, supervisor, status.update, nats):
+                if supervisor.stopping:
+                    return
+                raise NotReady("NATS did not come up; see .backworks/nats-server.log")
+            status.update("starting the gateway and plugin services")
+            supervisor.start_services()
+            local = LOOPBACK if plan.host in ("0.0.0.0", "::") else plan.host
+            health = f"http://{local}:{plan.port}/_backworks/health"
+            ready = wait_until_ready(health, plan.replicas, READY_TIMEOUT, supervisor, status.update)
+        if supervisor.stopping:
+            return
+        print_ready(console, supervisor, ready, f"http://{plan.host}:{plan.port}", plan.url)
+        supervisor.run()
+    finally:
+        console.print("stopping…", highlight=False)
+        supervisor.stop()
+        console.print("stopped", highlight=False)
+
+
+def wait_for_streams(servers: list[str], supervisor: Supervisor, progress: Any, nats: NatsSettings) -> bool:
+    """Wait until the broker accepts connections and Backworks' streams exist (declaring them if external)."""
+
+    async def probe() -> bool:
+        from backworks.pipeline.errors import BrokerUnavailable
+
+        if not any(accepts(*address(server)) for server in servers):
+            raise BrokerUnavailable("not accepting connections yet")
+        client = await broker.connect(servers, name="backworks-up")
+        try:
+            js = broker.jetstream(client)
+            if supervisor.broker is None:
+                await broker.declare(js, storage=nats.storage, replicas=nats.replicas)
+            await broker.attach(js, timeout=5.0)
+            return True
+        finally:
+            await client.drain()
+
+    deadline = time.monotonic() + STREAMS_TIMEOUT
+    while time.monotonic() < deadline and not supervisor.stopping:
+        supervisor.check()
+        try:
+            return asyncio.run(probe())
+        except PipelineError:
+            progress("waiting for NATS")
+            time.sleep(0.2)
+    return False
+
+
+def print_ready(
+    console: Console, supervisor: Supervisor, ready: dict[str, Any] | None, url: str, nats_url: str
+) -> None:
+    table = Table(title="backworks up", title_justify="left")
+    table.add_column("process")
+    table.add_column("pid", justify="right")
+    table.add_column("state")
+    for child in supervisor.children:
+        table.add_row(child.name, str(child.pid), "[green]running[/]" if child.alive else "[red]down[/]")
+    console.print(table)
+    if ready is None:
+        console.print("[yellow]not every stage reported live in time; see the logs above[/]")
+    else:
+        console.print(f"health: {ready.get('status')}", highlight=False)
+    console.print(f"NATS: {nats_url}", highlight=False)
+    console.print(f"[bold green]Backworks is up:[/] {url}   (Ctrl-C to stop)", highlight=False)
