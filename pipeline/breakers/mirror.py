@@ -4,7 +4,7 @@ In: a KV watch on the whole bucket, rebuilt from a full snapshot after every rec
 (nats-py's ordered consumer alone resumed only ~20 s after a nats-server restart, and a memory bucket may come
 back empty). Out: this process's own count records, written in the background, one put in flight, always with
 the latest numbers, retried until they land. State transitions and probe claims are CAS writes made by
-:class:`backworks.pipeline.breakers.FleetBreakers` itself.
+:class:`~backworks.pipeline.breakers.fleet.FleetBreakers` itself.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from backworks.contracts.breakers import (
     parse_key,
 )
 from backworks.contracts.names import BREAKERS_BUCKET
-from backworks.pipeline.breaker_view import Clock, FleetView
+from backworks.pipeline.breakers.view import Clock, FleetView
 from backworks.pipeline.errors import BrokerUnavailable
 
 log = structlog.get_logger("backworks.breakers")

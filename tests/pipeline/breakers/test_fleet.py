@@ -20,9 +20,9 @@ from backworks.contracts.blueprint import BreakerSettings
 from backworks.contracts.breakers import ProbeRecord, StateRecord, probe_key, state_key
 from backworks.contracts.errors import BackworksError
 from backworks.contracts.names import BREAKERS_BUCKET
-from backworks.pipeline import breakers as breakers_module
 from backworks.pipeline import broker
 from backworks.pipeline.breakers import BreakerState, FleetBreakers
+from backworks.pipeline.breakers import fleet as fleet_module
 from backworks.pipeline.embedded import EmbeddedNats
 from backworks.pipeline.errors import BreakerOpen, PipelineError
 from tests.conftest import eventually
@@ -293,7 +293,7 @@ async def test_a_cancelled_probe_gives_its_slot_back(
     make_breakers: MakeBreakers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lease = 10.0
-    monkeypatch.setattr(breakers_module, "MIN_PROBE_LEASE", lease)
+    monkeypatch.setattr(fleet_module, "MIN_PROBE_LEASE", lease)
     a = await make_breakers(settings(threshold=1, reset_ms=200), "replica-a")
     b = await make_breakers(settings(threshold=1, reset_ms=200), "gateway-b")
     await a.record_failure(INSTANCE, "down")
@@ -311,7 +311,7 @@ async def test_a_cancelled_probe_gives_its_slot_back(
 async def test_a_probe_lost_with_its_process_frees_its_slot_after_the_lease(
     make_breakers: MakeBreakers, nats_client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(breakers_module, "MIN_PROBE_LEASE", 0.4)
+    monkeypatch.setattr(fleet_module, "MIN_PROBE_LEASE", 0.4)
     b = await make_breakers(settings(threshold=1, reset_ms=200), "replica-b")
     await b.record_failure(INSTANCE, "down")
     await eventually(lambda: b.state(INSTANCE) is BreakerState.HALF_OPEN, timeout=2.0)
