@@ -66,7 +66,7 @@ def version_problem(version: object) -> str | None:
     try:
         parsed = parse_version(version)
     except InvalidVersion:
-        return f"version {version!r} is not a version (it cannot be compared with constraints): {example}"
+        return f"version {version!r} is not semver (it cannot be compared with constraints): {example}"
     if len(parsed.release) != RELEASE_PARTS:
         return f"version {version!r} is not semver: write MAJOR.MINOR.PATCH, {example}"
     return None

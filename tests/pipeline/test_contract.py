@@ -48,7 +48,7 @@ class Good(RequestProcessor[EmptyConfig]):
         ("2.0.0+build.5", None),
         ("1.0", "version '1.0' is not semver: write MAJOR.MINOR.PATCH"),
         ("1.2.3.4", "version '1.2.3.4' is not semver: write MAJOR.MINOR.PATCH"),
-        ("banana", "version 'banana' is not a version (it cannot be compared with constraints)"),
+        ("banana", "version 'banana' is not semver (it cannot be compared with constraints)"),
         (123, "version 123 is not a string"),
     ],
 )
