@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from backworks.contracts.names import REGISTRY_BUCKET, registry_key
 from backworks.contracts.registry import ReplicaInfo
+from backworks.pipeline.tasks import cancel
 
 log = structlog.get_logger("backworks.liveness")
 
@@ -49,9 +50,7 @@ class LivenessView:
         self._task = asyncio.create_task(self._watch_forever(), name="liveness-watch")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel(self._task)
 
     def live(self, instance: str, now: float | None = None) -> list[ReplicaInfo]:
         now = time.monotonic() if now is None else now
@@ -123,9 +122,7 @@ class Heartbeat:
                 log.warning("heartbeat failed", error=repr(exc))
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel(self._task)  # not a bare cancel(): one can get lost in nats-py's wait_for (3.11)
         if self._key:
             try:
                 kv = await self.js.key_value(REGISTRY_BUCKET)

@@ -30,10 +30,11 @@ from backworks.contracts.breakers import (
     probe_key,
     state_key,
 )
-from backworks.pipeline.breakers.mirror import BucketMirror, cancel
+from backworks.pipeline.breakers.mirror import BucketMirror
 from backworks.pipeline.breakers.storage import FleetStorage, LogListener
 from backworks.pipeline.breakers.view import FleetView, utc
 from backworks.pipeline.errors import BreakerOpen
+from backworks.pipeline.tasks import cancel
 
 log = structlog.get_logger("backworks.breakers")
 

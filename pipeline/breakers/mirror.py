@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import nats.errors
 import structlog
@@ -32,6 +32,7 @@ from backworks.contracts.breakers import (
 from backworks.contracts.names import BREAKERS_BUCKET
 from backworks.pipeline.breakers.view import Clock, FleetView
 from backworks.pipeline.errors import BrokerUnavailable
+from backworks.pipeline.tasks import cancel
 
 log = structlog.get_logger("backworks.breakers")
 
@@ -206,16 +207,6 @@ class BucketMirror:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, MAX_RETRY_DELAY)
             self._idle.set()
-
-
-async def cancel(tasks: Iterable[asyncio.Task[object]]) -> None:
-    """Cancel ``tasks`` and wait for them, cancelling again if a cancellation got lost (3.11's ``wait_for``
-    can swallow one when its inner future completes at the same moment)."""
-    pending = set(tasks)
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=STOP_TIMEOUT)
 
 
 async def _next_entry(watcher: KeyValue.KeyWatcher, timeout: float) -> KeyValue.Entry | None:
