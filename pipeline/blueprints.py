@@ -4,6 +4,11 @@ config (against its JSON Schema), references, routes and plugin dependencies.
 Every problem is collected (not just the first) with the file, line, column, JSON pointer and plugin
 instance, so ``backworks validate`` can report them all at once. A valid blueprint comes with each
 endpoint's stage order resolved (``backworks.pipeline.dependencies``).
+
+A plugin that declares the ``fault-injection`` capability (the built-in ``fault``: it can hang, leak
+memory and exit its process) is refused unless ``BACKWORKS_ALLOW_FAULT=1`` is set in the environment of
+the process that validates the blueprint (``backworks.pipeline.capabilities``), so it cannot reach a
+production blueprint by accident.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from backworks.contracts.envelope import Stage
 from backworks.contracts.errors import BlueprintError, ConfigIssue
 from backworks.contracts.names import Phase
 from backworks.pipeline import registry, secrets
+from backworks.pipeline.capabilities import ALLOW_FAULT_ENV, FAULT_INJECTION, faults_allowed
 from backworks.pipeline.configs import validate_config
 from backworks.pipeline.dependencies import plan_endpoint, type_problems
 from backworks.pipeline.errors import PluginLoadError
@@ -271,6 +277,20 @@ def _check_references(report: _Report, model: Blueprint, resolved: dict[str, Res
             )
 
 
+def _check_fault_opt_in(report: _Report, resolved: dict[str, ResolvedInstance], where: dict[str, str]) -> None:
+    if faults_allowed():
+        return
+    for name, item in resolved.items():
+        if FAULT_INJECTION in item.cls.capabilities:
+            report.add(
+                f"{where[name]}/type",
+                f"plugin {item.cls.name!r} injects faults (hangs, memory leaks, process exits) and is for tests "
+                f"and chaos drills only; to use it, set {ALLOW_FAULT_ENV}=1 in the environment of every "
+                "backworks process (`backworks up` passes it on to its services)",
+                name,
+            )
+
+
 def _check_routes(report: _Report, model: Blueprint) -> None:
     seen: dict[tuple[str, str], str] = {}
     for name, endpoint in model.endpoints.items():
@@ -312,6 +332,7 @@ def validate(data: Any, file: str, positions: dict[str, Position] | None = None)
         if item:
             resolved[name] = item
     _check_references(report, model, resolved)
+    _check_fault_opt_in(report, resolved, where)
     _check_routes(report, model)
     chains = _resolve_dependencies(report, model, resolved, found, where)
     if report.issues:

@@ -31,11 +31,8 @@ from backworks.pipeline.plugin import (
     implements,
 )
 
-SEMVER = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
-)
+RELEASE_PARTS = 3
+"""MAJOR.MINOR.PATCH: a plugin version names all three, like semver."""
 PLUGIN_NAME = re.compile(NAME_PATTERN)
 ANY_VERSION = ("", "*")
 MAX_EXECUTION_TIME_LIMIT = 600.0
@@ -53,8 +50,26 @@ def location(cls: type[Any]) -> str:
 
 
 def parse_version(text: str) -> Version:
-    """A plugin version (semver) as a comparable ``packaging`` version."""
+    """A plugin version as a comparable ``packaging`` version (semver prereleases such as ``1.2.0-rc.1`` parse)."""
     return Version(text)
+
+
+def version_problem(version: object) -> str | None:
+    """What is wrong with a plugin's ``version``, or None.
+
+    ``packaging`` parses it, as it is what compares it with the dependency constraints of other plugins; the
+    one rule on top is that the release names MAJOR.MINOR.PATCH.
+    """
+    example = 'e.g. version = "1.2.0" or "1.2.0-rc.1"'
+    if not isinstance(version, str):
+        return f"version {version!r} is not a string: write MAJOR.MINOR.PATCH, {example}"
+    try:
+        parsed = parse_version(version)
+    except InvalidVersion:
+        return f"version {version!r} is not semver (it cannot be compared with constraints): {example}"
+    if len(parsed.release) != RELEASE_PARTS:
+        return f"version {version!r} is not semver: write MAJOR.MINOR.PATCH, {example}"
+    return None
 
 
 def parse_constraint(text: str) -> SpecifierSet:
@@ -74,13 +89,8 @@ def _check_metadata(cls: type[Plugin[Any]], problems: list[str]) -> None:
     version = getattr(cls, "version", None)
     if not _declared_by_plugin(cls, "version"):
         problems.append('no `version`: add a semver class attribute, e.g. version = "1.0.0"')
-    elif not isinstance(version, str) or not SEMVER.match(version):
-        problems.append(f'version {version!r} is not semver: write MAJOR.MINOR.PATCH, e.g. version = "1.2.0"')
-    else:
-        try:
-            parse_version(version)
-        except InvalidVersion:
-            problems.append(f"version {version!r} cannot be compared with constraints: use e.g. 1.2.0 or 1.2.0-rc.1")
+    elif problem := version_problem(version):
+        problems.append(problem)
     description = getattr(cls, "description", None)
     if not _declared_by_plugin(cls, "description") or not isinstance(description, str) or not description.strip():
         problems.append('no `description`: add a one-line class attribute, e.g. description = "Checks API keys."')

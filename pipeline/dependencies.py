@@ -8,10 +8,10 @@ Two checks, both reporting the whole chain (``acl -> rbac -> api-key``):
   does not list one but the blueprint declares exactly one instance of the needed plugin, that instance is
   added to the endpoint's chain.
 
-The order of an endpoint's chain is a topological sort: the blueprint's explicit order first (defaults, then
-the endpoint's list), moved only as far as needed to put dependencies before their dependents (a dependency
-takes the place of its earliest dependent); ``priority`` (higher first) orders plugins that are otherwise
-tied, such as two dependencies of one stage that the blueprint does not list.
+The order of an endpoint's chain is a topological sort (stdlib ``graphlib``): the blueprint's explicit
+order first (defaults, then the endpoint's list), moved only as far as needed to put dependencies before
+their dependents (a dependency takes the place of its earliest dependent); ``priority`` (higher first)
+orders plugins that are otherwise tied, such as two dependencies of one stage that the blueprint does not list.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import heapq
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from graphlib import CycleError, TopologicalSorter
 
 from packaging.version import InvalidVersion, Version
 
@@ -154,32 +155,35 @@ def plan_endpoint(
 def _order(
     members: list[str], position: Mapping[str, int], edges: set[tuple[str, str]], priority: Callable[[str], int]
 ) -> list[str]:
+    """A topological order (stdlib ``graphlib``) that stays as close to the blueprint's order as it can.
+
+    Among the stages ready at each step, the one that comes first wins: a dependency takes the place of its
+    earliest (transitive) dependent, then blueprint position, then higher ``priority``, then name.
+    """
+    providers: dict[str, set[str]] = {name: set() for name in members}
+    dependents: dict[str, list[str]] = {name: [] for name in members}
+    for provider, dependent in edges:
+        providers[dependent].add(provider)
+        dependents[provider].append(dependent)
+    try:
+        dependents_first = reversed(list(TopologicalSorter(providers).static_order()))
+    except CycleError:
+        return list(members)  # reported by ``type_problems`` (the blueprint is refused): keep blueprint order
     rank = {name: float(position.get(name, math.inf)) for name in members}
-    changed = True
-    while changed:
-        changed = False
-        for provider, dependent in edges:
-            if rank[dependent] < rank[provider]:
-                rank[provider] = rank[dependent]
-                changed = True
-    incoming = {name: 0 for name in members}
-    for _, dependent in edges:
-        incoming[dependent] += 1
+    for name in dependents_first:
+        rank[name] = min([rank[name], *(rank[dependent] for dependent in dependents[name])])
 
     def key(name: str) -> tuple[float, float, int, str]:
         return (rank[name], float(position.get(name, math.inf)), -priority(name), name)
 
-    ready = [(key(name), name) for name in members if incoming[name] == 0]
-    heapq.heapify(ready)
+    sorter = TopologicalSorter(providers)
+    sorter.prepare()
+    ready: list[tuple[tuple[float, float, int, str], str]] = []
     ordered: list[str] = []
-    while ready:
+    while sorter.is_active():
+        for name in sorter.get_ready():
+            heapq.heappush(ready, (key(name), name))
         _, name = heapq.heappop(ready)
         ordered.append(name)
-        for provider, dependent in edges:
-            if provider == name:
-                incoming[dependent] -= 1
-                if incoming[dependent] == 0:
-                    heapq.heappush(ready, (key(dependent), dependent))
-    # A cycle (already reported as a type problem) leaves members unplaced: keep them in blueprint order.
-    ordered += [name for name in members if name not in ordered]
+        sorter.done(name)
     return ordered

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from backworks.contracts.names import REGISTRY_BUCKET, registry_key
 from backworks.contracts.registry import ReplicaInfo
-from backworks.pipeline.breaker_sync import cancel
+from backworks.pipeline.tasks import cancel
 
 log = structlog.get_logger("backworks.liveness")
 
@@ -50,9 +50,7 @@ class LivenessView:
         self._task = asyncio.create_task(self._watch_forever(), name="liveness-watch")
 
     async def stop(self) -> None:
-        if self._task:
-            # The watch's broker calls go through nats-py's request (3.11's wait_for), which can swallow a cancel.
-            await cancel([self._task])
+        await cancel(self._task)
 
     def live(self, instance: str, now: float | None = None) -> list[ReplicaInfo]:
         now = time.monotonic() if now is None else now
@@ -124,9 +122,7 @@ class Heartbeat:
                 log.warning("heartbeat failed", error=repr(exc))
 
     async def stop(self) -> None:
-        if self._task:
-            # A plugin's health_check runs inside the beat and may swallow the cancellation (3.11's wait_for).
-            await cancel([self._task])
+        await cancel(self._task)  # not a bare cancel(): one can get lost in nats-py's wait_for (3.11)
         if self._key:
             try:
                 kv = await self.js.key_value(REGISTRY_BUCKET)

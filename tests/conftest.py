@@ -14,6 +14,7 @@ from backworks.contracts.envelope import Envelope
 from backworks.local.embedded import EmbeddedNats
 from backworks.pipeline import blueprints, broker
 from backworks.pipeline.blueprints import LoadedBlueprint
+from backworks.pipeline.capabilities import ALLOW_FAULT_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "hello" / "blueprint.yaml"
@@ -23,6 +24,12 @@ EXAMPLE = ROOT / "examples" / "hello" / "blueprint.yaml"
 def _isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test gets its own state directory (embedded broker store, nats.url)."""
     monkeypatch.setenv("BACKWORKS_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+
+
+@pytest.fixture
+def allow_fault(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opt in to the ``fault`` plugin (``BACKWORKS_ALLOW_FAULT=1``) here and in every process started from here."""
+    monkeypatch.setenv(ALLOW_FAULT_ENV, "1")
 
 
 @pytest.fixture

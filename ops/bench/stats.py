@@ -1,22 +1,15 @@
-"""Latency and throughput figures from raw samples (nearest-rank percentiles, no interpolation)."""
+"""Latency and throughput figures from raw samples (percentiles: ``backworks.sdk.profiler.cut_points``)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from backworks.sdk.profiler import cut_points
+
 CDF_POINTS = 200
 """Quantiles kept per measurement in the JSON (and drawn in the chart)."""
-
-
-def percentile(ordered: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of an ascending sequence; 0 for an empty one."""
-    if not ordered:
-        return 0.0
-    rank = max(1, math.ceil(fraction * len(ordered)))
-    return float(ordered[min(rank, len(ordered)) - 1])
 
 
 @dataclass(frozen=True)
@@ -40,29 +33,28 @@ class Summary:
 
 
 def summarize(latencies_ns: Sequence[int], seconds: float, failed: int = 0) -> Summary:
-    ordered = sorted(latencies_ns)
     to_ms = 1e-6
-    count = len(ordered)
+    count = len(latencies_ns)
+    per_mille = cut_points(latencies_ns, 1000)  # p99.9 is index 999
     return Summary(
         count=count,
         seconds=round(seconds, 4),
         throughput=round(count / seconds, 1) if seconds > 0 else 0.0,
-        p50=round(percentile(ordered, 0.50) * to_ms, 4),
-        p95=round(percentile(ordered, 0.95) * to_ms, 4),
-        p99=round(percentile(ordered, 0.99) * to_ms, 4),
-        p999=round(percentile(ordered, 0.999) * to_ms, 4),
-        mean=round(sum(ordered) / count * to_ms, 4) if count else 0.0,
-        max=round(ordered[-1] * to_ms, 4) if count else 0.0,
+        p50=round(per_mille[500] * to_ms, 4),
+        p95=round(per_mille[950] * to_ms, 4),
+        p99=round(per_mille[990] * to_ms, 4),
+        p999=round(per_mille[999] * to_ms, 4),
+        mean=round(sum(latencies_ns) / count * to_ms, 4) if count else 0.0,
+        max=round(per_mille[-1] * to_ms, 4) if count else 0.0,
         failed=failed,
     )
 
 
 def cdf(latencies_ns: Sequence[int], points: int = CDF_POINTS) -> list[float]:
     """Latency in ms at ``points`` evenly spaced quantiles from 0 to 1 (for the JSON and the chart)."""
-    ordered = sorted(latencies_ns)
-    if not ordered:
+    if not latencies_ns:
         return []
-    return [round(percentile(ordered, i / (points - 1)) * 1e-6, 4) for i in range(points)]
+    return [round(value * 1e-6, 4) for value in cut_points(latencies_ns, points - 1)]
 
 
 def ratio(numerator: float, denominator: float) -> float | None:

@@ -1,4 +1,17 @@
-"""``fault``: injects delays, aborts, errors, hangs, leaks and crashes, to test resilience end to end."""
+"""``fault``: injects delays, aborts, errors, hangs, leaks and crashes, to test resilience end to end.
+
+Not for production: a blueprint with an instance of ``fault`` (or of any plugin declaring the
+``fault-injection`` capability) is rejected by validation, naming the file, the JSON pointer
+(``/plugins/<instance>/type``) and the instance, unless the validating process runs with
+``BACKWORKS_ALLOW_FAULT=1`` (``true``/``yes`` also accepted)::
+
+    BACKWORKS_ALLOW_FAULT=1 backworks up chaos.yaml
+
+Every process that loads the blueprint checks it (the gateway, each ``backworks serve``), so set it for
+all of them; ``backworks up`` passes its environment on to the services it starts. The opt-in lives in the
+environment rather than in the blueprint on purpose: a blueprint copied from a test into production does
+not carry it along.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +22,7 @@ import time
 from typing import ClassVar
 
 from backworks.contracts.envelope import Envelope, HttpResponse
+from backworks.pipeline.capabilities import FAULT_INJECTION
 from backworks.pipeline.plugin import Action, Continue, Fail, RequestProcessor, Respond
 from backworks.plugins.fault.config import FaultConfig, FaultMode
 
@@ -19,6 +33,7 @@ class Fault(RequestProcessor[FaultConfig]):
     name = "fault"
     version = "1.0.0"
     description = "Injects delays, aborts, errors, event-loop blocks, memory leaks and crashes (for testing)."
+    capabilities = (FAULT_INJECTION,)
     Config = FaultConfig
     max_execution_time = 1.0
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import subprocess
 import threading
 import time
@@ -95,6 +97,33 @@ def stage_events(nats_url: str) -> list[StageEvent]:
             await client.close()
 
     return asyncio.run(read())
+
+
+REPORT_NAME = "chaos-report.json"
+"""Figures the chaos tests measure (how fast a dead stage is detected, ...), one JSON file per pytest run."""
+REPORT_ENV = "BACKWORKS_CHAOS_REPORT"
+"""Where to write the report instead (CI keeps it there: pytest prunes old base temporary directories)."""
+
+
+def report(tmp_path: Path, test: str, **figures: float) -> Path:
+    """Record ``figures`` (seconds unless named otherwise) under ``test`` in the run's chaos report.
+
+    The report lives in pytest's base temporary directory (the parent of every ``tmp_path``), or at
+    ``$BACKWORKS_CHAOS_REPORT``, so one file collects the figures of every chaos test of a run; its path
+    is printed. A promise about speed
+    is a figure to look at here, not a tight assertion: the tests bound times generously relative to
+    the configured values.
+    """
+    path = Path(os.environ.get(REPORT_ENV) or tmp_path.parent / REPORT_NAME)
+    with _report_lock:
+        found: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+        found[test] = {name: round(value, 4) for name, value in figures.items()}
+        path.write_text(json.dumps(found, indent=2, sort_keys=True) + "\n")
+    print(f"chaos report: {path} ({test})")
+    return path
+
+
+_report_lock = threading.Lock()
 
 
 def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.1) -> Any:

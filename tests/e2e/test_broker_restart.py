@@ -13,9 +13,14 @@ import pytest
 
 from backworks.local.ports import free_port
 from tests.conftest import EXAMPLE
+from tests.e2e.chaos import report
 from tests.e2e.processes import start, stop, wait_healthy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
+
+RECOVERY = 30.0
+"""How long the services may take to be healthy again once the broker is back (18.6 s measured once on a
+loaded 2-core machine, usually far less: the figure goes to the chaos report)."""
 
 
 def test_services_ride_out_a_broker_restart_under_traffic(tmp_path: Path) -> None:
@@ -55,7 +60,7 @@ def test_services_ride_out_a_broker_restart_under_traffic(tmp_path: Path) -> Non
         during = httpx.get(f"{base}/hello/x", timeout=5)
         health = httpx.get(f"{base}/_backworks/health", timeout=5)
         broker = start("nats", "--port", str(nats_port), "--store-dir", str(store), log=log)
-        wait_healthy(base, timeout=30)
+        wait_healthy(base, timeout=RECOVERY)
         recovered_after = time.monotonic() - outage_started
         time.sleep(1.5)
         stop_traffic.set()
@@ -70,7 +75,8 @@ def test_services_ride_out_a_broker_restart_under_traffic(tmp_path: Path) -> Non
     assert during.status_code == 503 and during.json()["title"] == "Broker unavailable"
     assert health.status_code == 503 and health.json()["nats"]["connected"] is False
     assert after.status_code == 200 and after.json() == {"greeting": "Hello, y!"}
-    assert recovered_after < 20
+    assert recovered_after < RECOVERY + 1.5 + 5  # the outage, and time to start the broker again
+    report(tmp_path, "broker_restart", healthy_after_broker_stopped=recovered_after, broker_down_for_at_least=1.5)
     unanswered = {rid: o for rid, o in outcomes.items() if isinstance(o, str)}
     assert not unanswered, unanswered
     statuses = set(outcomes.values())

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from backworks.local.ports import free_port
+from backworks.local.supervisor import BROKER_GRACE, STOP_GRACE
 from tests.conftest import EXAMPLE
 from tests.e2e.processes import BACKWORKS, children_of, pid_alive, start, stop, wait_healthy
 
@@ -66,7 +67,7 @@ def test_up_serves_the_example_restarts_dead_children_and_stops_cleanly(tmp_path
     finally:
         took = stop(up, timeout=15)
     assert up.returncode == 0, (tmp_path / "up.log").read_text()[-3000:]
-    assert took < 10.5
+    assert took < STOP_GRACE + BROKER_GRACE + 3, "stopped within its own grace periods"
     leftovers = [pid for pid in children if pid_alive(pid)]
     assert leftovers == [], f"orphaned processes: {leftovers}"
 

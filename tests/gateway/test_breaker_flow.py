@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from nats.aio.client import Client
 
 from backworks.local.embedded import EmbeddedNats
@@ -14,12 +15,16 @@ from tests.conftest import eventually, write_blueprint
 from tests.gateway.test_app import gateway
 from tests.stages import running_stages
 
+pytestmark = pytest.mark.usefixtures("allow_fault")  # the breakers are driven by the `fault` plugin
+
+# Every refusal below must land within the reset timeout (or a probe is let through): generous on a loaded machine.
+RESET_TIMEOUT = 2.0
 BLUEPRINT = """name: breakers
 plugins:
   flaky:
     type: fault
     critical: {critical}
-    breaker: {{failure_threshold: 3, reset_timeout_ms: 600, half_open_probes: 1}}
+    breaker: {{failure_threshold: 3, reset_timeout_ms: 2000, half_open_probes: 1}}
 endpoints:
   e: {{path: /x, plugins: [flaky], handler: {{type: mock, config: {{body: ok}}}}}}
 """
@@ -49,12 +54,12 @@ async def test_breaker_opens_refuses_without_calling_then_half_open_probe_closes
         assert health["status"] == "unhealthy"
 
         # A failed probe reopens it.
-        await eventually(lambda: state.breakers.state("flaky").value == "half-open", timeout=3)  # type: ignore[union-attr]
+        await eventually(lambda: state.breakers.state("flaky").value == "half-open", timeout=RESET_TIMEOUT * 3)  # type: ignore[union-attr]
         assert (await http.get("/x", headers={"x-backworks-fault": "raise"})).status_code == 502
         await eventually(lambda: state.breakers.state("flaky").value == "open")  # type: ignore[union-attr]
 
         # A good probe closes it everywhere.
-        await eventually(lambda: state.breakers.state("flaky").value == "half-open", timeout=3)  # type: ignore[union-attr]
+        await eventually(lambda: state.breakers.state("flaky").value == "half-open", timeout=RESET_TIMEOUT * 3)  # type: ignore[union-attr]
         probe = await http.get("/x")
         assert probe.status_code == 200 and probe.text == "ok"
         await eventually(lambda: state.breakers.state("flaky").value == "closed")  # type: ignore[union-attr]

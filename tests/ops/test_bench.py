@@ -11,21 +11,22 @@ import psutil
 import pytest
 
 from ops.bench.floor import SINGLE_PREFIX
-from ops.bench.stats import percentile, summarize
+from ops.bench.stats import cdf, summarize
 from ops.bench.systems import derive, request_path
 from tests.conftest import ROOT
 
 SMOKE_TIMEOUT = 150
 
 
-def test_percentiles_are_nearest_rank() -> None:
-    ordered = [float(n) for n in range(1, 101)]
-    assert percentile(ordered, 0.50) == 50
-    assert percentile(ordered, 0.99) == 99
-    assert percentile(ordered, 0.0) == 1
-    assert percentile([], 0.5) == 0
+def test_percentiles_come_from_the_one_shared_implementation() -> None:
+    samples = [n * 1_000_000 for n in range(100, 0, -1)]  # 1..100 ms, unordered
+    figures = summarize(samples, seconds=2.0)
+    assert (figures.p50, figures.p95, figures.p99, figures.max) == (50.5, 95.05, 99.01, 100.0)
+    assert summarize([], seconds=1.0).p99 == 0
     figures = summarize([2_000_000, 1_000_000, 3_000_000], seconds=0.5, failed=1)
     assert (figures.count, figures.throughput, figures.p50, figures.max, figures.failed) == (3, 6.0, 2.0, 3.0, 1)
+    assert cdf(samples, points=5) == [1.0, 25.75, 50.5, 75.25, 100.0]
+    assert cdf([], points=5) == []
 
 
 def test_derived_blueprint_adds_a_handler_only_twin(tmp_path: Path) -> None:

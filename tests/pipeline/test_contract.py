@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from backworks.contracts.envelope import Envelope
-from backworks.pipeline.contract import verify
+from backworks.pipeline.contract import verify, version_problem
 from backworks.pipeline.errors import PluginContractError
 from backworks.pipeline.plugin import (
     Action,
@@ -38,6 +38,23 @@ class Good(RequestProcessor[EmptyConfig]):
 
     async def process_request(self, envelope: Envelope) -> Action:
         return Continue(envelope)
+
+
+@pytest.mark.parametrize(
+    ("version", "problem"),
+    [
+        ("1.2.3", None),
+        ("1.2.3-rc.1", None),
+        ("2.0.0+build.5", None),
+        ("1.0", "version '1.0' is not semver: write MAJOR.MINOR.PATCH"),
+        ("1.2.3.4", "version '1.2.3.4' is not semver: write MAJOR.MINOR.PATCH"),
+        ("banana", "version 'banana' is not semver (it cannot be compared with constraints)"),
+        (123, "version 123 is not a string"),
+    ],
+)
+def test_a_plugin_version_is_checked_with_packaging(version: object, problem: str | None) -> None:
+    found = version_problem(version)
+    assert found == problem if problem is None else found is not None and found.startswith(problem)
 
 
 def problems_of(cls: object) -> list[str]:

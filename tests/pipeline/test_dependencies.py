@@ -97,6 +97,21 @@ def test_a_dependency_moves_just_before_its_first_dependent() -> None:
     assert result.added == [] and result.problems == []
 
 
+def test_a_chain_of_dependencies_moves_before_its_earliest_transitive_dependent() -> None:
+    instances = {
+        "log": plugin("log"), "acl": plugin("acl", rbac=""), "rbac": plugin("rbac", api_key=""),
+        "api-key": plugin("api-key"), "tail": plugin("tail"),
+    }  # fmt: skip
+    assert plan(["log", "acl", "tail", "rbac", "api-key"], instances).chain == ["log", "api-key", "rbac", "acl", "tail"]
+
+
+def test_an_endpoint_with_a_cycle_keeps_the_blueprint_order() -> None:
+    """The cycle itself is reported by ``type_problems``; ordering must not loop or drop a stage."""
+    instances = {"a": plugin("a", b=""), "b": plugin("b", a=""), "c": plugin("c")}
+    assert plan(["c", "a", "b"], instances).chain == ["c", "a", "b"]
+    assert "dependency cycle: a -> b -> a" in "\n".join(type_problems("a", classes(*instances.values()), {}))
+
+
 def test_priority_orders_dependencies_the_blueprint_leaves_unordered() -> None:
     instances = {
         "app": plugin("app", low="", high=""),

@@ -1,10 +1,100 @@
-"""The liveness view stops, whatever its broker calls do with a cancellation."""
+"""Liveness against a real nats-server: heartbeats make a replica live, a clean stop removes it at once, a
+silent one goes stale after ``LIVENESS_TTL``, one gone for ``FORGET_AFTER`` is forgotten."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import AsyncIterator
 
-from backworks.pipeline.liveness import LivenessView
+import pytest
+from nats.aio.client import Client
+
+from backworks.contracts.names import REGISTRY_BUCKET, Phase, registry_key
+from backworks.contracts.registry import ReplicaInfo
+from backworks.pipeline import broker, liveness
+from backworks.pipeline.liveness import HEARTBEAT_INTERVAL, LIVENESS_TTL, Heartbeat, LivenessView
+from tests.conftest import eventually
+
+
+def info(instance: str = "auth", replica: str = "r1", processed: int = 0) -> ReplicaInfo:
+    now = time.time()
+    return ReplicaInfo(
+        instance=instance, replica=replica, plugin="api-key", version="1.0.0", phases=[Phase.REQUEST],
+        pid=1234, host="test", started_at=now, sent_at=now, processed=processed,
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def view(nats_client: Client) -> AsyncIterator[LivenessView]:
+    watching = LivenessView(broker.jetstream(nats_client))
+    await watching.start()
+    await eventually(watching.ready.is_set)
+    yield watching
+    await watching.stop()
+
+
+async def put(nats_client: Client, item: ReplicaInfo) -> None:
+    kv = await broker.jetstream(nats_client).key_value(REGISTRY_BUCKET)
+    await kv.put(registry_key(item.instance, item.replica), item.model_dump_json().encode())
+
+
+async def test_a_heartbeating_replica_is_live_and_a_clean_stop_removes_it(
+    nats_client: Client, view: LivenessView
+) -> None:
+    beats = 0
+
+    async def snapshot() -> ReplicaInfo:
+        nonlocal beats
+        beats += 1
+        return info(processed=beats)
+
+    heartbeat = Heartbeat(broker.jetstream(nats_client), snapshot)
+    await heartbeat.start()
+    try:
+        await eventually(lambda: view.count("auth") == 1)
+        (seen,) = view.live("auth")
+        assert (seen.instance, seen.replica, seen.plugin) == ("auth", "r1", "api-key")
+        assert view.count("other") == 0
+        # It keeps beating: later heartbeats replace the entry (the latest figures are what forwarders see).
+        await eventually(lambda: view.live("auth")[0].processed >= 3, timeout=HEARTBEAT_INTERVAL * 20)
+    finally:
+        await heartbeat.stop()
+    await eventually(lambda: view.count("auth") == 0, timeout=LIVENESS_TTL / 2)  # deleted, not waited out
+    assert "auth.r1" not in view.replicas.get("auth", {})
+
+
+async def test_a_silent_replica_goes_stale_after_the_ttl(nats_client: Client, view: LivenessView) -> None:
+    await put(nats_client, info(replica="killed"))
+    await eventually(lambda: view.count("auth") == 1)
+    arrived = view.replicas["auth"]["auth.killed"].at
+    assert [r.replica for r in view.live("auth", now=arrived + LIVENESS_TTL)] == ["killed"]
+    assert view.live("auth", now=arrived + LIVENESS_TTL + 0.01) == []
+
+
+async def test_replicas_gone_for_long_are_forgotten_and_bad_entries_ignored(
+    nats_client: Client, view: LivenessView, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(liveness, "FORGET_AFTER", 0.2)
+    await put(nats_client, info(replica="old"))
+    await eventually(lambda: "auth.old" in view.replicas.get("auth", {}))
+    await asyncio.sleep(0.3)  # longer than FORGET_AFTER, by the watcher's clock
+    kv = await broker.jetstream(nats_client).key_value(REGISTRY_BUCKET)
+    await kv.put("auth.garbage", b"not json")
+    await put(nats_client, info(replica="new"))
+    await eventually(lambda: "auth.new" in view.replicas.get("auth", {}))
+    assert set(view.replicas["auth"]) == {"auth.new"}, "the old one was forgotten, the garbage never added"
+
+
+async def test_a_view_started_later_sees_the_replicas_already_there(nats_client: Client) -> None:
+    await put(nats_client, info(replica="early"))
+    late = LivenessView(broker.jetstream(nats_client))
+    await late.start()
+    try:
+        await eventually(late.ready.is_set)
+        assert [r.replica for r in late.live("auth")] == ["early"], "the initial values came before ready"
+    finally:
+        await late.stop()
 
 
 async def test_liveness_stop_ends_the_watch_even_if_a_broker_call_swallows_the_cancellation() -> None:

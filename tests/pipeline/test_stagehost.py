@@ -132,6 +132,7 @@ def test_ack_wait_is_short_and_long_hooks_are_covered_by_heartbeats() -> None:
     assert ack_wait_for(60.0) == 2.0  # hooks longer than this send in-progress heartbeats
 
 
+@pytest.mark.usefixtures("allow_fault")
 async def test_a_hook_longer_than_the_ack_deadline_is_not_redelivered_while_it_works(
     tmp_path: Path, nats_client: Client, replies: Replies
 ) -> None:

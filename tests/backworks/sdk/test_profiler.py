@@ -12,7 +12,7 @@ from backworks.contracts.envelope import Envelope, HttpResponse
 from backworks.pipeline.plugin import Action, Continue, Fail, Respond, Security
 from backworks.pipeline.secrets import MASK
 from backworks.sdk import generated_workload, profile
-from backworks.sdk.profiler import HookStats
+from backworks.sdk.profiler import HookStats, cut_points, percentile
 
 
 class Secret(BaseModel):
@@ -69,10 +69,17 @@ async def test_profile_reports_each_hook_of_every_phase() -> None:
 
 def test_percentiles_and_the_generated_workload() -> None:
     stats = HookStats("h", durations_ns=[i * 1_000_000 for i in range(1, 101)])
-    assert (stats.percentile(50), stats.percentile(90), stats.percentile(99)) == (50.0, 90.0, 99.0)
+    assert (stats.percentile(50), stats.percentile(90), stats.percentile(99)) == (50.5, 90.1, 99.01)
     assert HookStats("none").percentile(50) == 0.0
+    assert HookStats("one", durations_ns=[3_000_000]).percentile(99) == 3.0
     first, again = generated_workload(seed=3), generated_workload(seed=3)
     requests = [first(i) for i in range(50)]
     assert [r.method for r in requests] == [again(i).method for i in range(50)], "reproducible"
     assert {r.method for r in requests} >= {"GET", "POST"}
     assert any(r.body for r in requests) and all(r.path.startswith("/items/") for r in requests)
+
+
+def test_cut_points_are_the_stdlib_quantiles_with_both_ends() -> None:
+    assert cut_points([4, 1, 3, 2], 3) == [1.0, 2.0, 3.0, 4.0]
+    assert cut_points([], 2) == [0.0, 0.0, 0.0]
+    assert percentile([10, 20], 0.999) == 19.99

@@ -21,9 +21,9 @@ from backworks.contracts.breakers import ProbeRecord, StateRecord, probe_key, st
 from backworks.contracts.errors import BackworksError
 from backworks.contracts.names import BREAKERS_BUCKET
 from backworks.local.embedded import EmbeddedNats
-from backworks.pipeline import breakers as breakers_module
 from backworks.pipeline import broker
 from backworks.pipeline.breakers import BreakerState, FleetBreakers
+from backworks.pipeline.breakers import fleet as fleet_module
 from backworks.pipeline.errors import BreakerOpen, PipelineError
 from tests.conftest import eventually
 
@@ -121,7 +121,8 @@ async def test_failures_recorded_on_one_process_open_the_breaker_for_another(mak
     await a.record_failure(INSTANCE, "third")
     written = time.perf_counter()  # the CAS that opened it has been acknowledged
     seen = await changes.wait_for("OPEN")
-    assert seen - written < 0.25, f"B saw the open breaker {1000 * (seen - written):.1f} ms after A wrote it"
+    # Pushed by the KV watch (~1 ms measured): far inside the 10 s reset timeout the breaker is open for.
+    assert seen - written < 1.0, f"B saw the open breaker {1000 * (seen - written):.1f} ms after A wrote it"
 
     for fleet in (a, b):
         assert fleet.state(INSTANCE) is BreakerState.OPEN
@@ -136,7 +137,7 @@ async def test_failures_recorded_on_one_process_open_the_breaker_for_another(mak
         await b.call(INSTANCE, plugin)
     assert calls == []
     assert refused.value.instance == INSTANCE and refused.value.state == "open"
-    assert refused.value.retry_after is not None and 9.0 < refused.value.retry_after <= 10.0
+    assert refused.value.retry_after is not None and 10.0 / 2 < refused.value.retry_after <= 10.0
     assert isinstance(refused.value, PipelineError) and isinstance(refused.value, BackworksError)
     snapshot = b.snapshot()[INSTANCE]
     assert snapshot["state"] == "open" and snapshot["generation"] == 1
@@ -288,7 +289,11 @@ async def test_a_failed_probe_reopens_the_breaker_everywhere(make_breakers: Make
     await eventually(lambda: a.state(INSTANCE) is BreakerState.HALF_OPEN, timeout=2.0)
 
 
-async def test_a_cancelled_probe_gives_its_slot_back(make_breakers: MakeBreakers) -> None:
+async def test_a_cancelled_probe_gives_its_slot_back(
+    make_breakers: MakeBreakers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lease = 10.0
+    monkeypatch.setattr(fleet_module, "MIN_PROBE_LEASE", lease)
     a = await make_breakers(settings(threshold=1, reset_ms=200), "replica-a")
     b = await make_breakers(settings(threshold=1, reset_ms=200), "gateway-b")
     await a.record_failure(INSTANCE, "down")
@@ -298,15 +303,15 @@ async def test_a_cancelled_probe_gives_its_slot_back(make_breakers: MakeBreakers
     await eventually(lambda: gate.running == 1 and not b.allow(INSTANCE))
     probe.cancel()
     started = time.monotonic()
-    await eventually(lambda: b.allow(INSTANCE), timeout=0.5)  # well before the 1 s lease
-    assert time.monotonic() - started < 0.5
+    await eventually(lambda: b.allow(INSTANCE), timeout=lease / 4)  # well before the lease runs out
+    assert time.monotonic() - started < lease / 4
     assert b.state(INSTANCE) is BreakerState.HALF_OPEN  # a cancelled call is no result
 
 
 async def test_a_probe_lost_with_its_process_frees_its_slot_after_the_lease(
     make_breakers: MakeBreakers, nats_client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(breakers_module, "MIN_PROBE_LEASE", 0.4)
+    monkeypatch.setattr(fleet_module, "MIN_PROBE_LEASE", 0.4)
     b = await make_breakers(settings(threshold=1, reset_ms=200), "replica-b")
     await b.record_failure(INSTANCE, "down")
     await eventually(lambda: b.state(INSTANCE) is BreakerState.HALF_OPEN, timeout=2.0)
@@ -421,8 +426,9 @@ async def test_the_reset_timeout_is_honoured_in_tokyo(
     naive_drift = datetime.now() - datetime.now(UTC).replace(tzinfo=None)  # what aiobreaker's mix would be off by
     assert abs(naive_drift - timedelta(hours=9)) < timedelta(seconds=1)
 
-    a = await make_breakers(settings(threshold=1, reset_ms=500), "replica-a")
-    b = await make_breakers(settings(threshold=1, reset_ms=500), "replica-b")
+    reset = 0.5
+    a = await make_breakers(settings(threshold=1, reset_ms=int(reset * 1000)), "replica-a")
+    b = await make_breakers(settings(threshold=1, reset_ms=int(reset * 1000)), "replica-b")
     changes = StateChanges()
     b.add_listener(changes)
     before = time.time()
@@ -433,7 +439,7 @@ async def test_the_reset_timeout_is_honoured_in_tokyo(
     opened_at = datetime.fromisoformat(str(snapshot["opened_at"]))
     reset_at = datetime.fromisoformat(str(snapshot["reset_at"]))
     assert opened_at.utcoffset() == timedelta(0)
-    assert abs(opened_at.timestamp() - before) < 0.5
+    assert abs(opened_at.timestamp() - before) < reset * 10  # aiobreaker's mix would be off by 9 h
     assert reset_at - opened_at == timedelta(milliseconds=500)
     with pytest.raises(BreakerOpen) as refused:
         await b.call(INSTANCE, Gate())
@@ -442,9 +448,9 @@ async def test_the_reset_timeout_is_honoured_in_tokyo(
         assert b.state(INSTANCE) is BreakerState.OPEN and not b.allow(INSTANCE)
         await asyncio.sleep(0.05)
 
-    half_open = await changes.wait_for("HALF_OPEN", timeout=1.0)  # noticed by a timer: no call needed
+    half_open = await changes.wait_for("HALF_OPEN", timeout=reset * 6)  # noticed by a timer: no call needed
     assert time.time() >= reset_at.timestamp()
-    assert half_open - changes.seen[0][0] < 0.5 + 0.25
+    assert half_open - changes.seen[0][0] < reset * 5  # about one reset timeout, not 9 h off
     assert b.allow(INSTANCE) and a.allow(INSTANCE)
     assert aiobreaker_clocks_forbidden == []
 
@@ -452,7 +458,8 @@ async def test_the_reset_timeout_is_honoured_in_tokyo(
 async def test_no_aiobreaker_clock_or_warning_is_reached_in_a_whole_cycle(
     make_breakers: MakeBreakers, aiobreaker_clocks_forbidden: list[str]
 ) -> None:
-    a = await make_breakers(settings(threshold=2, reset_ms=150), "replica-a")
+    reset = 0.15
+    a = await make_breakers(settings(threshold=2, reset_ms=int(reset * 1000)), "replica-a")
     changes = StateChanges()
     a.add_listener(changes)
 
@@ -464,10 +471,10 @@ async def test_no_aiobreaker_clock_or_warning_is_reached_in_a_whole_cycle(
             await a.call(INSTANCE, lambda: fail(RuntimeError("down")))
     with pytest.raises(BreakerOpen):
         await a.call(INSTANCE, plugin)
-    await eventually(lambda: a.state(INSTANCE) is BreakerState.HALF_OPEN, timeout=1.0)
+    await eventually(lambda: a.state(INSTANCE) is BreakerState.HALF_OPEN, timeout=reset * 20)
     with pytest.raises(RuntimeError):
         await a.call(INSTANCE, lambda: fail(RuntimeError("still down")))
-    await eventually(lambda: a.allow(INSTANCE), timeout=1.0)
+    await eventually(lambda: a.allow(INSTANCE), timeout=reset * 20)
     assert await a.call(INSTANCE, plugin) == "ok"
     a.snapshot()
     assert [name for _, _, name in changes.seen] == ["OPEN", "HALF_OPEN", "OPEN", "HALF_OPEN", "CLOSED"]
@@ -492,7 +499,6 @@ async def test_the_watch_recovers_after_nats_server_restarts(nats_server: Embedd
 
         nats_server.stop()
         nats_server.start()
-        restarted = time.monotonic()
 
         async def broker_is_back() -> bool:
             try:
@@ -504,9 +510,9 @@ async def test_the_watch_recovers_after_nats_server_restarts(nats_server: Embedd
 
         await eventually(broker_is_back, timeout=10.0)
         await b.record_failure(INSTANCE, "after the restart")  # counted with A's failure from before
-        await eventually(lambda: b.state(INSTANCE) is BreakerState.OPEN, timeout=2.0)
-        await eventually(lambda: a.state(INSTANCE) is BreakerState.OPEN, timeout=3.0)
-        assert time.monotonic() - restarted < 5.0
+        # Both watches resumed: the failure recorded by B reaches A (reconnect wait 0.25 s, generous bound).
+        await eventually(lambda: b.state(INSTANCE) is BreakerState.OPEN, timeout=5.0)
+        await eventually(lambda: a.state(INSTANCE) is BreakerState.OPEN, timeout=5.0)
     finally:
         for fleet in (a, b):
             await fleet.stop()

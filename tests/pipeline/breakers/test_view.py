@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC
-
-import pytest
-from aiobreaker import CircuitBreaker, CircuitBreakerState
-
 from backworks.contracts.blueprint import BreakerSettings
 from backworks.contracts.breakers import (
     BreakerState,
@@ -17,7 +12,7 @@ from backworks.contracts.breakers import (
     key_token,
     parse_key,
 )
-from backworks.pipeline.breaker_view import FleetStorage, FleetView
+from backworks.pipeline.breakers.view import FleetView
 
 SETTINGS = BreakerSettings(failure_threshold=5, reset_timeout_ms=2_000, half_open_probes=2)
 
@@ -96,21 +91,6 @@ def test_probe_slots_are_free_when_unclaimed_stale_or_past_their_lease() -> None
     local.apply_probe(1, ProbeRecord(generation=3, writer="c", claimed_at=199.0), revision=3)
     assert local.free_slots(now=200.0, lease=2.0) == [1]
     assert local.free_slots(now=201.0, lease=2.0) == [0, 1]
-
-
-def test_the_aiobreaker_storage_reads_the_view_and_refuses_transitions() -> None:
-    local = view()
-    written: list[str] = []
-    storage = FleetStorage(local, clock=lambda: 101.0, on_failure=lambda: written.append("count"))
-    breaker = CircuitBreaker(fail_max=SETTINGS.failure_threshold, state_storage=storage, name="auth")
-    storage.increment_counter()
-    assert breaker.fail_counter == 1 and written == ["count"]
-    local.apply_state(opened(at=100.0), revision=1)
-    assert breaker.current_state is CircuitBreakerState.OPEN
-    assert storage.opened_at is not None and storage.opened_at.tzinfo is UTC
-    assert storage.opened_at.timestamp() == 100.0
-    with pytest.raises(NotImplementedError, match="CAS"):
-        breaker.close()
 
 
 def test_keys_are_parsed_and_replica_ids_made_key_safe() -> None:

@@ -4,14 +4,14 @@ In: a KV watch on the whole bucket, rebuilt from a full snapshot after every rec
 (nats-py's ordered consumer alone resumed only ~20 s after a nats-server restart, and a memory bucket may come
 back empty). Out: this process's own count records, written in the background, one put in flight, always with
 the latest numbers, retried until they land. State transitions and probe claims are CAS writes made by
-:class:`backworks.pipeline.breakers.FleetBreakers` itself.
+:class:`~backworks.pipeline.breakers.fleet.FleetBreakers` itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import nats.errors
 import structlog
@@ -30,8 +30,9 @@ from backworks.contracts.breakers import (
     parse_key,
 )
 from backworks.contracts.names import BREAKERS_BUCKET
-from backworks.pipeline.breaker_view import Clock, FleetView
+from backworks.pipeline.breakers.view import Clock, FleetView
 from backworks.pipeline.errors import BrokerUnavailable
+from backworks.pipeline.tasks import cancel
 
 log = structlog.get_logger("backworks.breakers")
 
@@ -206,16 +207,6 @@ class BucketMirror:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, MAX_RETRY_DELAY)
             self._idle.set()
-
-
-async def cancel(tasks: Iterable[asyncio.Task[object]]) -> None:
-    """Cancel ``tasks`` and wait for them, cancelling again if a cancellation got lost (3.11's ``wait_for``
-    can swallow one when its inner future completes at the same moment)."""
-    pending = set(tasks)
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=STOP_TIMEOUT)
 
 
 async def _next_entry(watcher: KeyValue.KeyWatcher, timeout: float) -> KeyValue.Entry | None:
