@@ -40,6 +40,11 @@ EMBEDDED = "embedded"
 _STRICT = ConfigDict(extra="forbid")
 
 
+def split_servers(value: str) -> list[str]:
+    """``"nats://a:4222, nats://b:4222"`` -> the list of URLs: the one parser of a server list."""
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
 class NatsSettings(BaseModel):
     """Where the broker is."""
 
@@ -58,7 +63,7 @@ class NatsSettings(BaseModel):
 
     @property
     def servers(self) -> list[str]:
-        return [part.strip() for part in self.url.split(",") if part.strip()]
+        return split_servers(self.url)
 
 
 class GatewaySettings(BaseModel):

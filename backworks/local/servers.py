@@ -1,4 +1,4 @@
-"""Which NATS servers a command talks to, and the one parser of a server list.
+"""Which NATS servers a command talks to (the server-list parser is ``contracts.blueprint.split_servers``).
 
 Every command resolves its broker the same way: ``--nats`` if given, else the blueprint's ``nats.url``, else
 (``embedded``, or no blueprint at all) the embedded broker that ``backworks nats``/``backworks up`` recorded
@@ -9,16 +9,11 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
-from backworks.contracts.blueprint import EMBEDDED
+from backworks.contracts.blueprint import EMBEDDED, split_servers
 from backworks.local.ports import LOOPBACK
 from backworks.local.state import recorded_nats_url
 
 DEFAULT_NATS_PORT = 4222
-
-
-def split_servers(value: str) -> list[str]:
-    """``"nats://a:4222, nats://b:4222"`` -> the list of URLs."""
-    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def address(server: str) -> tuple[str, int]:
