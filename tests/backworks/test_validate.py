@@ -10,32 +10,19 @@ from typer.testing import CliRunner
 
 from backworks.cli import app
 from tests.conftest import write_blueprint
+from tests.samples import PROCESSOR_FACTORY_SOURCE
 
 runner = CliRunner()
 
-PLUGINS = """
-from backworks import Action, Continue, EmptyConfig, Envelope, RequestProcessor
-
-
-def processor(plugin_name, plugin_version, **needs):
-    class Local(RequestProcessor[EmptyConfig]):
-        name = plugin_name
-        version = plugin_version
-        description = "A local plugin."
-        dependencies = {key.replace("_", "-"): value for key, value in needs.items()}
-
-        async def process_request(self, envelope: Envelope) -> Action:
-            return Continue(envelope)
-
-    Local.__module__ = __name__
-    return Local
-
-
+PLUGINS = (
+    PROCESSOR_FACTORY_SOURCE
+    + """
 Needy = processor("needy", "1.0.0", request_headers=">=1.0,<2")
 Picky = processor("picky", "1.0.0", request_headers=">=2")
 Chicken = processor("chicken", "1.0.0", egg="")
 Egg = processor("egg", "1.0.0", chicken="")
 """
+)
 
 HEAD = "name: api\nplugin_dirs: [local]\n"
 HANDLER = "handler: {type: mock}"

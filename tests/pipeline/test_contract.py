@@ -24,20 +24,18 @@ from backworks.pipeline.plugin import (
 from backworks.plugins.mock import Mock
 from backworks.plugins.request_headers import RequestHeaders
 from backworks.plugins.response_headers import ResponseHeaders
+from tests.samples import Passthrough
 
 HERE = __file__
 
 
-class Good(RequestProcessor[EmptyConfig]):
+class Good(Passthrough):
     name = "good"
     version = "1.2.3-rc.1"
     description = "Does nothing well."
     dependencies: ClassVar[dict[str, str]] = {"request-headers": ">=1.0,<2", "mock": ""}
     capabilities = ("noop",)
     priority = 5
-
-    async def process_request(self, envelope: Envelope) -> Action:
-        return Continue(envelope)
 
 
 @pytest.mark.parametrize(

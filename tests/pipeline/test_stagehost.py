@@ -16,9 +16,10 @@ from backworks.pipeline import blueprints, broker
 from backworks.pipeline.blueprints import LoadedBlueprint, ResolvedInstance
 from backworks.pipeline.forwarder import Forwarder
 from backworks.pipeline.liveness import HEARTBEAT_INTERVAL, Heartbeat
-from backworks.pipeline.plugin import Continue, EmptyConfig, Health, RequestProcessor
+from backworks.pipeline.plugin import EmptyConfig, Health
 from backworks.pipeline.stagehost import StageHost, ack_wait_for
 from tests.conftest import Replies, eventually, write_blueprint
+from tests.samples import Passthrough
 from tests.stages import running_stages
 
 
@@ -164,14 +165,11 @@ endpoints:
     assert inflight == 0 and processed == 1, "in-progress heartbeats kept the message from a second replica"
 
 
-class CancelsDuringHealthCheck(RequestProcessor[EmptyConfig]):
+class CancelsDuringHealthCheck(Passthrough):
     """Cancels the task taking the snapshot while its health check finishes: what ``Heartbeat.stop`` does."""
 
     name = "cancels-during-health-check"
     target: asyncio.Task[object] | None = None
-
-    async def process_request(self, envelope: Envelope) -> Continue:
-        return Continue(envelope)
 
     async def health_check(self) -> Health:
         assert self.target is not None
