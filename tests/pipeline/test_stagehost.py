@@ -209,6 +209,7 @@ async def test_heartbeat_stop_ends_the_loop_even_if_a_beat_swallows_the_cancella
     assert swallowed >= 1
 
 
+@pytest.mark.usefixtures("allow_fault")  # the stage that raises is the `fault` plugin
 async def test_lines_logged_while_a_stage_works_carry_the_request_id(
     tmp_path: Path, nats_client: Client, replies: Replies
 ) -> None:
