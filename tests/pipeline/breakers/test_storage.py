@@ -8,7 +8,7 @@ import pytest
 from aiobreaker import CircuitBreaker, CircuitBreakerState
 
 from backworks.pipeline.breakers.storage import FleetStorage
-from tests.pipeline.breakers.test_view import SETTINGS, opened, view
+from tests.pipeline.breakers.records import SETTINGS, opened, view
 
 
 def test_the_aiobreaker_storage_reads_the_view_and_refuses_transitions() -> None:
