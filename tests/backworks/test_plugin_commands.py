@@ -15,7 +15,7 @@ from backworks.local.ports import free_port
 from backworks.pipeline.secrets import MASK
 from backworks.plugins.request_headers import RequestHeaders
 from backworks.sdk import StageRunner
-from tests.conftest import write_blueprint
+from tests.files import write_blueprint
 
 runner = CliRunner()
 

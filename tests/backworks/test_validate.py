@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from backworks.cli import app
-from tests.conftest import write_blueprint
+from tests.files import write_blueprint
 from tests.samples import PROCESSOR_FACTORY_SOURCE
 
 runner = CliRunner()

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from backworks.local.ports import free_port
-from tests.conftest import EXAMPLE
 from tests.e2e.chaos import report
 from tests.e2e.processes import start, stop, wait_healthy
+from tests.files import EXAMPLE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from backworks.pipeline.liveness import LIVENESS_TTL
-from tests.conftest import write_blueprint
 from tests.e2e.chaos import report, running, stage_events, wait_for
+from tests.files import write_blueprint
 
 # `fault` needs the explicit opt-in; `backworks up` hands the environment on to its services.
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.usefixtures("allow_fault")]

@@ -15,8 +15,8 @@ import pytest
 
 from backworks.local.ports import free_port
 from backworks.local.supervisor import BROKER_GRACE, STOP_GRACE
-from tests.conftest import EXAMPLE
 from tests.e2e.processes import BACKWORKS, children_of, pid_alive, start, stop, wait_healthy
+from tests.files import EXAMPLE
 
 pytestmark = pytest.mark.e2e
 

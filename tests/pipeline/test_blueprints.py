@@ -7,7 +7,7 @@ import pytest
 from backworks.contracts.errors import BlueprintError, ConfigIssue
 from backworks.contracts.names import Phase
 from backworks.pipeline import blueprints
-from tests.conftest import EXAMPLE, write_blueprint
+from tests.files import EXAMPLE, write_blueprint
 from tests.samples import PROCESSOR_FACTORY_SOURCE
 
 

@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from backworks.contracts.names import PIPELINE_STREAM
 from backworks.pipeline import broker
 from backworks.pipeline.consumer import PullConsumer
-from tests.conftest import eventually
+from tests.waiting import eventually
 
 SUBJECT = "bw.stage.c.request"
 

@@ -17,7 +17,7 @@ from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.errors import PublishFailed
 from backworks.pipeline.settlement import ACK, Ack, Nak, Settlement, Term, settle
 from backworks.pipeline.stagehost import NAK_DELAY, StageHost
-from tests.conftest import eventually
+from tests.waiting import eventually
 
 SUBJECT = "bw.stage.probe.request"
 

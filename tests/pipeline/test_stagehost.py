@@ -18,9 +18,11 @@ from backworks.pipeline.forwarder import Forwarder
 from backworks.pipeline.liveness import HEARTBEAT_INTERVAL, Heartbeat
 from backworks.pipeline.plugin import EmptyConfig, Health
 from backworks.pipeline.stagehost import StageHost, ack_wait_for
-from tests.conftest import Replies, eventually, write_blueprint
+from tests.files import write_blueprint
+from tests.replies import Replies
 from tests.samples import Passthrough
 from tests.stages import running_stages
+from tests.waiting import eventually
 
 
 def new_envelope(loaded: LoadedBlueprint, reply_to: str, deadline_s: float = 5.0) -> Envelope:

@@ -25,7 +25,7 @@ from backworks.pipeline import broker
 from backworks.pipeline.breakers import BreakerState, FleetBreakers
 from backworks.pipeline.breakers import fleet as fleet_module
 from backworks.pipeline.errors import BreakerOpen, PipelineError
-from tests.conftest import eventually
+from tests.waiting import eventually
 
 INSTANCE = "auth"
 MakeBreakers = Callable[..., Awaitable[FleetBreakers]]
