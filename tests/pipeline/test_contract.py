@@ -96,7 +96,7 @@ def test_every_metadata_mistake_is_reported_at_once_with_its_fix() -> None:
         version = "1.0"
         description = ""
         dependencies: ClassVar[dict[str, str]] = {"api-key": "~>1", "Bad!": ">=1"}
-        capabilities = "auth"  # type: ignore[assignment]  # the mistake under test
+        capabilities = "auth"  # the mistake under test (mypy allows it: a str is a Sequence[str])
         max_execution_time = 0
         is_critical = "yes"  # type: ignore[assignment]  # the mistake under test
         priority = True

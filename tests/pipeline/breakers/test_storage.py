@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC
 
 import pytest
-from aiobreaker import CircuitBreaker, CircuitBreakerState
+from aiobreaker import CircuitBreaker, CircuitBreakerState  # type: ignore[import-untyped]  # no type hints
 
 from backworks.pipeline.breakers.storage import FleetStorage
 from tests.pipeline.breakers.records import SETTINGS, opened, view
