@@ -1,7 +1,7 @@
 """Shared fixtures: a real nats-server on a free loopback port, a connected client, replies, the example.
 
-Conftest files are not imported; what test modules import lives in plain modules (``tests.files``,
-``tests.waiting``, ``tests.replies``, ``tests.stages``, ``tests.samples``).
+Conftest files are not imported; what test modules import lives in plain modules: ``tests.files``,
+``tests.waiting``, ``tests.replies``, ``tests.stages``, ``tests.serving`` and ``tests.samples``.
 """
 
 from __future__ import annotations

@@ -8,10 +8,13 @@ A test that needs a plugin of a common shape takes it from here (or subclasses i
 - :class:`KeyConfig`, a config holding one secret.
 
 :data:`PROCESSOR_FACTORY_SOURCE` is the same factory as Python source, for tests that write plugins into a
-``plugin_dirs`` folder. Deliberately malformed classes (the input of a test that rejects them) stay in that test.
+``plugin_dirs`` folder with :func:`write_plugin_file`. Deliberately malformed classes (the input of a test that
+rejects them) stay in that test.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
@@ -19,6 +22,7 @@ from backworks.contracts.envelope import Envelope, HttpResponse
 from backworks.pipeline.plugin import Action, Continue, EmptyConfig, Handler, PluginClass, RequestProcessor, Respond
 
 ANSWER_BODY = b"answered"
+PLUGIN_DIR = "local"  # what the blueprints of these tests list: ``plugin_dirs: [local]``
 
 
 class Passthrough(RequestProcessor[EmptyConfig]):
@@ -83,3 +87,12 @@ def processor(plugin_name, plugin_version="1.0.0", plugin_priority=0, **needs):
     return Local
 
 """
+
+
+def write_plugin_file(tmp_path: Path, filename: str, source: str) -> Path:
+    """Write ``source`` as ``tmp_path/local/filename``, a module of the plugin folder a blueprint there lists."""
+    folder = tmp_path / PLUGIN_DIR
+    folder.mkdir(exist_ok=True)
+    path = folder / filename
+    path.write_text(source)
+    return path

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from backworks.cli import app
 from tests.files import write_blueprint
-from tests.samples import PROCESSOR_FACTORY_SOURCE
+from tests.samples import PROCESSOR_FACTORY_SOURCE, write_plugin_file
 
 runner = CliRunner()
 
@@ -67,8 +67,7 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_each_mistake_is_one_precise_error(case: str, tmp_path: Path) -> None:
     text, (pointer, line, column, plugin), message = CASES[case]
-    (tmp_path / "local").mkdir()
-    (tmp_path / "local" / "plugins.py").write_text(PLUGINS)
+    write_plugin_file(tmp_path, "plugins.py", PLUGINS)
     path = write_blueprint(tmp_path, text)
 
     result = runner.invoke(app, ["validate", str(path), "--format", "json"])
@@ -89,8 +88,9 @@ def test_each_mistake_is_one_precise_error(case: str, tmp_path: Path) -> None:
 
 
 def test_secret_values_stay_out_of_the_report(tmp_path: Path) -> None:
-    (tmp_path / "local").mkdir()
-    (tmp_path / "local" / "plugins.py").write_text(
+    write_plugin_file(
+        tmp_path,
+        "plugins.py",
         PLUGINS
         + """
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -109,7 +109,7 @@ class Vault(RequestProcessor[VaultConfig]):
 
     async def process_request(self, envelope: Envelope) -> Action:
         return Continue(envelope)
-"""
+""",
     )
     plugins = "plugins:\n  v: {type: vault, config: {token: short-s3cret}}\n"
     path = write_blueprint(tmp_path, HEAD + plugins + f"endpoints:\n  e: {{path: /a, {HANDLER}}}\n")

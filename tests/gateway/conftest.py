@@ -6,7 +6,7 @@ import pytest
 
 from backworks.local.embedded import EmbeddedNats
 from backworks.pipeline.blueprints import LoadedBlueprint
-from tests.gateways import Gateway, Serving, serving
+from tests.serving import Gateway, Serving, serving
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from backworks.local.embedded import EmbeddedNats
 from backworks.pipeline import blueprints
 from backworks.pipeline.blueprints import LoadedBlueprint
 from tests.files import write_blueprint
-from tests.gateways import Gateway
+from tests.serving import Gateway
 from tests.stages import running_stages
 from tests.waiting import eventually
 

@@ -11,7 +11,7 @@ from nats.aio.client import Client
 from backworks.pipeline import blueprints
 from backworks.plugins.fault import Fault
 from tests.files import write_blueprint
-from tests.gateways import Gateway
+from tests.serving import Gateway
 from tests.stages import running_stages
 from tests.waiting import eventually
 

@@ -8,7 +8,7 @@ from backworks.contracts.errors import BlueprintError, ConfigIssue
 from backworks.contracts.names import Phase
 from backworks.pipeline import blueprints
 from tests.files import EXAMPLE, write_blueprint
-from tests.samples import PROCESSOR_FACTORY_SOURCE
+from tests.samples import PROCESSOR_FACTORY_SOURCE, write_plugin_file
 
 
 def issues_of(path: Path) -> list[str]:
@@ -148,8 +148,7 @@ Pong = processor("pong", ping="")
 
 
 def local_blueprint(tmp_path: Path, body: str) -> Path:
-    (tmp_path / "local").mkdir()
-    (tmp_path / "local" / "security.py").write_text(LOCAL_PLUGINS)
+    write_plugin_file(tmp_path, "security.py", LOCAL_PLUGINS)
     return write_blueprint(tmp_path, "name: api\nplugin_dirs: [local]\n" + body)
 
 
@@ -246,8 +245,7 @@ def test_unknown_plugin_suggests_a_close_name(tmp_path: Path) -> None:
 
 
 def test_broken_plugin_files_are_reported_at_their_plugin_dir(tmp_path: Path) -> None:
-    (tmp_path / "local").mkdir()
-    (tmp_path / "local" / "oops.py").write_text("x = (\n")
+    write_plugin_file(tmp_path, "oops.py", "x = (\n")
     path = write_blueprint(
         tmp_path, "name: api\nplugin_dirs: [local, missing]\nendpoints:\n  e: {path: /a, handler: {type: mock}}\n"
     )
