@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from backworks.pipeline.dependencies import plan_endpoint, type_problems
+from backworks.pipeline.dependencies import EndpointPlan, plan_endpoint, type_problems
 from backworks.pipeline.plugin import PluginClass
 from tests.samples import Answer, processor
 
@@ -53,7 +51,7 @@ def test_broken_and_handler_dependencies_are_problems() -> None:
     ]
 
 
-def plan(explicit: list[str], instances: dict[str, PluginClass], declared: list[str] | None = None) -> Any:
+def plan(explicit: list[str], instances: dict[str, PluginClass], declared: list[str] | None = None) -> EndpointPlan:
     usable = {cls.name for cls in instances.values()}
     return plan_endpoint("e", explicit, "e-handler", instances, declared or list(instances), usable)
 

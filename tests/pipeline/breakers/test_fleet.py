@@ -29,7 +29,7 @@ from backworks.pipeline.errors import BreakerOpen, PipelineError
 from tests.waiting import eventually
 
 INSTANCE = "auth"
-MakeBreakers = Callable[..., Awaitable[FleetBreakers]]
+MakeBreakers = Callable[[dict[str, BreakerSettings], str], Awaitable[FleetBreakers]]  # (settings, replica)
 
 
 def settings(threshold: int = 3, reset_ms: int = 10_000, probes: int = 1) -> dict[str, BreakerSettings]:
