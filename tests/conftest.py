@@ -1,23 +1,23 @@
-"""Shared fixtures: a real nats-server on a free loopback port, a connected client, blueprints."""
+"""Shared fixtures: a real nats-server on a free loopback port, a connected client, replies, the example.
+
+Conftest files are not imported; what test modules import lives in plain modules: ``tests.files``,
+``tests.waiting``, ``tests.replies``, ``tests.stages``, ``tests.serving`` and ``tests.samples``.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 
-from backworks.contracts.envelope import Envelope
 from backworks.local.embedded import EmbeddedNats
 from backworks.pipeline import blueprints, broker
 from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.capabilities import ALLOW_FAULT_ENV
-
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "examples" / "hello" / "blueprint.yaml"
+from tests.files import EXAMPLE
+from tests.replies import REPLY_SUBJECTS, Replies
 
 
 @pytest.fixture(autouse=True)
@@ -49,50 +49,15 @@ async def nats_client(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
     await client.close()
 
 
-class Replies:
-    """Envelopes that reached ``_INBOX.test.>``, the reply subject tests give their envelopes."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Envelope] = asyncio.Queue()
-        self.seen: list[Envelope] = []
-
-    async def on_reply(self, msg: Msg) -> None:
-        envelope = Envelope.from_json(msg.data)
-        self.seen.append(envelope)
-        await self.queue.put(envelope)
-
-    async def next(self, timeout: float = 5.0) -> Envelope:
-        return await asyncio.wait_for(self.queue.get(), timeout)
-
-
 @pytest.fixture
 async def replies(nats_client: Client) -> Replies:
+    """What comes back on ``_INBOX.test.>`` from the moment the test starts."""
     collected = Replies()
-    await nats_client.subscribe("_INBOX.test.>", cb=collected.on_reply)
+    await nats_client.subscribe(REPLY_SUBJECTS, cb=collected.on_reply)
     return collected
 
 
 @pytest.fixture
 def example() -> LoadedBlueprint:
+    """The hello example blueprint, loaded."""
     return blueprints.load(EXAMPLE)
-
-
-def write_blueprint(tmp_path: Path, text: str, name: str = "blueprint.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
-async def eventually(predicate: object, timeout: float = 5.0, interval: float = 0.05) -> None:
-    """Wait until ``predicate()`` is true (sync or async), or fail."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = predicate()  # type: ignore[operator]
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(interval)

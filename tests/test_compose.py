@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,8 +11,8 @@ from typer.testing import CliRunner
 
 from backworks.cli import app
 from backworks.pipeline import blueprints
+from tests.files import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
 BACKWORKS_SERVICES = {name: s for name, s in SERVICES.items() if s.get("command", [""])[0] == "backworks"}

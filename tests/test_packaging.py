@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from backworks.local.ports import free_port
-from tests.conftest import EXAMPLE, ROOT
 from tests.e2e.processes import BACKWORKS, start, stop, wait_healthy
+from tests.files import EXAMPLE, ROOT
 
 SHADOWS = ("plugins", "contracts", "pipeline", "gateway")
 BUILT_INS = sorted(e.name for e in entry_points(group="backworks.plugins") if e.value.startswith("backworks."))

@@ -18,7 +18,7 @@ from backworks.local.state import NATS_URL_FILE, state_dir
 from backworks.pipeline.blueprints import check_path_template
 from backworks.pipeline.plugin import Category
 from backworks.plugin_commands import CategoryName
-from tests.conftest import EXAMPLE, ROOT
+from tests.files import EXAMPLE, ROOT
 
 runner = CliRunner()
 HEAVY = ("nats", "faststream", "starlette", "uvicorn", "httpx")

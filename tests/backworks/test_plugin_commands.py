@@ -15,7 +15,8 @@ from backworks.local.ports import free_port
 from backworks.pipeline.secrets import MASK
 from backworks.plugins.request_headers import RequestHeaders
 from backworks.sdk import StageRunner
-from tests.conftest import write_blueprint
+from tests.files import write_blueprint
+from tests.samples import write_plugin_file
 
 runner = CliRunner()
 
@@ -57,8 +58,7 @@ endpoints:
 
 @pytest.fixture
 def blueprint(tmp_path: Path) -> Path:
-    (tmp_path / "local").mkdir()
-    (tmp_path / "local" / "notify.py").write_text(FOLDER_PLUGIN)
+    write_plugin_file(tmp_path, "notify.py", FOLDER_PLUGIN)
     return write_blueprint(tmp_path, BLUEPRINT)
 
 
@@ -121,8 +121,7 @@ def test_show_of_an_unknown_plugin_fails_with_a_suggestion() -> None:
 
 
 def test_order_shows_dependencies_first_and_what_was_added(tmp_path: Path) -> None:
-    (tmp_path / "local").mkdir()
-    (tmp_path / "local" / "notify.py").write_text(FOLDER_PLUGIN.replace(', "ghost": ">=1"', ""))
+    write_plugin_file(tmp_path, "notify.py", FOLDER_PLUGIN.replace(', "ghost": ">=1"', ""))
     path = write_blueprint(tmp_path, BLUEPRINT)
     code, out, _ = invoke("plugins", "order", str(path), "--format", "json")
     assert code == 0

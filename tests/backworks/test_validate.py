@@ -9,33 +9,20 @@ import pytest
 from typer.testing import CliRunner
 
 from backworks.cli import app
-from tests.conftest import write_blueprint
+from tests.files import write_blueprint
+from tests.samples import PROCESSOR_FACTORY_SOURCE, write_plugin_file
 
 runner = CliRunner()
 
-PLUGINS = """
-from backworks import Action, Continue, EmptyConfig, Envelope, RequestProcessor
-
-
-def processor(plugin_name, plugin_version, **needs):
-    class Local(RequestProcessor[EmptyConfig]):
-        name = plugin_name
-        version = plugin_version
-        description = "A local plugin."
-        dependencies = {key.replace("_", "-"): value for key, value in needs.items()}
-
-        async def process_request(self, envelope: Envelope) -> Action:
-            return Continue(envelope)
-
-    Local.__module__ = __name__
-    return Local
-
-
+PLUGINS = (
+    PROCESSOR_FACTORY_SOURCE
+    + """
 Needy = processor("needy", "1.0.0", request_headers=">=1.0,<2")
 Picky = processor("picky", "1.0.0", request_headers=">=2")
 Chicken = processor("chicken", "1.0.0", egg="")
 Egg = processor("egg", "1.0.0", chicken="")
 """
+)
 
 HEAD = "name: api\nplugin_dirs: [local]\n"
 HANDLER = "handler: {type: mock}"
@@ -80,8 +67,7 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_each_mistake_is_one_precise_error(case: str, tmp_path: Path) -> None:
     text, (pointer, line, column, plugin), message = CASES[case]
-    (tmp_path / "local").mkdir()
-    (tmp_path / "local" / "plugins.py").write_text(PLUGINS)
+    write_plugin_file(tmp_path, "plugins.py", PLUGINS)
     path = write_blueprint(tmp_path, text)
 
     result = runner.invoke(app, ["validate", str(path), "--format", "json"])
@@ -102,8 +88,9 @@ def test_each_mistake_is_one_precise_error(case: str, tmp_path: Path) -> None:
 
 
 def test_secret_values_stay_out_of_the_report(tmp_path: Path) -> None:
-    (tmp_path / "local").mkdir()
-    (tmp_path / "local" / "plugins.py").write_text(
+    write_plugin_file(
+        tmp_path,
+        "plugins.py",
         PLUGINS
         + """
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -122,7 +109,7 @@ class Vault(RequestProcessor[VaultConfig]):
 
     async def process_request(self, envelope: Envelope) -> Action:
         return Continue(envelope)
-"""
+""",
     )
     plugins = "plugins:\n  v: {type: vault, config: {token: short-s3cret}}\n"
     path = write_blueprint(tmp_path, HEAD + plugins + f"endpoints:\n  e: {{path: /a, {HANDLER}}}\n")

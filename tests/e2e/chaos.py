@@ -10,10 +10,10 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -123,10 +123,12 @@ def report(tmp_path: Path, test: str, **figures: float) -> Path:
     return path
 
 
+T = TypeVar("T")
 _report_lock = threading.Lock()
 
 
-def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.1) -> Any:
+def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.1) -> T:
+    """Poll ``predicate()`` until it returns something true, and return that; HTTP and lookup errors count as false."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError, KeyError, IndexError):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -80,10 +81,10 @@ def wait_http(url: str, timeout: float = 60.0, ok: tuple[int, ...] = (200,)) -> 
 
 def wait_healthy(
     base: str, timeout: float = 60.0, process: subprocess.Popen[bytes] | None = None, log: Path | None = None
-) -> dict[str, object]:
-    """Wait for a healthy gateway; fail at once (with the log) if ``process`` exits meanwhile."""
+) -> dict[str, Any]:
+    """Wait for a healthy gateway and return its health body; fail at once (with the log) if ``process`` exits."""
     deadline = time.monotonic() + timeout
-    body: dict[str, object] = {}
+    body: dict[str, Any] = {}
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             tail = log.read_text()[-3000:] if log else ""

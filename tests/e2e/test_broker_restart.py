@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from backworks.local.ports import free_port
-from tests.conftest import EXAMPLE
 from tests.e2e.chaos import report
 from tests.e2e.processes import start, stop, wait_healthy
+from tests.files import EXAMPLE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 
@@ -69,7 +69,7 @@ def test_services_ride_out_a_broker_restart_under_traffic(tmp_path: Path) -> Non
     finally:
         stop_traffic.set()
         for process in services:
-            assert process.poll() is None, f"a service exited during the outage: {process.args}"
+            assert process.poll() is None, f"a service exited during the outage: {process.args!r}"
         for process in [*services, broker]:
             stop(process)
     assert during.status_code == 503 and during.json()["title"] == "Broker unavailable"

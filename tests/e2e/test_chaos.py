@@ -8,11 +8,12 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from backworks.pipeline.liveness import LIVENESS_TTL
-from tests.conftest import write_blueprint
 from tests.e2e.chaos import report, running, stage_events, wait_for
+from tests.files import write_blueprint
 
 # `fault` needs the explicit opt-in; `backworks up` hands the environment on to its services.
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.usefixtures("allow_fault")]
@@ -133,23 +134,22 @@ def test_plugins_that_raise_hang_leak_and_exit_never_take_the_api_down(tmp_path:
 def test_a_replica_killed_in_the_middle_of_a_slow_hook_is_covered_by_another(tmp_path: Path) -> None:
     blueprint = write_blueprint(tmp_path, FAULTS)
     with running(blueprint, tmp_path) as stack:
-        result: dict[str, object] = {}
+        answered: list[tuple[httpx.Response, float]] = []  # (the response, how long it took)
 
         def call() -> None:
             started = time.monotonic()
-            result["response"] = stack.request("/slow")
-            result["took"] = time.monotonic() - started
+            response = stack.request("/slow")
+            answered.append((response, time.monotonic() - started))
 
         caller = threading.Thread(target=call)
         caller.start()
         busy = wait_for(lambda: [r for r in stack.replicas("slow.request") if r["inflight"]], timeout=5)
         os.kill(busy[0]["pid"], signal.SIGKILL)
         caller.join(30)
-        response = result["response"]
-        assert response.status_code == 200, response.text  # type: ignore[attr-defined]
-        took = float(result["took"])  # type: ignore[arg-type]
+        ((response, took),) = answered
+        assert response.status_code == 200, response.text
         assert took < DEADLINE
-        timing = response.headers["server-timing"]  # type: ignore[attr-defined]
+        timing = response.headers["server-timing"]
         assert "slow.request" in timing
         stack.assert_every_request_answered_once()
     report(tmp_path, "replica_killed_mid_hook", covered_by_another_after=took, deadline_configured=DEADLINE)

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from backworks.local.ports import free_port
-from tests.conftest import write_blueprint
 from tests.e2e.processes import start, stop, wait_healthy, wait_http
+from tests.files import write_blueprint
 
 pytestmark = pytest.mark.e2e
 

@@ -19,8 +19,8 @@ import pytest
 
 from backworks.local.embedded import EmbeddedNats
 from backworks.local.ports import free_port
-from tests.conftest import write_blueprint
 from tests.e2e.processes import BACKWORKS, start, stop, wait_healthy
+from tests.files import write_blueprint
 
 pytestmark = pytest.mark.e2e
 

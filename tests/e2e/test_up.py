@@ -15,8 +15,8 @@ import pytest
 
 from backworks.local.ports import free_port
 from backworks.local.supervisor import BROKER_GRACE, STOP_GRACE
-from tests.conftest import EXAMPLE
 from tests.e2e.processes import BACKWORKS, children_of, pid_alive, start, stop, wait_healthy
+from tests.files import EXAMPLE
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +35,7 @@ def test_up_serves_the_example_restarts_dead_children_and_stops_cleanly(tmp_path
         assert response.headers["x-request-id"]
         timing = [e.split(";")[0].strip() for e in response.headers["server-timing"].split(",")]
         assert timing == ["stamp.request", "hello-handler.request", "secure.response", "total"]
-        assert health["nats"]["connected"] is True  # type: ignore[index]
+        assert health["nats"]["connected"] is True
 
         # Every child is the CLI command a user would run by hand.
         commands = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode() for pid in children}
@@ -44,7 +44,7 @@ def test_up_serves_the_example_restarts_dead_children_and_stops_cleanly(tmp_path
         assert any("backworks nats" in c for c in commands.values()), commands
 
         # A child that dies is reported and restarted; the route works again.
-        stages = health["stages"]  # type: ignore[index]
+        stages = health["stages"]
         victim = stages["hello-handler.request"]["replicas"][0]["pid"]
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 30

@@ -1,43 +1,23 @@
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 import structlog
 from nats.aio.client import Client
 from structlog.testing import capture_logs
 
-from backworks.gateway.app import GatewayState, build_app
-from backworks.gateway.state import connect, disconnect
 from backworks.local.embedded import EmbeddedNats
 from backworks.pipeline import blueprints
 from backworks.pipeline.blueprints import LoadedBlueprint
-from tests.conftest import eventually, write_blueprint
+from tests.files import write_blueprint
+from tests.serving import Gateway
 from tests.stages import running_stages
+from tests.waiting import eventually
 
 
-@contextlib.asynccontextmanager
-async def gateway(
-    loaded: LoadedBlueprint, server: EmbeddedNats
-) -> AsyncIterator[tuple[httpx.AsyncClient, GatewayState]]:
-    state = GatewayState(blueprint=loaded, servers=[server.url])
-    app = build_app(state)
-    await connect(state)
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client, state
-    finally:
-        await disconnect(state)
-
-
-async def test_request_through_three_stages(
-    nats_server: EmbeddedNats, nats_client: Client, example: LoadedBlueprint
-) -> None:
-    async with running_stages(example, nats_client), gateway(example, nats_server) as (http, _):
+async def test_request_through_three_stages(gateway: Gateway, nats_client: Client, example: LoadedBlueprint) -> None:
+    async with running_stages(example, nats_client), gateway(example) as (http, _):
         response = await http.get("/hello/world", headers={"x-request-id": "abc-123"})
     assert response.status_code == 200
     assert response.json() == {"greeting": "Hello, world!"}
@@ -49,9 +29,9 @@ async def test_request_through_three_stages(
 
 
 async def test_a_request_id_is_made_when_absent_or_unsafe(
-    nats_server: EmbeddedNats, nats_client: Client, example: LoadedBlueprint
+    gateway: Gateway, nats_client: Client, example: LoadedBlueprint
 ) -> None:
-    async with running_stages(example, nats_client), gateway(example, nats_server) as (http, _):
+    async with running_stages(example, nats_client), gateway(example) as (http, _):
         first = await http.get("/hello/a")
         second = await http.get("/hello/b", headers={"x-request-id": "bad id\twith spaces"})
     assert len(first.headers["x-request-id"]) == 32
@@ -59,11 +39,12 @@ async def test_a_request_id_is_made_when_absent_or_unsafe(
 
 
 async def test_health_reports_nats_and_live_replicas(
-    nats_server: EmbeddedNats, nats_client: Client, example: LoadedBlueprint
+    gateway: Gateway, nats_client: Client, example: LoadedBlueprint
 ) -> None:
-    async with running_stages(example, nats_client), gateway(example, nats_server) as (http, state):
-        assert state.liveness is not None
-        await eventually(lambda: all(state.liveness.count(name) for name in example.instances))  # type: ignore[union-attr]
+    async with running_stages(example, nats_client), gateway(example) as (http, state):
+        liveness = state.liveness
+        assert liveness is not None
+        await eventually(lambda: all(liveness.count(name) for name in example.instances))
         response = await http.get("/_backworks/health")
     body = response.json()
     assert response.status_code == 200
@@ -77,11 +58,11 @@ async def test_health_reports_nats_and_live_replicas(
 
 
 async def test_missing_critical_stage_is_503_at_once_and_missing_optional_stage_is_skipped(
-    nats_server: EmbeddedNats, nats_client: Client, example: LoadedBlueprint
+    gateway: Gateway, nats_client: Client, example: LoadedBlueprint
 ) -> None:
     async with (
         running_stages(example, nats_client, only=["stamp", "secure"]),
-        gateway(example, nats_server) as (http, _),
+        gateway(example) as (http, _),
     ):
         with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
             response = await http.get("/hello/world", headers={"x-request-id": "req-503"})
@@ -96,16 +77,14 @@ async def test_missing_critical_stage_is_503_at_once_and_missing_optional_stage_
     assert problem["cause"] == "unavailable"
     assert health.status_code == 503 and health.json()["status"] == "unhealthy"
 
-    async with running_stages(example, nats_client, only=["hello-handler"]), gateway(example, nats_server) as (http, _):
+    async with running_stages(example, nats_client, only=["hello-handler"]), gateway(example) as (http, _):
         degraded = await http.get("/hello/world")
     assert degraded.status_code == 200
     assert degraded.headers["x-backworks-skipped"] == "stamp.request,secure.response"
     assert "x-content-type-options" not in degraded.headers
 
 
-async def test_oversize_bodies_are_refused_with_413(
-    tmp_path: Path, nats_server: EmbeddedNats, nats_client: Client
-) -> None:
+async def test_oversize_bodies_are_refused_with_413(tmp_path: Path, gateway: Gateway, nats_client: Client) -> None:
     path = write_blueprint(
         tmp_path,
         """name: api
@@ -115,7 +94,7 @@ endpoints:
 """,
     )
     loaded = blueprints.load(path)
-    async with running_stages(loaded, nats_client), gateway(loaded, nats_server) as (http, _):
+    async with running_stages(loaded, nats_client), gateway(loaded) as (http, _):
         small = await http.post("/echo", content=b"0123456789")
         large = await http.post("/echo", content=b"x" * 11)
     assert small.status_code == 200 and small.text == "ok"
@@ -124,9 +103,9 @@ endpoints:
 
 
 async def test_unknown_routes_and_methods_are_problem_json(
-    nats_server: EmbeddedNats, nats_client: Client, example: LoadedBlueprint
+    gateway: Gateway, nats_client: Client, example: LoadedBlueprint
 ) -> None:
-    async with gateway(example, nats_server) as (http, _):
+    async with gateway(example) as (http, _):
         missing = await http.get("/nope")
         wrong = await http.delete("/hello/x")
     assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
@@ -135,7 +114,7 @@ async def test_unknown_routes_and_methods_are_problem_json(
 
 @pytest.mark.parametrize("timeout_ms", [300])
 async def test_a_stage_that_never_answers_gives_504_within_the_deadline(
-    tmp_path: Path, nats_server: EmbeddedNats, nats_client: Client, timeout_ms: int
+    tmp_path: Path, gateway: Gateway, nats_client: Client, timeout_ms: int
 ) -> None:
     path = write_blueprint(
         tmp_path,
@@ -147,9 +126,10 @@ endpoints:
     )
     loaded = blueprints.load(path)
     # Liveness says the handler is alive (a stale heartbeat), but nothing consumes its messages.
-    async with running_stages(loaded, nats_client) as hosts, gateway(loaded, nats_server) as (http, state):
-        assert state.liveness is not None
-        await eventually(lambda: state.liveness.count("e-handler") == 1)  # type: ignore[union-attr]
+    async with running_stages(loaded, nats_client) as hosts, gateway(loaded) as (http, state):
+        liveness = state.liveness
+        assert liveness is not None
+        await eventually(lambda: liveness.count("e-handler") == 1)
         for consumer in hosts["e-handler"][0].consumers:
             await consumer.stop()
         response = await http.get("/x")
@@ -158,12 +138,13 @@ endpoints:
 
 
 async def test_broker_down_gives_503_and_health_reports_it(
-    nats_server: EmbeddedNats, nats_client: Client, example: LoadedBlueprint
+    nats_server: EmbeddedNats, gateway: Gateway, nats_client: Client, example: LoadedBlueprint
 ) -> None:
-    async with gateway(example, nats_server) as (http, state):
+    async with gateway(example) as (http, state):
         nats_server.stop()
-        assert state.client is not None
-        await eventually(lambda: not state.client.is_connected)  # type: ignore[union-attr]
+        client = state.client
+        assert client is not None
+        await eventually(lambda: not client.is_connected)
         response = await http.get("/hello/world")
         health = await http.get("/_backworks/health")
     assert response.status_code == 503

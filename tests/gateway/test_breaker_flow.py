@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 
-from backworks.local.embedded import EmbeddedNats
 from backworks.pipeline import blueprints
 from backworks.plugins.fault import Fault
-from tests.conftest import eventually, write_blueprint
-from tests.gateway.test_app import gateway
+from tests.files import write_blueprint
+from tests.serving import Gateway
 from tests.stages import running_stages
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.usefixtures("allow_fault")  # the breakers are driven by the `fault` plugin
 
@@ -31,17 +31,18 @@ endpoints:
 
 
 async def test_breaker_opens_refuses_without_calling_then_half_open_probe_closes_it(
-    tmp_path: Path, nats_server: EmbeddedNats, nats_client: Client
+    tmp_path: Path, gateway: Gateway, nats_client: Client
 ) -> None:
     loaded = blueprints.load(write_blueprint(tmp_path, BLUEPRINT.format(critical="true")))
-    async with running_stages(loaded, nats_client) as hosts, gateway(loaded, nats_server) as (http, state):
+    async with running_stages(loaded, nats_client) as hosts, gateway(loaded) as (http, state):
         plugin = hosts["flaky"][0].plugin
         assert isinstance(plugin, Fault)
-        assert state.breakers is not None
+        breakers = state.breakers
+        assert breakers is not None
         for _ in range(3):
             failed = await http.get("/x", headers={"x-backworks-fault": "raise"})
             assert failed.status_code == 502
-        await eventually(lambda: state.breakers.state("flaky").value == "open")  # type: ignore[union-attr]
+        await eventually(lambda: breakers.state("flaky").value == "open")
         calls = plugin.calls
         for _ in range(5):
             refused = await http.get("/x")
@@ -54,30 +55,32 @@ async def test_breaker_opens_refuses_without_calling_then_half_open_probe_closes
         assert health["status"] == "unhealthy"
 
         # A failed probe reopens it.
-        await eventually(lambda: state.breakers.state("flaky").value == "half-open", timeout=RESET_TIMEOUT * 3)  # type: ignore[union-attr]
+        await eventually(lambda: breakers.state("flaky").value == "half-open", timeout=RESET_TIMEOUT * 3)
         assert (await http.get("/x", headers={"x-backworks-fault": "raise"})).status_code == 502
-        await eventually(lambda: state.breakers.state("flaky").value == "open")  # type: ignore[union-attr]
+        await eventually(lambda: breakers.state("flaky").value == "open")
 
         # A good probe closes it everywhere.
-        await eventually(lambda: state.breakers.state("flaky").value == "half-open", timeout=RESET_TIMEOUT * 3)  # type: ignore[union-attr]
+        await eventually(lambda: breakers.state("flaky").value == "half-open", timeout=RESET_TIMEOUT * 3)
         probe = await http.get("/x")
         assert probe.status_code == 200 and probe.text == "ok"
-        await eventually(lambda: state.breakers.state("flaky").value == "closed")  # type: ignore[union-attr]
+        await eventually(lambda: breakers.state("flaky").value == "closed")
         assert hosts["flaky"][0].breakers.state("flaky").value == "closed"
         assert (await http.get("/x")).status_code == 200
 
 
 async def test_an_open_breaker_on_an_optional_stage_is_skipped(
-    tmp_path: Path, nats_server: EmbeddedNats, nats_client: Client
+    tmp_path: Path, gateway: Gateway, nats_client: Client
 ) -> None:
     loaded = blueprints.load(write_blueprint(tmp_path, BLUEPRINT.format(critical="false")))
-    async with running_stages(loaded, nats_client) as hosts, gateway(loaded, nats_server) as (http, state):
+    async with running_stages(loaded, nats_client) as hosts, gateway(loaded) as (http, state):
         plugin = hosts["flaky"][0].plugin
         assert isinstance(plugin, Fault)
+        breakers = state.breakers
+        assert breakers is not None
         for _ in range(3):
             skipped = await http.get("/x", headers={"x-backworks-fault": "raise"})
             assert skipped.status_code == 200 and skipped.headers["x-backworks-skipped"] == "flaky.request"
-        await eventually(lambda: state.breakers.state("flaky").value == "open")  # type: ignore[union-attr]
+        await eventually(lambda: breakers.state("flaky").value == "open")
         calls = plugin.calls
         responses = await asyncio.gather(*(http.get("/x") for _ in range(10)))
         assert all(r.status_code == 200 and r.headers["x-backworks-skipped"] == "flaky.request" for r in responses)

@@ -13,7 +13,7 @@ import pytest
 from ops.bench.floor import SINGLE_PREFIX
 from ops.bench.stats import cdf, summarize
 from ops.bench.systems import derive, request_path
-from tests.conftest import ROOT
+from tests.files import ROOT
 
 SMOKE_TIMEOUT = 150
 

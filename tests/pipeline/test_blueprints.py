@@ -7,7 +7,8 @@ import pytest
 from backworks.contracts.errors import BlueprintError, ConfigIssue
 from backworks.contracts.names import Phase
 from backworks.pipeline import blueprints
-from tests.conftest import EXAMPLE, write_blueprint
+from tests.files import EXAMPLE, write_blueprint
+from tests.samples import PROCESSOR_FACTORY_SOURCE, write_plugin_file
 
 
 def issues_of(path: Path) -> list[str]:
@@ -113,10 +114,12 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     assert "cannot read blueprint" in issue
 
 
-LOCAL_PLUGINS = """
+LOCAL_PLUGINS = (
+    PROCESSOR_FACTORY_SOURCE
+    + """
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from backworks import Action, Continue, EmptyConfig, Envelope, RequestProcessor, Security
+from backworks import Security
 
 
 class KeyConfig(BaseModel):
@@ -136,31 +139,16 @@ class ApiKey(Security[KeyConfig]):
         return Continue(envelope)
 
 
-def processor(plugin_name, plugin_version="1.0.0", plugin_priority=0, **needs):
-    class Local(RequestProcessor[EmptyConfig]):
-        name = plugin_name
-        version = plugin_version
-        description = "A local plugin."
-        dependencies = {key.replace("_", "-"): value for key, value in needs.items()}
-        priority = plugin_priority
-
-        async def process_request(self, envelope: Envelope) -> Action:
-            return Continue(envelope)
-
-    Local.__module__ = __name__
-    return Local
-
-
 Rbac = processor("rbac", "1.2.0", api_key=">=1.0,<2")
 Audit = processor("audit", api_key=">=2")
 Ping = processor("ping", pong="")
 Pong = processor("pong", ping="")
 """
+)
 
 
 def local_blueprint(tmp_path: Path, body: str) -> Path:
-    (tmp_path / "local").mkdir()
-    (tmp_path / "local" / "security.py").write_text(LOCAL_PLUGINS)
+    write_plugin_file(tmp_path, "security.py", LOCAL_PLUGINS)
     return write_blueprint(tmp_path, "name: api\nplugin_dirs: [local]\n" + body)
 
 
@@ -257,8 +245,7 @@ def test_unknown_plugin_suggests_a_close_name(tmp_path: Path) -> None:
 
 
 def test_broken_plugin_files_are_reported_at_their_plugin_dir(tmp_path: Path) -> None:
-    (tmp_path / "local").mkdir()
-    (tmp_path / "local" / "oops.py").write_text("x = (\n")
+    write_plugin_file(tmp_path, "oops.py", "x = (\n")
     path = write_blueprint(
         tmp_path, "name: api\nplugin_dirs: [local, missing]\nendpoints:\n  e: {path: /a, handler: {type: mock}}\n"
     )

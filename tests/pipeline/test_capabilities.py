@@ -14,7 +14,7 @@ from backworks.contracts.errors import BlueprintError
 from backworks.pipeline import blueprints
 from backworks.pipeline.capabilities import ALLOW_FAULT_ENV, FAULT_INJECTION, faults_allowed
 from backworks.plugins.fault import Fault
-from tests.conftest import write_blueprint
+from tests.files import write_blueprint
 
 CHAOS = """name: drill
 plugins:

@@ -6,14 +6,14 @@ import asyncio
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo
 from nats.js.errors import NotFoundError
 from structlog.testing import capture_logs
 
 from backworks.contracts.names import PIPELINE_STREAM
 from backworks.pipeline import broker
 from backworks.pipeline.consumer import PullConsumer
-from tests.conftest import eventually
+from tests.waiting import eventually
 
 SUBJECT = "bw.stage.c.request"
 
@@ -115,7 +115,8 @@ async def test_stop_lets_in_flight_messages_finish(nats_client: Client) -> None:
     js = broker.jetstream(nats_client)
 
     async def acked() -> bool:  # the server applies an ack asynchronously (it is a core publish)
-        return (await js.consumer_info(PIPELINE_STREAM, "c4")).num_ack_pending == 0
+        info: ConsumerInfo = await js.consumer_info(PIPELINE_STREAM, "c4")  # nats-py leaves it unannotated
+        return info.num_ack_pending == 0
 
     await eventually(acked, timeout=3)
 

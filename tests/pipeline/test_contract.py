@@ -24,20 +24,18 @@ from backworks.pipeline.plugin import (
 from backworks.plugins.mock import Mock
 from backworks.plugins.request_headers import RequestHeaders
 from backworks.plugins.response_headers import ResponseHeaders
+from tests.samples import Passthrough
 
 HERE = __file__
 
 
-class Good(RequestProcessor[EmptyConfig]):
+class Good(Passthrough):
     name = "good"
     version = "1.2.3-rc.1"
     description = "Does nothing well."
     dependencies: ClassVar[dict[str, str]] = {"request-headers": ">=1.0,<2", "mock": ""}
     capabilities = ("noop",)
     priority = 5
-
-    async def process_request(self, envelope: Envelope) -> Action:
-        return Continue(envelope)
 
 
 @pytest.mark.parametrize(
@@ -98,7 +96,7 @@ def test_every_metadata_mistake_is_reported_at_once_with_its_fix() -> None:
         version = "1.0"
         description = ""
         dependencies: ClassVar[dict[str, str]] = {"api-key": "~>1", "Bad!": ">=1"}
-        capabilities = "auth"  # type: ignore[assignment]  # the mistake under test
+        capabilities = "auth"  # the mistake under test (mypy allows it: a str is a Sequence[str])
         max_execution_time = 0
         is_critical = "yes"  # type: ignore[assignment]  # the mistake under test
         priority = True

@@ -11,8 +11,9 @@ from backworks.contracts.names import stage_durable, stage_subject
 from backworks.pipeline import broker
 from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.deadletters import DeadLetterWatch, letters
-from tests.conftest import Replies, eventually
+from tests.replies import Replies
 from tests.stages import running_stages
+from tests.waiting import eventually
 
 DEADLINE = 10.0
 

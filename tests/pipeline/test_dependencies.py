@@ -2,40 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from backworks.contracts.envelope import Envelope
-from backworks.pipeline.dependencies import plan_endpoint, type_problems
-from backworks.pipeline.plugin import Action, Continue, EmptyConfig, Handler, PluginClass, RequestProcessor
-
-
-class Base(RequestProcessor[EmptyConfig]):
-    """What the plugins built by ``plugin`` share."""
-
-
-def plugin(name: str, version: str = "1.0.0", priority: int = 0, **dependencies: str) -> PluginClass:
-    async def process_request(self: Any, envelope: Envelope) -> Action:
-        return Continue(envelope)
-
-    attributes = {
-        "name": name,
-        "version": version,
-        "description": name,
-        "priority": priority,
-        "dependencies": {key.replace("_", "-"): value for key, value in dependencies.items()},
-        "process_request": process_request,
-    }
-    cls: PluginClass = type(name.title(), (Base,), attributes)
-    return cls
-
-
-class Answer(Handler[EmptyConfig]):
-    name = "answer"
-    version = "1.0.0"
-    description = "x"
-
-    async def handle(self, envelope: Envelope) -> Action:
-        return Continue(envelope)
+from backworks.pipeline.dependencies import EndpointPlan, plan_endpoint, type_problems
+from backworks.pipeline.plugin import PluginClass
+from tests.samples import Answer, processor
 
 
 def classes(*items: PluginClass) -> dict[str, PluginClass]:
@@ -43,12 +12,12 @@ def classes(*items: PluginClass) -> dict[str, PluginClass]:
 
 
 def test_satisfied_dependencies_have_no_problems() -> None:
-    known = classes(plugin("acl", rbac=">=1,<2"), plugin("rbac", api_key="~=1.2"), plugin("api-key", "1.4.0"))
+    known = classes(processor("acl", rbac=">=1,<2"), processor("rbac", api_key="~=1.2"), processor("api-key", "1.4.0"))
     assert type_problems("acl", known, {}) == []
 
 
 def test_missing_dependency_names_the_chain() -> None:
-    known = classes(plugin("acl", rbac=">=1"), plugin("rbac", api_key=">=1.0,<2"))
+    known = classes(processor("acl", rbac=">=1"), processor("rbac", api_key=">=1.0,<2"))
     assert type_problems("acl", known, {}) == [
         "missing dependency acl -> rbac -> api-key: rbac needs plugin 'api-key' (>=1.0,<2), which is not installed; "
         "pip install a package providing it or add its folder to plugin_dirs"
@@ -56,7 +25,9 @@ def test_missing_dependency_names_the_chain() -> None:
 
 
 def test_version_conflict_names_the_chain_and_both_versions() -> None:
-    known = classes(plugin("acl", rbac=""), plugin("rbac", "1.2.0", api_key=">=2,<3"), plugin("api-key", "1.4.0"))
+    known = classes(
+        processor("acl", rbac=""), processor("rbac", "1.2.0", api_key=">=2,<3"), processor("api-key", "1.4.0")
+    )
     assert type_problems("acl", known, {}) == [
         "version conflict acl -> rbac -> api-key: rbac 1.2.0 needs api-key >=2,<3 but api-key 1.4.0 is installed; "
         "install a matching version"
@@ -64,14 +35,14 @@ def test_version_conflict_names_the_chain_and_both_versions() -> None:
 
 
 def test_cycles_are_named_from_where_they_start() -> None:
-    known = classes(plugin("a", b=""), plugin("b", c=""), plugin("c", b=""))
+    known = classes(processor("a", b=""), processor("b", c=""), processor("c", b=""))
     assert type_problems("a", known, {}) == ["dependency cycle: b -> c -> b; remove one of these dependencies"]
-    two = classes(plugin("x", y=""), plugin("y", x=""))
+    two = classes(processor("x", y=""), processor("y", x=""))
     assert type_problems("x", two, {}) == ["dependency cycle: x -> y -> x; remove one of these dependencies"]
 
 
 def test_broken_and_handler_dependencies_are_problems() -> None:
-    known = classes(plugin("a", broken="", answer=""), Answer)
+    known = classes(processor("a", broken="", answer=""), Answer)
     problems = type_problems("a", known, {"broken": RuntimeError("plugin 'broken' breaks the contract:\n  - x")})
     assert problems == [
         "dependency a -> broken: plugin 'broken' cannot be loaded: plugin 'broken' breaks the contract:",
@@ -80,18 +51,18 @@ def test_broken_and_handler_dependencies_are_problems() -> None:
     ]
 
 
-def plan(explicit: list[str], instances: dict[str, PluginClass], declared: list[str] | None = None) -> Any:
+def plan(explicit: list[str], instances: dict[str, PluginClass], declared: list[str] | None = None) -> EndpointPlan:
     usable = {cls.name for cls in instances.values()}
     return plan_endpoint("e", explicit, "e-handler", instances, declared or list(instances), usable)
 
 
 def test_blueprint_order_is_kept_when_dependencies_allow_it() -> None:
-    instances = {"one": plugin("one"), "two": plugin("two", one=""), "three": plugin("three")}
+    instances = {"one": processor("one"), "two": processor("two", one=""), "three": processor("three")}
     assert plan(["one", "three", "two"], instances).chain == ["one", "three", "two"]
 
 
 def test_a_dependency_moves_just_before_its_first_dependent() -> None:
-    instances = {"auth": plugin("auth", key=""), "log": plugin("log"), "key": plugin("key")}
+    instances = {"auth": processor("auth", key=""), "log": processor("log"), "key": processor("key")}
     result = plan(["auth", "log", "key"], instances)
     assert result.chain == ["key", "auth", "log"]
     assert result.added == [] and result.problems == []
@@ -99,24 +70,24 @@ def test_a_dependency_moves_just_before_its_first_dependent() -> None:
 
 def test_a_chain_of_dependencies_moves_before_its_earliest_transitive_dependent() -> None:
     instances = {
-        "log": plugin("log"), "acl": plugin("acl", rbac=""), "rbac": plugin("rbac", api_key=""),
-        "api-key": plugin("api-key"), "tail": plugin("tail"),
+        "log": processor("log"), "acl": processor("acl", rbac=""), "rbac": processor("rbac", api_key=""),
+        "api-key": processor("api-key"), "tail": processor("tail"),
     }  # fmt: skip
     assert plan(["log", "acl", "tail", "rbac", "api-key"], instances).chain == ["log", "api-key", "rbac", "acl", "tail"]
 
 
 def test_an_endpoint_with_a_cycle_keeps_the_blueprint_order() -> None:
     """The cycle itself is reported by ``type_problems``; ordering must not loop or drop a stage."""
-    instances = {"a": plugin("a", b=""), "b": plugin("b", a=""), "c": plugin("c")}
+    instances = {"a": processor("a", b=""), "b": processor("b", a=""), "c": processor("c")}
     assert plan(["c", "a", "b"], instances).chain == ["c", "a", "b"]
     assert "dependency cycle: a -> b -> a" in "\n".join(type_problems("a", classes(*instances.values()), {}))
 
 
 def test_priority_orders_dependencies_the_blueprint_leaves_unordered() -> None:
     instances = {
-        "app": plugin("app", low="", high=""),
-        "low": plugin("low", priority=1),
-        "high": plugin("high", priority=9),
+        "app": processor("app", low="", high=""),
+        "low": processor("low", priority=1),
+        "high": processor("high", priority=9),
     }
     result = plan(["app"], instances)
     assert result.chain == ["high", "low", "app"]
@@ -125,7 +96,7 @@ def test_priority_orders_dependencies_the_blueprint_leaves_unordered() -> None:
 
 
 def test_a_declared_instance_is_added_for_a_dependency_transitively() -> None:
-    instances = {"acl": plugin("acl", rbac=""), "r": plugin("rbac", key=""), "k": plugin("key")}
+    instances = {"acl": processor("acl", rbac=""), "r": processor("rbac", key=""), "k": processor("key")}
     result = plan(["acl"], instances)
     assert result.chain == ["k", "r", "acl"] and result.added == ["r", "k"]
 
@@ -135,18 +106,18 @@ def test_handler_dependencies_are_added_before_the_handler() -> None:
         name = "needy"
         dependencies = {"key": ""}  # noqa: RUF012  # class metadata, as plugins write it
 
-    instances: dict[str, PluginClass] = {"e-handler": Needy, "k": plugin("key")}
+    instances: dict[str, PluginClass] = {"e-handler": Needy, "k": processor("key")}
     result = plan_endpoint("e", [], "e-handler", instances, ["k"], {"key"})
     assert result.chain == ["k"] and result.problems == []
 
 
 def test_missing_or_ambiguous_instances_are_problems() -> None:
-    instances = {"acl": plugin("acl", rbac=""), "r1": plugin("rbac"), "r2": plugin("rbac")}
+    instances = {"acl": processor("acl", rbac=""), "r1": processor("rbac"), "r2": processor("rbac")}
     (ambiguous,) = plan(["acl"], instances).problems
     assert ambiguous.instance == "acl"
     assert "several instances of it are declared (r1, r2): list the one to use" in ambiguous.message
     assert plan(["acl", "r2"], instances).chain == ["r2", "acl"], "listing one resolves it"
-    only_acl = {"acl": plugin("acl", rbac=">=1")}
+    only_acl = {"acl": processor("acl", rbac=">=1")}
     (missing,) = plan_endpoint("e", ["acl"], "e-handler", only_acl, ["acl"], {"acl", "rbac"}).problems
     assert missing.message == (
         "endpoint 'e': 'acl' (acl) needs plugin 'rbac' (>=1), but the blueprint declares no instance of it: "

@@ -13,7 +13,7 @@ from backworks.contracts.names import EVENTS_STREAM, MSG_ID_HEADER, PIPELINE_STR
 from backworks.contracts.types import FailureKind
 from backworks.pipeline import broker
 from backworks.pipeline.forwarder import Forwarder
-from tests.conftest import Replies
+from tests.replies import Replies
 
 
 def envelope(*stages: Stage, reply_to: str = "_INBOX.test.fwd") -> Envelope:

@@ -14,7 +14,7 @@ from backworks.contracts.names import REGISTRY_BUCKET, Phase, registry_key
 from backworks.contracts.registry import ReplicaInfo
 from backworks.pipeline import broker, liveness
 from backworks.pipeline.liveness import HEARTBEAT_INTERVAL, LIVENESS_TTL, Heartbeat, LivenessView
-from tests.conftest import eventually
+from tests.waiting import eventually
 
 
 def info(instance: str = "auth", replica: str = "r1", processed: int = 0) -> ReplicaInfo:

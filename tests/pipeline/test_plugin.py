@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 import structlog
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from backworks.contracts.envelope import Envelope, HttpResponse, Principal, Stage
@@ -29,6 +29,7 @@ from backworks.pipeline.plugin import (
     ResponseEnhancer,
     Security,
 )
+from tests.samples import KeyConfig
 
 
 def envelope(**changes: Any) -> Envelope:
@@ -157,19 +158,14 @@ async def test_analytics_publishes_the_numbers_of_its_report() -> None:
     assert await plugin.get_metrics() == {"total": 3.0, "by.get": 3.0}
 
 
-class Token(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    token: SecretStr
-
-
-class Leaky(RequestProcessor[Token]):
+class Leaky(RequestProcessor[KeyConfig]):
     name = "leaky"
     version = "1.0.0"
     description = "Leaks its token in failures."
     mode = "fail"
 
     async def process_request(self, envelope: Envelope) -> Action:
-        secret = self.config.token.get_secret_value()
+        secret = self.config.key.get_secret_value()
         if self.mode == "fail":
             return Fail(f"upstream refused token {secret}")
         if self.mode == "timeout":
@@ -180,7 +176,7 @@ class Leaky(RequestProcessor[Token]):
 
 
 async def test_hook_exceptions_reach_the_caller_of_dispatch_unchanged() -> None:
-    plugin = Leaky(Token(token=SecretStr("hunter2-secret")), instance="l")
+    plugin = Leaky(KeyConfig(key=SecretStr("hunter2-secret")), instance="l")
     Leaky.mode = "plain"
     with pytest.raises(ValueError, match="nothing secret here"):
         await dispatch(plugin, Phase.REQUEST, envelope())
@@ -188,7 +184,7 @@ async def test_hook_exceptions_reach_the_caller_of_dispatch_unchanged() -> None:
 
 async def test_secrets_never_leave_a_hook_in_a_failure() -> None:
     # Masked once, at the isolation boundary (``execute``), whatever way the secret left the hook.
-    plugin = Leaky(Token(token=SecretStr("hunter2-secret")), instance="l")
+    plugin = Leaky(KeyConfig(key=SecretStr("hunter2-secret")), instance="l")
     expected = {
         "fail": f"upstream refused token {secrets.MASK}",
         "raise": f"ValueError: bad token {secrets.MASK}",

@@ -9,22 +9,18 @@ from textwrap import dedent
 
 import pytest
 
-from backworks.contracts.envelope import Envelope
 from backworks.pipeline import registry
 from backworks.pipeline.errors import PluginContractError, PluginLoadError
-from backworks.pipeline.plugin import Action, Continue, EmptyConfig, RequestProcessor
 from backworks.plugins.mock import Mock
+from tests.samples import Passthrough
 
 GROUP = registry.ENTRY_POINT_GROUP
 
 
-class Shiny(RequestProcessor[EmptyConfig]):
+class Shiny(Passthrough):
     name = "shiny"
     version = "2.0.0"
     description = "Found through an entry point."
-
-    async def process_request(self, envelope: Envelope) -> Action:
-        return Continue(envelope)
 
 
 class Unversioned(Shiny):

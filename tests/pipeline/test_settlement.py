@@ -8,7 +8,7 @@ import time
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo
 
 from backworks.contracts.envelope import Envelope
 from backworks.contracts.names import PIPELINE_STREAM
@@ -17,7 +17,7 @@ from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.errors import PublishFailed
 from backworks.pipeline.settlement import ACK, Ack, Nak, Settlement, Term, settle
 from backworks.pipeline.stagehost import NAK_DELAY, StageHost
-from tests.conftest import eventually
+from tests.waiting import eventually
 
 SUBJECT = "bw.stage.probe.request"
 
@@ -44,7 +44,7 @@ async def test_ack_and_term_end_the_message(nats_client: Client, settlement: Set
     js = broker.jetstream(nats_client)
 
     async def settled() -> bool:  # the server applies an ack asynchronously (it is a core publish)
-        info = await js.consumer_info(PIPELINE_STREAM, "d-end")
+        info: ConsumerInfo = await js.consumer_info(PIPELINE_STREAM, "d-end")  # nats-py leaves it unannotated
         return info.num_ack_pending == 0 and info.num_pending == 0
 
     await eventually(settled, timeout=3)

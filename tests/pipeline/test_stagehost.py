@@ -16,10 +16,13 @@ from backworks.pipeline import blueprints, broker
 from backworks.pipeline.blueprints import LoadedBlueprint, ResolvedInstance
 from backworks.pipeline.forwarder import Forwarder
 from backworks.pipeline.liveness import HEARTBEAT_INTERVAL, Heartbeat
-from backworks.pipeline.plugin import Continue, EmptyConfig, Health, RequestProcessor
+from backworks.pipeline.plugin import EmptyConfig, Health
 from backworks.pipeline.stagehost import StageHost, ack_wait_for
-from tests.conftest import Replies, eventually, write_blueprint
+from tests.files import write_blueprint
+from tests.replies import Replies
+from tests.samples import Passthrough
 from tests.stages import running_stages
+from tests.waiting import eventually
 
 
 def new_envelope(loaded: LoadedBlueprint, reply_to: str, deadline_s: float = 5.0) -> Envelope:
@@ -164,14 +167,11 @@ endpoints:
     assert inflight == 0 and processed == 1, "in-progress heartbeats kept the message from a second replica"
 
 
-class CancelsDuringHealthCheck(RequestProcessor[EmptyConfig]):
+class CancelsDuringHealthCheck(Passthrough):
     """Cancels the task taking the snapshot while its health check finishes: what ``Heartbeat.stop`` does."""
 
     name = "cancels-during-health-check"
     target: asyncio.Task[object] | None = None
-
-    async def process_request(self, envelope: Envelope) -> Continue:
-        return Continue(envelope)
 
     async def health_check(self) -> Health:
         assert self.target is not None
@@ -211,7 +211,7 @@ async def test_heartbeat_stop_ends_the_loop_even_if_a_beat_swallows_the_cancella
     assert swallowed >= 1
 
 
-@pytest.mark.usefixtures("allow_fault")
+@pytest.mark.usefixtures("allow_fault")  # the stage that raises is the `fault` plugin
 async def test_lines_logged_while_a_stage_works_carry_the_request_id(
     tmp_path: Path, nats_client: Client, replies: Replies
 ) -> None:

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 from backworks.cli import app
 from backworks.local.asyncapi import build
 from backworks.pipeline.blueprints import LoadedBlueprint
-from tests.conftest import EXAMPLE
+from tests.files import EXAMPLE
 
 
 def test_every_stage_subject_is_a_documented_receive_channel(example: LoadedBlueprint) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, SecretStr
 from rich.console import Console
 
 from backworks.contracts.envelope import Envelope, HttpResponse
@@ -13,18 +12,14 @@ from backworks.pipeline.plugin import Action, Continue, Fail, Respond, Security
 from backworks.pipeline.secrets import MASK
 from backworks.sdk import generated_workload, profile
 from backworks.sdk.profiler import HookStats, cut_points, percentile
+from tests.samples import KeyConfig
 
 
-class Secret(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    key: SecretStr
-
-
-class Busy(Security[Secret]):
+class Busy(Security[KeyConfig]):
     name = "busy"
     version = "1.0.0"
     description = "Slow to authenticate, allocates to authorize, sometimes fails, always audits."
-    Config = Secret
+    Config = KeyConfig
     kept: ClassVar[list[bytes]] = []
 
     async def authenticate(self, envelope: Envelope) -> Action:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ConfigDict, SecretStr
 
 from backworks.contracts.envelope import Envelope, HttpResponse, Principal
 from backworks.local.embedded import EmbeddedNats
@@ -20,11 +19,7 @@ from backworks.sdk import (
     request,
     response,
 )
-
-
-class KeyConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    key: SecretStr
+from tests.samples import KeyConfig
 
 
 class Guard(Security[KeyConfig]):

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta, tzinfo
+from functools import partial
+from typing import Any, NoReturn
 
-import aiobreaker.circuitbreaker
-import aiobreaker.state
+import aiobreaker.circuitbreaker  # type: ignore[import-untyped]  # no type hints
+import aiobreaker.state  # type: ignore[import-untyped]  # same
 import pytest
 from aiobreaker import CircuitBreakerError, CircuitBreakerListener
 from nats.aio.client import Client
@@ -25,10 +26,10 @@ from backworks.pipeline import broker
 from backworks.pipeline.breakers import BreakerState, FleetBreakers
 from backworks.pipeline.breakers import fleet as fleet_module
 from backworks.pipeline.errors import BreakerOpen, PipelineError
-from tests.conftest import eventually
+from tests.waiting import eventually
 
 INSTANCE = "auth"
-MakeBreakers = Callable[..., Awaitable[FleetBreakers]]
+MakeBreakers = Callable[[dict[str, BreakerSettings], str], Awaitable[FleetBreakers]]  # (settings, replica)
 
 
 def settings(threshold: int = 3, reset_ms: int = 10_000, probes: int = 1) -> dict[str, BreakerSettings]:
@@ -56,7 +57,7 @@ async def make_breakers(nats_server: EmbeddedNats, nats_client: Client) -> Async
         await client.close()
 
 
-class StateChanges(CircuitBreakerListener):
+class StateChanges(CircuitBreakerListener):  # type: ignore[misc]  # its base class is untyped (aiobreaker)
     """Records (perf_counter, instance, new state) for every change a FleetBreakers notices."""
 
     def __init__(self) -> None:
@@ -108,6 +109,23 @@ async def trip(fleet: FleetBreakers, times: int) -> None:
         await fleet.record_failure(INSTANCE, RuntimeError(f"failure {index}"))
 
 
+# Conditions to wait for, bound to the loop's current fleet or value with functools.partial.
+def failures_are(fleet: FleetBreakers, failures: int) -> bool:
+    return fleet.snapshot()[INSTANCE]["failures"] == failures
+
+
+def generation_is(fleet: FleetBreakers, generation: int) -> bool:
+    return fleet.snapshot()[INSTANCE]["generation"] == generation
+
+
+def state_is(fleet: FleetBreakers, state: BreakerState) -> bool:
+    return fleet.state(INSTANCE) is state
+
+
+def finished(tasks: list[asyncio.Task[Any]], count: int) -> bool:
+    return sum(task.done() for task in tasks) == count
+
+
 async def test_failures_recorded_on_one_process_open_the_breaker_for_another(make_breakers: MakeBreakers) -> None:
     a = await make_breakers(settings(threshold=3), "replica-a")
     b = await make_breakers(settings(threshold=3), "gateway-b")
@@ -151,10 +169,10 @@ async def test_a_success_anywhere_resets_the_fleet_wide_streak(make_breakers: Ma
     await trip(a, 2)
     await trip(b, 1)
     for fleet in (a, b):
-        await eventually(lambda fleet=fleet: fleet.snapshot()[INSTANCE]["failures"] == 3)
+        await eventually(partial(failures_are, fleet, 3))
     await b.record_success(INSTANCE)
     for fleet in (a, b):
-        await eventually(lambda fleet=fleet: fleet.snapshot()[INSTANCE]["failures"] == 0)
+        await eventually(partial(failures_are, fleet, 0))
 
     # The three failures before the success stay forgotten: three more keep it closed, a fourth opens it.
     await trip(a, 2)
@@ -185,7 +203,7 @@ async def test_the_tripping_call_raises_the_original_error(make_breakers: MakeBr
     errors = [ValueError("first"), ConnectionError("second")]
     for error in errors:
         with pytest.raises(type(error)) as raised:
-            await a.call(INSTANCE, lambda error=error: fail(error))
+            await a.call(INSTANCE, partial(fail, error))
         assert raised.value is error
         assert not isinstance(raised.value, CircuitBreakerError)
     assert a.state(INSTANCE) is BreakerState.OPEN
@@ -226,12 +244,12 @@ async def test_concurrent_failures_on_two_processes_open_the_breaker_exactly_onc
     writes: list[StateRecord] = []
     while True:
         try:
-            entry = await watcher.updates(timeout=0.2)
+            entry = await watcher.updates(timeout=0.2)  # type: ignore[no-untyped-call]  # nats-py: unannotated
         except Exception:
             break
         if entry is not None:
             writes.append(StateRecord.model_validate_json(entry.value))
-    await watcher.stop()
+    await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py: unannotated
     assert [(w.state.value, w.generation) for w in writes] == [("open", 1)]
     assert a.snapshot()[INSTANCE]["generation"] == b.snapshot()[INSTANCE]["generation"] == 1
 
@@ -247,7 +265,7 @@ async def test_half_open_admits_exactly_the_configured_probes_across_the_fleet(m
         gate = Gate()
         gate.error = RuntimeError(f"probe of round {round_} failed") if round_ < 2 else None
         calls = [asyncio.create_task(fleet.call(INSTANCE, gate)) for _ in range(30) for fleet in (a, b)]
-        await eventually(lambda calls=calls: sum(task.done() for task in calls) == 58)
+        await eventually(partial(finished, calls, 58))
         refused = [task.exception() for task in calls if task.done()]
         assert all(isinstance(error, BreakerOpen) and error.state == "half-open" for error in refused)
         assert gate.running == 2
@@ -260,8 +278,8 @@ async def test_half_open_admits_exactly_the_configured_probes_across_the_fleet(m
         assert results == ([gate.error, gate.error] if gate.error else ["ok", "ok"])
         # The first result decides, once: each round moves the generation by exactly one.
         expected = round_ + 2
-        await eventually(lambda expected=expected: a.snapshot()[INSTANCE]["generation"] == expected)
-        await eventually(lambda expected=expected: b.snapshot()[INSTANCE]["generation"] == expected)
+        await eventually(partial(generation_is, a, expected))
+        await eventually(partial(generation_is, b, expected))
     for fleet in (a, b):
         assert fleet.state(INSTANCE) is BreakerState.CLOSED
         assert fleet.allow(INSTANCE)
@@ -279,7 +297,7 @@ async def test_a_failed_probe_reopens_the_breaker_everywhere(make_breakers: Make
         await b.call(INSTANCE, lambda: fail(error))
     assert raised.value is error
     for fleet in (a, b):
-        await eventually(lambda fleet=fleet: fleet.state(INSTANCE) is BreakerState.OPEN)
+        await eventually(partial(state_is, fleet, BreakerState.OPEN))
         assert not fleet.allow(INSTANCE)
         snapshot = fleet.snapshot()[INSTANCE]
         assert snapshot["generation"] == 2
@@ -391,12 +409,12 @@ class _ForbiddenDatetime(datetime):
     calls: list[str] = []  # noqa: RUF012  # shared on purpose: the class is the patch
 
     @classmethod
-    def utcnow(cls) -> datetime:
+    def utcnow(cls) -> NoReturn:
         cls.calls.append("utcnow")
         raise AssertionError("aiobreaker's datetime.utcnow() was reached (deprecated; mixed with now())")
 
     @classmethod
-    def now(cls, tz: Any = None) -> datetime:
+    def now(cls, tz: tzinfo | None = None) -> NoReturn:
         cls.calls.append("now")
         raise AssertionError("aiobreaker's naive datetime.now() was reached (wrong outside UTC)")
 

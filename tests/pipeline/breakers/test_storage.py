@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC
 
 import pytest
-from aiobreaker import CircuitBreaker, CircuitBreakerState
+from aiobreaker import CircuitBreaker, CircuitBreakerState  # type: ignore[import-untyped]  # no type hints
 
 from backworks.pipeline.breakers.storage import FleetStorage
-from tests.pipeline.breakers.test_view import SETTINGS, opened, view
+from tests.pipeline.breakers.records import SETTINGS, opened, view
 
 
 def test_the_aiobreaker_storage_reads_the_view_and_refuses_transitions() -> None:

@@ -1,0 +1,38 @@
+"""Serves a blueprint's gateway app inside the test process, against a real nats-server, over ASGI."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+import httpx
+
+from backworks.gateway.app import GatewayState, build_app
+from backworks.gateway.state import connect, disconnect
+from backworks.local.embedded import EmbeddedNats
+from backworks.pipeline.blueprints import LoadedBlueprint
+
+Served = tuple[httpx.AsyncClient, GatewayState]
+Serving = AbstractAsyncContextManager[Served]
+
+
+class Gateway(Protocol):
+    """The ``gateway`` fixture: ``async with gateway(loaded) as (http, state)`` serves ``loaded``."""
+
+    def __call__(self, loaded: LoadedBlueprint) -> Serving: ...
+
+
+@contextlib.asynccontextmanager
+async def serving(loaded: LoadedBlueprint, server: EmbeddedNats) -> AsyncIterator[Served]:
+    """A connected gateway for ``loaded`` and an HTTP client speaking to it; disconnected on exit."""
+    state = GatewayState(blueprint=loaded, servers=[server.url])
+    app = build_app(state)
+    await connect(state)
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client, state
+    finally:
+        await disconnect(state)
