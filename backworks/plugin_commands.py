@@ -8,33 +8,16 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from backworks.console import Format, FormatOption, console, fail, output
+from backworks.contracts.types import Category
 
 if TYPE_CHECKING:
     from backworks.pipeline.registry import Catalog, PluginEntry
-
-
-class CategoryName(str, Enum):
-    """The values of ``backworks.pipeline.plugin.Category`` (a test keeps them equal), light for ``--help``."""
-
-    REQUEST_PROCESSOR = "request-processor"
-    """Reads or changes the request."""
-    RESPONSE_ENHANCER = "response-enhancer"
-    """Changes the response."""
-    HANDLER = "handler"
-    """Produces the response."""
-    SECURITY = "security"
-    """Authenticates, authorizes, audits."""
-    MONITORING = "monitoring"
-    """Collects metrics, raises alerts."""
-    ANALYTICS = "analytics"
-    """Tracks events, reports."""
 
 
 plugins_app = typer.Typer(help="Installed plugins (and those in a blueprint's plugin_dirs).", no_args_is_help=True)
@@ -248,8 +231,8 @@ def order(
 def new_plugin(
     name: Annotated[str, typer.Argument(help="Plugin name (lower-case, e.g. `rate-limit`).", show_default=False)],
     category: Annotated[
-        CategoryName, typer.Option("--category", help="What the plugin does: fixes its hooks.")
-    ] = CategoryName.REQUEST_PROCESSOR,
+        Category, typer.Option("--category", help="What the plugin does: fixes its hooks.")
+    ] = Category.REQUEST_PROCESSOR,
     directory: Annotated[Path, typer.Option("--dir", help="Where to create backworks-plugin-NAME/.")] = Path(),
     depends: Annotated[
         list[str] | None,
@@ -259,7 +242,6 @@ def new_plugin(
 ) -> None:
     """Scaffold a pip-installable plugin package: class, config model, entry point, tests, README."""
     from backworks.pipeline import registry
-    from backworks.pipeline.plugin import Category
     from backworks.scaffold import ScaffoldError, refuse_taken, scaffold
 
     installed = registry.catalog([])
@@ -267,7 +249,7 @@ def new_plugin(
     taken.update({name: "installed, fails to load" for name in installed.failures})
     try:
         refuse_taken(name, taken)
-        made = scaffold(name, Category(category.value), directory, depends=depends, description=description)
+        made = scaffold(name, category, directory, depends=depends, description=description)
     except ScaffoldError as exc:
         raise fail(str(exc), 2) from None
     out = output()

@@ -1,4 +1,4 @@
-"""Shared type aliases, and the one enum of failure kinds every contract uses."""
+"""Shared type aliases, the one enum of failure kinds every contract uses, and the plugin categories."""
 
 from __future__ import annotations
 
@@ -41,3 +41,20 @@ class FailureKind(str, Enum):
 
     def __str__(self) -> str:
         return self.value  # in f-strings and subjects too (``bw.evt.stage.<kind>``), as ``StrEnum`` does
+
+
+class Category(str, Enum):
+    """What a plugin does, which fixes the hooks it implements and the phases it serves."""
+
+    REQUEST_PROCESSOR = "request-processor"
+    """Reads or changes the request (``process_request``), request phase."""
+    RESPONSE_ENHANCER = "response-enhancer"
+    """Changes the response (``enhance_response``), response phase, reverse order."""
+    HANDLER = "handler"
+    """Produces the response (``handle``); the last request-phase stage of an endpoint."""
+    SECURITY = "security"
+    """``authenticate`` and ``authorize`` in the request phase, ``audit_log`` in the response phase."""
+    MONITORING = "monitoring"
+    """``collect_metrics`` then ``generate_alerts`` on every finished request (response phase)."""
+    ANALYTICS = "analytics"
+    """``track_event`` on every finished request (response phase); ``generate_report`` on demand."""

@@ -42,27 +42,28 @@ class AwaitableMap(Generic[K, V]):
 
     def resolve(self, key: K, value: V) -> bool:
         """Give ``key``'s waiter its answer; False when nobody waits for it (late or duplicate)."""
-        entry = self._waiting.pop(key, None)
-        if entry is None:
-            return False
-        future, timer = entry
-        timer.cancel()
-        if future.done():
+        future = self._take(key)
+        if future is None:
             return False
         future.set_result(value)
         return True
 
     def fail(self, key: K, error: BaseException) -> bool:
         """Fail ``key``'s waiter with ``error``; False when nobody waits for it."""
-        entry = self._waiting.pop(key, None)
-        if entry is None:
-            return False
-        future, timer = entry
-        timer.cancel()
-        if future.done():
+        future = self._take(key)
+        if future is None:
             return False
         future.set_exception(error)
         return True
+
+    def _take(self, key: K) -> asyncio.Future[V] | None:
+        """Remove ``key``'s entry and stop its timer; its future if someone still waits on it."""
+        entry = self._waiting.pop(key, None)
+        if entry is None:
+            return None
+        future, timer = entry
+        timer.cancel()
+        return None if future.done() else future
 
     def forget(self, key: K) -> None:
         """Stop waiting for ``key`` (the waiter is done, however it ended)."""

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from functools import cached_property
 from types import MappingProxyType
 from typing import Any, ClassVar, Generic, TypeVar
@@ -46,6 +45,7 @@ from pydantic import BaseModel, ConfigDict
 
 from backworks.contracts.envelope import Envelope
 from backworks.contracts.names import Phase
+from backworks.contracts.types import Category
 from backworks.pipeline import secrets
 from backworks.pipeline.actions import Action, Alert, AlertSeverity, Continue, Fail, Health, HealthStatus, Respond
 
@@ -81,23 +81,6 @@ __all__ = [
 DEFAULT_MAX_EXECUTION_TIME = 0.1
 """Seconds a hook may take before it counts as failed (the design's 100 ms)."""
 DEFAULT_MARK = "__backworks_default__"
-
-
-class Category(str, Enum):
-    """What a plugin does, which fixes the hooks it implements and the phases it serves."""
-
-    REQUEST_PROCESSOR = "request-processor"
-    """Reads or changes the request (``process_request``), request phase."""
-    RESPONSE_ENHANCER = "response-enhancer"
-    """Changes the response (``enhance_response``), response phase, reverse order."""
-    HANDLER = "handler"
-    """Produces the response (``handle``); the last request-phase stage of an endpoint."""
-    SECURITY = "security"
-    """``authenticate`` and ``authorize`` in the request phase, ``audit_log`` in the response phase."""
-    MONITORING = "monitoring"
-    """``collect_metrics`` then ``generate_alerts`` on every finished request (response phase)."""
-    ANALYTICS = "analytics"
-    """``track_event`` on every finished request (response phase); ``generate_report`` on demand."""
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,6 @@ from backworks.cli import app
 from backworks.local.embedded import EmbeddedNats
 from backworks.local.state import NATS_URL_FILE, state_dir
 from backworks.pipeline.blueprints import check_path_template
-from backworks.pipeline.plugin import Category
-from backworks.plugin_commands import CategoryName
 from tests.files import EXAMPLE, ROOT
 
 runner = CliRunner()
@@ -135,10 +133,6 @@ async def test_plugins_list_finds_the_embedded_broker_like_dlq_list(
     live = {row["name"]: row["live"] for row in json.loads(result.stdout)["plugins"]}
     assert live["mock"] == 0, "asked the recorded broker: a count, not unknown"
     assert "live counts unknown" not in result.stderr
-
-
-def test_category_names_of_new_plugin_are_the_plugin_categories() -> None:
-    assert [item.value for item in CategoryName] == [item.value for item in Category]
 
 
 @pytest.mark.parametrize(
