@@ -8,11 +8,13 @@
     │   ├── EmbeddedNatsError                 the embedded nats-server failed to start
     │   ├── PluginLoadError                   a plugin class is missing or cannot be imported
     │   │   └── PluginContractError           a plugin class breaks the contract (name, file, fixes)
-    │   ├── PluginHookError                   a hook failed; its message had secrets masked
     │   ├── BreakerOpen                       a plugin's fleet-shared circuit breaker refused a call
     │   └── PluginConfigError                 a config given to the SDK or `profile` breaks its schema
-    └── backworks.gateway.errors.GatewayError
-        └── ProblemError                      an HTTP problem (RFC 9457) to return to the client
+    ├── backworks.gateway.errors.GatewayError
+    │   └── ProblemError                      an HTTP problem (RFC 9457) to return to the client
+    └── backworks.local.errors.LocalError     running Backworks on this machine (`up`, `nats`)
+        ├── PortInUse                         a port to listen on is taken (names the port and the option)
+        └── NotReady                          the broker did not come up in time
 
 Messages say what was wrong, where, and what to do.
 """

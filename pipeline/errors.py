@@ -44,10 +44,6 @@ class PluginContractError(PluginLoadError):
         super().__init__(f"plugin {plugin!r} ({where}) breaks the plugin contract:\n{lines}")
 
 
-class PluginHookError(PipelineError):
-    """A plugin hook failed and its message named a secret, which has been masked."""
-
-
 class BreakerOpen(PipelineError):
     """A plugin instance's circuit breaker refused a call: open, or half-open with every probe slot taken.
 
