@@ -60,7 +60,7 @@ def load_or_exit(path: Path) -> LoadedBlueprint:
     try:
         return blueprints.load(path)
     except BlueprintError as exc:
-        console.print(str(exc), highlight=False, markup=False, soft_wrap=True)
+        console.print(str(exc), highlight=False, markup=False)
         raise typer.Exit(2) from None
     except PipelineError as exc:
         raise fail(str(exc), 2) from None

@@ -17,6 +17,7 @@ TABLE_WIDTH = 200
 """Width of tables written to a pipe or file, so that no column is cut."""
 
 console = Console(stderr=True)
+"""Diagnostics: one message per line, never wrapped at the terminal width (greppable when piped to a log)."""
 
 
 class Format(str, Enum):
@@ -38,5 +39,5 @@ def output() -> Console:
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print ``error: message`` and return the ``typer.Exit`` to raise."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
     return typer.Exit(code)

@@ -215,7 +215,7 @@ def order(
     try:
         loaded = blueprints.load(blueprint)
     except BlueprintError as exc:
-        console.print(str(exc), highlight=False, markup=False, soft_wrap=True)
+        console.print(str(exc), highlight=False, markup=False)
         raise typer.Exit(2) from None
     plans = {name: [stage.label for stage in loaded.itinerary(name)] for name in loaded.model.endpoints}
     added = {name: [i for i in loaded.chain(name) if i not in loaded.model.chain(name)] for name in plans}
@@ -294,7 +294,7 @@ def profile_command(
         try:
             loaded = blueprints.load(blueprint)
         except BlueprintError as exc:
-            console.print(str(exc), highlight=False, markup=False, soft_wrap=True)
+            console.print(str(exc), highlight=False, markup=False)
             raise typer.Exit(2) from None
         if target not in loaded.instances:
             known = ", ".join(sorted(loaded.instances))
