@@ -14,6 +14,7 @@ production blueprint by accident.
 from __future__ import annotations
 
 import re
+from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from backworks.pipeline.configs import validate_config
 from backworks.pipeline.dependencies import plan_endpoint, type_problems
 from backworks.pipeline.errors import PluginLoadError
 from backworks.pipeline.plugin import Category, PluginClass
-from backworks.pipeline.registry import Catalog
+from backworks.pipeline.registry import Catalog, Classes, Failures
 
 Position = tuple[int, int]
 _PARAM = re.compile(r"\{[^}:]+(:[^}]+)?\}")
@@ -234,17 +235,27 @@ def _instance_pointer(model: Blueprint, endpoint: str, instance: str) -> str:
     return f"/plugins/{escape(instance)}/type"
 
 
+@dataclass(frozen=True)
+class _Usable(Container[str]):
+    """Plugin types a dependency can name: installed, loadable and not handlers (imported when asked)."""
+
+    classes: Classes
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self.classes and self.classes[name].category is not Category.HANDLER
+
+
 def _resolve_dependencies(
     report: _Report, model: Blueprint, resolved: dict[str, ResolvedInstance], found: Catalog, where: dict[str, str]
 ) -> dict[str, list[str]]:
-    classes = {name: entry.cls for name, entry in found.plugins.items()}
+    classes = Classes(found)
     checked: dict[str, list[str]] = {}
     for name, item in resolved.items():
         if item.cls.name not in checked:
-            checked[item.cls.name] = type_problems(item.cls.name, classes, found.failures)
+            checked[item.cls.name] = type_problems(item.cls.name, classes, Failures(found))
         for text in checked[item.cls.name]:
             report.add(f"{where[name]}/type", text, name)
-    usable = {name for name, cls in classes.items() if cls.category is not Category.HANDLER}
+    usable = _Usable(classes)
     instances = {name: item.cls for name, item in resolved.items()}
     chains: dict[str, list[str]] = {}
     for endpoint in model.endpoints:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 from graphlib import CycleError, TopologicalSorter
 
@@ -102,7 +102,7 @@ def plan_endpoint(
     handler: str | None,
     instances: Mapping[str, PluginClass],
     declared: list[str],
-    usable_types: set[str],
+    usable_types: Container[str],
 ) -> EndpointPlan:
     """Order an endpoint's chain (instance names) so that dependencies come first.
 

@@ -9,7 +9,7 @@ raised with its name, file and fixes as soon as anything asks for it, and listed
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
@@ -23,7 +23,7 @@ from backworks.pipeline.plugin import PluginClass
 ENTRY_POINT_GROUP = "backworks.plugins"
 BUILTIN_DISTRIBUTION = "backworks"
 
-__all__ = ["ENTRY_POINT_GROUP", "Catalog", "PluginEntry", "catalog", "discover", "get", "verify"]
+__all__ = ["ENTRY_POINT_GROUP", "Catalog", "Classes", "Failures", "PluginEntry", "catalog", "discover", "get", "verify"]
 
 
 @dataclass(frozen=True)
@@ -54,34 +54,83 @@ class PluginEntry:
 
 @dataclass
 class Catalog:
-    """The plugins available to one process (and one blueprint's plugin folders), by name."""
+    """The plugins available to one process (and one blueprint's plugin folders), by name.
 
-    plugins: dict[str, PluginEntry] = field(default_factory=dict)
-    failures: dict[str, PluginLoadError] = field(default_factory=dict)
-    """Plugins that were found but cannot be used, by plugin name (or by file when the name is unknown)."""
+    Installed plugins are imported and verified when first asked for by name (``get``, ``entry``, ``in``), so
+    validating or serving a blueprint imports only the plugins it uses; ``plugins`` and ``failures`` load
+    everything (for listings).
+    """
+
+    _plugins: dict[str, PluginEntry] = field(default_factory=dict)
+    _failures: dict[str, PluginLoadError] = field(default_factory=dict)
     folder_failures: dict[Path, list[PluginLoadError]] = field(default_factory=dict)
     """Import and contract errors per plugin folder."""
+    _pending: dict[str, list[EntryPoint]] = field(default_factory=dict)
+    """Entry points not imported yet, by plugin name."""
+
+    @property
+    def plugins(self) -> dict[str, PluginEntry]:
+        """Every plugin that loads and follows the contract, by name (imports all pending ones)."""
+        self._load_all()
+        return self._plugins
+
+    @property
+    def failures(self) -> dict[str, PluginLoadError]:
+        """Plugins that were found but cannot be used, by plugin name (imports all pending ones)."""
+        self._load_all()
+        return self._failures
+
+    def _load(self, name: str) -> None:
+        for point in self._pending.pop(name, []):
+            self._take(point.name, _load_point(point))
+
+    def _load_all(self) -> None:
+        for name in list(self._pending):
+            self._load(name)
+
+    def _take(self, name: str, loaded: PluginEntry | PluginLoadError) -> None:
+        if isinstance(loaded, PluginLoadError):
+            self._plugins.pop(name, None)
+            self._failures.setdefault(name, loaded)
+        else:
+            self.add(loaded)
 
     def add(self, entry: PluginEntry) -> None:
         """Add a plugin; a second, different class under the same name makes that name a failure."""
-        if entry.name in self.failures:
+        self._load(entry.name)
+        if entry.name in self._failures:
             return
-        known = self.plugins.get(entry.name)
+        known = self._plugins.get(entry.name)
         if known is not None and known.cls is not entry.cls:
-            del self.plugins[entry.name]
-            self.failures[entry.name] = PluginLoadError(
+            del self._plugins[entry.name]
+            self._failures[entry.name] = PluginLoadError(
                 f"plugin {entry.name!r} is provided twice: by {known.source} and by {entry.source}; "
                 "uninstall or rename one of them"
             )
             return
-        self.plugins[entry.name] = entry
+        self._plugins[entry.name] = entry
+
+    def entry(self, name: str) -> PluginEntry | None:
+        """The usable plugin called ``name``, or None (unknown or broken)."""
+        self._load(name)
+        return self._plugins.get(name)
+
+    def failure(self, name: str) -> PluginLoadError | None:
+        """Why the plugin called ``name`` cannot be used, or None (it loads, or nothing has that name)."""
+        self._load(name)
+        return self._failures.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.entry(name) is not None
 
     def get(self, name: str) -> PluginClass:
         """The plugin class called ``name``; the error says why it cannot be used or lists what is known."""
-        if name in self.failures:
-            raise self.failures[name]
-        if name in self.plugins:
-            return self.plugins[name].cls
+        failure = self.failure(name)
+        if failure is not None:
+            raise failure
+        found = self._plugins.get(name)
+        if found is not None:
+            return found.cls
         known = sorted(self.plugins)
         close = difflib.get_close_matches(name, known, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -92,13 +141,63 @@ class Catalog:
 
     def merged(self, other: Catalog) -> Catalog:
         """This catalog with ``other``'s plugins and failures added (a clash becomes a failure)."""
-        result = Catalog(dict(self.plugins), dict(self.failures), {**self.folder_failures, **other.folder_failures})
+        result = Catalog(
+            dict(self._plugins),
+            dict(self._failures),
+            {**self.folder_failures, **other.folder_failures},
+            {name: list(points) for name, points in self._pending.items()},
+        )
         for name, error in other.failures.items():
-            result.failures.setdefault(name, error)
-            result.plugins.pop(name, None)
+            result._load(name)
+            result._failures.setdefault(name, error)
+            result._plugins.pop(name, None)
         for entry in other.plugins.values():
             result.add(entry)
         return result
+
+
+class Classes(Mapping[str, PluginClass]):
+    """A catalog's usable plugin classes by name, importing each one when first looked up."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+
+    def __getitem__(self, name: str) -> PluginClass:
+        entry = self._catalog.entry(name)
+        if entry is None:
+            raise KeyError(name)
+        return entry.cls
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._catalog
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._catalog.plugins)
+
+    def __len__(self) -> int:
+        return len(self._catalog.plugins)
+
+
+class Failures(Mapping[str, PluginLoadError]):
+    """A catalog's failures by plugin name, importing each plugin when first looked up."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+
+    def __getitem__(self, name: str) -> PluginLoadError:
+        failure = self._catalog.failure(name)
+        if failure is None:
+            raise KeyError(name)
+        return failure
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._catalog.failure(name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._catalog.failures)
+
+    def __len__(self) -> int:
+        return len(self._catalog.failures)
 
 
 def _source(point: EntryPoint) -> tuple[str, str | None]:
@@ -106,32 +205,34 @@ def _source(point: EntryPoint) -> tuple[str, str | None]:
     return f"entry point {point.name} = {point.value}" + (f" ({distribution})" if distribution else ""), distribution
 
 
+def _load_point(point: EntryPoint) -> PluginEntry | PluginLoadError:
+    """Import one entry point and check its class against the contract."""
+    source, distribution = _source(point)
+    try:
+        loaded = point.load()
+    except Exception as exc:
+        package = point.dist.name if point.dist else "the package providing it"
+        return PluginLoadError(
+            f"plugin {point.name!r} ({source}) cannot be imported: {type(exc).__name__}: {exc}; "
+            f"fix or uninstall {package}"
+        )
+    try:
+        cls = verify(loaded, source)
+    except PluginLoadError as exc:
+        return exc
+    if cls.name != point.name:
+        return PluginLoadError(
+            f"plugin {point.name!r} ({source}): the entry point is named {point.name!r} but the class says "
+            f"name = {cls.name!r}; make them equal"
+        )
+    return PluginEntry(point.name, cls, source, distribution=distribution)
+
+
 @cache
 def _installed() -> Catalog:
     found = Catalog()
     for point in entry_points(group=ENTRY_POINT_GROUP):
-        source, distribution = _source(point)
-        try:
-            loaded = point.load()
-        except Exception as exc:
-            package = point.dist.name if point.dist else "the package providing it"
-            found.failures[point.name] = PluginLoadError(
-                f"plugin {point.name!r} ({source}) cannot be imported: {type(exc).__name__}: {exc}; "
-                f"fix or uninstall {package}"
-            )
-            continue
-        try:
-            cls = verify(loaded, source)
-        except PluginLoadError as exc:
-            found.failures[point.name] = exc
-            continue
-        if cls.name != point.name:
-            found.failures[point.name] = PluginLoadError(
-                f"plugin {point.name!r} ({source}): the entry point is named {point.name!r} but the class says "
-                f"name = {cls.name!r}; make them equal"
-            )
-            continue
-        found.add(PluginEntry(point.name, cls, source, distribution=distribution))
+        found._pending.setdefault(point.name, []).append(point)
     return found
 
 

@@ -136,3 +136,29 @@ def test_a_missing_folder_is_reported(tmp_path: Path) -> None:
     found = registry.catalog([tmp_path / "nowhere"])
     (error,) = found.folder_failures[tmp_path / "nowhere"]
     assert "does not exist" in str(error)
+
+
+def test_an_installed_plugin_is_imported_only_when_something_asks_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = tmp_path / "imported"
+    (tmp_path / "heavy_plugin_module.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('yes')\nraise RuntimeError('broken on import')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    points = [
+        EntryPoint("shiny", f"{__name__}:Shiny", GROUP),
+        EntryPoint("heavy", "heavy_plugin_module:Heavy", GROUP),
+    ]
+    monkeypatch.setattr(registry, "entry_points", lambda group: points if group == GROUP else [])
+    registry.refresh()
+    try:
+        found = registry.catalog()
+        assert found.get("shiny") is Shiny
+        assert "shiny" in found and found.entry("shiny") is not None
+        assert not marker.exists(), "validating or serving a blueprint imports only the plugins it names"
+        assert set(found.plugins) == {"shiny"}, "a listing imports every plugin"
+        assert marker.exists()
+        assert "RuntimeError: broken on import" in str(found.failures["heavy"])
+    finally:
+        registry.refresh()
