@@ -22,6 +22,10 @@ class PublishFailed(BrokerUnavailable):
         super().__init__(f"publish to {subject or 'the pipeline'} failed: {reason}")
 
 
+class ReplicasUnavailable(BrokerUnavailable):
+    """The blueprint asks for more stream replicas than the broker has JetStream nodes."""
+
+
 class EmbeddedNatsError(PipelineError):
     """The embedded nats-server could not be found or did not start."""
 
