@@ -16,7 +16,7 @@ from rich.console import Console
 TABLE_WIDTH = 200
 """Width of tables written to a pipe or file, so that no column is cut."""
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 """Diagnostics: one message per line, never wrapped at the terminal width (greppable when piped to a log)."""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from typing import Any
@@ -191,3 +192,17 @@ def test_the_readme_table_lists_the_global_options() -> None:
     root: Any = typer.main.get_command(app)
     (row,) = [row for row in readme_rows() if row.startswith("| `backworks [")]
     assert all(any(name in row for name in names) for names in options_of(root))
+
+
+def test_a_long_diagnostic_stays_on_one_line_when_stderr_is_a_pipe(tmp_path: Any) -> None:
+    missing = tmp_path / ("a-folder-with-a-rather-long-name-" * 3) / "blueprint.yaml"
+    result = subprocess.run(
+        [sys.executable, "-m", "backworks", "gateway", str(missing)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert any(str(missing) in line for line in lines), f"the path was split over lines: {result.stderr!r}"
