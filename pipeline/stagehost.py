@@ -243,7 +243,7 @@ class StageHost:
             if outcome.out_of_memory:
                 self.out_of_memory.set()
         try:
-            await self.forwarder.forward(outcome.envelope)
+            await self.forwarder.forward(outcome.envelope, on_retry=msg.in_progress)
         except Exception as exc:
             delay = NAK_DELAY * 2 ** (attempt - 1)
             log.warning("hand-off failed; will be redelivered", stage=stage.label, error=repr(exc), delay=delay)

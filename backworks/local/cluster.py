@@ -19,10 +19,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from backworks.local.embedded import EmbeddedNats
 from backworks.local.errors import NotReady
 from backworks.local.ports import LOOPBACK, free_port
+
+if TYPE_CHECKING:
+    from backworks.local.streams import StreamState
 
 CLUSTER_NAME = "backworks"
 READY_TIMEOUT = 60.0
@@ -89,6 +93,15 @@ class LocalCluster:
         # Its own thread and loop: callable from synchronous code and from inside a running event loop alike.
         with ThreadPoolExecutor(1) as worker:
             worker.submit(asyncio.run, _jetstream_ready(servers, timeout)).result()
+
+    def wait_current(self, timeout: float = READY_TIMEOUT) -> None:
+        """Block until every declared Backworks stream has a leader and every replica is current.
+
+        The step between two nodes of a rolling restart: restarting the next node before the last one
+        caught up could leave a stream without a quorum.
+        """
+        with ThreadPoolExecutor(1) as worker:
+            worker.submit(asyncio.run, _streams_current(self.seeds, timeout)).result()
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -164,3 +177,38 @@ async def _jetstream_ready(servers: list[str], timeout: float) -> None:
             if time.monotonic() > deadline:
                 raise NotReady(f"the NATS cluster's JetStream did not become ready within {timeout:.0f} s ({last})")
             await asyncio.sleep(0.2)
+
+
+def _caught_up(state: StreamState) -> bool:
+    if state.replicas <= 1:
+        return True
+    replicas_seen = len(state.peers) >= state.replicas - 1
+    return state.leader is not None and replicas_seen and all(peer.current for peer in state.peers)
+
+
+async def _streams_current(servers: list[str], timeout: float) -> None:
+    from backworks.local.streams import stream_states
+
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while True:
+        try:
+            states = [state for state in await stream_states(servers) if state.declared]
+            behind = [
+                state.name
+                for state in states
+                if state.replicas > 1
+                and (
+                    state.leader is None
+                    or len(state.peers) < state.replicas - 1
+                    or not all(p.current for p in state.peers)
+                )
+            ]
+            if not behind:
+                return
+            last = f"not current: {', '.join(behind)}"
+        except Exception as exc:  # a node still starting: the next round asks again
+            last = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() > deadline:
+            raise NotReady(f"the NATS cluster's streams were not current within {timeout:.0f} s ({last})")
+        await asyncio.sleep(0.25)

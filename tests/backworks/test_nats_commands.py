@@ -62,7 +62,7 @@ def test_declare_refuses_r3_on_a_single_node_with_what_to_do(tmp_path: Path) -> 
         result = run("declare", str(blueprint), state=state)
     finally:
         server.send_signal(signal.SIGTERM)
-        server.wait(30)
+        server.communicate(timeout=30)
     assert result.returncode == 1
     assert "nats.replicas: 3" in result.stderr and "single node" in result.stderr and "--cluster 3" in result.stderr
     assert "Traceback" not in result.stderr
