@@ -34,6 +34,8 @@ from backworks.pipeline.errors import BrokerUnavailable, ReplicasUnavailable
 log = structlog.get_logger("backworks.broker")
 
 CONNECT_TIMEOUT = 2.0
+PING_INTERVAL = 1.0
+MAX_PINGS = 2
 DUPLICATE_WINDOW = 120.0
 """Seconds JetStream remembers a ``Nats-Msg-Id``: longer than any request deadline."""
 PIPELINE_MAX_AGE = 3600.0
@@ -78,6 +80,10 @@ async def connect(
         "disconnected_cb": disconnected_cb,
         "reconnected_cb": reconnected_cb,
         "pending_size": 64 * 1024 * 1024,
+        # A server that stops answering (frozen, partitioned) holds its TCP connection open: without pings
+        # nats-py would notice after 2 x 120 s. Detect it within ~PING_INTERVAL * (MAX_PINGS + 1) and fail over.
+        "ping_interval": PING_INTERVAL,
+        "max_outstanding_pings": MAX_PINGS,
     }
     try:
         await client.connect(**options)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from backworks.local.embedded import EmbeddedNats
 from backworks.local.errors import NotReady
 from backworks.local.ports import LOOPBACK, free_port
+from backworks.pipeline.errors import EmbeddedNatsError
 
 if TYPE_CHECKING:
     from backworks.local.streams import StreamState
@@ -115,10 +116,20 @@ class LocalCluster:
             process.wait()
             self.nodes[index].process = None
 
-    def restart(self, index: int) -> None:
-        """Start a killed or stopped node again on the same ports and store."""
+    def restart(self, index: int, attempts: int = 10) -> None:
+        """Start a killed or stopped node again on the same ports and store.
+
+        Retried for a few seconds: the ports of the node that just exited can take a moment to be free.
+        """
         self.nodes[index].stop()
-        self.nodes[index].start()
+        for attempt in range(attempts):
+            try:
+                self.nodes[index].start()
+                return
+            except EmbeddedNatsError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.5)
 
     def pause(self, index: int) -> None:
         """SIGSTOP one node: a partition as the others see it (it holds its sockets but answers nothing)."""
