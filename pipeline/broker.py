@@ -14,7 +14,7 @@ import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import APIError, BadRequestError, NotFoundError
 
 from backworks.contracts.names import (
     BREAKERS_BUCKET,
@@ -29,11 +29,13 @@ from backworks.contracts.names import (
     RATELIMIT_BUCKET,
     REGISTRY_BUCKET,
 )
-from backworks.pipeline.errors import BrokerUnavailable
+from backworks.pipeline.errors import BrokerUnavailable, ReplicasUnavailable
 
 log = structlog.get_logger("backworks.broker")
 
 CONNECT_TIMEOUT = 2.0
+PING_INTERVAL = 1.0
+MAX_PINGS = 2
 DUPLICATE_WINDOW = 120.0
 """Seconds JetStream remembers a ``Nats-Msg-Id``: longer than any request deadline."""
 PIPELINE_MAX_AGE = 3600.0
@@ -78,6 +80,10 @@ async def connect(
         "disconnected_cb": disconnected_cb,
         "reconnected_cb": reconnected_cb,
         "pending_size": 64 * 1024 * 1024,
+        # A server that stops answering (frozen, partitioned) holds its TCP connection open: without pings
+        # nats-py would notice after 2 x 120 s. Detect it within ~PING_INTERVAL * (MAX_PINGS + 1) and fail over.
+        "ping_interval": PING_INTERVAL,
+        "max_outstanding_pings": MAX_PINGS,
     }
     try:
         await client.connect(**options)
@@ -129,13 +135,45 @@ def _bucket_configs(storage: StorageType, replicas: int) -> list[KeyValueConfig]
     return buckets
 
 
+NOT_CLUSTERED = 10074
+"""JetStream's error code for ``replicas > 1 not supported in non-clustered mode``."""
+INSUFFICIENT_RESOURCES = 10023
+"""JetStream's error code when the cluster has less room than the replicas asked for."""
+NO_SUITABLE_PEERS = 10005
+"""JetStream's error code when the cluster has fewer JetStream nodes than the replicas asked for."""
+
+
 async def declare(js: JetStreamContext, *, storage: str = "file", replicas: int = 1) -> None:
-    """Create (or bring up to date) every stream and KV bucket. Called only by the owning component."""
+    """Create (or bring up to date) every stream and KV bucket. Called only by the owning component.
+
+    Raises ``ReplicasUnavailable`` when ``replicas`` exceeds what the broker can hold (a single node asked
+    for R3, or a cluster with fewer JetStream nodes than replicas).
+    """
+    try:
+        await _declare(js, storage, replicas)
+    except APIError as exc:
+        if exc.err_code == NOT_CLUSTERED:
+            raise ReplicasUnavailable(
+                f"the blueprint asks for nats.replicas: {replicas}, but the NATS server is a single node (not "
+                "clustered): set replicas: 1, or run a cluster (`backworks nats --cluster 3` on one machine, "
+                "ops/nats/ for real hosts) and pass its seed URLs with --nats"
+            ) from None
+        if exc.err_code in (INSUFFICIENT_RESOURCES, NO_SUITABLE_PEERS):
+            raise ReplicasUnavailable(
+                f"the NATS cluster cannot hold {replicas} replicas ({exc.description}): it needs at least "
+                f"{replicas} JetStream nodes with free storage; lower nats.replicas or add nodes"
+            ) from None
+        raise
+
+
+async def _declare(js: JetStreamContext, storage: str, replicas: int) -> None:
     kind = StorageType.FILE if storage == "file" else StorageType.MEMORY
     for config in _stream_configs(kind, replicas):
         try:
             await js.add_stream(config)
-        except BadRequestError:
+        except BadRequestError as exc:
+            if exc.err_code == NO_SUITABLE_PEERS:
+                raise
             # Exists with another configuration: update what can be updated (not storage or retention).
             current = await js.stream_info(str(config.name))
             config.storage = current.config.storage

@@ -16,10 +16,16 @@ class BrokerUnavailable(PipelineError):
 class PublishFailed(BrokerUnavailable):
     """JetStream did not acknowledge a publish: no stream, a rejection, or no answer in time."""
 
-    def __init__(self, subject: str, reason: str) -> None:
+    def __init__(self, subject: str, reason: str, *, retryable: bool = False) -> None:
         self.subject = subject
         self.reason = reason
+        self.retryable = retryable
+        """No stream answered or no acknowledgement came (a stream electing a leader): trying again may work."""
         super().__init__(f"publish to {subject or 'the pipeline'} failed: {reason}")
+
+
+class ReplicasUnavailable(BrokerUnavailable):
+    """The blueprint asks for more stream replicas than the broker has JetStream nodes."""
 
 
 class EmbeddedNatsError(PipelineError):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -30,6 +30,9 @@ from backworks.pipeline.publisher import AckedPublisher
 
 PUBLISH_TIMEOUT = 1.0
 """Seconds a hand-off waits for JetStream to acknowledge the publish."""
+RETRY_WINDOW = 10.0
+"""Seconds (at most, and never past the request's deadline) a hand-off is tried again while no stream answers:
+on a cluster, the time for a stream to elect a new leader after losing one (~2-5 s measured on loopback)."""
 
 
 class Forwarder:
@@ -85,10 +88,13 @@ class Forwarder:
         """The first critical stage of ``itinerary`` that cannot take work, and why."""
         return self.gate.blocked_critical(itinerary)
 
-    async def forward(self, envelope: Envelope) -> Stage | None:
+    async def forward(self, envelope: Envelope, on_retry: Callable[[], Awaitable[None]] | None = None) -> Stage | None:
         """Hand ``envelope`` on from its cursor; returns the stage it was sent to (None: sent to its reply subject).
 
-        Raises ``PublishFailed`` when JetStream did not store the hand-off: the caller retries or reports it.
+        While no stream answers (a cluster electing a leader) the publish is tried again, for at most
+        ``RETRY_WINDOW`` s and never past the deadline, calling ``on_retry`` before each try (a stage host tells
+        JetStream it is still working on the message, so it is not redelivered and run twice meanwhile).
+        Raises ``PublishFailed`` when JetStream did not store the hand-off: the caller reports it.
         """
         nxt, skipped = self.gate.advance(envelope)
         for error in skipped:
@@ -102,5 +108,7 @@ class Forwarder:
             data,
             {MSG_ID_HEADER: message_id(envelope.id, envelope.cursor)},
             self.publish_timeout,
+            retry_for=min(RETRY_WINDOW, envelope.remaining()),
+            on_retry=on_retry,
         )
         return nxt

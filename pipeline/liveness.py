@@ -8,6 +8,7 @@ goes stale after ``LIVENESS_TTL``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,6 +28,11 @@ HEARTBEAT_INTERVAL = 0.5
 LIVENESS_TTL = 1.75
 """A replica whose last heartbeat is older than this is considered gone."""
 RETRY_DELAY = 0.5
+WATCH_SILENCE = 4 * LIVENESS_TTL
+"""Seconds without any registry update after which the watch is rebuilt. Replicas heartbeat every
+``HEARTBEAT_INTERVAL``, so a silent watch is a broken one: nats-py's ordered consumer can stop for good when its
+stream changed leader (its reset fails during the election and is never retried), leaving every replica looking
+dead although it heartbeats."""
 FORGET_AFTER = 60.0
 
 
@@ -64,13 +70,21 @@ class LivenessView:
             try:
                 kv = await self.js.key_value(REGISTRY_BUCKET)
                 watcher = await kv.watchall()
-                async for entry in watcher:
-                    if entry is None:  # end of the initial values
-                        self.ready.set()
-                        continue
-                    self._apply(entry)
+                try:
+                    while True:
+                        # A TimeoutError (silence) or StopAsyncIteration rebuilds the watch.
+                        entry = await asyncio.wait_for(anext(watcher), WATCH_SILENCE)
+                        if entry is None:  # end of the initial values
+                            self.ready.set()
+                            continue
+                        self._apply(entry)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves it unannotated
             except asyncio.CancelledError:
                 raise
+            except TimeoutError:
+                log.info("registry watch silent; rebuilding it", silent_for=WATCH_SILENCE)
             except Exception as exc:
                 log.warning("registry watch interrupted; retrying", error=repr(exc))
                 await asyncio.sleep(RETRY_DELAY)

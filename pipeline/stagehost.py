@@ -99,6 +99,8 @@ class StageHost:
         self.started_at = time.time()
         self.processed = 0
         self.failed = 0
+        self.handed_off = HandedOff()
+        """Messages this replica already handed on: a redelivered copy (its ack was lost) is not run again."""
         self.consumers: list[PullConsumer] = []
         self.heartbeat = Heartbeat(self.js, self.snapshot)
         # Breakers of this instance (admits its calls) and of every stage it may forward to.
@@ -221,6 +223,11 @@ class StageHost:
             log.error("misrouted envelope terminated", instance=self.instance.name)
             return Term("misrouted envelope")
         attempt = delivery_count(msg.reply)
+        key = (envelope.id, envelope.cursor)
+        if attempt > 1 and key in self.handed_off:
+            # The ack of the first delivery was lost (e.g. its consumer's leader died): the work is done.
+            log.info("redelivered after its hand-off; acknowledged without running again", stage=stage.label)
+            return ACK
         if envelope.remaining() <= 0:
             if attempt > 1:  # a replica took it and never finished: that work must not vanish
                 reason = f"deadline passed after {attempt} deliveries (a replica crashed, hung or was killed)"
@@ -243,12 +250,29 @@ class StageHost:
             if outcome.out_of_memory:
                 self.out_of_memory.set()
         try:
-            await self.forwarder.forward(outcome.envelope)
+            await self.forwarder.forward(outcome.envelope, on_retry=msg.in_progress)
         except Exception as exc:
             delay = NAK_DELAY * 2 ** (attempt - 1)
             log.warning("hand-off failed; will be redelivered", stage=stage.label, error=repr(exc), delay=delay)
             return Nak(delay)
+        self.handed_off.add(key)
         return ACK
+
+
+class HandedOff:
+    """The last ``size`` (envelope id, cursor) pairs this replica handed on: one dict insert per message."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._keys: dict[tuple[str, int], None] = {}
+
+    def add(self, key: tuple[str, int]) -> None:
+        self._keys[key] = None
+        if len(self._keys) > self.size:
+            del self._keys[next(iter(self._keys))]  # dicts keep insertion order: the oldest goes
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
 
 
 class InProgress:

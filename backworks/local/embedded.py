@@ -44,8 +44,11 @@ class EmbeddedNats:
         host: str = LOOPBACK,
         monitor_port: int | None = None,
         log_file: Path | None = None,
+        extra_config: str = "",
     ) -> None:
+        """``extra_config``: more nats-server configuration (e.g. a ``cluster`` block), appended to the file."""
         self.store_dir = store_dir
+        self.extra_config = extra_config
         self.host = host
         self.port = port or free_port(host)
         self.monitor_port = monitor_port
@@ -55,6 +58,10 @@ class EmbeddedNats:
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     @property
     def config_file(self) -> Path:
@@ -76,7 +83,7 @@ class EmbeddedNats:
     def start(self) -> EmbeddedNats:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         # Settings with no command-line flag; the flags above override the rest.
-        self.config_file.write_text(f"max_payload: {DEFAULT_MAX_PAYLOAD}\n")
+        self.config_file.write_text(f"max_payload: {DEFAULT_MAX_PAYLOAD}\n{self.extra_config}")
         output = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
         try:
             self.process = subprocess.Popen(

@@ -32,4 +32,4 @@ def resolve(given: str | None, configured: str = EMBEDDED) -> list[str]:
     if configured.strip() not in ("", EMBEDDED):
         return split_servers(configured)
     recorded = recorded_nats_url()
-    return [recorded] if recorded else []
+    return split_servers(recorded) if recorded else []

@@ -17,7 +17,8 @@ def state_dir() -> Path:
 
 
 NATS_URL_FILE = "nats.url"
-"""Where ``backworks nats`` records the URL of the embedded broker it runs, for commands run by hand."""
+"""Where ``backworks nats`` records the URL(s) of the broker it runs (comma-separated for a cluster), for commands
+run by hand."""
 
 
 def recorded_nats_url() -> str | None:

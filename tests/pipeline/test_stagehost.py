@@ -236,3 +236,38 @@ endpoints:
             await replies.next()
     (raised,) = [entry for entry in logs if entry["event"] == "plugin hook raised"]
     assert raised["request_id"] == "req-77", "bound by the stage host, not passed by the executor"
+
+
+async def test_a_redelivery_after_a_lost_ack_is_acknowledged_without_running_the_plugin_again(
+    nats_client: Client, example: LoadedBlueprint, replies: Replies
+) -> None:
+    """What a stage sees when the node leading its consumer dies after the hand-off, before the ack landed."""
+    from nats.js.api import ConsumerConfig
+
+    from backworks.contracts.names import PIPELINE_STREAM, Phase, stage_subject
+    from backworks.pipeline.settlement import ACK
+
+    settings = {name: instance.spec.breaker for name, instance in example.instances.items()}
+    host = StageHost(example.instances["stamp"], nats_client, breaker_settings=settings)
+    js = broker.jetstream(nats_client)
+    async with running_stages(example, nats_client, only=["hello-handler", "secure"]):
+        await host.forwarder.start()
+        try:
+            await eventually(lambda: host.forwarder.liveness.count("hello-handler") > 0)
+            subject = stage_subject("stamp", Phase.REQUEST)
+            pull = await js.pull_subscribe(
+                subject, durable="test-lost-ack", stream=PIPELINE_STREAM, config=ConsumerConfig(ack_wait=1.0)
+            )
+            await send(nats_client, new_envelope(example, "_INBOX.test.lost-ack"))
+            (first,) = await pull.fetch(1, timeout=10)
+            assert await host.decide(Phase.REQUEST, first) is ACK  # handed on; the ack is "lost": never sent
+            await eventually(lambda: len(replies.seen) == 1)
+            (again,) = await pull.fetch(1, timeout=10)  # redelivered once ack_wait (1 s) passed
+            assert again.metadata.num_delivered == 2
+            assert await host.decide(Phase.REQUEST, again) is ACK
+            await again.ack()
+            await asyncio.sleep(0.5)  # room for a second reply to show up
+        finally:
+            await host.forwarder.stop()
+    assert host.processed == 1, "the plugin ran once"
+    assert len(replies.seen) == 1

