@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 from nats.aio.client import Client
@@ -83,10 +84,10 @@ async def test_the_stage_host_decides_once_per_message(
     misrouted = good.model_copy(update={"cursor": 1})
     expired = good.model_copy(update={"deadline": time.time() - 1})
 
-    async def forwarded(envelope: Envelope) -> None:
+    async def forwarded(envelope: Envelope, on_retry: Callable[[], Awaitable[None]] | None = None) -> None:
         return None
 
-    async def refused(envelope: Envelope) -> None:
+    async def refused(envelope: Envelope, on_retry: Callable[[], Awaitable[None]] | None = None) -> None:
         raise PublishFailed("bw.stage.hello-handler.request", "no acknowledgement within 1000 ms")
 
     monkeypatch.setattr(host.forwarder, "forward", forwarded)
@@ -94,9 +95,11 @@ async def test_the_stage_host_decides_once_per_message(
     assert await host.decide(phase, message(misrouted.to_json())) == Term("misrouted envelope")
     assert await host.decide(phase, message(expired.to_json())) == Ack(), "first delivery past its deadline: dropped"
     assert await host.decide(phase, message(good.to_json())) == ACK
+    assert await host.decide(phase, message(good.to_json(), delivered=2)) == ACK, "handed on already: not run again"
     monkeypatch.setattr(host.forwarder, "forward", refused)
-    assert await host.decide(phase, message(good.to_json())) == Nak(NAK_DELAY)
-    assert await host.decide(phase, message(good.to_json(), delivered=3)) == Nak(NAK_DELAY * 4), "backs off"
+    other = good.model_copy(update={"id": "another-envelope"})
+    assert await host.decide(phase, message(other.to_json())) == Nak(NAK_DELAY)
+    assert await host.decide(phase, message(other.to_json(), delivered=3)) == Nak(NAK_DELAY * 4), "backs off"
     assert host.processed == 3
 
 
