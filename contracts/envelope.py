@@ -69,9 +69,11 @@ class Principal(BaseModel):
 
     model_config = _MODEL_CONFIG
 
-    id: str
+    consumer: str
+    """The caller's name as the authenticating plugin knows it (an API key's consumer, a JWT's ``sub``)."""
     kind: str = "user"
     scopes: list[str] = Field(default_factory=list)
+    """What the caller may do (``notes:write``); ``authorize`` checks them."""
     claims: dict[str, Any] = Field(default_factory=dict)
 
 

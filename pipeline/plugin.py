@@ -7,6 +7,7 @@ Schema is generated from it), and async hooks. It subclasses the base class of i
 category              hooks (in the order they run)           phase
 ====================  ======================================  =========================================
 ``RequestProcessor``  ``process_request``                     request (itinerary order)
+                      ``process_response`` (optional)         response (reverse chain order)
 ``Handler``           ``handle``                              request (last: produces the response)
 ``Security``          ``authenticate`` then ``authorize``     request
                       ``audit_log``                           response (sees the final response)
@@ -192,15 +193,25 @@ class Plugin(Generic[ConfigT]):
 
 
 class RequestProcessor(Plugin[ConfigT]):
-    """Reads or changes the request before the handler."""
+    """Reads or changes the request before the handler; may also see the response (``process_response``).
+
+    A processor that implements ``process_response`` serves the response phase too (reverse chain order, like
+    a response enhancer): a rate limiter adds its headers to every response, a cache stores what the handler
+    answered, CORS adds its headers to actual responses.
+    """
 
     category = Category.REQUEST_PROCESSOR
-    HOOKS = (HookSpec("process_request", Phase.REQUEST),)
+    HOOKS = (HookSpec("process_request", Phase.REQUEST), HookSpec("process_response", Phase.RESPONSE))
     REQUIRED = ("process_request",)
 
     @default_hook
     async def process_request(self, envelope: Envelope) -> Action:
         """Read or change the request; ``Respond`` to answer early."""
+        raise NotImplementedError
+
+    @default_hook
+    async def process_response(self, envelope: Envelope) -> Action:
+        """Optional: read or change ``envelope.response`` on the way back (response phase)."""
         raise NotImplementedError
 
 

@@ -26,7 +26,7 @@ def full_envelope() -> Envelope:
         itinerary=[Stage(instance="stamp", phase=Phase.REQUEST), Stage(instance="secure", phase=Phase.RESPONSE)],
         cursor=1,
         annotations={"skipped": [{"stage": "x.request", "reason": "timeout"}]},
-        principal=Principal(id="u1", scopes=["read"]),
+        principal=Principal(consumer="u1", scopes=["read"]),
         response=HttpResponse(status=201, headers=[("content-type", "application/octet-stream")], body=b"\x00\xff"),
         timings=[Timing(stage="stamp.request", ms=0.2)],
         errors=[StageError(stage="x.request", kind="timeout", message="slow", skipped=True)],

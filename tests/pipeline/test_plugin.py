@@ -45,7 +45,7 @@ class Authn(Security[EmptyConfig]):
         user = envelope.header("x-user")
         if user is None:
             return Respond(HttpResponse(status=401))
-        envelope.principal = Principal(id=user)
+        envelope.principal = Principal(consumer=user)
         return Continue(envelope)
 
 
@@ -56,7 +56,7 @@ class Full(Authn):
 
     async def authorize(self, envelope: Envelope) -> Action:
         assert envelope.principal is not None, "authorize runs after authenticate"
-        if envelope.principal.id != "admin":
+        if envelope.principal.consumer != "admin":
             return Respond(HttpResponse(status=403))
         return Continue(envelope)
 
@@ -113,13 +113,41 @@ def test_phases_follow_the_hooks_a_class_implements() -> None:
     assert ResponseEnhancer.category.value == "response-enhancer"
 
 
+async def test_a_request_processor_may_also_see_the_response() -> None:
+    class Stamp(RequestProcessor[EmptyConfig]):
+        name = "stamp"
+
+        async def process_request(self, envelope: Envelope) -> Action:
+            envelope.annotations["seen"] = True
+            return Continue(envelope)
+
+    class Limit(Stamp):
+        name = "limit"
+
+        async def process_response(self, envelope: Envelope) -> Action:
+            assert envelope.response is not None and envelope.annotations["seen"]
+            envelope.response.set_header("ratelimit-limit", "5")
+            return Continue(envelope)
+
+    assert Stamp.phases == (Phase.REQUEST,), "process_response is optional"
+    assert Limit.phases == (Phase.REQUEST, Phase.RESPONSE)
+    assert Limit.phase_hooks[Phase.RESPONSE] == ("process_response",)
+    plugin = Limit(EmptyConfig(), instance="limit")
+    seen = await dispatch(plugin, Phase.REQUEST, envelope())
+    assert isinstance(seen, Continue)
+    seen.envelope.response = HttpResponse(status=200)
+    answered = await dispatch(plugin, Phase.RESPONSE, seen.envelope)
+    assert isinstance(answered, Continue) and answered.envelope.response is not None
+    assert answered.envelope.response.header("ratelimit-limit") == "5"
+
+
 async def test_security_runs_authenticate_then_authorize_and_stops_at_the_first_answer() -> None:
     plugin = Full(EmptyConfig(), instance="sec")
     assert isinstance(await dispatch(plugin, Phase.REQUEST, envelope()), Respond)
     denied = await dispatch(plugin, Phase.REQUEST, envelope(headers=[("x-user", "bob")]))
     assert isinstance(denied, Respond) and denied.response.status == 403
     allowed = await dispatch(plugin, Phase.REQUEST, envelope(headers=[("x-user", "admin")]))
-    assert isinstance(allowed, Continue) and allowed.envelope.principal == Principal(id="admin")
+    assert isinstance(allowed, Continue) and allowed.envelope.principal == Principal(consumer="admin")
     Full.audited.clear()
     audited = await dispatch(plugin, Phase.RESPONSE, envelope(response=HttpResponse(status=204)))
     assert isinstance(audited, Continue) and Full.audited == [204]

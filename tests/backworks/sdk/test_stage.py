@@ -34,7 +34,7 @@ class Guard(Security[KeyConfig]):
             raise RuntimeError(f"key store rejected {self.config.key.get_secret_value()}")
         if given != self.config.key.get_secret_value():
             return Respond(HttpResponse(status=401))
-        envelope.principal = Principal(id="k")
+        envelope.principal = Principal(consumer="k")
         return Continue(envelope)
 
     async def authorize(self, envelope: Envelope) -> Action:
@@ -90,7 +90,7 @@ async def test_security_hooks_run_in_both_phases_of_the_real_host(nats_server: E
         assert_responded(await stage.request(request()), status=401)
         assert_responded(await stage.request(request("POST", headers={"x-key": "open-sesame"})), status=403)
         allowed = assert_continued(await stage.request(request(headers={"x-key": "open-sesame"})))
-        assert allowed.principal == Principal(id="k")
+        assert allowed.principal == Principal(consumer="k")
         audited = assert_continued(await stage.response(response(204)))
         assert audited.response is not None
         assert_header(audited.response, "x-audited", "204")
