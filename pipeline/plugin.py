@@ -61,6 +61,7 @@ __all__ = [
     "Analytics",
     "Category",
     "Continue",
+    "Credentials",
     "EmptyConfig",
     "Fail",
     "Handler",
@@ -120,6 +121,16 @@ def implements(owner: object, hook: str) -> bool:
     return method is not None and not getattr(method, DEFAULT_MARK, False)
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """Where requests carry credentials a plugin reads: these are redacted wherever a request is shown."""
+
+    headers: tuple[str, ...] = ()
+    """Header names (any case), e.g. ``("x-api-key",)``."""
+    query: tuple[str, ...] = ()
+    """Query parameter names, e.g. ``("api_key",)``."""
+
+
 class EmptyConfig(BaseModel):
     """Config of a plugin that takes none."""
 
@@ -176,6 +187,15 @@ class Plugin(Generic[ConfigT]):
     def secret_values(self) -> frozenset[str]:
         """The secret values of this instance's config (masked in failure reasons and logs)."""
         return frozenset(secrets.secret_values(self.config))
+
+    @classmethod
+    def credentials(cls, config: Any) -> Credentials:
+        """Where requests carry the credentials this plugin, configured with ``config``, reads (none by default).
+
+        Logs, events, dead letters, health and problem documents redact these besides the standard ones
+        (``Authorization``, ``Proxy-Authorization``, ``Cookie``, ``Set-Cookie``).
+        """
+        return Credentials()
 
     async def startup(self) -> None:
         """Called once per replica before the first message."""
