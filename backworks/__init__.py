@@ -34,9 +34,10 @@ if TYPE_CHECKING:
         ResponseEnhancer,
         Security,
     )
+    from backworks.pipeline.problems import problem
 
 _CONTRACT = {"Envelope": "backworks.contracts.envelope", "HttpResponse": "backworks.contracts.envelope",
-             "Principal": "backworks.contracts.envelope"}  # fmt: skip
+             "Principal": "backworks.contracts.envelope", "problem": "backworks.pipeline.problems"}  # fmt: skip
 """Where each public name lives; the rest are in ``backworks.pipeline.plugin``. Imported on first use, so that
 ``backworks --help`` does not pay for pydantic and the plugin contract (PEP 562)."""
 
@@ -65,6 +66,7 @@ __all__ = [
     "ResponseEnhancer",
     "Security",
     "__version__",
+    "problem",
 ]
 
 

@@ -10,8 +10,8 @@ from starlette.responses import Response
 from backworks.contracts.envelope import StageError
 from backworks.contracts.types import FailureKind
 from backworks.gateway.errors import ProblemError
+from backworks.pipeline.problems import PROBLEM_CONTENT_TYPE, problem_type
 
-PROBLEM_TYPE_BASE = "https://backworks.dev/problems/"
 STATUS_FOR_KIND = {
     FailureKind.ERROR: 502,
     FailureKind.INVALID: 502,
@@ -30,15 +30,11 @@ TITLE_FOR_KIND = {
 }
 
 
-def slug(title: str) -> str:
-    return title.lower().replace(" ", "-")
-
-
 def problem_response(
     problem: ProblemError, *, instance: str, request_id: str, headers: Mapping[str, str] | None = None
 ) -> Response:
     body: dict[str, object] = {
-        "type": PROBLEM_TYPE_BASE + slug(problem.title),
+        "type": problem_type(problem.title),
         "title": problem.title,
         "status": problem.status,
         "detail": problem.detail,
@@ -52,7 +48,7 @@ def problem_response(
     return Response(
         json.dumps(body).encode(),
         status_code=problem.status,
-        media_type="application/problem+json",
+        media_type=PROBLEM_CONTENT_TYPE,
         headers=dict(headers or {}),
     )
 
