@@ -37,6 +37,7 @@ log = structlog.get_logger("backworks.forwarder")
 
 PUBLISH_TIMEOUT = 1.0
 """Seconds a hand-off waits for JetStream to acknowledge the publish."""
+READY_POLL = 0.05
 RETRY_WINDOW = 10.0
 """Seconds (at most, and never past the request's deadline) a hand-off is tried again while no stream answers:
 on a cluster, the time for a stream to elect a new leader after losing one (~2-5 s measured on loopback)."""
@@ -65,6 +66,8 @@ class Forwarder:
         self.publish_timeout = publish_timeout
         self.publisher = AckedPublisher(client)
         self.liveness = LivenessView(js)
+        self.instances = tuple(breaker_settings)
+        """The stages this forwarder may send to."""
         self.breakers = FleetBreakers(js, dict(breaker_settings), owner)
         """Breakers of every stage this forwarder may send to (``owner`` names it in shared breaker state)."""
         self.dead_letters = DeadLetterWatch(client, js)
@@ -88,11 +91,20 @@ class Forwarder:
             await self.liveness.stop()
         await self.publisher.stop()
 
-    async def ready(self, timeout: float) -> None:
-        """Wait (at most ``timeout`` s) until the liveness view has read the registry once."""
-        if self.gated:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.liveness.ready.wait(), timeout)
+    async def ready(self, timeout: float) -> list[str]:
+        """Wait (at most ``timeout`` s) until every stage this forwarder may send to has a live replica, or the
+        liveness view has watched long enough to know which have none; returns those (empty: all live)."""
+        if not self.gated:
+            return []
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + timeout
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.liveness.ready.wait(), timeout)
+        while True:
+            missing = [name for name in self.instances if not self.liveness.count(name)]
+            if not missing or all(self.liveness.absent(name) for name in missing) or loop.time() >= give_up:
+                return missing
+            await asyncio.sleep(READY_POLL)
 
     def blocked_critical(self, itinerary: list[Stage]) -> tuple[Stage, str] | None:
         """The first critical stage of ``itinerary`` that cannot take work, and why."""
