@@ -27,4 +27,6 @@ class ReplicaInfo(BaseModel):
     inflight: int = 0
     processed: int = 0
     failed: int = 0
+    dropped: dict[str, int] = Field(default_factory=dict)
+    """Envelopes this replica ended without handing them on, per reason (a ``FailureKind`` value)."""
     metrics: dict[str, float] = Field(default_factory=dict)

@@ -11,12 +11,13 @@ import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 
-from backworks.contracts.envelope import Envelope, Stage
+from backworks.contracts.envelope import Envelope, Stage, StageError
 from backworks.contracts.names import PIPELINE_STREAM, stage_durable
 from backworks.contracts.types import FailureKind
 from backworks.gateway.errors import ProblemError
 from backworks.gateway.problems import from_stage_error, problem_response
 from backworks.gateway.state import GatewayState
+from backworks.pipeline.deadletters import record_event
 from backworks.pipeline.errors import PipelineError
 
 log = structlog.get_logger("backworks.gateway")
@@ -76,12 +77,25 @@ class Pipeline:
                 response = problem_response(problem, instance=request.url.path, request_id=request_id)
                 response.headers[REQUEST_ID_HEADER] = request_id
                 log.warning("request failed", status=problem.status, stage=problem.stage, detail=problem.detail)
+                if problem.status >= 500:
+                    await self._record_own_failure(problem, request_id)
             if self.state.access_log:
                 log.info("request", method=request.method, path=request.url.path, status=response.status_code,
                          ms=round((time.perf_counter() - started) * 1000, 3))  # fmt: skip
         finally:
             structlog.contextvars.reset_contextvars(**bound)
         return response
+
+    async def _record_own_failure(self, problem: ProblemError, request_id: str) -> None:
+        """A request the gateway itself failed (503, 504) ends on record: counted for health, and an event."""
+        cause = problem.cause or FailureKind.GATEWAY
+        self.state.dropped[cause.value] += 1
+        client = self.state.client
+        if client is None or not client.is_connected:
+            return  # the broker is the problem: the counter is the record
+        error = StageError(stage=problem.stage or "gateway", kind=cause, message=problem.detail, skipped=False)
+        placeholder = Envelope(id="", request_id=request_id, route=self.endpoint, method="", path="")
+        await record_event(client, placeholder, error)
 
     def envelope(self, request: Request, request_id: str, body: bytes) -> Envelope:
         """The envelope for ``request``, its itinerary attached and its cursor at the first stage."""

@@ -33,8 +33,12 @@ def health_report(state: GatewayState) -> tuple[dict[str, Any], int]:
     status = HealthStatus.HEALTHY if connected else HealthStatus.UNHEALTHY
     breakers = state.breakers.snapshot() if state.breakers else {}
     stages: dict[str, Any] = {}
+    dropped: dict[str, int] = dict(state.dropped)
     for name, instance in state.blueprint.instances.items():
         live = state.liveness.live(name) if state.liveness else []
+        for replica in live:
+            for reason, count in replica.dropped.items():
+                dropped[reason] = dropped.get(reason, 0) + count
         breaker = breakers.get(name, {"state": BreakerState.CLOSED.value})
         instance_status = _instance_status(
             instance.critical, len(live), str(breaker.get("state")), [r.health for r in live]
@@ -59,6 +63,7 @@ def health_report(state: GatewayState) -> tuple[dict[str, Any], int]:
                         "inflight": r.inflight,
                         "processed": r.processed,
                         "failed": r.failed,
+                        "dropped": r.dropped,
                         "metrics": r.metrics,
                     }
                     for r in live
@@ -70,5 +75,6 @@ def health_report(state: GatewayState) -> tuple[dict[str, Any], int]:
         "blueprint": state.blueprint.model.name,
         "nats": broker.describe(state.client) if state.client else {"connected": False, "url": None},
         "stages": stages,
+        "dropped": dropped,
     }
     return body, 503 if status is HealthStatus.UNHEALTHY else 200

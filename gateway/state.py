@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 
 import structlog
@@ -22,8 +23,9 @@ log = structlog.get_logger("backworks.gateway")
 
 PUBLISH_TIMEOUT = 1.0
 CONNECT_RETRY_FOR = 30.0
-LIVENESS_READY_TIMEOUT = 2.0
-"""Seconds the gateway waits at start for the registry, so the first requests see live replicas."""
+LIVENESS_READY_TIMEOUT = 5.0
+"""Seconds the gateway waits at start for every stage's heartbeat (or to know which stages have none), so the
+first requests are neither degraded nor refused for a stage that is in fact live."""
 
 
 @dataclass
@@ -38,6 +40,8 @@ class GatewayState:
     inbox: ReplyInbox | None = None
     forwarder: Forwarder | None = None
     access_log: bool = False
+    dropped: Counter[str] = field(default_factory=Counter)
+    """Requests the gateway itself answered with a 5xx, per cause: what health shows beside the replicas' drops."""
 
     @property
     def liveness(self) -> LivenessView | None:
@@ -68,7 +72,9 @@ async def connect(state: GatewayState) -> None:
         state.client, state.js, settings, f"gateway-{state.gateway_id}", publish_timeout=PUBLISH_TIMEOUT
     )
     await state.forwarder.start()
-    await state.forwarder.ready(LIVENESS_READY_TIMEOUT)
+    missing = await state.forwarder.ready(LIVENESS_READY_TIMEOUT)
+    if missing:
+        log.warning("stages without a live replica at start", missing=missing)
 
 
 async def disconnect(state: GatewayState) -> None:

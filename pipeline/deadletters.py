@@ -42,7 +42,10 @@ QUEUE_GROUP = DLQ_QUEUE_GROUP
 
 
 async def record_event(client: Client, envelope: Envelope, error: StageError) -> None:
-    """Put a stage failure on the event stream (core publish: captured by ``BW_EVENTS``, no round trip)."""
+    """Put a stage failure on the event stream (core publish: captured by ``BW_EVENTS``, no round trip).
+
+    Never raises: an event that cannot be sent (the broker is gone) is logged, and the caller's counters
+    (``dropped`` in health) still show what happened."""
     event = StageEvent(
         kind=error.kind,
         stage=error.stage,
@@ -52,7 +55,10 @@ async def record_event(client: Client, envelope: Envelope, error: StageError) ->
         message=error.message,
         skipped=error.skipped,
     )
-    await client.publish(stage_event_subject(error.kind), event.model_dump_json().encode())
+    try:
+        await client.publish(stage_event_subject(error.kind), event.model_dump_json().encode())
+    except Exception as exc:
+        log.warning("event not recorded", stage=error.stage, kind=error.kind.value, error=repr(exc))
 
 
 async def bury(

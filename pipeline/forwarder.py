@@ -6,8 +6,10 @@ publish to the next stage's subject with a ``Nats-Msg-Id`` derived from envelope
 drops a repeated hand-off), or, once the itinerary is done, to the gateway's reply subject on core NATS.
 
 A ``Forwarder`` also owns what that decision needs and starts and stops it as one unit: the acknowledged
-publisher, the liveness view, the fleet's breakers and the dead-letter watch. Per message it does only what
-a hand-off needs (one gate check per stage, one encode, one publish); nothing here logs or spawns a task.
+publisher, the liveness view, the fleet's breakers, the dead-letter watch and the stall watch (a stage that
+holds an envelope past its time limit is routed around, see ``stalls``). Per message it does only what a
+hand-off needs (one gate check per stage, one encode, one publish, one watch entry); nothing here logs or
+spawns a task.
 """
 
 from __future__ import annotations
@@ -16,20 +18,26 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 
+import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from backworks.contracts.blueprint import BreakerSettings
 from backworks.contracts.envelope import Envelope, Stage
 from backworks.contracts.names import MSG_ID_HEADER, message_id, stage_subject
+from backworks.contracts.types import FailureKind
 from backworks.pipeline.breakers import FleetBreakers
 from backworks.pipeline.deadletters import DeadLetterWatch, record_event
 from backworks.pipeline.gate import StageGate
 from backworks.pipeline.liveness import LivenessView
-from backworks.pipeline.publisher import AckedPublisher
+from backworks.pipeline.publisher import AckedPublisher, stream_sequence
+from backworks.pipeline.stalls import Held, StallWatch
+
+log = structlog.get_logger("backworks.forwarder")
 
 PUBLISH_TIMEOUT = 1.0
 """Seconds a hand-off waits for JetStream to acknowledge the publish."""
+READY_POLL = 0.05
 RETRY_WINDOW = 10.0
 """Seconds (at most, and never past the request's deadline) a hand-off is tried again while no stream answers:
 on a cluster, the time for a stream to elect a new leader after losing one (~2-5 s measured on loopback)."""
@@ -58,10 +66,13 @@ class Forwarder:
         self.publish_timeout = publish_timeout
         self.publisher = AckedPublisher(client)
         self.liveness = LivenessView(js)
+        self.instances = tuple(breaker_settings)
+        """The stages this forwarder may send to."""
         self.breakers = FleetBreakers(js, dict(breaker_settings), owner)
         """Breakers of every stage this forwarder may send to (``owner`` names it in shared breaker state)."""
         self.dead_letters = DeadLetterWatch(client, js)
         self.gate = StageGate(self.liveness, self.breakers) if gated else StageGate()
+        self.stalls = StallWatch(js, self._route_around, self.liveness.count)
 
     async def start(self) -> None:
         await self.publisher.start()
@@ -69,20 +80,31 @@ class Forwarder:
             await self.liveness.start()
             await self.breakers.start()
             await self.dead_letters.start()
+            await self.stalls.start()
 
     async def stop(self) -> None:
         """Stop in reverse order of ``start``."""
         if self.gated:
+            await self.stalls.stop()
             await self.dead_letters.stop()
             await self.breakers.stop()
             await self.liveness.stop()
         await self.publisher.stop()
 
-    async def ready(self, timeout: float) -> None:
-        """Wait (at most ``timeout`` s) until the liveness view has read the registry once."""
-        if self.gated:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.liveness.ready.wait(), timeout)
+    async def ready(self, timeout: float) -> list[str]:
+        """Wait (at most ``timeout`` s) until every stage this forwarder may send to has a live replica, or the
+        liveness view has watched long enough to know which have none; returns those (empty: all live)."""
+        if not self.gated:
+            return []
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + timeout
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.liveness.ready.wait(), timeout)
+        while True:
+            missing = [name for name in self.instances if not self.liveness.count(name)]
+            if not missing or all(self.liveness.absent(name) for name in missing) or loop.time() >= give_up:
+                return missing
+            await asyncio.sleep(READY_POLL)
 
     def blocked_critical(self, itinerary: list[Stage]) -> tuple[Stage, str] | None:
         """The first critical stage of ``itinerary`` that cannot take work, and why."""
@@ -103,7 +125,7 @@ class Forwarder:
         if nxt is None:
             await self.client.publish(envelope.reply_to, data)
             return None
-        await self.publisher.publish(
+        ack = await self.publisher.publish(
             stage_subject(nxt.instance, nxt.phase),
             data,
             {MSG_ID_HEADER: message_id(envelope.id, envelope.cursor)},
@@ -111,4 +133,19 @@ class Forwarder:
             retry_for=min(RETRY_WINDOW, envelope.remaining()),
             on_retry=on_retry,
         )
+        if self.gated and (sequence := stream_sequence(ack)) is not None:
+            self.stalls.watch(nxt, sequence, data)
         return nxt
+
+    async def _route_around(self, held: Held, critical: bool) -> None:
+        """A stage held ``held`` past its time limit: go on without it (optional) or fail the request (critical)."""
+        envelope = Envelope.from_json(held.data)
+        if envelope.remaining() <= 0:
+            return  # nobody waits any more
+        limit = held.stage.timeout_ms
+        why = "went on without it" if not critical else "failed the request"
+        message = f"held the request for {held.stalled_for * 1000:.0f} ms, past its {limit} ms time limit; {why}"
+        error = envelope.fail_stage(FailureKind.TIMEOUT, message, skip=not critical)
+        log.warning("stage stalled", stage=held.stage.label, request_id=envelope.request_id, detail=message)
+        await record_event(self.client, envelope, error)
+        await self.forward(envelope)

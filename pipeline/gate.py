@@ -30,7 +30,7 @@ class StageGate:
     def unavailable(self, stage: Stage) -> str | None:
         """Why ``stage`` cannot take work now, or None when it can."""
         liveness = self.liveness
-        if liveness is not None and liveness.ready.is_set() and liveness.count(stage.instance) == 0:
+        if liveness is not None and liveness.absent(stage.instance):
             return "no live replica"
         if self.breakers is not None and not self.breakers.allow(stage.instance):
             return "circuit breaker open"

@@ -6,6 +6,12 @@ killed by the kernel; running out of file descriptors fails the hook. A hook tha
 loop (a synchronous hang) cannot be timed out from inside the loop, so a watchdog thread ends the
 process once the loop has not turned for ``stall_after`` seconds; JetStream then redelivers the
 message to another replica and the supervisor restarts this one.
+
+A process that was stopped (SIGSTOP, a frozen container, a suspended VM) did not have a blocked loop: every
+thread stood still, the watchdog's too. The watchdog tells the two apart by its own sleep: when it wakes far
+later than it asked to, the whole process was stopped, and the loop gets a fresh ``stall_after`` from that
+moment. A plugin that blocks the loop without releasing the GIL delays the watchdog the same way; it is caught
+once it releases the GIL, or by the CPU-time limit.
 """
 
 from __future__ import annotations
@@ -25,7 +31,10 @@ log = structlog.get_logger("backworks.limits")
 
 STALLED_EXIT = 72
 WATCHDOG_TICK = 0.1
+WATCH_INTERVAL = WATCHDOG_TICK * 5
 MIN_STALL = 2.0
+OVERSLEEP = 1.0
+"""Seconds the watchdog may wake late before it concludes the whole process was stopped, not the loop blocked."""
 
 
 def apply(limits: ResourceLimits) -> dict[str, int]:
@@ -72,8 +81,15 @@ class LoopWatchdog:
             self._handle.cancel()
 
     def _watch(self) -> None:
-        while not self._stop.wait(WATCHDOG_TICK * 5):
-            stalled = time.monotonic() - self.last_turn
+        resumed_at = time.monotonic()
+        while True:
+            asleep_since = time.monotonic()
+            if self._stop.wait(WATCH_INTERVAL):
+                return
+            now = time.monotonic()
+            if now - asleep_since > WATCH_INTERVAL + OVERSLEEP:
+                resumed_at = now  # the process was stopped and resumed: the loop was not blocked meanwhile
+            stalled = now - max(self.last_turn, resumed_at)
             if stalled > self.stall_after:
                 # The loop is blocked by a plugin; logging through it is impossible, write directly.
                 sys.stderr.write(

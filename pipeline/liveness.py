@@ -3,6 +3,13 @@
 Liveness is judged from when a heartbeat *arrived* (the watcher's clock), so clock skew between
 machines does not matter. A replica that stops cleanly deletes its key at once; one that is killed
 goes stale after ``LIVENESS_TTL``.
+
+Absence is only known after watching: a view that (re)started its watch less than ``LIVENESS_TTL`` ago has
+not yet had the chance to hear every live replica's heartbeat, so it does not call an instance absent
+(``absent``). That covers a service starting beside stages that have just started (the first requests are not
+degraded) and a service whose watch was rebuilt after the broker restarted. The watch is rebuilt at once when
+the NATS client reconnects (nats-py's ordered consumer does not survive a broker restart), and when it has
+been silent for ``WATCH_SILENCE``.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ WATCH_SILENCE = 4 * LIVENESS_TTL
 stream changed leader (its reset fails during the election and is never retried), leaving every replica looking
 dead although it heartbeats."""
 FORGET_AFTER = 60.0
+RECONNECT_CHECK = 0.25
+"""Seconds between checks of whether the NATS client reconnected (the watch is then rebuilt at once)."""
 
 
 @dataclass
@@ -51,6 +60,8 @@ class LivenessView:
         """instance -> registry key -> last heartbeat: forwarders ask per instance on every request."""
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
+        self.watching_since: float | None = None
+        """When the current watch delivered its initial values (monotonic); None while it is being (re)built."""
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._watch_forever(), name="liveness-watch")
@@ -65,19 +76,41 @@ class LivenessView:
     def count(self, instance: str) -> int:
         return len(self.live(instance))
 
+    def absent(self, instance: str, now: float | None = None) -> bool:
+        """True when ``instance`` has no live replica and this view has watched long enough to know it."""
+        now = time.monotonic() if now is None else now
+        since = self.watching_since
+        return since is not None and now - since >= LIVENESS_TTL and not self.live(instance, now)
+
+    def _reconnects(self) -> int:
+        client = getattr(self.js, "_nc", None)  # nats-py keeps its client there, with no public accessor
+        stats = getattr(client, "stats", None)
+        return int(stats.get("reconnects", 0)) if isinstance(stats, dict) else 0
+
     async def _watch_forever(self) -> None:
         while True:
+            self.watching_since = None
             try:
+                reconnects = self._reconnects()
                 kv = await self.js.key_value(REGISTRY_BUCKET)
                 watcher = await kv.watchall()
                 try:
-                    while True:
-                        # A TimeoutError (silence) or StopAsyncIteration rebuilds the watch.
-                        entry = await asyncio.wait_for(anext(watcher), WATCH_SILENCE)
+                    heard = time.monotonic()
+                    while self._reconnects() == reconnects:
+                        # Silence for WATCH_SILENCE (TimeoutError) or StopAsyncIteration rebuilds the watch.
+                        try:
+                            entry = await asyncio.wait_for(anext(watcher), RECONNECT_CHECK)
+                        except TimeoutError:
+                            if time.monotonic() - heard > WATCH_SILENCE:
+                                raise
+                            continue
+                        heard = time.monotonic()
                         if entry is None:  # end of the initial values
+                            self.watching_since = heard
                             self.ready.set()
                             continue
                         self._apply(entry)
+                    log.info("nats reconnected: rebuilding the registry watch")
                 finally:
                     with contextlib.suppress(Exception):
                         await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves it unannotated

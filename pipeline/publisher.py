@@ -58,8 +58,8 @@ class AckedPublisher:
         *,
         retry_for: float = 0.0,
         on_retry: Callable[[], Awaitable[None]] | None = None,
-    ) -> None:
-        """Return once the stream stored the message; raise ``PublishFailed`` otherwise.
+    ) -> bytes:
+        """Return the stream's acknowledgement once it stored the message; raise ``PublishFailed`` otherwise.
 
         For ``retry_for`` seconds, a publish that no stream answered (no responders: on a cluster, the stream
         is electing a new leader) or that got no acknowledgement within ``timeout`` is sent again, with a
@@ -69,8 +69,7 @@ class AckedPublisher:
         give_up = time.monotonic() + retry_for
         for attempt in itertools.count():
             try:
-                await self._publish_once(subject, data, headers, timeout)
-                return
+                return await self._publish_once(subject, data, headers, timeout)
             except PublishFailed as exc:
                 pause = RETRY_PAUSES[min(attempt, len(RETRY_PAUSES) - 1)]
                 if not exc.retryable or time.monotonic() + pause > give_up:
@@ -78,8 +77,9 @@ class AckedPublisher:
                 await asyncio.sleep(pause)
                 if on_retry is not None:
                     await on_retry()
+        raise AssertionError("unreachable: the loop returns or raises")
 
-    async def _publish_once(self, subject: str, data: bytes, headers: dict[str, str], timeout: float) -> None:
+    async def _publish_once(self, subject: str, data: bytes, headers: dict[str, str], timeout: float) -> bytes:
         if self._sub is None:
             raise PublishFailed(subject, "publisher not started")
         token = str(next(self._tokens))
@@ -95,6 +95,7 @@ class AckedPublisher:
             except (ValueError, KeyError, AttributeError):
                 description = ack[:200].decode(errors="replace")
             raise PublishFailed(subject, description)
+        return ack
 
     async def _on_ack(self, msg: Msg) -> None:
         token = msg.subject[self._prefix_len :]
@@ -110,6 +111,18 @@ class AckedPublisher:
             )
         else:
             self._waiting.resolve(token, msg.data)  # False when late: the publish already timed out
+
+
+def stream_sequence(ack: bytes) -> int | None:
+    """The stream sequence in a JetStream publish acknowledgement (``{"stream":"S","seq":12}``), without json."""
+    start = ack.find(b'"seq":')
+    if start < 0:
+        return None
+    start += 6
+    end = start
+    while end < len(ack) and ack[end : end + 1].isdigit():
+        end += 1
+    return int(ack[start:end]) if end > start else None
 
 
 def _unacknowledged(timeout: float) -> BaseException:

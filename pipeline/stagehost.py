@@ -17,6 +17,7 @@ import os
 import socket
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
 import structlog
@@ -99,6 +100,8 @@ class StageHost:
         self.started_at = time.time()
         self.processed = 0
         self.failed = 0
+        self.dropped: Counter[str] = Counter()
+        """Envelopes ended here without a hand-off, per reason: in the heartbeat, so health shows them."""
         self.handed_off = HandedOff()
         """Messages this replica already handed on: a redelivered copy (its ack was lost) is not run again."""
         self.consumers: list[PullConsumer] = []
@@ -193,6 +196,7 @@ class StageHost:
             inflight=sum(c.inflight for c in self.consumers),
             processed=self.processed,
             failed=self.failed,
+            dropped=dict(self.dropped),
             metrics=metrics,
         )
 
@@ -215,12 +219,14 @@ class StageHost:
             envelope = Envelope.from_json(raw)
         except ValidationError as exc:
             log.error("unreadable envelope terminated", instance=self.instance.name, error=str(exc)[:500])
+            self.dropped[FailureKind.INVALID.value] += 1
             return Term("unreadable envelope")
         # Each message runs in its own task (``PullConsumer``): the binding lives exactly as long as its work.
         structlog.contextvars.bind_contextvars(request_id=envelope.request_id)
         stage = envelope.current
         if stage is None or stage.instance != self.instance.name or stage.phase is not phase:
             log.error("misrouted envelope terminated", instance=self.instance.name)
+            self.dropped[FailureKind.INVALID.value] += 1
             return Term("misrouted envelope")
         attempt = delivery_count(msg.reply)
         key = (envelope.id, envelope.cursor)
@@ -229,11 +235,14 @@ class StageHost:
             log.info("redelivered after its hand-off; acknowledged without running again", stage=stage.label)
             return ACK
         if envelope.remaining() <= 0:
+            self.dropped[FailureKind.EXPIRED.value] += 1
             if attempt > 1:  # a replica took it and never finished: that work must not vanish
                 reason = f"deadline passed after {attempt} deliveries (a replica crashed, hung or was killed)"
                 await bury(self.client, self.js, envelope, msg.subject, attempt, reason, FailureKind.EXPIRED)
-            else:
+            else:  # it waited in the stream past its deadline: the gateway answered 504; on record, not in the DLQ
+                reason = "deadline passed while it waited for this stage; dropped (the client had its 504)"
                 log.info("expired envelope dropped", stage=stage.label)
+                await record_event(self.client, envelope, envelope.fail_stage(FailureKind.EXPIRED, reason, skip=False))
             return ACK
         keeper = self._keep_alive(msg)
         try:

@@ -20,6 +20,9 @@ class Liveness:
     def count(self, instance: str) -> int:
         return self.live.get(instance, 0)
 
+    def absent(self, instance: str) -> bool:
+        return self.ready.is_set() and not self.count(instance)
+
 
 class Breakers:
     def __init__(self, open_: set[str]) -> None:
@@ -46,7 +49,7 @@ async def test_a_stage_is_unavailable_without_a_live_replica_or_with_an_open_bre
     assert gate({"a": 1}).unavailable(A) is None
     assert gate({}).unavailable(A) == "no live replica"
     assert gate({"a": 2}, frozenset({"a"})).unavailable(A) == "circuit breaker open"
-    assert gate({}, ready=False).unavailable(A) is None, "before the registry is read, nobody is presumed dead"
+    assert gate({}, ready=False).unavailable(A) is None, "before the view knows, nobody is presumed dead"
     assert StageGate().unavailable(A) is None
 
 

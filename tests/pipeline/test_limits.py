@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 from backworks.pipeline.limits import MIN_STALL, STALLED_EXIT, LoopWatchdog
 
@@ -100,3 +103,43 @@ def test_a_stopped_watchdog_lets_the_loop_block() -> None:
     done = run(WATCHDOG.replace("{before_block}", "watchdog.stop()").replace("{block}", "2.5"))
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["healthy", "survived"]
+
+
+def test_a_stopped_and_resumed_process_is_not_blamed_for_a_blocked_loop() -> None:
+    """SIGSTOP for twice ``stall_after`` while the loop is busy, then SIGCONT: the process was stopped, the loop was
+    not blocked, so the replica lives. (The loop is busy in short CPU-bound turns, as a loaded replica is, so on
+    resumption the watchdog looks before the loop has turned again.)"""
+    code = textwrap.dedent("""
+        import asyncio, time
+        from backworks.pipeline import limits
+
+        async def main() -> None:
+            watchdog = limits.LoopWatchdog(3.0)
+            watchdog.start()
+            print("ready", flush=True)
+            started = time.monotonic()
+            while time.monotonic() - started < 14:
+                cpu = time.process_time()
+                while time.process_time() - cpu < 0.3:  # a turn of CPU-bound work, far below stall_after
+                    pass
+                await asyncio.sleep(0)
+            print("survived", flush=True)
+
+        asyncio.run(main())
+    """)
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(2.0)
+        os.kill(child.pid, signal.SIGSTOP)
+        time.sleep(6.0)
+        os.kill(child.pid, signal.SIGCONT)
+        out, err = child.communicate(timeout=CHILD_TIMEOUT)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, (child.returncode, err)
+    assert out.split() == ["survived"]
+    assert "event loop blocked" not in err

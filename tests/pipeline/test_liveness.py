@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
 
 from backworks.contracts.names import REGISTRY_BUCKET, Phase, registry_key
 from backworks.contracts.registry import ReplicaInfo
+from backworks.local.embedded import EmbeddedNats
 from backworks.pipeline import broker, liveness
 from backworks.pipeline.liveness import HEARTBEAT_INTERVAL, LIVENESS_TTL, Heartbeat, LivenessView
 from tests.waiting import eventually
@@ -126,3 +128,47 @@ async def test_liveness_stop_ends_the_watch_even_if_a_broker_call_swallows_the_c
     await asyncio.sleep(0.05)  # inside key_value
     await asyncio.wait_for(view.stop(), 15.0)
     assert swallowed == 1
+
+
+async def test_absence_is_only_claimed_after_watching_for_a_whole_ttl(nats_client: Client) -> None:
+    """A stage that starts beside a new view is not called dead before its first heartbeat could arrive."""
+    watching = LivenessView(broker.jetstream(nats_client))
+    await watching.start()
+    try:
+        await eventually(watching.ready.is_set)
+        assert watching.watching_since is not None
+        assert not watching.absent("auth"), "watched for less than a TTL: nobody is presumed dead"
+        assert watching.absent("auth", now=watching.watching_since + LIVENESS_TTL)
+        await put(nats_client, info())
+        await eventually(lambda: watching.count("auth") == 1)
+        assert not watching.absent("auth", now=watching.watching_since + LIVENESS_TTL)
+    finally:
+        await watching.stop()
+
+
+async def test_the_watch_is_rebuilt_at_once_after_the_broker_restarts(tmp_path: Path) -> None:
+    """A broker restart must not leave live replicas looking dead until the silent watch times out."""
+    server = EmbeddedNats(tmp_path / "store", log_file=tmp_path / "nats.log")
+    server.start()
+    client = await broker.connect([server.url], name="test-restart")
+    try:
+        await broker.declare(broker.jetstream(client))
+        watching = LivenessView(broker.jetstream(client))
+        await watching.start()
+        heartbeat = Heartbeat(broker.jetstream(client), lambda: asyncio.sleep(0, info()))
+        await heartbeat.start()
+        try:
+            await eventually(lambda: watching.count("auth") == 1)
+            server.stop()
+            await eventually(lambda: watching.count("auth") == 0, timeout=LIVENESS_TTL * 10)
+            server.start()
+            back = time.monotonic()
+            await eventually(lambda: watching.count("auth") == 1, timeout=liveness.WATCH_SILENCE * 3)
+            seen_after = time.monotonic() - back
+            assert seen_after < liveness.WATCH_SILENCE / 2, f"seen again {seen_after:.1f} s after the broker was back"
+        finally:
+            await heartbeat.stop()
+            await watching.stop()
+    finally:
+        await client.close()
+        server.stop()

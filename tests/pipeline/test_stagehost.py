@@ -118,7 +118,7 @@ async def test_forwarders_skip_an_optional_stage_with_no_live_replica(
     nats_client: Client, example: LoadedBlueprint, replies: Replies
 ) -> None:
     async with running_stages(example, nats_client, only=["stamp", "hello-handler"]) as hosts:
-        await hosts["stamp"][0].liveness.ready.wait()
+        assert await hosts["stamp"][0].forwarder.ready(10.0) == ["secure"], "it knows secure has no replica"
         await send(nats_client, new_envelope(example, "_INBOX.test.skip"))
         done = await replies.next()
         events = await broker.jetstream(nats_client).stream_info("BW_EVENTS")
@@ -231,7 +231,8 @@ endpoints:
         reply_to="_INBOX.test.ids", itinerary=loaded.itinerary("e"),
     )  # fmt: skip
     with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
-        async with running_stages(loaded, nats_client, only=["broken"]):
+        async with running_stages(loaded, nats_client, only=["broken"]) as hosts:
+            await hosts["broken"][0].forwarder.ready(10.0)  # knows the handler is absent: answers at once
             await send(nats_client, envelope)
             await replies.next()
     (raised,) = [entry for entry in logs if entry["event"] == "plugin hook raised"]
