@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from backworks.contracts.blueprint import BreakerSettings
-from backworks.contracts.envelope import Envelope, Stage
+from backworks.contracts.envelope import Envelope, Stage, StageError
 from backworks.contracts.names import MSG_ID_HEADER, message_id, stage_subject
 from backworks.contracts.types import FailureKind
 from backworks.pipeline.breakers import FleetBreakers
@@ -37,6 +37,8 @@ log = structlog.get_logger("backworks.forwarder")
 
 PUBLISH_TIMEOUT = 1.0
 """Seconds a hand-off waits for JetStream to acknowledge the publish."""
+DUPLICATE = b'"duplicate"'
+"""Only in a JetStream publish acknowledgement whose ``Nats-Msg-Id`` the stream already had (``"duplicate": true``)."""
 READY_POLL = 0.05
 RETRY_WINDOW = 10.0
 """Seconds (at most, and never past the request's deadline) a hand-off is tried again while no stream answers:
@@ -110,8 +112,17 @@ class Forwarder:
         """The first critical stage of ``itinerary`` that cannot take work, and why."""
         return self.gate.blocked_critical(itinerary)
 
-    async def forward(self, envelope: Envelope, on_retry: Callable[[], Awaitable[None]] | None = None) -> Stage | None:
+    async def forward(
+        self,
+        envelope: Envelope,
+        on_retry: Callable[[], Awaitable[None]] | None = None,
+        failures: Sequence[StageError] = (),
+    ) -> Stage | None:
         """Hand ``envelope`` on from its cursor; returns the stage it was sent to (None: sent to its reply subject).
+
+        ``failures`` (what the stage that hands on recorded) and the skips made here go to the event stream once
+        the hand-off is stored, and only if it was not a repeat: a hand-off JetStream already had (a stalled stage
+        that was routed around and finished late, a redelivery) records nothing twice.
 
         While no stream answers (a cluster electing a leader) the publish is tried again, for at most
         ``RETRY_WINDOW`` s and never past the deadline, calling ``on_retry`` before each try (a stage host tells
@@ -119,11 +130,10 @@ class Forwarder:
         Raises ``PublishFailed`` when JetStream did not store the hand-off: the caller reports it.
         """
         nxt, skipped = self.gate.advance(envelope)
-        for error in skipped:
-            await record_event(self.client, envelope, error)
         data = envelope.to_json()
         if nxt is None:
             await self.client.publish(envelope.reply_to, data)
+            await self._record(envelope, failures, skipped)
             return None
         ack = await self.publisher.publish(
             stage_subject(nxt.instance, nxt.phase),
@@ -133,9 +143,17 @@ class Forwarder:
             retry_for=min(RETRY_WINDOW, envelope.remaining()),
             on_retry=on_retry,
         )
+        if DUPLICATE in ack:
+            return nxt
+        await self._record(envelope, failures, skipped)
         if self.gated and (sequence := stream_sequence(ack)) is not None:
             self.stalls.watch(nxt, sequence, data)
         return nxt
+
+    async def _record(self, envelope: Envelope, *groups: Sequence[StageError]) -> None:
+        for group in groups:
+            for error in group:
+                await record_event(self.client, envelope, error)
 
     async def _route_around(self, held: Held, critical: bool) -> None:
         """A stage held ``held`` past its time limit: go on without it (optional) or fail the request (critical)."""
@@ -147,5 +165,4 @@ class Forwarder:
         message = f"held the request for {held.stalled_for * 1000:.0f} ms, past its {limit} ms time limit; {why}"
         error = envelope.fail_stage(FailureKind.TIMEOUT, message, skip=not critical)
         log.warning("stage stalled", stage=held.stage.label, request_id=envelope.request_id, detail=message)
-        await record_event(self.client, envelope, error)
-        await self.forward(envelope)
+        await self.forward(envelope, failures=[error])

@@ -119,6 +119,8 @@ def stream_sequence(ack: bytes) -> int | None:
     if start < 0:
         return None
     start += 6
+    while ack[start : start + 1] == b" ":
+        start += 1
     end = start
     while end < len(ack) and ack[end : end + 1].isdigit():
         end += 1

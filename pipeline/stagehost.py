@@ -253,13 +253,14 @@ class StageHost:
             if keeper is not None:
                 keeper.cancel()
         self.processed += 1
+        failures = []
         if outcome.failure:
             self.failed += 1
-            await record_event(self.client, outcome.envelope, outcome.envelope.errors[-1])
+            failures.append(outcome.envelope.errors[-1])
             if outcome.out_of_memory:
                 self.out_of_memory.set()
         try:
-            await self.forwarder.forward(outcome.envelope, on_retry=msg.in_progress)
+            await self.forwarder.forward(outcome.envelope, on_retry=msg.in_progress, failures=failures)
         except Exception as exc:
             delay = NAK_DELAY * 2 ** (attempt - 1)
             log.warning("hand-off failed; will be redelivered", stage=stage.label, error=repr(exc), delay=delay)

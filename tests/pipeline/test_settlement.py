@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 
 import pytest
 from nats.aio.client import Client
@@ -84,10 +83,10 @@ async def test_the_stage_host_decides_once_per_message(
     misrouted = good.model_copy(update={"cursor": 1})
     expired = good.model_copy(update={"deadline": time.time() - 1})
 
-    async def forwarded(envelope: Envelope, on_retry: Callable[[], Awaitable[None]] | None = None) -> None:
+    async def forwarded(envelope: Envelope, **options: object) -> None:
         return None
 
-    async def refused(envelope: Envelope, on_retry: Callable[[], Awaitable[None]] | None = None) -> None:
+    async def refused(envelope: Envelope, **options: object) -> None:
         raise PublishFailed("bw.stage.hello-handler.request", "no acknowledgement within 1000 ms")
 
     monkeypatch.setattr(host.forwarder, "forward", forwarded)

@@ -58,7 +58,8 @@ def freeze(host: StageHost, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
 
 def test_the_stream_sequence_is_read_from_an_acknowledgement() -> None:
     assert stream_sequence(b'{"stream":"BW_PIPELINE","seq":12345}') == 12345
-    assert stream_sequence(b'{"stream":"BW_PIPELINE","seq":7,"duplicate":true}') == 7
+    assert stream_sequence(b'{"stream":"BW_PIPELINE","seq":7,"duplicate": true}') == 7
+    assert stream_sequence(b'{"stream": "BW_PIPELINE", "seq": 8}') == 8
     assert stream_sequence(b'{"stream":"BW_PIPELINE"}') is None
 
 
@@ -122,3 +123,34 @@ async def test_a_frozen_critical_replica_with_a_live_peer_is_left_to_redelivery(
         # JetStream redelivers what the frozen replica holds (to either replica): the stall watch must not 504 them.
         assert all(a.status_code != 504 for a in answers), [a.text for a in answers if a.status_code == 504]
         assert sum(host.forwarder.stalls.timed_out for host in hosts["stamp"]) == 0
+
+
+@pytest.mark.usefixtures("allow_fault")
+async def test_the_late_result_of_a_stage_routed_around_is_not_recorded_twice(
+    tmp_path: Path, nats_server: EmbeddedNats, nats_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = blueprints.load(
+        write_blueprint(
+            tmp_path,
+            f"""name: late
+defaults: {{timeout_ms: {DEADLINE_MS}}}
+plugins:
+  opt: {{type: fault, timeout_ms: {STAGE_LIMIT_MS}, config: {{mode: raise, header: null}}}}
+endpoints:
+  e: {{path: /e, plugins: [opt], handler: {{type: mock, config: {{body: ok}}}}}}
+""",
+        )
+    )
+    events: list[StageEvent] = []
+
+    async def on_event(msg: Msg) -> None:
+        events.append(StageEvent.model_validate_json(msg.data))
+
+    await nats_client.subscribe("bw.evt.stage.>", cb=on_event)
+    async with running_stages(loaded, nats_client) as hosts, serving(loaded, nats_server) as (http, _state):
+        thaw = freeze(hosts["opt"][0], monkeypatch)
+        answered = await http.get("/e")
+        assert answered.status_code == 200 and answered.headers["x-backworks-skipped"] == "opt.request"
+        thaw.set()  # it resumes, its hook raises, its hand-off is a repeat JetStream drops
+        await asyncio.sleep(1.0)
+        assert [(e.stage, e.kind.value) for e in events] == [("opt.request", "timeout")]
