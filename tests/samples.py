@@ -121,8 +121,8 @@ class Leaky(RequestProcessor[LeakyConfig]):
             return Continue(envelope)
         raise RuntimeError(
             f"db refused {self.config.db_password} for token {self.config.api_token}; the caller sent "
-            f"{envelope.header('authorization')}, {envelope.header('cookie')}, {envelope.header(self.config.key_header)}"
-            f" and {envelope.query_param('api_key')}"
+            f"{envelope.header('authorization')}, {envelope.header('cookie')}, "
+            f"{envelope.header(self.config.key_header)} and {envelope.query_param('api_key')}"
         )
 
     async def health_check(self) -> Health:

@@ -36,7 +36,7 @@ endpoints:
   e: {{path: /x, plugins: [leaky], handler: {{type: mock, config: {{body: ok}}}}}}
 """
 CAUSE = "stage leaky.request failed: the plugin raised an error"
-SERVICE_PROCESSORS = [
+SERVICE_PROCESSORS: list[structlog.types.Processor] = [
     structlog.contextvars.merge_contextvars,
     logs.TRACEBACKS,
     secrets.mask_secrets,
