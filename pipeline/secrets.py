@@ -368,12 +368,17 @@ def _masked_shape(value: Any) -> Any:
     return MASK
 
 
-def redact_schema(schema: Any) -> Any:
-    """A JSON Schema with the ``default`` and ``examples`` of secret nodes replaced by ``MASK``."""
+def redact_schema(schema: Any, root: Mapping[str, Any] | None = None) -> Any:
+    """A JSON Schema with the ``default`` and ``examples`` of secret nodes replaced by ``MASK``.
+
+    The default of a nested model or a list of them (``upstream: Upstream = Upstream(token=...)``) keeps its shape,
+    with the values of its secret fields masked.
+    """
     if isinstance(schema, list):
-        return [redact_schema(item) for item in schema]
+        return [redact_schema(item, root) for item in schema]
     if not isinstance(schema, Mapping):
         return schema
+    root = schema if root is None else root
     secret = is_secret_schema(schema)
     out: dict[str, Any] = {}
     for key, value in schema.items():
@@ -381,6 +386,18 @@ def redact_schema(schema: Any) -> Any:
             out[key] = _masked_shape(value)
         elif secret and key == "examples":
             out[key] = [MASK for _ in value] if isinstance(value, list) else MASK
+        elif key == "default" and isinstance(value, (dict, list)):
+            out[key] = _redact_default(value, {**schema, "$defs": root.get("$defs", {})}, ())
         else:
-            out[key] = redact_schema(value)
+            out[key] = redact_schema(value, root)
     return out
+
+
+def _redact_default(value: Any, schema: Mapping[str, Any], path: tuple[str | int, ...]) -> Any:
+    if path and is_secret_path(schema, path):
+        return _masked_shape(value)
+    if isinstance(value, dict):
+        return {key: _redact_default(item, schema, (*path, key)) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redact_default(item, schema, (*path, index)) for index, item in enumerate(value)]
+    return value

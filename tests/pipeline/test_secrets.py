@@ -143,3 +143,22 @@ def test_free_text_masking_takes_named_scalars_but_only_long_items_of_named_list
     assert "alice" not in found and "mobile-app" not in found
     secrets.register(found)
     assert secrets.mask("alice called with tok-0123456789") == f"alice called with {MASK}"
+
+
+class Service(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str
+    api_token: str
+
+
+class WithDefaults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    service: Service = Service(url="http://svc", api_token="tok-default-123")
+    mirrors: list[Service] = [Service(url="http://m", api_token="tok-default-456")]
+
+
+def test_a_nested_models_default_shows_its_shape_with_its_secrets_masked() -> None:
+    schema = secrets.redact_schema(schema_of(WithDefaults))
+    assert schema["properties"]["service"]["default"] == {"url": "http://svc", "api_token": MASK}
+    assert schema["properties"]["mirrors"]["default"] == [{"url": "http://m", "api_token": MASK}]
+    assert "tok-default" not in json.dumps(schema)
