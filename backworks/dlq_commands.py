@@ -102,9 +102,7 @@ def show(seq: Annotated[int, typer.Argument(help="Sequence number from `dlq list
     print(json.dumps(shown(found[seq]), indent=2))
 
 
-async def _replay(
-    servers: list[str], wanted: set[int] | None, keep: bool, timeout_ms: int, without_credentials: bool = False
-) -> list[dict[str, Any]]:
+async def _replay(servers: list[str], wanted: set[int] | None, keep: bool, timeout_ms: int) -> list[dict[str, Any]]:
     """Replay the ``wanted`` letters; each result says where it went, or ``refused`` and why."""
     import time
     import uuid
@@ -112,7 +110,6 @@ async def _replay(
     from backworks.contracts.names import DLQ_STREAM, MSG_ID_HEADER, message_id
     from backworks.pipeline import broker
     from backworks.pipeline.deadletters import CredentialsUnavailable, letters, restore
-    from backworks.pipeline.deadletters import without_credentials as stripped
 
     client = await broker.connect(servers, name="backworks-dlq")
     js = broker.jetstream(client)
@@ -124,11 +121,9 @@ async def _replay(
             try:
                 envelope = restore(letter)
             except CredentialsUnavailable as exc:
-                if not without_credentials:
-                    done.append({"seq": seq, "subject": letter.subject, "request_id": letter.envelope.request_id,
-                                 "refused": str(exc)})  # fmt: skip
-                    continue
-                envelope = stripped(letter)
+                done.append({"seq": seq, "subject": letter.subject, "request_id": letter.envelope.request_id,
+                             "refused": str(exc)})  # fmt: skip
+                continue
             envelope.id = uuid.uuid4().hex  # a new identity, so de-duplication does not drop the replay
             envelope.deadline = time.time() + timeout_ms / 1000
             envelope.errors = [e for e in envelope.errors if e.skipped]
@@ -137,7 +132,8 @@ async def _replay(
             )
             if not keep:
                 await js.delete_msg(DLQ_STREAM, seq)
-            done.append({"seq": seq, "subject": letter.subject, "request_id": envelope.request_id, "kept": keep})
+            done.append({"seq": seq, "subject": letter.subject, "request_id": envelope.request_id, "kept": keep,
+                         "credentials": not letter.credentials_dropped})  # fmt: skip
     finally:
         await client.drain()
     return done
@@ -148,14 +144,6 @@ def replay(
     seq: Annotated[list[int] | None, typer.Argument(help="Sequence numbers to replay.", show_default=False)] = None,
     all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
     keep: Annotated[bool, typer.Option(help="Keep the dead letters after replaying them.")] = False,
-    without_credentials: Annotated[
-        bool,
-        typer.Option(
-            "--without-credentials",
-            help="Replay letters whose credentials cannot be restored (not kept, or no dead-letter key here) "
-            "without them, instead of refusing them.",
-        ),
-    ] = False,
     timeout_ms: Annotated[int, typer.Option(help="Deadline given to the replayed envelopes.")] = REPLAY_TIMEOUT_MS,
     nats: NatsUrl = None,
     format: FormatOption = Format.TEXT,
@@ -163,13 +151,13 @@ def replay(
     """Re-inject dead letters into the stage they died at (with a new envelope id and deadline).
 
     Their requests' credentials are restored from the seal, which needs the dead-letter key of the services that
-    wrote them (``$BACKWORKS_STATE_DIR/dlq.key`` or ``$BACKWORKS_DLQ_KEY_FILE``). A letter whose credentials cannot
-    be restored is refused, and the command exits with 1, unless ``--without-credentials`` is given.
+    wrote them (``$BACKWORKS_STATE_DIR/dlq.key`` or ``$BACKWORKS_DLQ_KEY_FILE``): without it a letter is refused,
+    saying why, and the command exits with 1. A letter whose credentials were not kept is replayed without them.
     """
     if not seq and not all_:
         raise fail("name the sequence numbers to replay, or pass --all")
     wanted = None if all_ else set(seq or [])
-    results = _run(_replay(servers_from(nats), wanted, keep, timeout_ms, without_credentials))
+    results = _run(_replay(servers_from(nats), wanted, keep, timeout_ms))
     done = [item for item in results if "refused" not in item]
     refused = [item for item in results if "refused" in item]
     if format is Format.JSON:
@@ -177,7 +165,9 @@ def replay(
     else:
         out = output()
         for item in done:
-            out.print(f"replayed {item['seq']} -> {item['subject']} (request {item['request_id']})", highlight=False)
+            note = "" if item["credentials"] else ", without its credentials: they were not kept"
+            out.print(f"replayed {item['seq']} -> {item['subject']} (request {item['request_id']}{note})",
+                      highlight=False)  # fmt: skip
         for item in refused:
             console.print(f"not replayed {item['seq']}: {item['refused']}", highlight=False, markup=False)
         console.print(f"{len(done)} dead letter(s) replayed", highlight=False)

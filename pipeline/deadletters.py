@@ -85,19 +85,20 @@ def dead_letter(envelope: Envelope, *, stage: str, subject: str, attempts: int, 
 
 
 def restore(letter: DeadLetter) -> Envelope:
-    """The envelope of ``letter`` as it died, credentials included; ``CredentialsUnavailable`` when they cannot be."""
-    envelope = letter.envelope.model_copy(deep=True)
+    """The envelope of ``letter`` as it died, credentials included, for a replay.
+
+    A letter whose credentials were not kept (no key where it died) gives its envelope without them: there is
+    nothing else to replay. A sealed one whose key is not here raises ``CredentialsUnavailable``.
+    """
     if letter.credentials_dropped:
-        raise CredentialsUnavailable(
-            "its credentials were not kept (no dead-letter key where it died); pass --without-credentials to "
-            "replay it without them"
-        )
+        return without_credentials(letter)
+    envelope = letter.envelope.model_copy(deep=True)
     if letter.sealed is None:
         return envelope  # nothing was sealed: no credentials, or a letter stored before sealing existed
     try:
         kept = SealedRequest.model_validate_json(sealing.unseal(letter.sealed))
     except sealing.DeadLetterKeyError as exc:
-        raise CredentialsUnavailable(f"{exc}; or pass --without-credentials to replay it without them") from None
+        raise CredentialsUnavailable(f"its credentials are sealed and cannot be restored here: {exc}") from None
     envelope.headers, envelope.query = kept.headers, kept.query
     if envelope.response is not None and kept.response_headers is not None:
         envelope.response.headers = kept.response_headers
@@ -105,7 +106,7 @@ def restore(letter: DeadLetter) -> Envelope:
 
 
 def without_credentials(letter: DeadLetter) -> Envelope:
-    """The envelope of ``letter`` with the masked credentials left out (for a deliberate replay without them)."""
+    """The envelope of ``letter`` with its (masked) credentials left out."""
     envelope = credentials.redact_envelope(letter.envelope.model_copy(deep=True))
     envelope.headers = [(name, value) for name, value in envelope.headers if value != MASK]
     envelope.query = [(name, value) for name, value in envelope.query if value != MASK]

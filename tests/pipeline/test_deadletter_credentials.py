@@ -122,7 +122,7 @@ async def test_a_dead_letter_stores_credentials_only_sealed_shows_them_masked_an
     assert replayed.response is not None and replayed.response.body.decode() == ECHOED, "original credentials"
 
 
-async def test_replay_without_the_key_refuses_clearly_or_goes_without_credentials_when_asked(
+async def test_replay_without_the_key_refuses_clearly(
     nats_client: Client, loaded: LoadedBlueprint, replies: Replies, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     js = broker.jetstream(nats_client)
@@ -135,13 +135,26 @@ async def test_replay_without_the_key_refuses_clearly_or_goes_without_credential
 
     refused = await asyncio.to_thread(runner.invoke, app, ["dlq", "replay", str(seq), "--nats", server.geturl()])
     assert refused.exit_code == 1
-    assert f"not replayed {seq}: the dead-letter key {other} does not open this seal" in refused.stderr
-    assert "--without-credentials" in refused.stderr
+    said = " ".join(refused.stderr.split())  # the console may wrap long lines
+    assert f"not replayed {seq}: its credentials are sealed and cannot be restored here: the dead-letter key" in said
+    assert f"{other} does not open this seal: it was made with another key; set {sealing.KEY_FILE_ENV}" in said
+    assert [item async for item in letters(js)] != [], "a refused letter stays"
 
+
+async def test_a_letter_whose_credentials_were_not_kept_replays_without_them(
+    nats_client: Client, loaded: LoadedBlueprint, replies: Replies, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(sealing.KEY_FILE_ENV, str(tmp_path / "missing.key"))
+    js = broker.jetstream(nats_client)
+    seq = await exhaust(js, nats_client, loaded, replies)
+    server = nats_client.connected_url
+    assert server is not None
     async with running_stages(loaded, nats_client):
-        done = await _replay([server.geturl()], {seq}, keep=True, timeout_ms=5000, without_credentials=True)
-        assert [item.get("refused") for item in done] == [None]
+        replay = ["dlq", "replay", str(seq), "--nats", server.geturl()]
+        result = await asyncio.to_thread(runner.invoke, app, replay)
         replayed = await replies.next()
+    assert result.exit_code == 0, result.output
+    assert "without its credentials: they were not kept" in result.stdout
     assert replayed.response is not None and replayed.response.body.decode() == "||", "sent without credentials"
 
 
