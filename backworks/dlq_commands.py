@@ -65,9 +65,8 @@ def list_letters(nats: NatsUrl = None, format: FormatOption = Format.TEXT) -> No
 
     found = _run(_collect(servers_from(nats)))
     if format is Format.JSON:
-        print(
-            json.dumps([{"seq": seq, **letter.model_dump(mode="json", exclude={"envelope"})} for seq, letter in found])
-        )
+        hidden = {"envelope", "sealed"}  # `dlq show` prints the envelope (masked); the seal is for `dlq replay`
+        print(json.dumps([{"seq": seq, **letter.model_dump(mode="json", exclude=hidden)} for seq, letter in found]))
         return
     table = Table(title=f"{len(found)} dead letter(s)", title_justify="left")
     for column in ("seq", "dead at (UTC)", "stage", "request id", "attempts", "reason"):

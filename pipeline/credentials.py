@@ -9,8 +9,10 @@ it loads it and ``declare``s them for the process. Two ways keep them out of sig
   so one still sees that a credential was sent): dead letters, ``dlq show``, events;
 - ``values`` finds the credential strings a request carries (a header's whole value, the part after an auth
   scheme, each cookie's value), for masking free text: a plugin's exception message quoting a token is masked
-  before it reaches an envelope, a breaker record or a log. While a request is served, ``serving`` binds its
-  values to the current task, and the structlog processor ``mask_credentials`` hides them in every log line.
+  before it reaches an envelope, a breaker record or a log. While a request is served, ``bind`` ties its headers
+  and query to the current task, and the structlog processor ``mask_credentials`` hides their credentials in every
+  log line. Binding keeps references only (a hook that replaces the headers does not change what is masked); the
+  values are found when a line is logged, so the many messages that log nothing pay nothing.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ SCHEME_HEADERS = frozenset({"authorization", "proxy-authorization"})
 _headers: frozenset[str] = STANDARD_HEADERS
 _query: frozenset[str] = frozenset()
 _lock = threading.Lock()
-_serving: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("backworks_credentials", default=())
+Bound = tuple[Headers, QueryParams] | None
+_serving: contextvars.ContextVar[Bound] = contextvars.ContextVar("backworks_credentials", default=None)
 
 
 def declare(headers: Iterable[str] = (), query: Iterable[str] = ()) -> None:
@@ -121,19 +124,22 @@ def values(envelope: Envelope) -> tuple[str, ...]:
     return values_in([*envelope.headers, *response], envelope.query)
 
 
-def bind(found: tuple[str, ...]) -> contextvars.Token[tuple[str, ...]]:
-    """Mask ``found`` in every log line of the current task (and the tasks it starts) until ``unbind``."""
-    return _serving.set(found)
+def bind(envelope: Envelope) -> contextvars.Token[Bound]:
+    """Mask ``envelope``'s request credentials in every log line of the current task (and the tasks it starts).
+
+    A task that serves one message needs no ``unbind``: the binding ends with the task.
+    """
+    return _serving.set((envelope.headers, envelope.query))
 
 
-def unbind(token: contextvars.Token[tuple[str, ...]]) -> None:
+def unbind(token: contextvars.Token[Bound]) -> None:
     _serving.reset(token)
 
 
 @contextmanager
 def serving(envelope: Envelope) -> Iterator[None]:
     """While the block runs, every log line of this task hides ``envelope``'s credentials."""
-    token = bind(values(envelope))
+    token = bind(envelope)
     try:
         yield
     finally:
@@ -142,7 +148,10 @@ def serving(envelope: Envelope) -> Iterator[None]:
 
 def mask_credentials(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: hide the credentials of the request being served in every value of a log event."""
-    found = _serving.get()
+    bound = _serving.get()
+    if bound is None:
+        return event_dict
+    found = values_in(*bound)
     if not found:
         return event_dict
     for key, value in event_dict.items():

@@ -218,7 +218,7 @@ class StageHost:
             return Term("unreadable envelope")
         # Each message runs in its own task (``PullConsumer``): the bindings live exactly as long as its work.
         structlog.contextvars.bind_contextvars(request_id=envelope.request_id)
-        credentials.bind(credentials.values(envelope))  # no log line of this work shows the request's credentials
+        credentials.bind(envelope)  # no log line of this work shows the request's credentials
         stage = envelope.current
         if stage is None or stage.instance != self.instance.name or stage.phase is not phase:
             log.error("misrouted envelope terminated", instance=self.instance.name)
