@@ -65,9 +65,8 @@ def list_letters(nats: NatsUrl = None, format: FormatOption = Format.TEXT) -> No
 
     found = _run(_collect(servers_from(nats)))
     if format is Format.JSON:
-        print(
-            json.dumps([{"seq": seq, **letter.model_dump(mode="json", exclude={"envelope"})} for seq, letter in found])
-        )
+        hidden = {"envelope", "sealed"}  # `dlq show` prints the envelope (masked); the seal is for `dlq replay`
+        print(json.dumps([{"seq": seq, **letter.model_dump(mode="json", exclude=hidden)} for seq, letter in found]))
         return
     table = Table(title=f"{len(found)} dead letter(s)", title_justify="left")
     for column in ("seq", "dead at (UTC)", "stage", "request id", "attempts", "reason"):
@@ -78,22 +77,38 @@ def list_letters(nats: NatsUrl = None, format: FormatOption = Format.TEXT) -> No
     output().print(table)
 
 
+def shown(letter: DeadLetter) -> dict[str, Any]:
+    """A dead letter as ``dlq show`` prints it: credentials masked (letters stored before sealing too), no seal."""
+    from backworks.pipeline.credentials import redact_envelope
+
+    data = letter.model_dump(mode="json", exclude={"sealed", "credentials_dropped"})
+    data["envelope"] = redact_envelope(letter.envelope).model_dump(mode="json")
+    if letter.sealed:
+        data["credentials"] = "sealed: `dlq replay` restores them where the dead-letter key is"
+    elif letter.credentials_dropped:
+        data["credentials"] = "not kept: there was no dead-letter key where it died"
+    else:
+        data["credentials"] = "none sealed"
+    return data
+
+
 @dlq_app.command()
 def show(seq: Annotated[int, typer.Argument(help="Sequence number from `dlq list`.")], nats: NatsUrl = None) -> None:
-    """Print one dead letter as JSON, envelope included."""
+    """Print one dead letter as JSON, envelope included, its credentials masked."""
     found = dict(_run(_collect(servers_from(nats))))
     if seq not in found:
         raise fail(f"no dead letter with sequence {seq}")
-    print(found[seq].model_dump_json(indent=2))
+    print(json.dumps(shown(found[seq]), indent=2))
 
 
 async def _replay(servers: list[str], wanted: set[int] | None, keep: bool, timeout_ms: int) -> list[dict[str, Any]]:
+    """Replay the ``wanted`` letters; each result says where it went, or ``refused`` and why."""
     import time
     import uuid
 
     from backworks.contracts.names import DLQ_STREAM, MSG_ID_HEADER, message_id
     from backworks.pipeline import broker
-    from backworks.pipeline.deadletters import letters
+    from backworks.pipeline.deadletters import CredentialsUnavailable, letters, restore
 
     client = await broker.connect(servers, name="backworks-dlq")
     js = broker.jetstream(client)
@@ -102,7 +117,12 @@ async def _replay(servers: list[str], wanted: set[int] | None, keep: bool, timeo
         async for seq, letter in letters(js):
             if wanted is not None and seq not in wanted:
                 continue
-            envelope = letter.envelope
+            try:
+                envelope = restore(letter)
+            except CredentialsUnavailable as exc:
+                done.append({"seq": seq, "subject": letter.subject, "request_id": letter.envelope.request_id,
+                             "refused": str(exc)})  # fmt: skip
+                continue
             envelope.id = uuid.uuid4().hex  # a new identity, so de-duplication does not drop the replay
             envelope.deadline = time.time() + timeout_ms / 1000
             envelope.errors = [e for e in envelope.errors if e.skipped]
@@ -111,7 +131,8 @@ async def _replay(servers: list[str], wanted: set[int] | None, keep: bool, timeo
             )
             if not keep:
                 await js.delete_msg(DLQ_STREAM, seq)
-            done.append({"seq": seq, "subject": letter.subject, "request_id": envelope.request_id, "kept": keep})
+            done.append({"seq": seq, "subject": letter.subject, "request_id": envelope.request_id, "kept": keep,
+                         "credentials": not letter.credentials_dropped})  # fmt: skip
     finally:
         await client.drain()
     return done
@@ -126,14 +147,28 @@ def replay(
     nats: NatsUrl = None,
     format: FormatOption = Format.TEXT,
 ) -> None:
-    """Re-inject dead letters into the stage they died at (with a new envelope id and deadline)."""
+    """Re-inject dead letters into the stage they died at (with a new envelope id and deadline).
+
+    Their requests' credentials are restored from the seal, which needs the dead-letter key of the services that
+    wrote them (``$BACKWORKS_STATE_DIR/dlq.key`` or ``$BACKWORKS_DLQ_KEY_FILE``): without it a letter is refused,
+    saying why, and the command exits with 1. A letter whose credentials were not kept is replayed without them.
+    """
     if not seq and not all_:
         raise fail("name the sequence numbers to replay, or pass --all")
-    done = _run(_replay(servers_from(nats), None if all_ else set(seq or []), keep, timeout_ms))
+    wanted = None if all_ else set(seq or [])
+    results = _run(_replay(servers_from(nats), wanted, keep, timeout_ms))
+    done = [item for item in results if "refused" not in item]
+    refused = [item for item in results if "refused" in item]
     if format is Format.JSON:
-        print(json.dumps({"replayed": done}))
-        return
-    out = output()
-    for item in done:
-        out.print(f"replayed {item['seq']} -> {item['subject']} (request {item['request_id']})", highlight=False)
-    console.print(f"{len(done)} dead letter(s) replayed", highlight=False)
+        print(json.dumps({"replayed": done, "refused": refused}))
+    else:
+        out = output()
+        for item in done:
+            note = "" if item["credentials"] else ", without its credentials: they were not kept"
+            out.print(f"replayed {item['seq']} -> {item['subject']} (request {item['request_id']}{note})",
+                      highlight=False)  # fmt: skip
+        for item in refused:
+            console.print(f"not replayed {item['seq']}: {item['refused']}", highlight=False, markup=False)
+        console.print(f"{len(done)} dead letter(s) replayed", highlight=False)
+    if refused:
+        raise typer.Exit(1)

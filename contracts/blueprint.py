@@ -74,6 +74,11 @@ class GatewaySettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_GATEWAY_PORT, ge=0, le=65535)
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=0)
+    expose_errors: bool = Field(
+        default=False,
+        description="Put a failed plugin's own error message (masked) in problem documents, for development. "
+        "By default clients see only the stage and a short cause; the message goes to the log.",
+    )
 
 
 class Defaults(BaseModel):

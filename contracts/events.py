@@ -41,3 +41,10 @@ class DeadLetter(BaseModel):
     error: str
     dead_at: float = Field(default_factory=time.time)
     envelope: Envelope
+    """The envelope as it died, its credentials (``Authorization``, ``Cookie``, declared names...) masked."""
+    sealed: str | None = None
+    """The request's headers and query (and the response's headers) as they were, credentials included, encrypted
+    with the deployment's dead-letter key (Fernet): ``backworks dlq replay`` restores them. None when the request
+    carried no credentials, or when they were not kept (``credentials_dropped``)."""
+    credentials_dropped: bool = False
+    """The request carried credentials but no dead-letter key was available: they were not kept at all."""

@@ -63,6 +63,7 @@ class Pipeline:
         self.itinerary: list[Stage] = state.blueprint.itinerary(endpoint)
         self.timeout_ms = state.blueprint.model.timeout_ms(endpoint)
         self.max_body = state.blueprint.model.gateway.max_body_bytes
+        self.expose_errors = state.blueprint.model.gateway.expose_errors
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -185,7 +186,7 @@ class Pipeline:
             extra[SKIPPED_HEADER] = ",".join(skipped)
         fatal = next((e for e in envelope.errors if not e.skipped), None)
         if fatal is not None:
-            problem = from_stage_error(fatal)
+            problem = from_stage_error(fatal, expose=self.expose_errors)
             log.warning("stage failed", stage=fatal.stage, cause=fatal.kind.value, detail=fatal.message)
             return problem_response(problem, instance=envelope.path, request_id=request_id, headers=extra)
         if envelope.response is None:

@@ -1,4 +1,10 @@
-"""``application/problem+json`` responses (RFC 9457) naming the stage and the cause."""
+"""``application/problem+json`` responses (RFC 9457) naming the stage and the cause.
+
+A failed stage's problem says which stage failed and a short cause (``CAUSE_FOR_KIND``); the plugin's own message
+(an exception's text, a ``Fail`` reason) goes to the log with the request id, never to the client, unless the
+blueprint sets ``gateway.expose_errors: true`` (for development). The message is masked either way: a plugin's
+config secrets and the request's credentials never appear in it.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +35,17 @@ TITLE_FOR_KIND = {
     FailureKind.EXPIRED: "Deadline passed",
 }
 
+CAUSE_FOR_KIND = {
+    FailureKind.ERROR: "the plugin raised an error",
+    FailureKind.INVALID: "the plugin returned an invalid result",
+    FailureKind.UNAVAILABLE: "the plugin is unavailable (no live replica, or its circuit breaker is open)",
+    FailureKind.TIMEOUT: "the plugin timed out",
+    FailureKind.EXHAUSTED: "no replica finished it within its delivery attempts",
+    FailureKind.EXPIRED: "its deadline passed while it was redelivered",
+}
+"""What a client is told about a failed stage, by failure kind."""
+DEFAULT_CAUSE = "the plugin failed"
+
 
 def problem_response(
     problem: ProblemError, *, instance: str, request_id: str, headers: Mapping[str, str] | None = None
@@ -53,12 +70,18 @@ def problem_response(
     )
 
 
-def from_stage_error(error: StageError) -> ProblemError:
-    """The problem a client sees when a critical stage failed."""
+def from_stage_error(error: StageError, *, expose: bool = False) -> ProblemError:
+    """The problem a client sees when a critical stage failed: the stage and a short cause.
+
+    ``expose`` (the blueprint's ``gateway.expose_errors``) adds the plugin's own (masked) message, for development.
+    """
+    detail = f"stage {error.stage} failed: {CAUSE_FOR_KIND.get(error.kind, DEFAULT_CAUSE)}"
+    if expose and error.message:
+        detail = f"{detail}: {error.message}"
     return ProblemError(
         STATUS_FOR_KIND.get(error.kind, 502),
         TITLE_FOR_KIND.get(error.kind, "Plugin failed"),
-        f"stage {error.stage} failed: {error.message}",
+        detail,
         stage=error.stage,
         cause=error.kind,
     )

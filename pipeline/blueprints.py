@@ -26,12 +26,12 @@ from backworks.contracts.blueprint import Blueprint, PluginInstance, handler_ins
 from backworks.contracts.envelope import Stage
 from backworks.contracts.errors import BlueprintError, ConfigIssue
 from backworks.contracts.names import Phase
-from backworks.pipeline import registry, secrets
+from backworks.pipeline import credentials, registry, secrets
 from backworks.pipeline.capabilities import ALLOW_FAULT_ENV, FAULT_INJECTION, faults_allowed
 from backworks.pipeline.configs import validate_config
 from backworks.pipeline.dependencies import plan_endpoint, type_problems
 from backworks.pipeline.errors import PluginLoadError
-from backworks.pipeline.plugin import Category, PluginClass
+from backworks.pipeline.plugin import Category, Credentials, PluginClass
 from backworks.pipeline.registry import Catalog, Classes, Failures
 
 Position = tuple[int, int]
@@ -323,6 +323,25 @@ def _check_routes(report: _Report, model: Blueprint) -> None:
             )
 
 
+def _declare_credentials(report: _Report, resolved: dict[str, ResolvedInstance], where: dict[str, str]) -> None:
+    """Resolve ``Plugin.credentials(config)`` over the instances, so this process redacts what they read."""
+    headers: set[str] = set()
+    query: set[str] = set()
+    for name, item in resolved.items():
+        try:
+            found = item.cls.credentials(item.config)
+        except Exception as exc:
+            report.add(f"{where[name]}/config", f"plugin {item.cls.name!r}: credentials(config) raised {exc!r}", name)
+            continue
+        if not isinstance(found, Credentials):
+            report.add(f"{where[name]}/type", f"plugin {item.cls.name!r}: credentials(config) must return "
+                       f"Credentials(headers=..., query=...), got {type(found).__name__}", name)  # fmt: skip
+            continue
+        headers.update(found.headers)
+        query.update(found.query)
+    credentials.declare(headers, query)
+
+
 def validate(data: Any, file: str, positions: dict[str, Position] | None = None) -> LoadedBlueprint:
     """Validate already-parsed blueprint data; raise ``BlueprintError`` with every issue."""
     report = _Report(file, positions or {})
@@ -346,6 +365,7 @@ def validate(data: Any, file: str, positions: dict[str, Position] | None = None)
     _check_fault_opt_in(report, resolved, where)
     _check_routes(report, model)
     chains = _resolve_dependencies(report, model, resolved, found, where)
+    _declare_credentials(report, resolved, where)
     if report.issues:
         raise BlueprintError(report.issues)
     return LoadedBlueprint(Path(file), model, resolved, chains, found)

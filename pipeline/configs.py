@@ -20,7 +20,7 @@ from jsonschema.exceptions import SchemaError, best_match
 from jsonschema.exceptions import ValidationError as SchemaViolation
 from pydantic import BaseModel, ValidationError
 
-from backworks.pipeline.secrets import MASK, is_secret_path
+from backworks.pipeline.secrets import MASK, config_schema, is_secret_path
 
 PathPart = str | int
 
@@ -35,10 +35,9 @@ class ConfigProblem:
     """True when the problem is the key itself (an unknown key), not its value."""
 
 
-@cache
 def schema_of(model: type[BaseModel]) -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of a config model."""
-    return model.model_json_schema(mode="validation")
+    """The JSON Schema (draft 2020-12) of a config model, fields secret by their name marked (``secrets``)."""
+    return config_schema(model)
 
 
 @cache

@@ -5,6 +5,11 @@ JetStream announces a message that reached a consumer's ``max_deliver`` with a M
 one live process handles each advisory: it copies the envelope with stage, attempts and reason into
 ``BW_DLQ``, removes it from the pipeline stream, records an event, and sends the waiting gateway a
 reply with the failure, so the client gets a problem+json at once instead of waiting for its deadline.
+
+A dead letter never holds a credential in clear: its envelope is stored with credentials masked
+(``backworks.pipeline.credentials``) and the original headers and query are sealed with the deployment's
+dead-letter key (``backworks.pipeline.sealing``), so ``restore`` can give a replay the request as it was. Without
+a key the credentials are not kept at all, and the letter says so.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from backworks.contracts.envelope import Envelope, StageError
 from backworks.contracts.events import DeadLetter, StageEvent
@@ -33,12 +38,79 @@ from backworks.contracts.names import (
     max_deliveries_advisory,
     stage_event_subject,
 )
-from backworks.contracts.types import FailureKind
+from backworks.contracts.types import FailureKind, Headers, QueryParams
+from backworks.pipeline import credentials, sealing
+from backworks.pipeline.errors import PipelineError
+from backworks.pipeline.secrets import MASK
 
 log = structlog.get_logger("backworks.dlq")
 
 ADVISORY_SUBJECT = max_deliveries_advisory(PIPELINE_STREAM)
 QUEUE_GROUP = DLQ_QUEUE_GROUP
+
+
+class SealedRequest(BaseModel):
+    """What a dead letter keeps encrypted: the parts of the envelope that hold credentials, as they were."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    headers: Headers
+    query: QueryParams
+    response_headers: Headers | None = None
+
+
+class CredentialsUnavailable(PipelineError):
+    """A dead letter's credentials cannot be restored: not kept, or no key to open them."""
+
+
+def dead_letter(envelope: Envelope, *, stage: str, subject: str, attempts: int, error: str) -> DeadLetter:
+    """The dead letter for ``envelope``: credentials masked, and sealed with the dead-letter key when there is one."""
+    if not credentials.carries_credentials(envelope):
+        return DeadLetter(stage=stage, subject=subject, attempts=attempts, error=error, envelope=envelope)
+    kept = SealedRequest(
+        headers=envelope.headers,
+        query=envelope.query,
+        response_headers=envelope.response.headers if envelope.response else None,
+    )
+    redacted = credentials.redact_envelope(envelope)
+    try:
+        sealed: str | None = sealing.seal(kept.model_dump_json().encode())
+    except sealing.DeadLetterKeyError as exc:
+        log.warning("dead letter kept without its credentials: they cannot be sealed", error=str(exc))
+        sealed = None
+    return DeadLetter(
+        stage=stage, subject=subject, attempts=attempts, error=error, envelope=redacted, sealed=sealed,
+        credentials_dropped=sealed is None,
+    )  # fmt: skip
+
+
+def restore(letter: DeadLetter) -> Envelope:
+    """The envelope of ``letter`` as it died, credentials included, for a replay.
+
+    A letter whose credentials were not kept (no key where it died) gives its envelope without them: there is
+    nothing else to replay. A sealed one whose key is not here raises ``CredentialsUnavailable``.
+    """
+    if letter.credentials_dropped:
+        return without_credentials(letter)
+    envelope = letter.envelope.model_copy(deep=True)
+    if letter.sealed is None:
+        return envelope  # nothing was sealed: no credentials, or a letter stored before sealing existed
+    try:
+        kept = SealedRequest.model_validate_json(sealing.unseal(letter.sealed))
+    except sealing.DeadLetterKeyError as exc:
+        raise CredentialsUnavailable(f"its credentials are sealed and cannot be restored here: {exc}") from None
+    envelope.headers, envelope.query = kept.headers, kept.query
+    if envelope.response is not None and kept.response_headers is not None:
+        envelope.response.headers = kept.response_headers
+    return envelope
+
+
+def without_credentials(letter: DeadLetter) -> Envelope:
+    """The envelope of ``letter`` with its (masked) credentials left out."""
+    envelope = credentials.redact_envelope(letter.envelope.model_copy(deep=True))
+    envelope.headers = [(name, value) for name, value in envelope.headers if value != MASK]
+    envelope.query = [(name, value) for name, value in envelope.query if value != MASK]
+    return envelope
 
 
 async def record_event(client: Client, envelope: Envelope, error: StageError) -> None:
@@ -73,7 +145,7 @@ async def bury(
     """Store the envelope in ``BW_DLQ`` and answer the waiting gateway with the failure."""
     stage = envelope.current
     label = stage.label if stage else "unknown"
-    letter = DeadLetter(stage=label, subject=subject, attempts=attempts, error=reason, envelope=envelope)
+    letter = dead_letter(envelope, stage=label, subject=subject, attempts=attempts, error=reason)
     await js.publish(
         dlq_subject(label),
         letter.model_dump_json().encode(),

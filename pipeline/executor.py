@@ -5,6 +5,11 @@ pluggy's ``PluginManager`` calls hooks); ``execute`` runs that under the stage's
 breaker and turns the result into the next state of the envelope. Like an endpoint handler of nats.py's
 ``micro`` service, ``execute`` is the one place a hook's failure is caught, counted, masked (plugin
 secrets never leave in a failure message) and judged by criticality: nothing a hook does raises past it.
+
+A failure message is masked where it is made (``masked``): the plugin's config secrets and the request's
+credentials are hidden before the message reaches the circuit breaker's record, the log, the envelope, the event
+stream or a dead letter. The exception's text itself goes to the log and the envelope; the gateway shows it to
+the client only when the blueprint sets ``gateway.expose_errors``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import structlog
 from backworks.contracts.envelope import Envelope, Timing
 from backworks.contracts.names import Phase
 from backworks.contracts.types import FailureKind
-from backworks.pipeline import secrets
+from backworks.pipeline import credentials, secrets
 from backworks.pipeline.errors import BreakerOpen
 from backworks.pipeline.plugin import Action, Alert, Category, Continue, Fail, Monitoring, Plugin, Respond, implements
 
@@ -90,6 +95,11 @@ async def raise_alerts(plugin: Monitoring[Any], envelope: Envelope) -> None:
         envelope.annotations.setdefault("alerts", []).append({**record, "message": alert.message})
 
 
+def masked(plugin: Plugin[Any], envelope: Envelope, message: str) -> str:
+    """``message`` without the plugin's config secrets or the request's credentials."""
+    return secrets.mask(message, plugin.secret_values.union(credentials.values(envelope)))
+
+
 async def run_hook(plugin: Plugin[Any], phase: Phase, envelope: Envelope, timeout: float) -> Continue | Respond:
     """Run the hooks under ``timeout``; anything but success raises ``HookFailed`` (or ``MemoryError``)."""
     started = time.perf_counter()
@@ -101,14 +111,15 @@ async def run_hook(plugin: Plugin[Any], phase: Phase, envelope: Envelope, timeou
     except MemoryError:
         raise
     except Exception as exc:
-        log.warning("plugin hook raised", plugin=plugin.instance, error=f"{type(exc).__name__}: {exc}")
-        raise HookFailed(FailureKind.ERROR, f"{type(exc).__name__}: {exc}") from exc
+        message = masked(plugin, envelope, f"{type(exc).__name__}: {exc}")
+        log.warning("plugin hook raised", plugin=plugin.instance, error=message, exc_info=True)
+        raise HookFailed(FailureKind.ERROR, message) from exc
     elapsed = time.perf_counter() - started
     if elapsed > timeout:
         # A hook that blocked the event loop cannot be interrupted; it still overran its limit.
         raise HookFailed(FailureKind.TIMEOUT, f"hook took {elapsed * 1000:.0f} ms, longer than {timeout * 1000:.0f} ms")
     if isinstance(action, Fail):
-        raise HookFailed(FailureKind.ERROR, action.reason)
+        raise HookFailed(FailureKind.ERROR, masked(plugin, envelope, action.reason))
     if isinstance(action, Continue):
         if plugin.category is Category.HANDLER and action.envelope.response is None:
             raise HookFailed(FailureKind.ERROR, "handler returned no response")
@@ -154,8 +165,8 @@ async def execute(
             envelope = action.envelope
     elapsed_ms = (time.perf_counter() - started) * 1000
     if failure:
-        # The one place a failure message is masked: exception texts and Fail reasons may quote a secret.
-        message = secrets.mask(message, plugin.secret_values)
+        # Masked where made (run_hook) already; a breaker's reason read back from the fleet is masked here.
+        message = masked(plugin, envelope, message)
         # The hook may have changed the envelope before failing: go on from what this stage received.
         envelope = Envelope.from_json(raw)
         envelope.fail_stage(failure, message)

@@ -1,18 +1,39 @@
 """Plugin config secrets: which fields are secret, their values, and masking them everywhere.
 
-A config field is secret when its type is pydantic's ``SecretStr``/``SecretBytes`` (JSON Schema
-``writeOnly``/``format: password``) or when it is marked ``Field(json_schema_extra={"secret": True})``.
+A config field is secret when
 
-Secret values are registered per process when a blueprint is loaded and when a plugin is built, and
-``mask`` replaces them with ``MASK`` in any text: the structlog processor ``mask_secrets`` applies it to
-every log line, and the plugin contract applies it to failure reasons before they reach an envelope (and
-so the HTTP client). Reports and CLI output render configs through ``redact``.
+- its type is pydantic's ``SecretStr``/``SecretBytes`` (JSON Schema ``writeOnly``/``format: password``), or it is
+  marked ``Field(json_schema_extra={"secret": True})`` (*declared* secrets); or
+- its own name (not a parent's) contains ``password``, ``secret``, ``token`` or ``key`` in any case (``api_token``,
+  ``db_password``, ``signingKey``) and its value can hold text: a string, an untyped value, or a list or map of
+  them (*named* secrets). Numbers, booleans, enums and nested models are never secret by name (``key_size: int``,
+  ``keys: {limit: 5}``); a nested model's own fields are judged by their own names. A field named like a secret
+  that is not one says so: ``Field(json_schema_extra={"secret": False})`` (e.g. ``token_url``, ``key_header``).
+
+``config_schema`` writes the name rule into the generated JSON Schema (``"secret": true``), so the schema a
+blueprint editor or a plugin in another language sees, ``plugins show``, ``docs`` and validation messages all
+agree with what is masked at run time.
+
+A secret field is always masked when a config is rendered (``redact``, ``redact_schema``). Its values are also
+registered per process, when a blueprint is loaded and when a plugin is built, and ``mask`` replaces them with
+``MASK`` in any text: the structlog processor ``mask_secrets`` applies it to every log line, and the executor
+applies it to failure reasons before they reach an envelope, an event, a breaker record or the HTTP client.
+Free-text masking replaces a value wherever it appears, so what gets registered is chosen with care:
+
+- values shorter than ``MIN_MASKED_LENGTH`` never are (they would match everywhere);
+- the items of a list or map that is secret *only by its name* (``keys: [alice, bob]`` may well list consumer
+  names) are registered only from ``MIN_LISTED_SECRET_LENGTH`` characters, the length of a generated key; shorter
+  ones are still masked wherever the config is rendered. Declare such a field secret (or give it a ``SecretStr``
+  type) to have every item masked in free text too.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterable, Mapping, MutableMapping
+from enum import Enum
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, SecretBytes, SecretStr
@@ -21,7 +42,21 @@ MASK = "********"
 MIN_MASKED_LENGTH = 4
 """Shorter secret values are not searched for in free text: they would match everywhere. Secret fields are
 still always masked when a config is rendered."""
+MIN_LISTED_SECRET_LENGTH = 16
+"""Items of a list or map secret only by its name are masked in free text from this length (a generated key's)."""
 SECRET_KEYWORD = "secret"  # noqa: S105  # the schema keyword that marks a field secret, not a password
+SECRET_NAME = re.compile(r"password|secret|token|key", re.IGNORECASE)
+"""A field whose own name matches is secret when its value can hold text (see the module docstring)."""
+
+
+class Secrecy(str, Enum):
+    """Why a config field is secret."""
+
+    DECLARED = "declared"
+    """Its type is ``SecretStr``/``SecretBytes`` or it is marked ``json_schema_extra={"secret": True}``."""
+    NAMED = "named"
+    """Its name looks like a secret's and its value can hold text."""
+
 
 _known: set[str] = set()
 _ordered: tuple[str, ...] = ()
@@ -82,9 +117,103 @@ def is_secret_path(schema: Mapping[str, Any], path: Iterable[str | int]) -> bool
     return any(_secret_here(node, schema) for node in nodes)
 
 
+def _holds_text(schema: Mapping[str, Any], root: Mapping[str, Any]) -> bool:
+    """True when a value of this JSON Schema node can be text: a string, untyped, or a list or map of them."""
+    if "$ref" in schema:
+        return False  # a nested model: its own fields are judged by their own names
+    if "enum" in schema or "const" in schema:
+        return False  # a choice among known words is no secret
+    branches = [branch for key in ("anyOf", "oneOf") for branch in schema.get(key, [])]
+    if branches:
+        return any(_holds_text(branch, root) for branch in branches)
+    kind = schema.get("type")
+    kinds = set(kind) if isinstance(kind, list) else {kind}
+    if "string" in kinds or kind is None:
+        return True
+    if "array" in kinds:
+        items = schema.get("items")
+        return not isinstance(items, Mapping) or _holds_text(items, root)
+    if "object" in kinds and "properties" not in schema:
+        values = schema.get("additionalProperties", True)
+        return values is True or (isinstance(values, Mapping) and _holds_text(values, root))
+    return False
+
+
+def name_looks_secret(name: str) -> bool:
+    """True when a field's own name says it holds a secret (``api_token``, ``db_password``, ``signingKey``)."""
+    return SECRET_NAME.search(name) is not None
+
+
+def mark_named_secrets(schema: dict[str, Any]) -> dict[str, Any]:
+    """Add ``"secret": true`` to every property of ``schema`` (``$defs`` included) that is secret by its name.
+
+    A property that states ``secret`` itself (``json_schema_extra={"secret": False}``) keeps what it states.
+    """
+
+    def visit(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                visit(item)
+            return
+        if not isinstance(node, dict):
+            return
+        properties = node.get("properties")
+        if isinstance(properties, dict):
+            for name, child in properties.items():
+                if (
+                    isinstance(child, dict)
+                    and SECRET_KEYWORD not in child
+                    and name_looks_secret(name)
+                    and _holds_text(child, schema)
+                ):
+                    child[SECRET_KEYWORD] = True
+        for value in node.values():
+            visit(value)
+
+    visit(schema)
+    return schema
+
+
+@cache
+def config_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a config model, secret-by-name fields marked ``"secret": true``.
+
+    Callers share the returned dict: never change it.
+    """
+    return mark_named_secrets(model.model_json_schema(mode="validation"))
+
+
+@cache
+def secret_fields(model: type[BaseModel]) -> Mapping[str, Secrecy]:
+    """The secret fields of a model (by Python name) and why each is secret: what ``config_schema`` says."""
+    try:
+        schema = config_schema(model)
+    except Exception:  # no JSON Schema (not a valid plugin config): judge by marks and names alone
+        schema = {}
+    properties = schema.get("properties", {})
+    found: dict[str, Secrecy] = {}
+    for name, info in model.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, Mapping) else {}
+        node = properties.get(info.alias or name, properties.get(name))
+        if extra.get(SECRET_KEYWORD) or (isinstance(node, Mapping) and _declared_here(node, schema)):
+            found[name] = Secrecy.DECLARED
+        elif isinstance(node, Mapping):
+            if node.get(SECRET_KEYWORD) is True:  # marked by name in ``config_schema``
+                found[name] = Secrecy.NAMED
+        elif not schema and extra.get(SECRET_KEYWORD) is not False and name_looks_secret(name):
+            found[name] = Secrecy.NAMED
+    return found
+
+
+def _declared_here(schema: Mapping[str, Any], root: Mapping[str, Any]) -> bool:
+    schema = _deref(schema, root)
+    if schema.get("writeOnly") or schema.get("format") == "password":
+        return True
+    return any(_declared_here(branch, root) for key in ("anyOf", "oneOf", "allOf") for branch in schema.get(key, []))
+
+
 def _field_is_secret(model: type[BaseModel], name: str) -> bool:
-    extra = model.model_fields[name].json_schema_extra
-    return isinstance(extra, Mapping) and bool(extra.get(SECRET_KEYWORD))
+    return name in secret_fields(model)
 
 
 def _strings(value: Any) -> Iterable[str]:
@@ -108,15 +237,23 @@ def _strings(value: Any) -> Iterable[str]:
 
 
 def secret_values(config: Any) -> set[str]:
-    """Every secret string held by a config model (nested models, lists and dicts included)."""
+    """Every secret string held by a config model (nested models, lists and dicts included), for free-text masking.
+
+    The items of a list or map secret only by its name count from ``MIN_LISTED_SECRET_LENGTH`` characters.
+    """
     found: set[str] = set()
     if isinstance(config, (SecretStr, SecretBytes)):
         found.update(_strings(config))
     elif isinstance(config, BaseModel):
+        fields = secret_fields(type(config))
         for name in type(config).model_fields:
             value = getattr(config, name, None)
-            if _field_is_secret(type(config), name):
+            secrecy = fields.get(name)
+            if secrecy is Secrecy.DECLARED or (secrecy is Secrecy.NAMED and isinstance(value, (str, bytes))):
                 found.update(_strings(value))
+            elif secrecy is Secrecy.NAMED:
+                found.update(item for item in _strings(value) if len(item) >= MIN_LISTED_SECRET_LENGTH)
+                found.update(secret_values(value))
             else:
                 found.update(secret_values(value))
     elif isinstance(config, Mapping):
@@ -150,23 +287,35 @@ def forget_all() -> None:
 def mask(text: str, values: Iterable[str] | None = None) -> str:
     """``text`` with every registered secret (and every one of ``values``) replaced by ``MASK``."""
     candidates = _ordered if values is None else sorted(set(values) | _known, key=len, reverse=True)
+    return _replace(text, candidates)
+
+
+def _replace(text: str, candidates: Iterable[str]) -> str:
     for secret in candidates:
         if len(secret) >= MIN_MASKED_LENGTH and secret in text:
             text = text.replace(secret, MASK)
     return text
 
 
-def _mask_value(value: Any) -> Any:
+def mask_value(value: Any, candidates: tuple[str, ...]) -> Any:
+    """``value`` (text, or lists and dicts of it, or an exception) with each of ``candidates`` replaced by ``MASK``.
+
+    ``candidates`` go longest first, so that a secret containing another is masked whole.
+    """
     if isinstance(value, str):
-        return mask(value)
+        return _replace(value, candidates)
     if isinstance(value, dict):
-        return {key: _mask_value(item) for key, item in value.items()}
+        return {key: mask_value(item, candidates) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_mask_value(item) for item in value)
+        return type(value)(mask_value(item, candidates) for item in value)
     if isinstance(value, BaseException):
-        masked = mask(str(value))
+        masked = _replace(str(value), candidates)
         return value if masked == str(value) else f"{type(value).__name__}: {masked}"
     return value
+
+
+def _mask_value(value: Any) -> Any:
+    return mask_value(value, _ordered)
 
 
 def mask_secrets(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -219,12 +368,17 @@ def _masked_shape(value: Any) -> Any:
     return MASK
 
 
-def redact_schema(schema: Any) -> Any:
-    """A JSON Schema with the ``default`` and ``examples`` of secret nodes replaced by ``MASK``."""
+def redact_schema(schema: Any, root: Mapping[str, Any] | None = None) -> Any:
+    """A JSON Schema with the ``default`` and ``examples`` of secret nodes replaced by ``MASK``.
+
+    The default of a nested model or a list of them (``upstream: Upstream = Upstream(token=...)``) keeps its shape,
+    with the values of its secret fields masked.
+    """
     if isinstance(schema, list):
-        return [redact_schema(item) for item in schema]
+        return [redact_schema(item, root) for item in schema]
     if not isinstance(schema, Mapping):
         return schema
+    root = schema if root is None else root
     secret = is_secret_schema(schema)
     out: dict[str, Any] = {}
     for key, value in schema.items():
@@ -232,6 +386,18 @@ def redact_schema(schema: Any) -> Any:
             out[key] = _masked_shape(value)
         elif secret and key == "examples":
             out[key] = [MASK for _ in value] if isinstance(value, list) else MASK
+        elif key == "default" and isinstance(value, (dict, list)):
+            out[key] = _redact_default(value, {**schema, "$defs": root.get("$defs", {})}, ())
         else:
-            out[key] = redact_schema(value)
+            out[key] = redact_schema(value, root)
     return out
+
+
+def _redact_default(value: Any, schema: Mapping[str, Any], path: tuple[str | int, ...]) -> Any:
+    if path and is_secret_path(schema, path):
+        return _masked_shape(value)
+    if isinstance(value, dict):
+        return {key: _redact_default(item, schema, (*path, key)) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redact_default(item, schema, (*path, index)) for index, item in enumerate(value)]
+    return value

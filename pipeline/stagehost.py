@@ -32,7 +32,7 @@ from backworks.contracts.envelope import Envelope
 from backworks.contracts.names import PIPELINE_STREAM, Phase, stage_durable, stage_subject
 from backworks.contracts.registry import ReplicaInfo
 from backworks.contracts.types import FailureKind
-from backworks.pipeline import broker, secrets
+from backworks.pipeline import broker, credentials, secrets
 from backworks.pipeline.blueprints import ResolvedInstance
 from backworks.pipeline.breakers import FleetBreakers
 from backworks.pipeline.consumer import PullConsumer
@@ -221,8 +221,9 @@ class StageHost:
             log.error("unreadable envelope terminated", instance=self.instance.name, error=str(exc)[:500])
             self.dropped[FailureKind.INVALID.value] += 1
             return Term("unreadable envelope")
-        # Each message runs in its own task (``PullConsumer``): the binding lives exactly as long as its work.
+        # Each message runs in its own task (``PullConsumer``): the bindings live exactly as long as its work.
         structlog.contextvars.bind_contextvars(request_id=envelope.request_id)
+        credentials.bind(envelope)  # no log line of this work shows the request's credentials
         stage = envelope.current
         if stage is None or stage.instance != self.instance.name or stage.phase is not phase:
             log.error("misrouted envelope terminated", instance=self.instance.name)

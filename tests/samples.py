@@ -7,6 +7,9 @@ A test that needs a plugin of a common shape takes it from here (or subclasses i
 - :class:`Answer`, a handler answering a fixed body;
 - :class:`KeyConfig`, a config holding one secret.
 
+:data:`LEAKY_SOURCE` is a plugin file with plain ``str`` secrets (``api_token``, ``db_password``) and a declared
+credential header and query parameter, whose hook raises an error quoting all of them (the secret-leak tests).
+
 :data:`PROCESSOR_FACTORY_SOURCE` is the same factory as Python source, for tests that write plugins into a
 ``plugin_dirs`` folder with :func:`write_plugin_file`. Deliberately malformed classes (the input of a test that
 rejects them) stay in that test.
@@ -87,6 +90,66 @@ def processor(plugin_name, plugin_version="1.0.0", plugin_priority=0, **needs):
     return Local
 
 """
+
+
+LEAKY_SOURCE = """
+from pydantic import BaseModel, ConfigDict, Field
+
+from backworks import Action, Continue, Credentials, Envelope, Health, HealthStatus, RequestProcessor
+
+
+class LeakyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    api_token: str
+    db_password: str
+    key_header: str = Field(default="x-api-key", json_schema_extra={"secret": False})
+
+
+class Leaky(RequestProcessor[LeakyConfig]):
+    name = "leaky"
+    version = "1.0.0"
+    description = "Reads a key header; fails quoting its config's secrets and the request's credentials."
+    Config = LeakyConfig
+    is_critical = True
+
+    @classmethod
+    def credentials(cls, config: LeakyConfig) -> Credentials:
+        return Credentials(headers=(config.key_header,), query=("api_key",))
+
+    async def process_request(self, envelope: Envelope) -> Action:
+        if envelope.header("x-mode") == "pass":
+            return Continue(envelope)
+        raise RuntimeError(
+            f"db refused {self.config.db_password} for token {self.config.api_token}; the caller sent "
+            f"{envelope.header('authorization')}, {envelope.header('cookie')}, "
+            f"{envelope.header(self.config.key_header)} and {envelope.query_param('api_key')}"
+        )
+
+    async def health_check(self) -> Health:
+        return Health(status=HealthStatus.DEGRADED, message=f"db at postgres://app:{self.config.db_password}@db")
+"""
+LEAKY_CONFIG = {"api_token": "tok-live-7f3a9c2e", "db_password": "pw-h4rd-2-gu3ss"}
+"""The config secrets of :data:`LEAKY_SOURCE`'s instances in these tests."""
+REQUEST_CREDENTIALS = {
+    "authorization": "Bearer az-9f8e7d6c5b4a",
+    "cookie": "session=ck-5a4b3c2d1e0f; theme=dark",
+    "x-api-key": "hk-0a1b2c3d4e5f",
+}
+QUERY_CREDENTIAL = "qk-123456789abc"
+"""The ``api_key`` query parameter :data:`LEAKY_SOURCE` declares."""
+SECRET_STRINGS = (
+    *LEAKY_CONFIG.values(),
+    "az-9f8e7d6c5b4a",
+    "ck-5a4b3c2d1e0f",
+    "hk-0a1b2c3d4e5f",
+    QUERY_CREDENTIAL,
+)
+"""Every string that must never show: config secrets and request credentials."""
+
+
+def leaks(text: str) -> list[str]:
+    """The secret strings of :data:`SECRET_STRINGS` that ``text`` shows."""
+    return [secret for secret in SECRET_STRINGS if secret in text]
 
 
 def write_plugin_file(tmp_path: Path, filename: str, source: str) -> Path:
