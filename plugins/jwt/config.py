@@ -78,9 +78,8 @@ class JwtConfig(BaseModel):
     )
     jwks_url: str | None = Field(
         default=None,
-        pattern=r"^https?://",
-        description="URL of a JSON Web Key Set: fetched at startup, cached, and fetched again when a token names "
-        "an unknown `kid` (at most once per `jwks_min_refresh_s`).",
+        description="http(s) URL of a JSON Web Key Set: fetched at startup, cached, and fetched again when a "
+        "token names an unknown `kid` (at most once per `jwks_min_refresh_s`).",
     )
     issuer: str | None = Field(default=None, description="Required `iss` claim, if set.")
     audience: str | list[str] | None = Field(
@@ -116,6 +115,15 @@ class JwtConfig(BaseModel):
         "flood the JWKS endpoint.",
     )
     jwks_timeout_s: float = Field(default=DEFAULT_JWKS_TIMEOUT_S, gt=0, description="Timeout of one JWKS fetch.")
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError(
+                f"jwks_url {value!r} is not an http(s) URL, e.g. https://idp.example/.well-known/jwks.json"
+            )
+        return value
 
     @field_validator("public_key")
     @classmethod

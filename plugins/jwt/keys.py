@@ -44,7 +44,7 @@ class JwksCache:
         self._keys: dict[str | None, PyJWK] = {}
         self._fetched_at = 0.0
         self._attempted_at = -float("inf")
-        self._lock = asyncio.Lock()
+        self._inflight: asyncio.Future[None] | None = None
         self._client: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
@@ -58,6 +58,8 @@ class JwksCache:
             log.warning("JWKS not fetched at startup; will retry on the first token", url=self.url, error=str(exc))
 
     async def close(self) -> None:
+        if self._inflight is not None:
+            self._inflight.cancel()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -95,19 +97,23 @@ class JwksCache:
             log.warning("JWKS fetch failed; keeping the keys held", url=self.url, error=str(exc), held=self.held)
 
     async def _refresh(self, *, force: bool = False) -> None:
-        """Fetch the set unless one was attempted less than ``min_refresh_s`` ago (single-flight)."""
-        asked_at = time.monotonic()
-        async with self._lock:
-            if self._attempted_at >= asked_at:
-                return  # another request fetched while this one waited
+        """Fetch the set unless one was attempted less than ``min_refresh_s`` ago; callers share a fetch in flight."""
+        if self._inflight is None:
             if not force and time.monotonic() - self._attempted_at < self.min_refresh_s:
                 return
             self._attempted_at = time.monotonic()
             self.fetches += 1
-            keys = await self._fetch()
-            self._keys = keys
+            self._inflight = asyncio.ensure_future(self._fetch_and_keep())
+        # shielded: a caller that times out does not cancel the fetch the others wait for
+        await asyncio.shield(self._inflight)
+
+    async def _fetch_and_keep(self) -> None:
+        try:
+            self._keys = await self._fetch()
             self._fetched_at = time.monotonic()
             self.last_error = None
+        finally:
+            self._inflight = None
 
     async def _fetch(self) -> dict[str | None, PyJWK]:
         import httpx  # imported here: `backworks validate` and `--help` load this plugin without the web stack
