@@ -87,7 +87,7 @@ class JwtConfig(BaseModel):
     )
     leeway_s: float = Field(default=0.0, ge=0, description="Clock skew allowed for `exp`, `nbf` and `iat`, seconds.")
     required_claims: list[str] = Field(
-        default_factory=lambda: ["exp"], description="Claims every token must have (default: `[exp]`)."
+        default=["exp"], description="Claims every token must have; `[]` to accept tokens that never expire."
     )
     consumer_claim: str = Field(default="sub", min_length=1, description="Claim naming the caller (the consumer).")
     scopes_claim: str = Field(
