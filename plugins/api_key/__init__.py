@@ -12,6 +12,8 @@ import hashlib
 import hmac
 
 from backworks.contracts.envelope import Envelope, Principal
+from backworks.contracts.events import SecurityDecision
+from backworks.pipeline.audit import record_decision
 from backworks.pipeline.capabilities import PRINCIPAL
 from backworks.pipeline.plugin import Action, Continue, Credentials, Respond, Security
 from backworks.pipeline.problems import problem
@@ -86,18 +88,22 @@ class ApiKey(Security[ApiKeyConfig]):
                 found = entry
         return found
 
-    def _unauthorized(self, detail: str) -> Respond:
+    def _unauthorized(self, envelope: Envelope, detail: str) -> Respond:
+        record_decision(
+            envelope, self.name, SecurityDecision.DENIED, detail, level=self.config.audit, status=UNAUTHORIZED
+        )
         return Respond(problem(UNAUTHORIZED, "Unauthorized", detail, headers={"www-authenticate": self._challenge}))
 
     async def authenticate(self, envelope: Envelope) -> Action:
         """Set ``envelope.principal`` from the key's entry, or answer 401."""
         key = self._presented(envelope)
         if key is None:
-            return self._unauthorized(f"missing API key: send it in {self._where()}")
+            return self._unauthorized(envelope, f"missing API key: send it in {self._where()}")
         entry = self._match(key)
         if entry is None:
-            return self._unauthorized("unknown API key: it matches none of the keys this API knows")
+            return self._unauthorized(envelope, "unknown API key: it matches none of the keys this API knows")
         envelope.principal = Principal(consumer=entry.consumer, kind=PRINCIPAL_KIND, scopes=list(entry.scopes))
+        record_decision(envelope, self.name, SecurityDecision.ALLOWED, "known API key", level=self.config.audit)
         if self.config.hide_credentials:
             self._hide(envelope)
         return Continue(envelope)

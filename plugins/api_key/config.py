@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from backworks.pipeline.audit import AuditLevel
+
 DEFAULT_HEADER = "x-api-key"
 SHA256_HEX = r"^[0-9a-fA-F]{64}$"
 
@@ -39,6 +41,10 @@ class ApiKeyConfig(BaseModel):
     realm: str = Field(default="api", min_length=1, description="Realm named in the `WWW-Authenticate` challenge.")
     hide_credentials: bool = Field(
         default=False, description="Remove the key from the request before later stages and the handler see it."
+    )
+    audit: AuditLevel = Field(
+        default=AuditLevel.ALL,
+        description="Decisions published on the event stream (`bw.evt.security.allowed|denied`): all, denied or none.",
     )
 
     @model_validator(mode="after")

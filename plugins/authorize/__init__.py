@@ -9,7 +9,11 @@ challenge).
 
 from __future__ import annotations
 
+from typing import Any
+
 from backworks.contracts.envelope import Envelope
+from backworks.contracts.events import SecurityDecision
+from backworks.pipeline.audit import record_decision
 from backworks.pipeline.capabilities import PRINCIPAL
 from backworks.pipeline.plugin import Action, Continue, Respond, Security
 from backworks.pipeline.problems import problem
@@ -38,16 +42,18 @@ class Authorize(Security[AuthorizeConfig]):
     def __init__(self, config: AuthorizeConfig, *, instance: str) -> None:
         super().__init__(config, instance=instance)
         self._consumers = frozenset(config.consumers)
+        granted = [f"has scope(s) {', '.join(config.scopes)}"] if config.scopes else []
+        granted += ["is a listed consumer"] if config.consumers else []
+        self._granted = " and ".join(granted)
 
     async def authorize(self, envelope: Envelope) -> Action:
         """Continue when the principal may call this endpoint; 401/403 otherwise."""
         principal = envelope.principal
         if principal is None:
-            return Respond(problem(UNAUTHORIZED, "Unauthorized", "this endpoint needs an authenticated caller"))
+            return self._deny(envelope, UNAUTHORIZED, "Unauthorized", "this endpoint needs an authenticated caller")
         if self._consumers and principal.consumer not in self._consumers:
-            return Respond(
-                problem(FORBIDDEN, "Forbidden", f"consumer {principal.consumer!r} may not call this endpoint")
-            )
+            detail = f"consumer {principal.consumer!r} may not call this endpoint"
+            return self._deny(envelope, FORBIDDEN, "Forbidden", detail)
         held = set(principal.scopes)
         missing = [scope for scope in self.config.scopes if scope not in held]
         if missing:
@@ -55,13 +61,14 @@ class Authorize(Security[AuthorizeConfig]):
             if principal.kind in BEARER_KINDS:
                 scope = " ".join(self.config.scopes)
                 headers["www-authenticate"] = f'Bearer error="insufficient_scope", scope="{scope}"'
-            return Respond(
-                problem(
-                    FORBIDDEN,
-                    "Forbidden",
-                    f"missing scope(s): {', '.join(missing)}",
-                    headers=headers,
-                    missing_scopes=missing,
-                )
-            )
+            detail = f"missing scope(s): {', '.join(missing)}"
+            return self._deny(envelope, FORBIDDEN, "Forbidden", detail, headers=headers, missing_scopes=missing)
+        record_decision(envelope, self.name, SecurityDecision.ALLOWED, self._granted, level=self.config.audit)
         return Continue(envelope)
+
+    def _deny(
+        self, envelope: Envelope, status: int, title: str, detail: str, headers: dict[str, str] | None = None,
+        **members: Any,
+    ) -> Respond:  # fmt: skip
+        record_decision(envelope, self.name, SecurityDecision.DENIED, detail, level=self.config.audit, status=status)
+        return Respond(problem(status, title, detail, headers=headers, **members))

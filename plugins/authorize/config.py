@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from backworks.pipeline.audit import AuditLevel
+
 
 class AuthorizeConfig(BaseModel):
     """What the authenticated caller must have: every scope listed, and/or to be one of the consumers listed."""
@@ -13,6 +15,10 @@ class AuthorizeConfig(BaseModel):
     )
     consumers: list[str] = Field(
         default_factory=list, description="Consumers allowed (any of them); empty: any authenticated consumer."
+    )
+    audit: AuditLevel = Field(
+        default=AuditLevel.ALL,
+        description="Decisions published on the event stream (`bw.evt.security.allowed|denied`): all, denied or none.",
     )
 
     @model_validator(mode="after")

@@ -16,6 +16,8 @@ import jwt
 from jwt import PyJWK
 
 from backworks.contracts.envelope import Envelope, Principal
+from backworks.contracts.events import SecurityDecision
+from backworks.pipeline.audit import record_decision
 from backworks.pipeline.capabilities import PRINCIPAL
 from backworks.pipeline.plugin import Action, Continue, Credentials, Fail, Health, HealthStatus, Respond, Security
 from backworks.pipeline.problems import problem
@@ -133,8 +135,11 @@ class Jwt(Security[JwtConfig]):
             parts += ['error="invalid_token"', f'error_description="{error.replace(chr(34), chr(39))}"']
         return "Bearer " + ", ".join(parts)
 
-    def _unauthorized(self, detail: str, *, missing: bool = False) -> Respond:
+    def _unauthorized(self, envelope: Envelope, detail: str, *, missing: bool = False) -> Respond:
         self.refused += 1
+        record_decision(
+            envelope, self.name, SecurityDecision.DENIED, detail, level=self.config.audit, status=UNAUTHORIZED
+        )
         challenge = self._challenge(None if missing else detail)
         return Respond(problem(UNAUTHORIZED, "Unauthorized", detail, headers={"www-authenticate": challenge}))
 
@@ -173,20 +178,20 @@ class Jwt(Security[JwtConfig]):
         """Verify the token and set ``envelope.principal``, or answer 401 with the reason."""
         token, missing = self._token(envelope)
         if token is None:
-            return self._unauthorized(missing or "missing token", missing=True)
+            return self._unauthorized(envelope, missing or "missing token", missing=True)
         try:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError:
-            return self._unauthorized("malformed token")
+            return self._unauthorized(envelope, "malformed token")
         algorithm = header.get("alg")
         if algorithm not in self._allowed:
             allowed = ", ".join(self._allowed)
-            return self._unauthorized(f"algorithm {algorithm!r} is not allowed (allowed: {allowed})")
+            return self._unauthorized(envelope, f"algorithm {algorithm!r} is not allowed (allowed: {allowed})")
         kid = header.get("kid")
         try:
             key = await self._key(kid if isinstance(kid, str) else None)
         except KeyNotFound as exc:
-            return self._unauthorized(str(exc))
+            return self._unauthorized(envelope, str(exc))
         except JwksUnavailable as exc:
             return Fail(f"cannot verify tokens: {exc}")
         try:
@@ -200,16 +205,17 @@ class Jwt(Security[JwtConfig]):
                 options={"require": self.config.required_claims, "verify_aud": self._audience is not None},
             )
         except jwt.InvalidTokenError as exc:
-            return self._unauthorized(reason(exc))
+            return self._unauthorized(envelope, reason(exc))
         consumer = claims.get(self.config.consumer_claim)
         if not isinstance(consumer, (str, int)) or isinstance(consumer, bool) or consumer == "":
-            return self._unauthorized(f"token has no {self.config.consumer_claim!r} claim naming the caller")
+            return self._unauthorized(envelope, f"token has no {self.config.consumer_claim!r} claim naming the caller")
         envelope.principal = Principal(
             consumer=str(consumer),
             kind=PRINCIPAL_KIND,
             scopes=scopes_of(claims.get(self.config.scopes_claim)),
             claims=claims,
         )
+        record_decision(envelope, self.name, SecurityDecision.ALLOWED, "valid token", level=self.config.audit)
         if self.config.hide_credentials:
             self._hide(envelope)
         return Continue(envelope)

@@ -5,6 +5,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from backworks.pipeline.audit import AuditLevel
+
 DEFAULT_HEADER = "authorization"
 DEFAULT_SCHEME = "Bearer"
 """The token's scheme in the ``Authorization`` header (RFC 6750); another header carries the bare token."""
@@ -104,6 +106,10 @@ class JwtConfig(BaseModel):
     realm: str = Field(default="api", min_length=1, description="Realm named in the `WWW-Authenticate` challenge.")
     hide_credentials: bool = Field(
         default=False, description="Remove the token from the request before later stages and the handler see it."
+    )
+    audit: AuditLevel = Field(
+        default=AuditLevel.ALL,
+        description="Decisions published on the event stream (`bw.evt.security.allowed|denied`): all, denied or none.",
     )
     jwks_cache_s: float = Field(
         default=DEFAULT_JWKS_CACHE_S, gt=0, description="Seconds a fetched key set is used before it is fetched again."

@@ -41,6 +41,8 @@ async def test_a_known_key_sets_the_principal_with_consumer_and_scopes() -> None
         assert (envelope.principal.consumer, envelope.principal.kind) == ("alice", "api-key")
         assert envelope.principal.scopes == ["notes:write", "notes:read"]
         assert envelope.header("x-api-key") == ALICE_KEY, "kept unless hide_credentials"
+        (decision,) = envelope.annotations["security"]
+        assert (decision["decision"], decision["consumer"], decision["reason"]) == ("allowed", "alice", "known API key")
         bob = assert_continued(await harness.request(headers={"x-api-key": BOB_KEY}))
         assert bob.principal is not None and bob.principal.consumer == "bob", "upper-case digests match too"
 
@@ -91,8 +93,10 @@ async def test_query_parameter_and_header_are_both_accepted_when_configured() ->
         assert body(response)["detail"] == (
             "missing API key: send it in the 'x-api-key' header or the 'api_key' query parameter"
         )
-    async with PluginHarness(ApiKey, {"keys": KEYS, "query": "api_key", "header": None}) as harness:
+    async with PluginHarness(ApiKey, {"keys": KEYS, "query": "api_key", "header": None, "audit": "none"}) as harness:
         assert_responded(await harness.request(headers={"x-api-key": ALICE_KEY}), status=401)
+        quiet = assert_continued(await harness.request(query={"api_key": ALICE_KEY}))
+        assert "security" not in quiet.annotations, "audit: none notes nothing"
 
 
 async def test_hide_credentials_removes_the_key_before_later_stages() -> None:

@@ -45,6 +45,8 @@ async def test_a_valid_hs256_token_sets_consumer_scopes_and_claims() -> None:
     assert (principal.consumer, principal.kind) == ("alice", "jwt")
     assert principal.scopes == ["notes:read", "notes:write"], "space-separated scope string"
     assert principal.claims["iss"] == ISSUER
+    (decision,) = envelope.annotations["security"]
+    assert (decision["decision"], decision["plugin"], decision["consumer"]) == ("allowed", "jwt", "alice")
 
 
 async def test_scopes_may_be_a_list_under_another_claim_and_the_consumer_another_claim() -> None:
