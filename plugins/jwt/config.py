@@ -165,6 +165,13 @@ class JwtConfig(BaseModel):
             )
         if symmetric and self.secret is None:
             raise ValueError(f"{', '.join(sorted(symmetric))} need `secret` (the shared HMAC secret)")
+        if symmetric and self.secret is not None:
+            strongest = max(symmetric, key=lambda name: int(name[2:]))
+            needed = int(strongest[2:]) // 8
+            if len(self.secret.get_secret_value().encode()) < needed:
+                raise ValueError(
+                    f"`secret` is too short for {strongest}: use at least {needed} random bytes (RFC 7518 section 3.2)"
+                )
         if asymmetric and self.secret is not None:
             raise ValueError(f"{', '.join(sorted(asymmetric))} need `public_key` or `jwks_url`, not `secret`")
         if self.header is None and self.query is None:

@@ -166,6 +166,8 @@ async def test_an_hs256_token_signed_with_the_public_key_is_refused() -> None:
         ({"algorithms": ["RS256"], "public_key": "file:/nonexistent/key.pem"}, "cannot read public key file"),
         ({"algorithms": ["RS256"], "jwks_url": "ftp://idp.test/jwks"}, "is not an http(s) URL"),
         ({**HS, "header": None}, "set `header` or `query`"),
+        ({"algorithms": ["HS256"], "secret": "short"}, "`secret` is too short for HS256: use at least 32 random bytes"),
+        ({"algorithms": ["HS256", "HS512"], "secret": SECRET}, "`secret` is too short for HS512: use at least 64"),
     ],
 )
 def test_invalid_configs_say_what_is_wrong(config: dict[str, Any], expected: str) -> None:
