@@ -18,6 +18,7 @@ from backworks.pipeline.capabilities import PRINCIPAL
 from backworks.pipeline.plugin import Action, Continue, Credentials, Respond, Security
 from backworks.pipeline.problems import problem
 from backworks.plugins.api_key.config import ApiKeyConfig, ApiKeyEntry
+from backworks.plugins.carriers import Carrier
 
 PRINCIPAL_KIND = "api-key"
 UNAUTHORIZED = 401
@@ -44,14 +45,13 @@ class ApiKey(Security[ApiKeyConfig]):
     def __init__(self, config: ApiKeyConfig, *, instance: str) -> None:
         super().__init__(config, instance=instance)
         self._known: list[tuple[bytes, ApiKeyEntry]] = [(bytes.fromhex(entry.sha256), entry) for entry in config.keys]
+        self._carrier = Carrier(config.header, config.query)
         self._challenge = self._build_challenge()
 
     @classmethod
     def credentials(cls, config: ApiKeyConfig) -> Credentials:
         """The key's header and query parameter: redacted wherever a request is shown."""
-        return Credentials(
-            headers=(config.header,) if config.header else (), query=(config.query,) if config.query else ()
-        )
+        return Carrier(config.header, config.query).credentials()
 
     def _build_challenge(self) -> str:
         where = [f'realm="{self.config.realm}"']
@@ -60,25 +60,6 @@ class ApiKey(Security[ApiKeyConfig]):
         if self.config.query:
             where.append(f'query="{self.config.query}"')
         return "ApiKey " + ", ".join(where)
-
-    def _presented(self, envelope: Envelope) -> str | None:
-        if self.config.header:
-            value = envelope.header(self.config.header)
-            if value:
-                return value
-        if self.config.query:
-            value = envelope.query_param(self.config.query)
-            if value:
-                return value
-        return None
-
-    def _where(self) -> str:
-        places = []
-        if self.config.header:
-            places.append(f"the {self.config.header!r} header")
-        if self.config.query:
-            places.append(f"the {self.config.query!r} query parameter")
-        return " or ".join(places)
 
     def _match(self, key: str) -> ApiKeyEntry | None:
         presented = hashlib.sha256(key.encode()).digest()
@@ -96,21 +77,14 @@ class ApiKey(Security[ApiKeyConfig]):
 
     async def authenticate(self, envelope: Envelope) -> Action:
         """Set ``envelope.principal`` from the key's entry, or answer 401."""
-        key = self._presented(envelope)
+        key = self._carrier.read(envelope)
         if key is None:
-            return self._unauthorized(envelope, f"missing API key: send it in {self._where()}")
+            return self._unauthorized(envelope, f"missing API key: send it in {self._carrier.describe()}")
         entry = self._match(key)
         if entry is None:
             return self._unauthorized(envelope, "unknown API key: it matches none of the keys this API knows")
         envelope.principal = Principal(consumer=entry.consumer, kind=PRINCIPAL_KIND, scopes=list(entry.scopes))
         record_decision(envelope, self.name, SecurityDecision.ALLOWED, "known API key", level=self.config.audit)
         if self.config.hide_credentials:
-            self._hide(envelope)
+            self._carrier.hide(envelope)
         return Continue(envelope)
-
-    def _hide(self, envelope: Envelope) -> None:
-        if self.config.header:
-            name = self.config.header.lower()
-            envelope.headers = [(k, v) for k, v in envelope.headers if k != name]
-        if self.config.query:
-            envelope.query = [(k, v) for k, v in envelope.query if k != self.config.query]

@@ -21,6 +21,7 @@ from backworks.pipeline.audit import record_decision
 from backworks.pipeline.capabilities import PRINCIPAL
 from backworks.pipeline.plugin import Action, Continue, Credentials, Fail, Health, HealthStatus, Respond, Security
 from backworks.pipeline.problems import problem
+from backworks.plugins.carriers import Carrier
 from backworks.plugins.jwt.config import Algorithm, JwtConfig, read_public_key
 from backworks.plugins.jwt.keys import JwksCache, JwksUnavailable, KeyNotFound
 
@@ -95,15 +96,14 @@ class Jwt(Security[JwtConfig]):
             else None
         )
         self._scheme = config.effective_scheme
+        self._carrier = Carrier(config.header, config.query)
         self._audience: str | list[str] | None = config.audience
         self.refused = 0
 
     @classmethod
     def credentials(cls, config: JwtConfig) -> Credentials:
         """The token's header and query parameter: redacted wherever a request is shown."""
-        return Credentials(
-            headers=(config.header,) if config.header else (), query=(config.query,) if config.query else ()
-        )
+        return Carrier(config.header, config.query).credentials()
 
     async def startup(self) -> None:
         """Fetch the JWKS (when configured) before the first request."""
@@ -159,14 +159,8 @@ class Jwt(Security[JwtConfig]):
             value = envelope.query_param(self.config.query)
             if value:
                 return value, None
-        places = []
-        if self.config.header:
-            places.append(
-                f"the {self.config.header!r} header" + (f" as `{self._scheme} <token>`" if self._scheme else "")
-            )
-        if self.config.query:
-            places.append(f"the {self.config.query!r} query parameter")
-        return None, f"missing token: send it in {' or '.join(places)}"
+        shape = f" as `{self._scheme} <token>`" if self._scheme else ""
+        return None, f"missing token: send it in {self._carrier.describe(shape)}"
 
     async def _key(self, kid: str | None) -> str | bytes | PyJWK:
         if self._jwks is not None:
@@ -217,15 +211,8 @@ class Jwt(Security[JwtConfig]):
         )
         record_decision(envelope, self.name, SecurityDecision.ALLOWED, "valid token", level=self.config.audit)
         if self.config.hide_credentials:
-            self._hide(envelope)
+            self._carrier.hide(envelope)
         return Continue(envelope)
-
-    def _hide(self, envelope: Envelope) -> None:
-        if self.config.header:
-            name = self.config.header.lower()
-            envelope.headers = [(k, v) for k, v in envelope.headers if k != name]
-        if self.config.query:
-            envelope.query = [(k, v) for k, v in envelope.query if k != self.config.query]
 
 
 __all__ = ["Algorithm", "Jwt", "JwtConfig"]
