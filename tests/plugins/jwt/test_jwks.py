@@ -97,3 +97,14 @@ async def test_a_failed_refetch_keeps_the_keys_held() -> None:
             unknown = assert_responded(await harness.request(headers=bearer(token(key, kid="gone"))), status=401)
             assert b"unknown key" in unknown.body
             assert_continued(await harness.request(headers=bearer(token(key))))
+
+
+async def test_a_set_older_than_jwks_cache_s_is_fetched_again() -> None:
+    key = signing_key("real")
+    with jwks_server(key) as server:
+        async with PluginHarness(Jwt, config(server.url, jwks_cache_s=0.1, jwks_min_refresh_s=0)) as harness:
+            assert_continued(await harness.request(headers=bearer(token(key))))
+            fetched = server.fetches
+            await asyncio.sleep(0.5)  # several times the cache lifetime
+            assert_continued(await harness.request(headers=bearer(token(key))))
+            assert server.fetches == fetched + 1
