@@ -19,6 +19,7 @@ import typer
 from backworks import __version__
 from backworks.console import Format, FormatOption, console, fail, output
 from backworks.dlq_commands import dlq_app
+from backworks.keys_commands import keys_app
 from backworks.nats_commands import declare_streams, nats_app
 from backworks.plugin_commands import register as register_plugin_commands
 
@@ -262,6 +263,7 @@ def up(
 
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(nats_app, name="nats")
+app.add_typer(keys_app, name="keys")
 
 
 register_plugin_commands(app)

@@ -38,6 +38,10 @@ def render_plugin(entry: PluginEntry) -> str:
         ("Priority", str(cls.priority)),
         ("Max execution time", f"{cls.max_execution_time * 1000:g} ms"),
         ("Capabilities", ", ".join(f"`{c}`" for c in cls.capabilities) or "none"),
+        (
+            "Requires capabilities",
+            ", ".join(f"`{c}` (from an earlier stage)" for c in cls.requires_capabilities) or "none",
+        ),
     ]
     lines += ["| | |", "|---|---|", *(f"| {key} | {_cell(value)} |" for key, value in facts), ""]
     lines += ["### Dependencies", ""]

@@ -151,6 +151,7 @@ def describe(entry: PluginEntry, found: Catalog) -> dict[str, Any]:
         "priority": cls.priority,
         "max_execution_time": cls.max_execution_time,
         "capabilities": list(cls.capabilities),
+        "requires_capabilities": list(cls.requires_capabilities),
         "dependencies": dependencies,
         "config_schema": redact_schema(schema_of(cls.Config)),
     }
@@ -182,7 +183,7 @@ def show_plugin(
     out = output()
     facts = Table.grid(padding=(0, 2))
     for key in ("name", "version", "description", "category", "phases", "hooks", "source", "critical", "priority",
-                "max_execution_time", "capabilities"):  # fmt: skip
+                "max_execution_time", "capabilities", "requires_capabilities"):  # fmt: skip
         value = info[key]
         facts.add_row(f"[bold]{key}[/]", ", ".join(value) if isinstance(value, list) else str(value))
     out.print(facts)

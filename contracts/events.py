@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from enum import Enum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,6 +26,41 @@ class StageEvent(BaseModel):
     message: str
     skipped: bool
     """True when the request went on without the stage."""
+    at: float = Field(default_factory=time.time)
+
+
+class SecurityDecision(str, Enum):
+    """What a security stage decided about a request."""
+
+    ALLOWED = "allowed"
+    """The caller was authenticated or authorized: the request went on."""
+    DENIED = "denied"
+    """The request was refused (401, 403) and never reached the handler."""
+
+
+class SecurityEvent(BaseModel):
+    """Who did what, and what a security stage decided (``bw.evt.security.<decision>``): the audit trail."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    v: Literal[1] = 1
+    decision: SecurityDecision
+    stage: str
+    """Stage label, ``instance.phase``."""
+    plugin: str
+    """Plugin type (``api-key``, ``jwt``, ``authorize``…)."""
+    consumer: str | None
+    """The caller, when known (``None`` for a missing or unknown credential)."""
+    status: int | None
+    """The status answered when denied (401, 403)."""
+    reason: str
+    """Why, as the client was told (never a credential)."""
+    route: str
+    method: str
+    path: str
+    client: str | None
+    envelope_id: str
+    request_id: str
     at: float = Field(default_factory=time.time)
 
 

@@ -66,6 +66,11 @@ def stage_event_subject(kind: FailureKind) -> str:
     return f"bw.evt.stage.{kind.value}"
 
 
+def security_event_subject(decision: str) -> str:
+    """Subject of a security decision: ``bw.evt.security.<decision>`` (``allowed`` or ``denied``)."""
+    return f"bw.evt.security.{decision}"
+
+
 def dlq_subject(stage_label: str) -> str:
     """Subject a dead letter of stage ``<instance>.<phase>`` is stored under: ``bw.dlq.<instance>.<phase>``."""
     return f"bw.dlq.{stage_label}"

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from backworks.contracts.blueprint import Blueprint
 from backworks.contracts.breakers import CountRecord, ProbeRecord, StateRecord
 from backworks.contracts.envelope import Envelope
-from backworks.contracts.events import DeadLetter, StageEvent
+from backworks.contracts.events import DeadLetter, SecurityEvent, StageEvent
 from backworks.contracts.registry import ReplicaInfo
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -25,6 +25,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "replica-info.v1.json": ReplicaInfo,
     "stage-event.v1.json": StageEvent,
     "dead-letter.v1.json": DeadLetter,
+    "security-event.v1.json": SecurityEvent,
     "breaker-state.v1.json": StateRecord,
     "breaker-count.v1.json": CountRecord,
     "breaker-probe.v1.json": ProbeRecord,

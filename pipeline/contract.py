@@ -95,11 +95,12 @@ def _check_metadata(cls: type[Plugin[Any]], problems: list[str]) -> None:
     if not _declared_by_plugin(cls, "description") or not isinstance(description, str) or not description.strip():
         problems.append('no `description`: add a one-line class attribute, e.g. description = "Checks API keys."')
     _check_dependencies(cls, problems)
-    capabilities = getattr(cls, "capabilities", ())
-    if isinstance(capabilities, str) or not isinstance(capabilities, (Sequence, set, frozenset)):
-        problems.append(f"capabilities must be a list of strings, e.g. ['auth.api-key'], got {capabilities!r}")
-    elif not all(isinstance(item, str) and item.strip() for item in capabilities):
-        problems.append(f"capabilities must be non-empty strings, got {list(capabilities)!r}")
+    for attribute, example in (("capabilities", "['auth.api-key']"), ("requires_capabilities", "['principal']")):
+        values = getattr(cls, attribute, ())
+        if isinstance(values, str) or not isinstance(values, (Sequence, set, frozenset)):
+            problems.append(f"{attribute} must be a list of strings, e.g. {example}, got {values!r}")
+        elif not all(isinstance(item, str) and item.strip() for item in values):
+            problems.append(f"{attribute} must be non-empty strings, got {list(values)!r}")
     limit = getattr(cls, "max_execution_time", None)
     if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not 0 < limit <= MAX_EXECUTION_TIME_LIMIT:
         problems.append(

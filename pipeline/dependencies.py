@@ -149,7 +149,42 @@ def plan_endpoint(
                     continue
             if current != handler:
                 edges.update((provider, current) for provider in providers)
+        for capability in cls.requires_capabilities:
+            providers = [name for name in members if capability in instances[name].capabilities and name != current]
+            if providers:
+                if current != handler:
+                    edges.update((provider, current) for provider in providers)
+                continue
+            problems.append(DependencyProblem(current, _capability_missing(
+                endpoint, current, cls, capability, [*members, *([handler] if handler else [])], instances, declared
+            )))  # fmt: skip
     return EndpointPlan(_order(members, position, edges, lambda name: instances[name].priority), added, problems)
+
+
+def _capability_missing(
+    endpoint: str,
+    current: str,
+    cls: PluginClass,
+    capability: str,
+    chain: list[str],
+    instances: Mapping[str, PluginClass],
+    declared: list[str],
+) -> str:
+    """Why ``current`` cannot run: nothing in its endpoint's chain provides ``capability``; what would."""
+    offers = [
+        f"{name} ({instances[name].name})" for name in declared
+        if name in instances and capability in instances[name].capabilities
+    ]  # fmt: skip
+    hint = (
+        f"add one of the declared instances that provide it ({', '.join(offers)}) to this endpoint's plugins"
+        if offers
+        else f"declare an instance of a plugin that provides it (e.g. api-key or jwt for {capability!r}) under "
+        "/plugins and add it to this endpoint's plugins"
+    )
+    return (
+        f"endpoint {endpoint!r}: {current!r} ({cls.name}) requires the {capability!r} capability from an earlier "
+        f"stage, but nothing in its chain provides it ({' -> '.join(chain)}): {hint}"
+    )
 
 
 def _order(

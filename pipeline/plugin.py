@@ -144,7 +144,9 @@ class Plugin(Generic[ConfigT]):
     """Base of every plugin. Subclass one of the category classes below, not this one.
 
     Metadata (class attributes): ``name``, ``version`` (semver), ``description``, ``dependencies``
-    (plugin name -> version constraint such as ``">=1.0,<2"``), ``capabilities``, ``Config`` (a pydantic
+    (plugin name -> version constraint such as ``">=1.0,<2"``), ``capabilities`` (what it provides, e.g.
+    ``principal``), ``requires_capabilities`` (what an earlier stage of the same endpoint must provide, by any
+    plugin that has the capability), ``Config`` (a pydantic
     model with ``extra="forbid"``), ``max_execution_time`` (seconds), ``is_critical`` and ``priority``
     (higher runs earlier among plugins the blueprint and dependencies leave unordered).
     """
@@ -154,6 +156,7 @@ class Plugin(Generic[ConfigT]):
     description: ClassVar[str] = ""
     dependencies: ClassVar[Mapping[str, str]] = MappingProxyType({})
     capabilities: ClassVar[Sequence[str]] = ()
+    requires_capabilities: ClassVar[Sequence[str]] = ()
     category: ClassVar[Category]
     Config: ClassVar[type[BaseModel]] = EmptyConfig
     max_execution_time: ClassVar[float] = DEFAULT_MAX_EXECUTION_TIME

@@ -32,7 +32,7 @@ from backworks.contracts.envelope import Envelope
 from backworks.contracts.names import PIPELINE_STREAM, Phase, stage_durable, stage_subject
 from backworks.contracts.registry import ReplicaInfo
 from backworks.contracts.types import FailureKind
-from backworks.pipeline import broker, credentials, secrets
+from backworks.pipeline import audit, broker, credentials, secrets
 from backworks.pipeline.blueprints import ResolvedInstance
 from backworks.pipeline.breakers import FleetBreakers
 from backworks.pipeline.consumer import PullConsumer
@@ -41,7 +41,7 @@ from backworks.pipeline.executor import execute
 from backworks.pipeline.forwarder import Forwarder
 from backworks.pipeline.lifecycle import freeze_startup_objects
 from backworks.pipeline.liveness import Heartbeat, LivenessView
-from backworks.pipeline.plugin import Plugin
+from backworks.pipeline.plugin import Category, Plugin
 from backworks.pipeline.settlement import ACK, Nak, Settlement, Term, settle
 
 log = structlog.get_logger("backworks.stage")
@@ -93,6 +93,8 @@ class StageHost:
         self.client = client
         self.js: JetStreamContext = broker.jetstream(client, timeout=PUBLISH_TIMEOUT)
         self.plugin: Plugin[Any] = instance.cls(instance.config, instance=instance.name)
+        self.audits = self.plugin.category is Category.SECURITY
+        """Security stages note decisions that this host publishes on the event stream (``pipeline.audit``)."""
         self.replica = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.max_inflight = max_inflight or instance.spec.limits.max_concurrent or DEFAULT_MAX_INFLIGHT
         self.max_deliver = max_deliver
@@ -246,6 +248,7 @@ class StageHost:
                 await record_event(self.client, envelope, envelope.fail_stage(FailureKind.EXPIRED, reason, skip=False))
             return ACK
         keeper = self._keep_alive(msg)
+        decided = audit.noted(envelope) if self.audits else 0
         try:
             outcome = await execute(
                 self.plugin, phase, raw, envelope, self.instance.timeout, self.replica, attempt, self.breakers
@@ -254,6 +257,8 @@ class StageHost:
             if keeper is not None:
                 keeper.cancel()
         self.processed += 1
+        if self.audits and not outcome.failure:
+            await audit.publish_decisions(self.client, outcome.envelope, decided)
         failures = []
         if outcome.failure:
             self.failed += 1

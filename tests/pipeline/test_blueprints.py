@@ -129,8 +129,8 @@ class KeyConfig(BaseModel):
     retries: int = Field(default=1, ge=0)
 
 
-class ApiKey(Security[KeyConfig]):
-    name = "api-key"
+class KeyCheck(Security[KeyConfig]):
+    name = "key-check"
     version = "1.4.0"
     description = "Checks a token."
     Config = KeyConfig
@@ -139,8 +139,8 @@ class ApiKey(Security[KeyConfig]):
         return Continue(envelope)
 
 
-Rbac = processor("rbac", "1.2.0", api_key=">=1.0,<2")
-Audit = processor("audit", api_key=">=2")
+Rbac = processor("rbac", "1.2.0", key_check=">=1.0,<2")
+Audit = processor("audit", key_check=">=2")
 Ping = processor("ping", pong="")
 Pong = processor("pong", ping="")
 """
@@ -163,7 +163,7 @@ def test_plugin_dirs_add_plugins_and_dependencies_run_first(tmp_path: Path) -> N
         tmp_path,
         """plugins:
   acl: {type: rbac}
-  key: {type: api-key, config: {token: t0ps3cret}}
+  key: {type: key-check, config: {token: t0ps3cret}}
 endpoints:
   listed: {path: /a, plugins: [acl, key], handler: {type: mock}}
   implied: {path: /b, plugins: [acl], handler: {type: mock}}
@@ -183,7 +183,7 @@ def test_missing_dependency_is_precise(tmp_path: Path) -> None:
     (issue,) = issues(path)
     assert (issue.pointer, issue.line, issue.column, issue.plugin) == ("/endpoints/e/plugins/0", 6, 27, "acl")
     assert issue.message == (
-        "endpoint 'e': 'acl' (rbac) needs plugin 'api-key' (>=1.0,<2), but the blueprint declares no instance of it: "
+        "endpoint 'e': 'acl' (rbac) needs plugin 'key-check' (>=1.0,<2), but the blueprint declares no instance of it: "
         "add one under /plugins"
     )
 
@@ -193,7 +193,7 @@ def test_version_conflict_and_cycle_name_their_chains(tmp_path: Path) -> None:
         tmp_path,
         """plugins:
   audit: {type: audit}
-  key: {type: api-key, config: {token: t0ps3cret}}
+  key: {type: key-check, config: {token: t0ps3cret}}
   ping: {type: ping}
   pong: {type: pong}
 endpoints:
@@ -206,7 +206,7 @@ endpoints:
     conflict = by_plugin["audit"]
     assert (conflict.pointer, conflict.line, conflict.column) == ("/plugins/audit/type", 4, 17)
     assert conflict.message.startswith(
-        "version conflict audit -> api-key: audit 1.0.0 needs api-key >=2 but api-key 1.4.0 is installed"
+        "version conflict audit -> key-check: audit 1.0.0 needs key-check >=2 but key-check 1.4.0 is installed"
     )
     assert (by_plugin["ping"].pointer, by_plugin["ping"].line) == ("/plugins/ping/type", 6)
     assert by_plugin["ping"].message == "dependency cycle: ping -> pong -> ping; remove one of these dependencies"
@@ -218,7 +218,7 @@ def test_bad_config_types_point_at_the_value_and_hide_secrets(tmp_path: Path) ->
         tmp_path,
         """plugins:
   key:
-    type: api-key
+    type: key-check
     config: {token: 12345678, header: [x], retries: -1, extra: 1}
 endpoints:
   e: {path: /a, plugins: [key], handler: {type: mock}}

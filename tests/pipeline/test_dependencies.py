@@ -123,3 +123,44 @@ def test_missing_or_ambiguous_instances_are_problems() -> None:
         "endpoint 'e': 'acl' (acl) needs plugin 'rbac' (>=1), but the blueprint declares no instance of it: "
         "add one under /plugins"
     )
+
+
+def provider(name: str, *capabilities: str) -> PluginClass:
+    cls = processor(name)
+    cls.capabilities = capabilities
+    return cls
+
+
+def requiring(name: str, *capabilities: str) -> PluginClass:
+    cls = processor(name)
+    cls.requires_capabilities = capabilities
+    return cls
+
+
+def test_a_required_capability_moves_its_provider_first() -> None:
+    instances = {"authz": requiring("authz", "principal"), "log": processor("log"), "keys": provider("k", "principal")}
+    result = plan(["authz", "log", "keys"], instances)
+    assert result.chain == ["keys", "authz", "log"] and result.problems == []
+
+
+def test_any_provider_of_the_capability_will_do() -> None:
+    instances = {"authz": requiring("authz", "principal"), "token": provider("jwt", "principal", "auth.jwt")}
+    assert plan(["token", "authz"], instances).chain == ["token", "authz"]
+
+
+def test_a_missing_capability_names_the_chain_and_the_declared_providers() -> None:
+    instances = {
+        "authz": requiring("authz", "principal"), "log": processor("log"),
+        "keys": provider("api-key", "principal"), "token": provider("jwt", "principal"),
+    }  # fmt: skip
+    (problem,) = plan(["log", "authz"], instances).problems
+    assert problem.instance == "authz"
+    assert problem.message == (
+        "endpoint 'e': 'authz' (authz) requires the 'principal' capability from an earlier stage, but nothing in its "
+        "chain provides it (log -> authz -> e-handler): add one of the declared instances that provide it "
+        "(keys (api-key), token (jwt)) to this endpoint's plugins"
+    )
+    alone = {"authz": requiring("authz", "principal")}
+    (nothing,) = plan(["authz"], alone).problems
+    assert "declare an instance of a plugin that provides it (e.g. api-key or jwt" in nothing.message
+    assert plan(["authz"], {**alone, "keys": provider("api-key", "principal")}).added == [], "never added implicitly"
