@@ -13,7 +13,7 @@ import pytest
 from nats.aio.client import Client
 
 from backworks.local.embedded import EmbeddedNats
-from backworks.pipeline import blueprints, broker
+from backworks.pipeline import blueprints, broker, credentials
 from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.capabilities import ALLOW_FAULT_ENV
 from tests.files import EXAMPLE
@@ -24,6 +24,14 @@ from tests.replies import REPLY_SUBJECTS, Replies
 def _isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test gets its own state directory (embedded broker store, nats.url)."""
     monkeypatch.setenv("BACKWORKS_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_credential_names() -> Iterator[None]:
+    """Credential names a loaded blueprint declares are process-wide: each test starts with the standard ones."""
+    credentials.forget_declared()
+    yield
+    credentials.forget_declared()
 
 
 @pytest.fixture
