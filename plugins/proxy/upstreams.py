@@ -80,10 +80,10 @@ class Upstreams:
         candidates = [u for u in available if u not in tried] or available
         if not candidates:
             return None
-        self._turn += 1
         if self.balance is Balance.WEIGHTED:
             return self._weighted(candidates)
         start = self._turn % len(candidates)
+        self._turn += 1
         rotated = candidates[start:] + candidates[:start]
         if self.balance is Balance.LEAST_PENDING:
             return min(rotated, key=lambda u: u.pending / u.weight)
