@@ -80,6 +80,10 @@ def request_headers(envelope: Envelope, target_url: str, preserve_host: bool) ->
     return headers
 
 
+SET_BY_GATEWAY = frozenset({"content-length", "date"})
+"""Response headers the gateway's HTTP server writes itself (a second ``Date`` would make the response invalid)."""
+
+
 def response_headers(headers: Iterable[tuple[str, str]]) -> Headers:
-    """Upstream response headers to pass on: without hop-by-hop ones (the gateway sets ``content-length``)."""
-    return [(name, value) for name, value in without_hop_by_hop(headers) if name != "content-length"]
+    """Upstream response headers to pass on: without hop-by-hop ones and those the gateway sets."""
+    return [(name, value) for name, value in without_hop_by_hop(headers) if name not in SET_BY_GATEWAY]
