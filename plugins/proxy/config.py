@@ -1,12 +1,4 @@
-"""Config of the ``proxy`` handler.
-
-Two time limits meet here. ``timeout_ms`` (inside ``config``) bounds one try at one upstream; the handler
-instance's own ``timeout_ms`` (next to ``type:``; 5000 ms for ``proxy`` by default) bounds the whole stage, every
-try included. The stage limit must exceed ``timeout_ms * (1 + retries)``, or the stage would be cut off mid-retry
-and the client would get the pipeline's generic 504 instead of the proxy's own answer naming the upstream:
-``backworks validate`` refuses such a blueprint. The endpoint's ``timeout_ms`` (5000 ms by default) should in turn
-exceed the stage limit.
-"""
+"""Config of the ``proxy`` handler (the two time limits are explained on ``ProxyConfig``)."""
 
 from __future__ import annotations
 
@@ -96,7 +88,15 @@ class RetryBudget(BaseModel):
 
 
 class ProxyConfig(BaseModel):
-    """Forwards the request to one of ``targets`` and answers with its response (see the module docstring)."""
+    """Forwards the request to one of ``targets`` and answers with its response.
+
+    Two time limits meet here. ``timeout_ms`` (inside ``config``) bounds one try at one upstream; the handler
+    instance's own ``timeout_ms`` (next to ``type: proxy``; 5000 ms by default) bounds the whole stage, every try
+    included. The stage limit must exceed ``timeout_ms * (1 + retries)``, or the stage would be cut off mid-retry
+    and the client would get the pipeline's generic 504 instead of the proxy's own answer naming the upstream:
+    ``backworks validate`` refuses such a blueprint. The endpoint's ``timeout_ms`` (5000 ms by default) should in
+    turn exceed the stage limit.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
