@@ -154,7 +154,10 @@ class Proxy(Handler[ProxyConfig]):
 
     async def _check_forever(self, client: httpx.AsyncClient, checks: ActiveHealth) -> None:
         while True:
-            await asyncio.gather(*(self._check(client, upstream, checks) for upstream in self.upstreams.all))
+            try:
+                await asyncio.gather(*(self._check(client, upstream, checks) for upstream in self.upstreams.all))
+            except Exception:  # a bug here must not silently end the checks for the life of the replica
+                log.exception("health checks failed", instance=self.instance)
             await asyncio.sleep(checks.interval_s)
 
     async def _check(self, client: httpx.AsyncClient, upstream: Upstream, checks: ActiveHealth) -> None:

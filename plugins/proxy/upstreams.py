@@ -23,7 +23,7 @@ log = structlog.get_logger("backworks.plugins.proxy")
 Clock = Callable[[], float]
 
 
-@dataclass
+@dataclass(eq=False)  # one object per target: compared by identity, not by its changing counters
 class Upstream:
     """One target and what this replica knows about it."""
 

@@ -32,6 +32,8 @@ class HTTPError(Exception):
     """Raise it in a handler function to answer with a problem document: ``raise HTTPError(404, "no note 7")``."""
 
     def __init__(self, status: int, detail: str, *, title: str | None = None) -> None:
+        if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
+            raise ValueError(f"HTTPError status must be an error status from 400 to 599, got {status!r}")
         super().__init__(detail)
         self.status = status
         self.detail = detail

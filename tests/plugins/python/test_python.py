@@ -83,6 +83,10 @@ def returns_text(request):
 
 def no_content(request):
     return 204, None
+
+
+def wrong_error(request):
+    raise HTTPError(200, "not an error status")
 """
 
 
@@ -222,16 +226,25 @@ async def test_http_error_and_bad_json_are_problems_of_their_status(app_dir: Pat
         await echo.shutdown()
 
 
-async def test_an_unsupported_return_value_is_a_500_logged_with_what_to_return(app_dir: Path) -> None:
-    plugin = await started(app_dir, "notes_app:returns_text")
+@pytest.mark.parametrize(
+    ("function", "event", "logged"),
+    [
+        ("returns_text", "handler function returned an unsupported value", "return a dict or list"),
+        ("wrong_error", "handler function raised", "error status from 400 to 599"),
+    ],
+)
+async def test_a_result_that_is_no_response_is_a_500_logged_with_what_to_do(
+    app_dir: Path, function: str, event: str, logged: str
+) -> None:
+    plugin = await started(app_dir, f"notes_app:{function}")
     try:
         with capture_logs() as logs:
             status, _, _ = await answer(plugin)
     finally:
         await plugin.shutdown()
     assert status == 500
-    (entry,) = [e for e in logs if e["event"] == "handler function returned an unsupported value"]
-    assert "return a dict or list" in str(entry["exc_info"])
+    (entry,) = [e for e in logs if e["event"] == event]
+    assert logged in str(entry["exc_info"])
 
 
 async def test_module_startup_and_shutdown_run_once_per_process_for_all_instances(app_dir: Path) -> None:
