@@ -66,13 +66,13 @@ class Python(Handler[PythonConfig]):
     async def startup(self) -> None:
         """Import the function, start the thread pool, run the module's ``startup()`` (first user in the process)."""
         target = load_target(self.config.function, self.config.folders)
+        await modules.acquire(target.module)
         if not target.is_async:
             # Lazy: importing the stage host at module level would load nats-py into `backworks validate`.
             from backworks.pipeline.stagehost import DEFAULT_MAX_INFLIGHT
 
             workers = self.config.max_concurrent or DEFAULT_MAX_INFLIGHT
             self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"backworks-{self.instance}")
-        await modules.acquire(target.module)
         self.target = target
 
     async def shutdown(self) -> None:
