@@ -111,7 +111,7 @@ class Proxy(Handler[ProxyConfig]):
         limit = config.max_response_bytes or response_limit(len(envelope.body))
         self.budget.request()
         tried: list[Upstream] = []
-        last: Try | None = None
+        outcomes: list[Try] = []
         for number in range(1 + config.retries):
             if number > 0:
                 if not self.budget.spend():
@@ -123,14 +123,15 @@ class Proxy(Handler[ProxyConfig]):
                 break
             tried.append(upstream)
             last = await self._try(client, upstream, envelope, path, limit)
+            outcomes.append(last)
             if not (last.failed and last.retryable(envelope.method)):
                 break
-        if last is None:
+        if not outcomes:
             detail = f"no target of stage {stage} can take requests: {self.upstreams.unavailable()}"
             unavailable = problem(503, "Service Unavailable", detail, stage=stage, request_id=envelope.request_id,
                                   targets=[u.url for u in self.upstreams.all])  # fmt: skip
             return Respond(unavailable)
-        envelope.response = last.answer(stage, envelope.request_id)
+        envelope.response = outcomes[-1].answer(stage, envelope.request_id, outcomes[:-1])
         return Continue(envelope)
 
     async def _try(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -59,8 +60,8 @@ class Try:
             return self.response is not None and self.response.status in RETRYABLE_STATUSES
         return self.result in (Result.TIMED_OUT, Result.BROKEN)
 
-    def answer(self, stage: str, request_id: str) -> HttpResponse:
-        """What the client gets when this was the last try."""
+    def answer(self, stage: str, request_id: str, earlier: Sequence[Try] = ()) -> HttpResponse:
+        """What the client gets when this was the last try (``earlier``: the tries before it, for the problem)."""
         if self.result is Result.ANSWERED and self.response is not None:
             return self.response
         status, title = {
@@ -69,7 +70,11 @@ class Try:
             Result.TOO_LARGE: (502, "Bad Gateway"),
             Result.TIMED_OUT: (504, "Gateway Timeout"),
         }[self.result]
-        return problem(status, title, self.detail, stage=stage, target=self.target, request_id=request_id)
+        detail = self.detail
+        if earlier:
+            detail += "; tried before: " + ", ".join(f"{t.target} ({t.result.value})" for t in earlier)
+        tried = [t.target for t in (*earlier, self)]
+        return problem(status, title, detail, stage=stage, target=self.target, tried=tried, request_id=request_id)
 
 
 async def attempt(client: httpx.AsyncClient, target: str, request: httpx.Request, timeout: float, limit: int) -> Try:

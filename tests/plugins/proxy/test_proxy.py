@@ -93,6 +93,16 @@ async def test_only_idempotent_methods_are_retried_after_a_503(method: str, trie
     assert a.hits + b.hits == tries
 
 
+async def test_when_every_try_fails_the_problem_names_each_target_tried() -> None:
+    dead = [f"http://127.0.0.1:{free_port()}" for _ in range(2)]
+    async with proxy(targets=[{"url": url} for url in dead], retries=1) as plugin:
+        response = await answer(plugin, request("POST"))
+    problem = json.loads(response.body)
+    assert response.status == 502
+    assert problem["tried"] == dead and problem["target"] == dead[1]
+    assert problem["detail"].endswith(f"; tried before: {dead[0]} (refused)")
+
+
 async def test_a_refused_connection_is_retried_on_another_target_even_for_post() -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     with running(Upstream("b")) as b:
