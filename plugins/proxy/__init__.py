@@ -26,8 +26,10 @@ log = structlog.get_logger("backworks.plugins.proxy")
 
 ENVELOPE_MARGIN = 256 * 1024
 """Bytes of a broker message kept for the envelope around the bodies (headers, itinerary, timings)."""
-MAX_CONNECTIONS = 100
-"""Connections one replica keeps open to all targets together."""
+MAX_IDLE_CONNECTIONS = 100
+"""Idle keep-alive connections one replica keeps to all targets together. Open connections are not capped here:
+the stage's in-flight limit (``limits.max_concurrent``) already bounds them, and a local pool wait must not count
+as a target's failure."""
 
 
 def response_limit(request_body: int) -> int:
@@ -67,7 +69,7 @@ class Proxy(Handler[ProxyConfig]):
         """Open the connection pool and start the health checks."""
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(self.config.timeout_ms / 1000),
-            limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=MAX_IDLE_CONNECTIONS),
             follow_redirects=False,  # a redirect is the client's to follow
             trust_env=False,  # HTTP_PROXY and friends must not reroute traffic meant for the targets
         )

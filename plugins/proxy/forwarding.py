@@ -13,7 +13,9 @@ from backworks.contracts.types import Headers
 
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade"})
 """Headers about one connection, never forwarded; so are ``proxy-*`` and those named in ``Connection``."""
-SET_BY_CLIENT = frozenset({"host", "content-length"})
+REQUEST_ID_HEADER = "x-request-id"
+"""The gateway's request id goes upstream too, so both sides log the same id."""
+SET_BY_CLIENT = frozenset({"host", "content-length", REQUEST_ID_HEADER})
 """Request headers the HTTP client writes for the upstream connection itself."""
 GATEWAY_SCHEME = "http"
 """The gateway serves plain HTTP (TLS, if any, ends in front of it)."""
@@ -60,6 +62,8 @@ def request_headers(envelope: Envelope, target_url: str, preserve_host: bool) ->
     headers = [(name, value) for name, value in without_hop_by_hop(envelope.headers) if name not in SET_BY_CLIENT]
     host = original_host if preserve_host and original_host else urlsplit(target_url).netloc
     headers.insert(0, ("host", host))
+    if envelope.request_id:
+        headers.append((REQUEST_ID_HEADER, envelope.request_id))
     forwarded_for = [value for name, value in headers if name == "x-forwarded-for"]
     earlier_forwarded = [value for name, value in headers if name == "forwarded"]
     headers = [(n, v) for n, v in headers if n not in ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",

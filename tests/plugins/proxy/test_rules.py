@@ -134,13 +134,16 @@ def test_hop_by_hop_headers_go_and_forwarding_headers_come() -> None:
             ("x-forwarded-proto", "https"),
             ("content-length", "0"),
             ("accept", "application/json"),
+            ("x-request-id", "from-the-client"),
         ],
         client="2001:db8::1",
+        request_id="req-7",
     )
     headers = request_headers(envelope, "http://10.0.0.1:8000", preserve_host=False)
     assert headers == [
         ("host", "10.0.0.1:8000"),
         ("accept", "application/json"),
+        ("x-request-id", "req-7"),
         ("x-forwarded-for", "203.0.113.9, 2001:db8::1"),
         ("x-forwarded-proto", "http"),
         ("x-forwarded-host", "api.example.com"),
