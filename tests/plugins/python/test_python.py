@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import threading
@@ -19,6 +20,7 @@ from backworks.pipeline.plugin import Continue, Respond
 from backworks.plugins.python import Python, Request
 from backworks.plugins.python.config import PythonConfig
 from tests.files import write_blueprint
+from tests.waiting import eventually
 
 APP = """
 import asyncio
@@ -83,6 +85,19 @@ def returns_text(request):
 
 def no_content(request):
     return 204, None
+
+
+GATE = threading.Event()
+RUNNING = []
+
+
+def gated(request):
+    RUNNING.append(1)
+    try:
+        GATE.wait(30)
+    finally:
+        RUNNING.pop()
+    return {}
 
 
 def wrong_error(request):
@@ -269,8 +284,21 @@ def test_a_module_named_like_the_standard_library_does_not_shadow_it(tmp_path: P
     assert cfg.folders == (tmp_path,)
 
 
-def test_the_pool_is_as_large_as_the_instance_concurrency_limit(app_dir: Path) -> None:
-    assert config(app_dir, "notes_app:pair", max_concurrent=3).max_concurrent == 3
+async def test_sync_calls_run_at_most_the_instance_concurrency_limit_at_once(app_dir: Path) -> None:
+    plugin = Python(config(app_dir, "notes_app:gated", max_concurrent=3), instance="app-handler")
+    await plugin.startup()
+    module = plugin.target.module if plugin.target else None
+    assert module is not None
+    calls = [asyncio.ensure_future(plugin.handle(envelope())) for _ in range(6)]
+    try:
+        await eventually(lambda: len(module.RUNNING) == 3)
+        await asyncio.sleep(0.2)
+        assert len(module.RUNNING) == 3, "three threads at most; the other calls wait for one"
+    finally:
+        module.GATE.set()
+        results = await asyncio.gather(*calls)
+        await plugin.shutdown()
+    assert all(isinstance(result, Continue) for result in results)
 
 
 def test_validate_reports_module_function_and_signature_problems_with_file_and_line(tmp_path: Path) -> None:
