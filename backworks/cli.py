@@ -138,6 +138,23 @@ def asyncapi(
         print(text)
 
 
+@app.command()
+def openapi(
+    blueprint: BlueprintArg,
+    out: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file, not stdout.")] = None,
+) -> None:
+    """Describe the blueprint's HTTP API (endpoints, typed path parameters, problem responses) as OpenAPI 3.1 JSON."""
+    from backworks.gateway.openapi import build
+
+    loaded = load_or_exit(blueprint)
+    text = json.dumps(build(loaded, __version__), indent=2)
+    if out:
+        out.write_text(text + "\n")
+        console.print(f"wrote {out}", highlight=False)
+    else:
+        print(text)
+
+
 @app.command("declare")
 def declare_command(blueprint: BlueprintArg, nats: NatsOption = None) -> None:
     """Create or update Backworks' streams and KV buckets on a broker (run once per deployment)."""

@@ -16,10 +16,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from backworks import __version__
 from backworks.contracts.types import FailureKind
 from backworks.gateway.endpoint import Pipeline, request_id_of
 from backworks.gateway.errors import ProblemError
 from backworks.gateway.health import HEALTH_PATH, health_report
+from backworks.gateway.openapi import OPENAPI_PATH
+from backworks.gateway.openapi import build as build_openapi
 from backworks.gateway.problems import problem_response
 from backworks.gateway.state import GatewayState, connect, disconnect
 from backworks.pipeline.lifecycle import freeze_startup_objects
@@ -60,7 +63,14 @@ def build_app(state: GatewayState) -> Starlette:
         )
         return problem_response(problem, instance=request.url.path, request_id=request_id_of(request))
 
-    routes = [Route(HEALTH_PATH, health, methods=["GET"])]
+    document: dict[str, object] = {}
+
+    async def openapi(request: Request) -> Response:
+        if not document:  # built on first use: most gateways are never asked
+            document.update(build_openapi(state.blueprint, __version__))
+        return JSONResponse(document)
+
+    routes = [Route(HEALTH_PATH, health, methods=["GET"]), Route(OPENAPI_PATH, openapi, methods=["GET"])]
     for name, endpoint in state.blueprint.model.endpoints.items():
         handler: Callable[[Request], Awaitable[Response]] = Pipeline(state, name).handle
         routes.append(Route(endpoint.path, handler, methods=endpoint.methods, name=name))

@@ -28,7 +28,7 @@ from backworks.contracts.errors import BlueprintError, ConfigIssue
 from backworks.contracts.names import Phase
 from backworks.pipeline import credentials, registry, secrets
 from backworks.pipeline.capabilities import ALLOW_FAULT_ENV, FAULT_INJECTION, faults_allowed
-from backworks.pipeline.configs import validate_config
+from backworks.pipeline.configs import ConfigContext, validate_config
 from backworks.pipeline.dependencies import plan_endpoint, type_problems
 from backworks.pipeline.errors import PluginLoadError
 from backworks.pipeline.plugin import Category, Credentials, PluginClass
@@ -206,8 +206,27 @@ def _catalog(report: _Report, model: Blueprint, base: Path) -> tuple[Catalog, di
     return found, blame
 
 
+def _context(model: Blueprint, base: Path, name: str, spec: PluginInstance, cls: PluginClass) -> ConfigContext:
+    """What the config validators of instance ``name`` may know about where it is used."""
+    return ConfigContext(
+        instance=name,
+        blueprint_dir=base.resolve(),
+        plugin_dirs=tuple((base / folder).resolve() for folder in model.plugin_dirs),
+        timeout_s=spec.timeout_ms / 1000 if spec.timeout_ms else float(cls.max_execution_time),
+        max_concurrent=spec.limits.max_concurrent,
+        max_body_bytes=model.gateway.max_body_bytes,
+    )
+
+
 def _resolve(
-    report: _Report, name: str, spec: PluginInstance, at: str, found: Catalog, blame: dict[int, str]
+    report: _Report,
+    name: str,
+    spec: PluginInstance,
+    at: str,
+    found: Catalog,
+    blame: dict[int, str],
+    model: Blueprint,
+    base: Path,
 ) -> ResolvedInstance | None:
     try:
         cls = found.get(spec.type)
@@ -216,7 +235,7 @@ def _resolve(
         message = f"plugin {spec.type!r} failed to load (see {folder})" if folder else str(exc)
         report.add(f"{at}/type", message, name)
         return None
-    config, problems = validate_config(cls.Config, spec.config)
+    config, problems = validate_config(cls.Config, spec.config, _context(model, base, name, spec, cls))
     for problem in problems:
         report.add(f"{at}/config{pointer(problem.path)}", problem.message, name, key=problem.at_key)
     if config is None:
@@ -358,7 +377,7 @@ def validate(data: Any, file: str, positions: dict[str, Position] | None = None)
     where.update({handler_instance(name): f"/endpoints/{escape(name)}/handler" for name in model.endpoints})
     resolved: dict[str, ResolvedInstance] = {}
     for name, spec in model.instances().items():
-        item = _resolve(report, name, spec, where[name], found, blame)
+        item = _resolve(report, name, spec, where[name], found, blame, model, Path(file).parent)
         if item:
             resolved[name] = item
     _check_references(report, model, resolved)

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -23,6 +24,30 @@ from pydantic import BaseModel, ValidationError
 from backworks.pipeline.secrets import MASK, config_schema, is_secret_path
 
 PathPart = str | int
+
+
+@dataclass(frozen=True)
+class ConfigContext:
+    """Where a config is used, for validators that need more than the config itself.
+
+    Passed as pydantic's validation context (``info.context`` in a ``field_validator``/``model_validator``) when a
+    blueprint is validated; ``None`` when a config is built on its own (tests, the SDK). A validator may import a
+    user's module from ``blueprint_dir`` (the ``python`` handler) or compare its own timeouts with the instance's
+    time limit (the ``proxy`` handler).
+    """
+
+    instance: str
+    """The plugin instance the config belongs to."""
+    blueprint_dir: Path
+    """Folder of the blueprint file (absolute)."""
+    plugin_dirs: tuple[Path, ...] = ()
+    """The blueprint's ``plugin_dirs``, absolute."""
+    timeout_s: float | None = None
+    """Seconds one hook call of the instance may take (its ``timeout_ms`` or the plugin's ``max_execution_time``)."""
+    max_concurrent: int | None = None
+    """The instance's ``limits.max_concurrent`` (messages one replica works on at once), when set."""
+    max_body_bytes: int | None = None
+    """The gateway's request body limit."""
 
 
 @dataclass(frozen=True)
@@ -113,13 +138,18 @@ def _model_problems(model: type[BaseModel], exc: ValidationError) -> list[Config
     return problems
 
 
-def validate_config(model: type[BaseModel], data: Any) -> tuple[BaseModel | None, list[ConfigProblem]]:
-    """Check ``data`` against the model's JSON Schema, then build the model; every problem is returned."""
+def validate_config(
+    model: type[BaseModel], data: Any, context: ConfigContext | None = None
+) -> tuple[BaseModel | None, list[ConfigProblem]]:
+    """Check ``data`` against the model's JSON Schema, then build the model; every problem is returned.
+
+    ``context`` (where the config is used) reaches the model's validators as pydantic's validation context.
+    """
     problems = _schema_problems(model, data)
     if problems:
         return None, problems
     try:
-        return model.model_validate(data), []
+        return model.model_validate(data, context=context), []
     except ValidationError as exc:
         return None, _model_problems(model, exc)
 

@@ -65,7 +65,7 @@ def test_every_command_has_help(path: tuple[str, ...]) -> None:
 
 def test_commands_are_all_there() -> None:
     assert {" ".join(path) for path in ALL_COMMANDS} >= {
-        "version", "validate", "asyncapi", "nats", "declare", "gateway", "serve", "up", "dlq", "dlq list",
+        "version", "validate", "asyncapi", "openapi", "nats", "declare", "gateway", "serve", "up", "dlq", "dlq list",
         "dlq show", "dlq replay", "plugins", "plugins list", "plugins show", "plugins order", "new-plugin",
         "docs", "profile",
     }  # fmt: skip
