@@ -42,6 +42,7 @@ from backworks.pipeline.lifecycle import freeze_startup_objects
 from backworks.pipeline.liveness import Heartbeat, LivenessView
 from backworks.pipeline.plugin import Plugin
 from backworks.pipeline.settlement import ACK, Nak, Settlement, Term, settle
+from backworks.pipeline.stores import NatsRuntime
 
 log = structlog.get_logger("backworks.stage")
 
@@ -92,6 +93,7 @@ class StageHost:
         self.client = client
         self.js: JetStreamContext = broker.jetstream(client, timeout=PUBLISH_TIMEOUT)
         self.plugin: Plugin[Any] = instance.cls(instance.config, instance=instance.name)
+        self.plugin.bind(NatsRuntime(client, self.js))
         self.replica = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.max_inflight = max_inflight or instance.spec.limits.max_concurrent or DEFAULT_MAX_INFLIGHT
         self.max_deliver = max_deliver
