@@ -157,18 +157,8 @@ class NatsWatch(Watch):
             await self.watcher.stop()
 
 
-UNAVAILABLE = (
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.ConnectionDrainingError,
-    nats.errors.OutboundBufferLimitError,
-    nats.js.errors.ServiceUnavailableError,
-    nats.js.errors.NotFoundError,
-    nats.js.errors.APIError,
-    TimeoutError,
-)
+UNAVAILABLE = (nats.errors.Error, TimeoutError)
+"""Every nats-py error (timeouts, no responders, no stream response, API errors) and our own time limit."""
 
 
 class NatsStore(KeyValueStore):

@@ -16,7 +16,7 @@ NOT_STORED_HEADERS = frozenset({"age", "x-cache"})
 
 
 def directives(value: str | None) -> dict[str, str | None]:
-    """``Cache-Control`` directives, lower-cased: ``"no-cache, max-age=60"`` -> ``{"no-cache": None, "max-age": "60"}``."""
+    """Directives of a ``Cache-Control`` value: ``"no-cache, max-age=60"`` -> ``{"no-cache": None, "max-age": "60"}``"""
     found: dict[str, str | None] = {}
     for part in (value or "").split(","):
         name, sep, argument = part.strip().partition("=")

@@ -8,6 +8,8 @@ the window: ``window``.
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 
 from backworks.contracts.envelope import Envelope, HttpResponse
@@ -27,6 +29,8 @@ ANNOTATION = "rate_limit"
 ERROR_LOG_EVERY = 100
 """While KV is unreachable, log the first failure and then one in this many."""
 UNAVAILABLE_RETRY_AFTER = "1"
+DECISION_SHARE = 0.8
+"""Share of ``max_execution_time`` the decision may take before ``on_error`` applies."""
 
 
 def policy(limit: int, window_s: float) -> str:
@@ -47,7 +51,7 @@ class RateLimit(RequestProcessor[RateLimitConfig]):
     version = "1.0.0"
     description = "Fleet-wide sliding-window rate limit per consumer, IP or header, with RateLimit-* headers."
     capabilities = ("rate-limit",)
-    max_execution_time = 0.5  # a lease may lose a few compare-and-sets under contention
+    max_execution_time = 1.0  # a lease may lose a few compare-and-sets under contention on a loaded host
     Config = RateLimitConfig
 
     budget: FleetBudget
@@ -77,8 +81,10 @@ class RateLimit(RequestProcessor[RateLimitConfig]):
 
     async def process_request(self, envelope: Envelope) -> Action:
         try:
-            decision = await self.budget.admit(self.caller(envelope))
-        except StoreUnavailable as exc:
+            # Decide within the plugin's own time, so that on_error (not the executor's skip) applies when KV is slow.
+            async with asyncio.timeout(self.max_execution_time * DECISION_SHARE):
+                decision = await self.budget.admit(self.caller(envelope))
+        except (StoreUnavailable, TimeoutError) as exc:
             return self._unavailable(envelope, exc)
         envelope.annotations.setdefault(ANNOTATION, {})[self.instance] = {
             "limit": decision.limit,
@@ -121,7 +127,7 @@ class RateLimit(RequestProcessor[RateLimitConfig]):
         self._set_headers(response, decision.limit, 0, whole_seconds(decision.reset_s))
         return response
 
-    def _unavailable(self, envelope: Envelope, exc: StoreUnavailable) -> Action:
+    def _unavailable(self, envelope: Envelope, exc: Exception) -> Action:
         self.errors += 1
         if self.errors % ERROR_LOG_EVERY == 1:
             log.warning(
@@ -129,7 +135,7 @@ class RateLimit(RequestProcessor[RateLimitConfig]):
                 instance=self.instance,
                 on_error=self.config.on_error.value,
                 failures=self.errors,
-                error=str(exc),
+                error=str(exc) or type(exc).__name__,
             )
         if self.config.on_error is OnError.ALLOW:
             return Continue(envelope)

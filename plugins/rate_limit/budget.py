@@ -8,9 +8,9 @@ window: the limit holds exactly (N, not N + x %), whatever the number of replica
 
 What keeps it from under-admitting or hammering one key:
 
-- chunks follow demand: a lease covers the requests waiting for it on that replica, doubling while they keep
-  coming (slow start), but never more than ``1 / LEASE_SHARE`` of what is left, so the last units are spread
-  in small chunks and few are left stranded on a replica that stopped seeing traffic;
+- chunks follow demand: a lease covers the requests waiting for it on that replica (one CAS serves them all),
+  and beyond that doubles while they keep coming (slow start) up to ``1 / LEASE_SHARE`` of what is left, so
+  the last units are spread in small chunks and few are left stranded on a replica that stopped seeing traffic;
 - a lease is valid until the end of its slot; its unused units go back to the key (counted out of their slot)
   with that replica's next CAS on the key, or by the sweeper right after the slot ends;
 - every replica follows the keys through one KV watch (~0.4 ms behind a write): it knows the current revision,
@@ -107,6 +107,7 @@ class FleetBudget:
         self.cas_conflicts = 0
         self.leases = 0
         self.tasks: list[asyncio.Task[None]] = []
+        self.closing = False
 
     # ------------------------------------------------------------------------------------------------ lifecycle
 
@@ -122,9 +123,9 @@ class FleetBudget:
                 await task
         self.tasks = []
         # What this replica leased and did not use goes back, so the fleet does not lose it to a shutdown.
+        self.closing = True  # every lease ends now: the writes below give back what is left of them
         for key, budget in list(self.keys.items()):
             if budget.lease_left > 0:
-                budget.lease_slot = -1  # expire it now: the write below returns it
                 with contextlib.suppress(StoreUnavailable, StoreConflict):
                     await self._exclusive(key, budget, want=0)
 
@@ -160,7 +161,8 @@ class FleetBudget:
         return max(budget.waiters + 1, slow_start)
 
     def _stale_lease(self, budget: KeyBudget, slot: int) -> bool:
-        return budget.lease_left > 0 and budget.lease_slot != slot
+        """The lease has units left that can no longer be used: its slot ended (or this replica is stopping)."""
+        return budget.lease_left > 0 and (budget.lease_slot != slot or self.closing)
 
     def _decision(self, budget: KeyBudget, allowed: bool, now: float) -> Decision:
         window = self.window
@@ -202,7 +204,7 @@ class FleetBudget:
             available = window.limit - window.used(counts, now)
             chunk = 0
             if want > 0 and available > 0:
-                chunk = min(available, want, max(1, available // LEASE_SHARE))
+                chunk = min(available, max(budget.waiters + 1, min(want, max(1, available // LEASE_SHARE))))
             if chunk == 0 and returned == 0:
                 if self._stale_lease(budget, slot):
                     budget.lease_left = 0  # its slot no longer counts: nothing to give back
