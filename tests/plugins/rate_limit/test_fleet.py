@@ -10,15 +10,13 @@ import httpx
 from nats.aio.client import Client
 
 from backworks.contracts.names import RATELIMIT_BUCKET
-from backworks.gateway.app import GatewayState
 from backworks.gateway.endpoint import SKIPPED_HEADER
 from backworks.local.embedded import EmbeddedNats
 from backworks.pipeline import blueprints
 from backworks.plugins.rate_limit import RateLimit
 from tests.files import write_blueprint
-from tests.serving import serving
+from tests.serving import serving, wait_live
 from tests.stages import running_stages
-from tests.waiting import eventually
 
 LIMIT = 100
 SENT = 3 * LIMIT
@@ -36,19 +34,6 @@ endpoints:
 """
 
 
-async def all_live(*gateways: GatewayState, instances: tuple[str, ...], replicas: int) -> None:
-    """Until the gateways see every replica: before that a gateway skips a stage that seems to have none."""
-
-    def seen() -> bool:
-        return all(
-            state.liveness is not None and state.liveness.count(name) == replicas
-            for state in gateways
-            for name in instances
-        )
-
-    await eventually(seen)
-
-
 async def test_three_replicas_and_two_gateways_admit_the_limit_and_no_more(
     tmp_path: Path, nats_server: EmbeddedNats, nats_client: Client
 ) -> None:
@@ -64,7 +49,7 @@ async def test_three_replicas_and_two_gateways_admit_the_limit_and_no_more(
         serving(loaded, nats_server) as (first, first_state),
         serving(loaded, nats_server) as (second, second_state),
     ):
-        await all_live(first_state, second_state, instances=("limit", "items-handler"), replicas=3)
+        await wait_live(first_state, second_state, replicas={"limit": 3, "items-handler": 3})
         responses = await asyncio.gather(*(send(first if i % 2 else second) for i in range(SENT)))
         limiters = [host.plugin for host in hosts["limit"]]
         handled = sum(host.processed for host in hosts["items-handler"])
@@ -124,7 +109,7 @@ async def test_when_the_budget_is_unreachable_on_error_decides(
 ) -> None:
     loaded = blueprints.load(write_blueprint(tmp_path, OUTAGE_BLUEPRINT))
     async with running_stages(loaded, nats_client) as hosts, serving(loaded, nats_server) as (http, state):
-        await all_live(state, instances=tuple(loaded.instances), replicas=1)
+        await wait_live(state, replicas=dict.fromkeys(loaded.instances, 1))
         for path in ("/lenient", "/strict"):
             assert (await http.get(path, headers={"x-tenant": "a"})).status_code == 200
             assert (await http.get(path, headers={"x-tenant": "a"})).status_code == 429
