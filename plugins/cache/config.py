@@ -20,13 +20,13 @@ class CacheConfig(BaseModel):
         le=MAX_TTL_S,
         description="Seconds a response stays fresh; a response's `Cache-Control: max-age`/`s-maxage` may shorten it.",
     )
-    methods: list[str] = Field(default_factory=lambda: ["GET", "HEAD"], description="Request methods that are cached.")
+    methods: list[str] = Field(default=["GET", "HEAD"], description="Request methods that are cached.")
     vary: list[str] = Field(
-        default_factory=lambda: ["accept"],
+        default=["accept"],  # pydantic copies a mutable default for each instance
         description="Request headers whose values are part of the cache key (besides method, path and query).",
     )
     statuses: list[int] = Field(
-        default_factory=list,
+        default=[],
         description="Response statuses that are stored; empty: any 2xx.",
     )
     store_set_cookie: bool = Field(
