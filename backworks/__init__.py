@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from backworks.contracts.envelope import Envelope, HttpResponse, Principal
+    from backworks.pipeline.errors import StoreConflict, StoreUnavailable
     from backworks.pipeline.plugin import (
         Action,
         Alert,
@@ -35,9 +36,12 @@ if TYPE_CHECKING:
         Security,
     )
     from backworks.pipeline.problems import problem
+    from backworks.pipeline.stores import KeyValueStore
 
 _CONTRACT = {"Envelope": "backworks.contracts.envelope", "HttpResponse": "backworks.contracts.envelope",
-             "Principal": "backworks.contracts.envelope", "problem": "backworks.pipeline.problems"}  # fmt: skip
+             "Principal": "backworks.contracts.envelope", "problem": "backworks.pipeline.problems",
+             "KeyValueStore": "backworks.pipeline.stores", "StoreConflict": "backworks.pipeline.errors",
+             "StoreUnavailable": "backworks.pipeline.errors"}  # fmt: skip
 """Where each public name lives; the rest are in ``backworks.pipeline.plugin``. Imported on first use, so that
 ``backworks --help`` does not pay for pydantic and the plugin contract (PEP 562)."""
 
@@ -58,6 +62,7 @@ __all__ = [
     "Health",
     "HealthStatus",
     "HttpResponse",
+    "KeyValueStore",
     "Monitoring",
     "Plugin",
     "Principal",
@@ -65,6 +70,8 @@ __all__ = [
     "Respond",
     "ResponseEnhancer",
     "Security",
+    "StoreConflict",
+    "StoreUnavailable",
     "__version__",
     "problem",
 ]

@@ -283,13 +283,36 @@ def profile_command(
     config: Annotated[str | None, typer.Option("--config", help="Plugin config as JSON.")] = None,
     requests: Annotated[int, typer.Option(min=1, help="Requests in the generated workload.")] = 1000,
     format: FormatOption = Format.TEXT,
+    nats: Annotated[
+        str | None,
+        typer.Option(
+            "--nats",
+            help="NATS URL(s): a plugin using KV (rate-limit, cache) works on the real buckets (keys under the "
+            "instance name `profile`), so its hook times include broker round trips. Default: an in-process store.",
+        ),
+    ] = None,
 ) -> None:
     """Profile a plugin in-process: per-hook calls, latency percentiles (ms) and allocations."""
     import asyncio
 
+    from pydantic import BaseModel
+
+    from backworks.contracts.blueprint import split_servers
     from backworks.contracts.errors import BackworksError, BlueprintError
-    from backworks.pipeline import blueprints, registry
-    from backworks.sdk.profiler import profile
+    from backworks.pipeline import blueprints, broker, registry
+    from backworks.pipeline.plugin import PluginClass
+    from backworks.pipeline.stores import NatsRuntime
+    from backworks.sdk.profiler import Profile, profile
+
+    async def measure(cls: PluginClass, model: BaseModel | dict[str, Any]) -> Profile:
+        if nats is None:
+            return await profile(cls, model, requests=requests)
+        client = await broker.connect(split_servers(nats), name="backworks-profile")
+        try:
+            runtime = NatsRuntime(client, broker.jetstream(client))
+            return await profile(cls, model, requests=requests, runtime=runtime)
+        finally:
+            await client.close()
 
     if blueprint is not None:
         try:
@@ -301,12 +324,15 @@ def profile_command(
             known = ", ".join(sorted(loaded.instances))
             raise fail(f"no plugin instance {target!r} in {blueprint}; instances: {known}")
         cls, model = loaded.instances[target].cls, loaded.instances[target].config
-        result = asyncio.run(profile(cls, model, requests=requests))
+        try:
+            result = asyncio.run(measure(cls, model))
+        except BackworksError as exc:
+            raise fail(str(exc), 2) from None
     else:
         try:
             cls = registry.get(target)
             values = json.loads(config) if config else {}
-            result = asyncio.run(profile(cls, values, requests=requests))
+            result = asyncio.run(measure(cls, values))
         except json.JSONDecodeError as exc:
             raise fail(f"--config is not JSON: {exc}", 2) from None
         except BackworksError as exc:

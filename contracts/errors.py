@@ -9,7 +9,11 @@
     │   ├── PluginLoadError                   a plugin class is missing or cannot be imported
     │   │   └── PluginContractError           a plugin class breaks the contract (name, file, fixes)
     │   ├── BreakerOpen                       a plugin's fleet-shared circuit breaker refused a call
-    │   └── PluginConfigError                 a config given to the SDK or `profile` breaks its schema
+    │   ├── PluginConfigError                 a config given to the SDK or `profile` breaks its schema
+    │   └── StoreError                        a plugin's key-value store (``Plugin.kv``) failed
+    │       ├── StoreUnavailable              its broker or bucket did not answer in time
+    │       ├── StoreConflict                 a compare-and-set lost: the key changed
+    │       └── StoreNotBound                 no runtime was bound to the plugin before it asked
     ├── backworks.gateway.errors.GatewayError
     │   └── ProblemError                      an HTTP problem (RFC 9457) to return to the client
     └── backworks.local.errors.LocalError     running Backworks on this machine (`up`, `nats`)

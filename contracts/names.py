@@ -29,6 +29,8 @@ CONFIG_BUCKET = "bw_config"
 CACHE_BUCKET = "bw_cache"
 RATELIMIT_BUCKET = "bw_ratelimit"
 ALL_BUCKETS = (BREAKERS_BUCKET, REGISTRY_BUCKET, CONFIG_BUCKET, CACHE_BUCKET, RATELIMIT_BUCKET)
+PLUGIN_BUCKETS = (CACHE_BUCKET, RATELIMIT_BUCKET)
+"""Buckets a plugin may open with ``Plugin.kv`` (its keys live under ``<instance>.``); the others are the runtime's."""
 
 INBOX_PREFIX = "_INBOX.bw"
 MSG_ID_HEADER = "Nats-Msg-Id"

@@ -44,6 +44,10 @@ DLQ_MAX_AGE = 14 * 24 * 3600.0
 REGISTRY_TTL = 30.0
 """Registry entries older than this are purged; liveness itself is judged from heartbeats (see liveness.py)."""
 ATTACH_TIMEOUT = 30.0
+CACHE_MAX_AGE = 24 * 3600.0
+"""The ``cache`` plugin's longest ``ttl_s``: entries nobody overwrote are purged after it."""
+RATELIMIT_MAX_AGE = 2 * 24 * 3600.0
+"""Longer than the ``rate-limit`` plugin's longest window (a day, plus 1/20): idle callers' keys are purged."""
 
 
 async def connect(
@@ -129,8 +133,8 @@ def _bucket_configs(storage: StorageType, replicas: int) -> list[KeyValueConfig]
         KeyValueConfig(bucket=BREAKERS_BUCKET, history=1, storage=storage, replicas=replicas),
         KeyValueConfig(bucket=REGISTRY_BUCKET, history=1, ttl=REGISTRY_TTL, storage=storage, replicas=replicas),
         KeyValueConfig(bucket=CONFIG_BUCKET, history=5, storage=StorageType.FILE, replicas=replicas),
-        KeyValueConfig(bucket=CACHE_BUCKET, history=1, storage=storage, replicas=replicas),
-        KeyValueConfig(bucket=RATELIMIT_BUCKET, history=1, storage=storage, replicas=replicas),
+        KeyValueConfig(bucket=CACHE_BUCKET, history=1, ttl=CACHE_MAX_AGE, storage=storage, replicas=replicas),
+        KeyValueConfig(bucket=RATELIMIT_BUCKET, history=1, ttl=RATELIMIT_MAX_AGE, storage=storage, replicas=replicas),
     ]
     return buckets
 

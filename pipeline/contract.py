@@ -177,6 +177,11 @@ def _check_hooks(cls: type[Plugin[Any]], category: Category, problems: list[str]
                 )
     if _defined_in_plugin(cls, "run"):
         problems.append("do not override `run`: the stage host calls it to dispatch to your hooks; implement the hooks")
+    for runtime_method in ("bind", "kv"):
+        if _defined_in_plugin(cls, runtime_method):
+            problems.append(
+                f"do not override `{runtime_method}`: the runtime provides it (call `await self.kv(bucket)` for KV)"
+            )
     if cls.phases_set_by_hand:
         problems.append("do not set `phases`: it is derived from the hooks the class implements")
 

@@ -70,3 +70,19 @@ class BreakerOpen(PipelineError):
 
 class PluginConfigError(PipelineError):
     """A plugin config given outside a blueprint (SDK, ``backworks profile``) does not match its schema."""
+
+
+class StoreError(PipelineError):
+    """A plugin's key-value store (``Plugin.kv``, ``backworks.pipeline.stores``) could not do what was asked."""
+
+
+class StoreUnavailable(StoreError):
+    """The store's broker or bucket did not answer in time, or refused the operation."""
+
+
+class StoreConflict(StoreError):
+    """A compare-and-set lost: the key was written by someone else since the revision given."""
+
+
+class StoreNotBound(StoreError):
+    """A plugin asked for a store before anything bound a runtime to it (``Plugin.bind``)."""

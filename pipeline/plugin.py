@@ -32,6 +32,14 @@ calls them (``backworks.pipeline.executor.dispatch``); a plugin never dispatches
 exception or overrunning ``max_execution_time`` counts as ``Fail``. Every plugin also has ``startup``,
 ``shutdown``, ``health_check`` and ``get_metrics``. ``backworks.pipeline.contract.verify`` checks all of this when the
 plugin is loaded.
+
+Shared state: a plugin whose replicas (and every gateway) must share state keeps it in NATS KV through
+``store = await self.kv(bucket)`` (usually in ``startup``), on one of ``contracts.names.PLUGIN_BUCKETS``
+(``bw_cache``, ``bw_ratelimit``). The store (``backworks.pipeline.stores.KeyValueStore``: ``get``, ``put``,
+compare-and-set ``update(key, value, last=revision)``, ``delete``, ``watch``) holds only this instance's keys. The
+runtime provides it: whatever runs the plugin calls ``plugin.bind(runtime)`` before ``startup`` -- the stage host
+binds the replica's NATS connection (``NatsRuntime``), the SDK harness and ``backworks profile`` an in-process
+``MemoryRuntime`` unless given another. A plugin never opens its own connection to the broker.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from types import MappingProxyType
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -49,6 +57,10 @@ from backworks.contracts.names import Phase
 from backworks.contracts.types import Category
 from backworks.pipeline import secrets
 from backworks.pipeline.actions import Action, Alert, AlertSeverity, Continue, Fail, Health, HealthStatus, Respond
+from backworks.pipeline.errors import StoreNotBound
+
+if TYPE_CHECKING:  # the stores module imports nats-py: a plugin that never uses KV does not pay for it
+    from backworks.pipeline.stores import KeyValueStore, PluginRuntime
 
 __all__ = [
     "CATEGORY_BASES",
@@ -181,10 +193,31 @@ class Plugin(Generic[ConfigT]):
         })  # fmt: skip
         cls.phases = tuple(phase for phase in Phase if cls.phase_hooks[phase])
 
+    runtime: PluginRuntime | None = None
+    """What ``kv`` asks for stores; set by ``bind`` (the stage host, the harness), never by the plugin."""
+
     def __init__(self, config: ConfigT, *, instance: str) -> None:
         self.config = config
         self.instance = instance
         secrets.register(self.secret_values)
+
+    def bind(self, runtime: PluginRuntime) -> None:
+        """Give this plugin its runtime (its KV stores). Called by whatever runs the plugin, before ``startup``."""
+        self.runtime = runtime
+
+    async def kv(self, bucket: str) -> KeyValueStore:
+        """This instance's store on ``bucket`` (``bw_cache`` or ``bw_ratelimit``), shared by every replica.
+
+        Raises ``StoreNotBound`` when nothing bound a runtime (a plugin constructed by hand: bind
+        ``backworks.pipeline.stores.MemoryRuntime()`` in a test, or run it in ``PluginHarness``), and
+        ``StoreUnavailable`` when the bucket cannot be opened.
+        """
+        if self.runtime is None:
+            raise StoreNotBound(
+                f"plugin instance {self.instance!r} asked for KV bucket {bucket!r} but no runtime is bound: the "
+                "stage host binds one before startup; elsewhere call plugin.bind(MemoryRuntime()) or use PluginHarness"
+            )
+        return await self.runtime.kv(bucket, self.instance)
 
     @cached_property
     def secret_values(self) -> frozenset[str]:

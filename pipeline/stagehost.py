@@ -43,6 +43,7 @@ from backworks.pipeline.lifecycle import freeze_startup_objects
 from backworks.pipeline.liveness import Heartbeat, LivenessView
 from backworks.pipeline.plugin import Category, Plugin
 from backworks.pipeline.settlement import ACK, Nak, Settlement, Term, settle
+from backworks.pipeline.stores import NatsRuntime
 
 log = structlog.get_logger("backworks.stage")
 
@@ -95,6 +96,7 @@ class StageHost:
         self.plugin: Plugin[Any] = instance.cls(instance.config, instance=instance.name)
         self.audits = self.plugin.category is Category.SECURITY
         """Security stages note decisions that this host publishes on the event stream (``pipeline.audit``)."""
+        self.plugin.bind(NatsRuntime(client, self.js))
         self.replica = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.max_inflight = max_inflight or instance.spec.limits.max_concurrent or DEFAULT_MAX_INFLIGHT
         self.max_deliver = max_deliver

@@ -13,6 +13,7 @@ from backworks.gateway.app import GatewayState, build_app
 from backworks.gateway.state import connect, disconnect
 from backworks.local.embedded import EmbeddedNats
 from backworks.pipeline.blueprints import LoadedBlueprint
+from tests.waiting import eventually
 
 Served = tuple[httpx.AsyncClient, GatewayState]
 Serving = AbstractAsyncContextManager[Served]
@@ -36,3 +37,20 @@ async def serving(loaded: LoadedBlueprint, server: EmbeddedNats) -> AsyncIterato
             yield client, state
     finally:
         await disconnect(state)
+
+
+async def wait_live(*gateways: GatewayState, replicas: dict[str, int]) -> None:
+    """Until every gateway sees ``replicas[instance]`` live replicas of each instance.
+
+    A gateway moves past a non-critical stage it sees no live replica of, so a test that counts what a stage did
+    waits for this before its first request.
+    """
+
+    def seen() -> bool:
+        return all(
+            state.liveness is not None and state.liveness.count(name) == count
+            for state in gateways
+            for name, count in replicas.items()
+        )
+
+    await eventually(seen)

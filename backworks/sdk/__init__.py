@@ -8,6 +8,8 @@
   (``backworks.sdk.stage``);
 - ``assert_continued``, ``assert_responded``, ``assert_failed``, ``assert_header``: work on both kinds of
   result (``backworks.sdk.assertions``);
+- ``MemoryRuntime``: in-process KV stores for a plugin that uses ``self.kv(bucket)`` (the harness binds a fresh
+  one by default; give several harnesses one runtime to share state like replicas);
 - ``profile(Plugin, ...)``: per-hook call counts, latency percentiles and allocations
   (``backworks.sdk.profiler``; also ``backworks profile``).
 
@@ -24,6 +26,7 @@ A test of a plugin, both ways::
             assert_header(assert_continued(await stage.request(request(path="/x"))), "x-stamp", "yes")
 """
 
+from backworks.pipeline.stores import MemoryRuntime
 from backworks.sdk.assertions import (
     assert_continued,
     assert_failed,
@@ -38,6 +41,7 @@ from backworks.sdk.stage import StageRunner
 
 __all__ = [
     "HookTimeout",
+    "MemoryRuntime",
     "PluginHarness",
     "Profile",
     "StageRunner",

@@ -24,6 +24,7 @@ from backworks.pipeline import secrets
 from backworks.pipeline.contract import verify
 from backworks.pipeline.executor import dispatch
 from backworks.pipeline.plugin import Action, Continue, Fail, Health, Plugin, Respond
+from backworks.pipeline.stores import MemoryRuntime, PluginRuntime
 from backworks.sdk import factories
 
 P = TypeVar("P", bound=Plugin[Any])
@@ -43,10 +44,14 @@ class PluginHarness(Generic[P]):
         *,
         instance: str = "test",
         timeout: float | None = None,
+        runtime: PluginRuntime | None = None,
     ) -> None:
         verify(plugin, f"harness ({plugin.__module__})")
         self.config = factories.config(plugin, config)
         self.plugin: P = plugin(self.config, instance=instance)
+        self.runtime: PluginRuntime = runtime if runtime is not None else MemoryRuntime()
+        """The KV stores the plugin gets from ``self.kv(bucket)`` (see the module docstring)."""
+        self.plugin.bind(self.runtime)
         self.timeout = timeout if timeout is not None else float(plugin.max_execution_time)
         """Seconds a hook may take; defaults to the plugin's ``max_execution_time``, as in the stage host."""
 

@@ -31,6 +31,7 @@ from backworks.pipeline.contract import verify
 from backworks.pipeline.executor import dispatch
 from backworks.pipeline.plugin import Analytics, Continue, Fail, Plugin, Respond, implements
 from backworks.pipeline.secrets import redact
+from backworks.pipeline.stores import MemoryRuntime, PluginRuntime
 from backworks.sdk import factories
 
 DEFAULT_REQUESTS = 1000
@@ -221,11 +222,18 @@ async def profile(
     requests: int = DEFAULT_REQUESTS,
     workload: Workload | None = None,
     allocation_samples: int = DEFAULT_ALLOCATION_SAMPLES,
+    runtime: PluginRuntime | None = None,
 ) -> Profile:
-    """Run ``requests`` generated requests through every phase ``plugin`` serves and measure each hook."""
+    """Run ``requests`` generated requests through every phase ``plugin`` serves and measure each hook.
+
+    A plugin using KV gets ``runtime`` (default: an in-process ``MemoryRuntime``, so hook times exclude broker
+    round trips; pass a ``NatsRuntime`` to include them).
+    """
     cls = verify(plugin, f"profiler ({plugin.__module__})")
     model = factories.config(cls, config)
     instance = cls(model, instance="profile")
+    # KV round trips are not the plugin's CPU: an in-process store keeps them out of the hook times.
+    instance.bind(runtime if runtime is not None else MemoryRuntime())
     build = workload or generated_workload()
     recorder = _Recorder()
     for spec in cls.HOOKS:

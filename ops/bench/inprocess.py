@@ -28,6 +28,7 @@ from backworks.pipeline import blueprints
 from backworks.pipeline.blueprints import LoadedBlueprint, ResolvedInstance
 from backworks.pipeline.executor import dispatch
 from backworks.pipeline.plugin import Continue, Fail, Plugin, Respond
+from backworks.pipeline.stores import MemoryRuntime
 from ops.bench.server import serve
 
 ENVELOPE_KEY = "backworks.envelope"
@@ -117,6 +118,9 @@ class HandlerEndpoint:
 def build_app(loaded: LoadedBlueprint) -> Starlette:
     """Every endpoint of the blueprint as a route whose chain runs as middleware."""
     plugins = {name: item.cls(item.config, instance=name) for name, item in loaded.instances.items()}
+    runtime = MemoryRuntime()  # one process, no broker: KV-backed plugins (rate-limit, cache) keep state in memory
+    for plugin in plugins.values():
+        plugin.bind(runtime)
     routes = []
     for name, endpoint in loaded.model.endpoints.items():
         chain = [

@@ -10,8 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from backworks.cli import app
+from backworks.contracts.names import CACHE_BUCKET
 from backworks.local.embedded import EmbeddedNats
 from backworks.local.ports import free_port
+from backworks.pipeline import broker
 from backworks.pipeline.secrets import MASK
 from backworks.plugins.request_headers import RequestHeaders
 from backworks.sdk import StageRunner
@@ -166,6 +168,27 @@ def test_profile_measures_each_hook(tmp_path: Path) -> None:
     assert code == 0 and "profile of mock 1.0.0: 20 requests" in out and "handle" in out
     code, _, err = invoke("profile", "mock", "--config", '{"status": "x"}')
     assert code == 2 and "invalid config for plugin 'mock'" in err and "/status" in err
+
+
+def test_profile_with_nats_runs_a_kv_plugin_against_the_real_bucket(nats_server: EmbeddedNats) -> None:
+    async def declare() -> None:
+        client = await broker.connect([nats_server.url], name="test")
+        await broker.declare(broker.jetstream(client), storage="memory")
+        await client.close()
+
+    async def keys() -> list[str]:
+        client = await broker.connect([nats_server.url], name="test")
+        try:
+            return list(await (await client.jetstream().key_value(CACHE_BUCKET)).keys())
+        finally:
+            await client.close()
+
+    asyncio.run(declare())
+    code, out, err = invoke("profile", "cache", "--nats", nats_server.url, "--requests", "40", "--format", "json")
+    assert code == 0, err
+    assert {hook["hook"] for hook in json.loads(out)["hooks"]} == {"process_request", "process_response"}
+    stored = asyncio.run(keys())
+    assert stored and all(key.startswith("profile.") for key in stored), stored
 
 
 def test_new_plugin_refuses_bad_names_dependencies_and_existing_folders(tmp_path: Path) -> None:
