@@ -15,6 +15,7 @@ the client only when the blueprint sets ``gateway.expose_errors``.
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -40,6 +41,14 @@ class Breaker(Protocol):
     async def call(self, instance: str, fn: Callable[[], Awaitable[T]]) -> T: ...
 
 
+class ResourceExhausted(Exception):
+    """The hook used up a resource of the whole replica (not only its own call): the replica must be replaced."""
+
+    def __init__(self, resource: str) -> None:
+        super().__init__(resource)
+        self.resource = resource
+
+
 class HookFailed(Exception):
     """The hook ran and did not succeed (raised, overran, returned ``Fail``): what the breaker counts."""
 
@@ -56,8 +65,8 @@ class Outcome:
     envelope: Envelope
     failure: FailureKind | None = None
     message: str = ""
-    out_of_memory: bool = False
-    """The hook hit the replica's memory limit: the process should be restarted."""
+    exhausted: str | None = None
+    """The replica resource the hook used up (``memory``, ``open files``): the process should be restarted."""
 
 
 async def dispatch(plugin: Plugin[Any], phase: Phase, envelope: Envelope) -> Action:
@@ -110,6 +119,12 @@ async def run_hook(plugin: Plugin[Any], phase: Phase, envelope: Envelope, timeou
         raise HookFailed(FailureKind.TIMEOUT, f"hook took longer than {timeout * 1000:.0f} ms") from None
     except MemoryError:
         raise
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            raise ResourceExhausted("open files") from exc
+        message = masked(plugin, envelope, f"{type(exc).__name__}: {exc}")
+        log.warning("plugin hook raised", plugin=plugin.instance, error=message, exc_info=True)
+        raise HookFailed(FailureKind.ERROR, message) from exc
     except Exception as exc:
         message = masked(plugin, envelope, f"{type(exc).__name__}: {exc}")
         log.warning("plugin hook raised", plugin=plugin.instance, error=message, exc_info=True)
@@ -144,7 +159,7 @@ async def execute(
     started = time.perf_counter()
     failure: FailureKind | None = None
     message = ""
-    out_of_memory = False
+    exhausted: str | None = None
     try:
         if breaker is None:
             action = await run_hook(plugin, phase, envelope, timeout)
@@ -155,7 +170,9 @@ async def execute(
     except BreakerOpen as exc:
         failure, message = FailureKind.UNAVAILABLE, str(exc)
     except MemoryError:
-        failure, message, out_of_memory = FailureKind.ERROR, "hook exceeded the replica's memory limit", True
+        failure, message, exhausted = FailureKind.ERROR, "hook exceeded the replica's memory limit", "memory"
+    except ResourceExhausted as exc:
+        failure, message, exhausted = FailureKind.ERROR, f"hook exhausted the replica's {exc.resource}", exc.resource
     else:
         if isinstance(action, Respond):
             envelope.response = action.response
@@ -173,4 +190,4 @@ async def execute(
     else:
         envelope.cursor += 1
     envelope.timings.append(Timing(stage=stage.label, ms=round(elapsed_ms, 3), replica=replica, attempt=attempt))
-    return Outcome(envelope, failure, message, out_of_memory)
+    return Outcome(envelope, failure, message, exhausted)

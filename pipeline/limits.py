@@ -1,11 +1,15 @@
 """Containing a plugin process: OS resource limits, and a watchdog for a blocked event loop.
 
 Limits come from the blueprint (``plugins.<instance>.limits``). Exceeding memory raises ``MemoryError``
-in the hook (the stage fails, the replica exits to be restarted); exceeding CPU time gets the process
-killed by the kernel; running out of file descriptors fails the hook. A hook that blocks the event
-loop (a synchronous hang) cannot be timed out from inside the loop, so a watchdog thread ends the
-process once the loop has not turned for ``stall_after`` seconds; JetStream then redelivers the
-message to another replica and the supervisor restarts this one.
+in the hook; running out of file descriptors raises ``OSError(EMFILE)``: either way the stage fails and the
+replica exits to be restarted (codes 71, 73), since the next message would fail the same way. ``cpu_seconds``
+is a CPU-time budget for the replica's life: at the soft limit the kernel sends SIGXCPU and the replica exits
+with ``CPU_EXHAUSTED_EXIT`` to be restarted with a fresh budget (the message it held is redelivered or, if it
+stalled its stage, routed around); a process that cannot run Python code any more is killed at soft + 1 s.
+
+A hook that blocks the event loop (a synchronous hang) cannot be timed out from inside the loop, so a
+watchdog thread ends the process once the loop has not turned for ``stall_after`` seconds; JetStream then
+redelivers the message to another replica and the supervisor restarts this one.
 
 A process that was stopped (SIGSTOP, a frozen container, a suspended VM) did not have a blocked loop: every
 thread stood still, the watchdog's too. The watchdog tells the two apart by its own sleep: when it wakes far
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
+import signal
 import sys
 import threading
 import time
@@ -30,6 +35,7 @@ from backworks.contracts.blueprint import ResourceLimits
 log = structlog.get_logger("backworks.limits")
 
 STALLED_EXIT = 72
+CPU_EXHAUSTED_EXIT = 74
 WATCHDOG_TICK = 0.1
 WATCH_INTERVAL = WATCHDOG_TICK * 5
 MIN_STALL = 2.0
@@ -46,6 +52,7 @@ def apply(limits: ResourceLimits) -> dict[str, int]:
         applied["memory_mb"] = limits.memory_mb
     if limits.cpu_seconds:
         soft = limits.cpu_seconds
+        signal.signal(signal.SIGXCPU, _cpu_exhausted)
         resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 1))
         applied["cpu_seconds"] = soft
     if limits.open_files:
@@ -54,6 +61,16 @@ def apply(limits: ResourceLimits) -> dict[str, int]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (value, hard))
         applied["open_files"] = value
     return applied
+
+
+def _cpu_exhausted(signum: int, frame: object) -> None:
+    # Runs between two bytecodes of whatever hogs the CPU: no logging machinery, write the line and go.
+    sys.stderr.write(
+        '{"event": "replica used its CPU-time budget (limits.cpu_seconds); exiting to be restarted", '
+        f'"level": "error", "pid": {os.getpid()}}}\n'
+    )
+    sys.stderr.flush()
+    os._exit(CPU_EXHAUSTED_EXIT)
 
 
 class LoopWatchdog:

@@ -56,6 +56,9 @@ DEFAULT_MAX_INFLIGHT = 64
 NAK_DELAY = 0.1
 """First retry delay of a failed hand-off; doubles with each delivery."""
 OUT_OF_MEMORY_EXIT = 71
+OUT_OF_FILES_EXIT = 73
+EXHAUSTED_EXIT = {"memory": OUT_OF_MEMORY_EXIT, "open files": OUT_OF_FILES_EXIT}
+"""Exit code of a replica whose plugin used up a resource of the process, by resource."""
 
 
 def delivery_count(ack_subject: str) -> int:
@@ -115,7 +118,9 @@ class StageHost:
         self.forwarder = Forwarder(client, self.js, settings, self.replica, publish_timeout=PUBLISH_TIMEOUT)
         self.breakers: FleetBreakers = self.forwarder.breakers
         self.liveness: LivenessView = self.forwarder.liveness
-        self.out_of_memory = asyncio.Event()
+        self.exhausted = asyncio.Event()
+        self.exhausted_resource = ""
+        """What a plugin used up (``memory``, ``open files``): the replica exits to be restarted."""
 
     def consumer_config(self, phase: Phase) -> ConsumerConfig:
         durable = stage_durable(self.instance.name, phase)
@@ -265,8 +270,9 @@ class StageHost:
         if outcome.failure:
             self.failed += 1
             failures.append(outcome.envelope.errors[-1])
-            if outcome.out_of_memory:
-                self.out_of_memory.set()
+            if outcome.exhausted:
+                self.exhausted_resource = outcome.exhausted
+                self.exhausted.set()
         try:
             await self.forwarder.forward(outcome.envelope, on_retry=msg.in_progress, failures=failures)
         except Exception as exc:
@@ -327,13 +333,14 @@ async def serve(instance: ResolvedInstance, servers: list[str], stop: asyncio.Ev
     try:
         await host.start()
         freeze_startup_objects()
-        oom = asyncio.ensure_future(host.out_of_memory.wait())
+        exhausted = asyncio.ensure_future(host.exhausted.wait())
         stopped = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({oom, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if host.out_of_memory.is_set():
-            log.error("plugin exhausted its memory limit; exiting to be restarted", instance=instance.name)
-            code = OUT_OF_MEMORY_EXIT
-        oom.cancel()
+        await asyncio.wait({exhausted, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if host.exhausted.is_set():
+            resource = host.exhausted_resource
+            log.error(f"plugin exhausted the replica's {resource}; exiting to be restarted", instance=instance.name)
+            code = EXHAUSTED_EXIT.get(resource, OUT_OF_MEMORY_EXIT)
+        exhausted.cancel()
         stopped.cancel()
     finally:
         await host.stop()

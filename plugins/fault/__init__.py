@@ -38,6 +38,7 @@ class Fault(RequestProcessor[FaultConfig]):
     max_execution_time = 1.0
 
     _leaked: ClassVar[list[bytearray]] = []
+    _leaked_fds: ClassVar[list[int]] = []
 
     def __init__(self, config: FaultConfig, *, instance: str) -> None:
         super().__init__(config, instance=instance)
@@ -74,6 +75,13 @@ class Fault(RequestProcessor[FaultConfig]):
             self._leaked.append(bytearray(self.config.leak_mb * 1024 * 1024))
         elif mode is FaultMode.EXIT:
             os._exit(EXIT_CODE)
+        elif mode is FaultMode.SPIN:
+            spin_until = time.process_time() + delay
+            while time.process_time() < spin_until:
+                pass
+        elif mode is FaultMode.FD_LEAK:
+            for _ in range(self.config.leak_fds):
+                self._leaked_fds.append(os.open(os.devnull, os.O_RDONLY))
         return Continue(envelope)
 
     async def get_metrics(self) -> dict[str, float]:

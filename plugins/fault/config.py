@@ -24,6 +24,10 @@ class FaultMode(str, Enum):
     """Allocate ``leak_mb`` and never release it."""
     EXIT = "exit"
     """Kill the plugin process at once (exit code 70), as a crash would."""
+    SPIN = "spin"
+    """Burn CPU for ``delay_ms`` without yielding (what a runaway computation does; meets ``limits.cpu_seconds``)."""
+    FD_LEAK = "fd-leak"
+    """Open ``leak_fds`` file descriptors and never close them (meets ``limits.open_files``)."""
 
 
 class FaultConfig(BaseModel):
@@ -40,3 +44,4 @@ class FaultConfig(BaseModel):
     delay_ms: int = Field(default=50, ge=0, description="Delay for `delay` and `block`.")
     abort_status: int = Field(default=503, ge=100, le=599, description="Status for `abort`.")
     leak_mb: int = Field(default=64, ge=1, description="Megabytes kept per `leak` request.")
+    leak_fds: int = Field(default=16, ge=1, description="File descriptors kept open per `fd-leak` request.")

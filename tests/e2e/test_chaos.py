@@ -49,6 +49,19 @@ endpoints:
   breaker:  {path: /breaker, plugins: [brk], handler: {type: mock, config: {body: ok}}}
 """
 
+# A replica's CPU-time budget and open-file limit, each met by a plugin that spins or leaks descriptors.
+LIMIT_TIMEOUT = 2.0
+"""The spinning stage's time limit: its watchdog (10x) must not end it before its 3 s CPU budget does."""
+LIMITS = """name: limits
+defaults: {timeout_ms: 15000}
+plugins:
+  spin: {type: fault, critical: true, timeout_ms: 2000, limits: {cpu_seconds: 3}, config: {delay_ms: 30000}}
+  fds:  {type: fault, critical: true, timeout_ms: 500, limits: {open_files: 128}, config: {leak_fds: 32}}
+endpoints:
+  spin: {path: /spin, plugins: [spin], handler: {type: mock, config: {body: ok}}}
+  fds:  {path: /fds, plugins: [fds], handler: {type: mock, config: {body: ok}}}
+"""
+
 # One optional stage whose timeout is long: a request that waited for it instead of skipping the dead stage
 # at once would take OPT_DEGRADE_TIMEOUT, so "fast" can be bounded far above the real figure and still mean it.
 DEGRADE = """name: degrade
@@ -220,3 +233,38 @@ def test_a_failing_critical_plugin_trips_its_fleet_breaker_and_a_probe_closes_it
         assert stack.request("/breaker").status_code == 200
         stack.assert_every_request_answered_once()
     report(tmp_path, "fleet_breaker", reset_timeout_configured=BRK_RESET, refused_request_mean=refusing / 5)
+
+
+def test_a_spinning_plugin_meets_its_cpu_budget_and_a_leaking_one_its_file_limit(tmp_path: Path) -> None:
+    blueprint = write_blueprint(tmp_path, LIMITS)
+    with running(blueprint, tmp_path) as stack:
+        # spin: the hook burns CPU without yielding. The client gets a 504 naming the stage at its time limit (the
+        # stage is routed around, not waited for); the replica meets its CPU budget and is replaced.
+        spin_pid = stack.replicas("spin.request")[0]["pid"]
+        started = time.monotonic()
+        spun = stack.request("/spin", "spin")
+        spin_answered = time.monotonic() - started
+        assert spun.status_code == 504, spun.text
+        assert spun.json()["stage"] == "spin.request" and spun.json()["cause"] == "timeout"
+        assert spin_answered < DEADLINE / 3, "answered at the stage's limit, not the request deadline"
+        wait_for(lambda: "exited with code 74" in stack.log.read_text())
+        wait_for(lambda: stack.replicas("spin.request") and stack.replicas("spin.request")[0]["pid"] != spin_pid)
+        wait_for(lambda: stack.request("/spin").status_code == 200)
+
+        # fd-leak: 32 descriptors kept per request under a 128 limit. Once the replica is out of descriptors the
+        # request fails with a 502 naming the stage, and the replica exits to be replaced instead of failing on.
+        fds_pid = stack.replicas("fds.request")[0]["pid"]
+        statuses: list[int] = []
+        while 502 not in statuses and len(statuses) < LEAK_REQUESTS:
+            statuses.append(stack.request("/fds", "fd-leak").status_code)
+        assert 502 in statuses, statuses
+        assert set(statuses) <= {200, 502}, statuses
+        wait_for(lambda: "exited with code 73" in stack.log.read_text())
+        wait_for(lambda: stack.replicas("fds.request") and stack.replicas("fds.request")[0]["pid"] != fds_pid)
+        wait_for(lambda: stack.request("/fds").status_code == 200)
+        stack.assert_every_request_answered_once()
+    report(
+        tmp_path, "cpu_and_file_limits",
+        stage_timeout_configured=LIMIT_TIMEOUT, spinning_request_answered_after=spin_answered,
+        fd_leak_requests_until_502=len(statuses),
+    )  # fmt: skip
