@@ -11,7 +11,8 @@
     │   ├── BreakerOpen                       a plugin's fleet-shared circuit breaker refused a call
     │   └── PluginConfigError                 a config given to the SDK or `profile` breaks its schema
     ├── backworks.gateway.errors.GatewayError
-    │   └── ProblemError                      an HTTP problem (RFC 9457) to return to the client
+    │   ├── ProblemError                      an HTTP problem (RFC 9457) to return to the client
+    │   └── RequestRefused                    a request broke an edge limit while being parsed (431, 414)
     └── backworks.local.errors.LocalError     running Backworks on this machine (`up`, `nats`)
         ├── PortInUse                         a port to listen on is taken (names the port and the option)
         └── NotReady                          the broker did not come up in time

@@ -8,7 +8,7 @@ import time
 import uuid
 
 import structlog
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from backworks.contracts.envelope import Envelope, Stage
@@ -26,6 +26,8 @@ STALL_PROBE_TIMEOUT = 0.1
 REQUEST_ID_HEADER = "x-request-id"
 SKIPPED_HEADER = "x-backworks-skipped"
 VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+CLIENT_CLOSED_REQUEST = 499
+"""The status logged for a request whose client disconnected before it could be answered (nginx's 499)."""
 
 
 def server_timing(envelope: Envelope, total_ms: float) -> str:
@@ -76,6 +78,10 @@ class Pipeline:
                 response = problem_response(problem, instance=request.url.path, request_id=request_id)
                 response.headers[REQUEST_ID_HEADER] = request_id
                 log.warning("request failed", status=problem.status, stage=problem.stage, detail=problem.detail)
+            except ClientDisconnect:
+                # The client went away while sending its body: nobody to answer, nothing failed on our side.
+                log.info("client disconnected", method=request.method, path=request.url.path)
+                response = Response(status_code=CLIENT_CLOSED_REQUEST)
             if self.state.access_log:
                 log.info("request", method=request.method, path=request.url.path, status=response.status_code,
                          ms=round((time.perf_counter() - started) * 1000, 3))  # fmt: skip
@@ -126,12 +132,12 @@ class Pipeline:
                     stage=target.label if target else None, cause=FailureKind.PUBLISH,
                 ) from exc  # fmt: skip
             try:
-                raw = await future
+                reply = await future
             except TimeoutError:
                 raise await self._deadline_problem(envelope) from None
         finally:
             inbox.forget(envelope.correlation_id)
-        return self._respond(Envelope.from_json(raw), request_id, started)
+        return self._respond(reply, request_id, started)
 
     async def _deadline_problem(self, envelope: Envelope) -> ProblemError:
         stuck = await self._locate_stall(envelope)

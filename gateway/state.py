@@ -11,6 +11,7 @@ import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from backworks.gateway.connections import EdgeStats
 from backworks.gateway.replies import ReplyInbox
 from backworks.pipeline import broker
 from backworks.pipeline.blueprints import LoadedBlueprint
@@ -38,6 +39,8 @@ class GatewayState:
     inbox: ReplyInbox | None = None
     forwarder: Forwarder | None = None
     access_log: bool = False
+    edge: EdgeStats = field(default_factory=EdgeStats)
+    """What the HTTP edge counted (refused, evicted, timed-out connections...), filled by the server."""
 
     @property
     def liveness(self) -> LivenessView | None:
