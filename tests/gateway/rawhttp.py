@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -56,10 +57,9 @@ def read_until_closed(sock: socket.socket) -> bytes:
 def exchange(port: int, request: bytes) -> RawResponse:
     """Send ``request`` (the server may answer and stop reading before it is all sent), read the answer."""
     with connect(port) as sock:
-        try:
+        # The server may answer early and close: its answer is still in our receive buffer.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(request)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server answered early and closed: its answer is still in our receive buffer
         return parse(read_until_closed(sock))
 
 

@@ -210,7 +210,9 @@ def test_a_connection_flood_makes_room_and_legitimate_requests_are_served(edge: 
 
 def test_a_client_that_disconnects_mid_body_is_an_info_event(edge: Edge) -> None:
     with connect(edge.port) as sock:
-        sock.sendall(b"POST /hello/x HTTP/1.1\r\nHost: edge\r\nX-Request-Id: gone-123\r\nContent-Length: 1000\r\n\r\n1234")
+        sock.sendall(
+            b"POST /hello/x HTTP/1.1\r\nHost: edge\r\nX-Request-Id: gone-123\r\nContent-Length: 1000\r\n\r\n1234"
+        )
         time.sleep(0.3)
     deadline = time.monotonic() + CLOSE_BOUND_S
     while time.monotonic() < deadline:
