@@ -8,6 +8,7 @@ import time
 import uuid
 
 import structlog
+from nats.errors import MaxPayloadError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -125,6 +126,10 @@ class Pipeline:
         try:
             try:
                 await forwarder.forward(envelope)
+            except MaxPayloadError:  # body and headers within the gateway's limits, the envelope beyond the broker's
+                detail = (f"the request, as an envelope, exceeds the broker's max_payload ({client.max_payload} "
+                          "bytes); send less, or raise NATS max_payload above gateway.max_body_bytes")  # fmt: skip
+                raise ProblemError(413, "Payload too large", detail) from None
             except PipelineError as exc:
                 target = envelope.current
                 raise ProblemError(
