@@ -27,12 +27,15 @@ import uuid
 from typing import Any, ClassVar
 
 import httptools
+import structlog
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from backworks.contracts.blueprint import GatewaySettings
 from backworks.gateway.connections import ConnectionGuard, EdgeEvent
 from backworks.gateway.errors import RequestRefused
 from backworks.pipeline.problems import PROBLEM_CONTENT_TYPE, problem_type
+
+log = structlog.get_logger("backworks.gateway.edge")
 
 LINGER_S = 2.0
 """Seconds a refused connection keeps reading (and dropping) what its client still sends before closing."""
@@ -136,6 +139,11 @@ class EdgeProtocol(HttpToolsProtocol):
                 self._refuse(self._too_large(f"more than {self.settings.max_header_bytes} bytes"))
             elif self._head_timer is None:
                 self._arm_head_timer()
+
+    def _unsupported_upgrade_warning(self) -> None:
+        """The gateway serves no WebSocket: the request is served as plain HTTP, without uvicorn's two warnings
+        per request (a log flood anyone could cause)."""
+        log.debug("upgrade request served as plain HTTP", upgrade=(self._get_upgrade() or b"").decode("latin-1"))
 
     def send_400_response(self, msg: str) -> None:
         """Any 400 uvicorn itself would send (it sends text/plain) goes out as problem+json."""

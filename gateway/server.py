@@ -36,6 +36,7 @@ def uvicorn_config(
         port=port,
         loop="uvloop",
         http=edge_protocol(settings, guard),
+        ws="none",  # the gateway serves no WebSocket; an upgraded connection would leave the connection guard
         lifespan="on",
         log_config=None,
         access_log=False,

@@ -220,8 +220,19 @@ def test_a_client_that_disconnects_mid_body_is_an_info_event(edge: Edge) -> None
         if any(line.get("event") == "client disconnected" for line in lines):
             break
         time.sleep(0.1)
-    (event,) = [line for line in lines if line.get("event") == "client disconnected"]
+    events = [line for line in lines if line.get("event") == "client disconnected"]
+    assert len(events) == 1, lines
+    (event,) = events
     assert event["level"] == "info"
     assert [line for line in lines if line.get("level") in ("error", "critical")] == []
     assert not any("exception" in line for line in lines)
     assert "ClientDisconnect" not in edge.log.read_text(), "no traceback, from us or from uvicorn"
+
+
+def test_an_upgrade_request_is_served_as_plain_http_without_a_warning(edge: Edge) -> None:
+    logged = len(edge.log.read_text())
+    request = head(b"Connection: Upgrade, close", b"Upgrade: websocket")
+    response = exchange(edge.port, request)
+    assert response.status == 200, response
+    time.sleep(0.5)
+    assert "pgrade" not in edge.log.read_text()[logged:], "no log line per upgrade request"
