@@ -36,6 +36,7 @@ DEFAULT_MAX_HEADER_LINES = 256
 DEFAULT_MAX_REQUEST_LINE_BYTES = 8 * 1024
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_KEEPALIVE_TIMEOUT_S = 5.0
+DEFAULT_BODY_TIMEOUT_S = 30.0
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 """Instance and endpoint names become NATS subject tokens and durable names."""
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
@@ -100,6 +101,13 @@ class GatewaySettings(BaseModel):
         le=3600,
         description="Seconds a client has to send a request's line and headers, from its first byte or from "
         "connecting; a connection that takes longer (slowloris) is closed.",
+    )
+    body_timeout_s: float = Field(
+        default=DEFAULT_BODY_TIMEOUT_S,
+        gt=0,
+        le=3600,
+        description="Seconds a client has to send a request's body once its headers are in; a connection that "
+        "takes longer (a slow-body attack) is answered 408 and closed.",
     )
     keepalive_timeout_s: float = Field(
         default=DEFAULT_KEEPALIVE_TIMEOUT_S,

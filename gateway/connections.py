@@ -38,6 +38,8 @@ class EdgeEvent(str, Enum):
     """An idle or unfinished connection was closed to make room for a new one."""
     HEADER_TIMEOUT = "header_timeout"
     """A connection did not finish sending its request line and headers in time (slowloris) and was closed."""
+    BODY_TIMEOUT = "body_timeout"
+    """A connection did not finish sending its request body in time (a slow-body attack) and was closed."""
     HEADERS_TOO_LARGE = "headers_too_large"
     """A request's headers exceeded the byte or line limit (431)."""
     URI_TOO_LONG = "uri_too_long"

@@ -9,14 +9,15 @@ concatenation (each piece copies what came before). ``EdgeProtocol`` counts as b
   incomplete, every byte received for it (beyond ``max_header_bytes`` or ``max_header_lines``: 431), so at
   most the limit plus one socket read is ever buffered for a head;
 - the time from a connection's opening, or from the first byte of a later request, until its headers are
-  complete (beyond ``header_timeout_s``: 408 and closed); an idle keep-alive connection is closed after
-  ``keepalive_timeout_s`` (uvicorn's own timer).
+  complete (beyond ``header_timeout_s``: 408 and closed), then until its body is (``body_timeout_s``);
+  an idle keep-alive connection is closed after ``keepalive_timeout_s`` (uvicorn's own timer).
 
 Whatever the edge answers itself is ``application/problem+json`` with ``connection: close``; after a 4xx
 the connection stops parsing, half-closes and drops what the client still sends for ``LINGER_S`` (closing
 at once with unread data makes the kernel reset the connection, and the client may never read the answer).
 In the common case (a head in one read) the only added work per request is a few integer updates and one
-ordered-dict move in the connection guard: no timer is armed.
+ordered-dict move in the connection guard: no timer is armed (one is only while a head or body is unfinished
+after a read).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class EdgeProtocol(HttpToolsProtocol):
         self._header_lines = 0
         self._header_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
         self._linger: asyncio.TimerHandle | None = None
         self._refused = False
         """An error was answered: parse nothing more, only drop what still arrives."""
@@ -96,6 +98,7 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        self._cancel_body_timer()
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
@@ -133,12 +136,15 @@ class EdgeProtocol(HttpToolsProtocol):
         except httptools.HttpParserError:
             self._refuse(RequestRefused(400, "Bad request", "the request is not valid HTTP/1.1", EdgeEvent.MALFORMED))
             return
-        if self._reading_head and self._head_bytes:
-            header_bytes = self._head_bytes - self._url_bytes - REQUEST_LINE_OVERHEAD
-            if header_bytes > self.settings.max_header_bytes:
-                self._refuse(self._too_large(f"more than {self.settings.max_header_bytes} bytes"))
-            elif self._head_timer is None:
-                self._arm_head_timer()
+        if self._reading_head:
+            if self._head_bytes:
+                header_bytes = self._head_bytes - self._url_bytes - REQUEST_LINE_OVERHEAD
+                if header_bytes > self.settings.max_header_bytes:
+                    self._refuse(self._too_large(f"more than {self.settings.max_header_bytes} bytes"))
+                elif self._head_timer is None:
+                    self._arm_head_timer()
+        elif self._body_timer is None and self.cycle is not None and self.cycle.more_body:
+            self._body_timer = self.loop.call_later(self.settings.body_timeout_s, self._body_timed_out)
 
     def _unsupported_upgrade_warning(self) -> None:
         """The gateway serves no WebSocket: the request is served as plain HTTP, without uvicorn's two warnings
@@ -185,6 +191,7 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        self._cancel_body_timer()
         self._reading_head = True
         self._head_bytes = 0
 
@@ -235,6 +242,23 @@ class EdgeProtocol(HttpToolsProtocol):
             detail = f"the request line and headers did not arrive within {limit:g} s (gateway.header_timeout_s)"
             self.transport.write(problem_message(408, "Request timeout", detail, self._default_headers()))
         self.transport.close()
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        if self.transport.is_closing() or self.cycle is None or not self.cycle.more_body:
+            return
+        self._refused = True
+        self.guard.report.count(EdgeEvent.BODY_TIMEOUT)
+        if not self.cycle.response_started:
+            limit = self.settings.body_timeout_s
+            detail = f"the request body did not arrive within {limit:g} s (gateway.body_timeout_s)"
+            self.transport.write(problem_message(408, "Request timeout", detail, self._default_headers()))
+        self.transport.close()  # the app reading the body sees a disconnect
 
     def _default_headers(self) -> list[tuple[bytes, bytes]]:
         return list(self.server_state.default_headers)

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.e2e
 
 MAX_CONNECTIONS = 30
 HEADER_TIMEOUT_S = 1
+BODY_TIMEOUT_S = 1
 KEEPALIVE_TIMEOUT_S = 1
 CLOSE_BOUND_S = 15.0
 """Generous: the timeouts are 1 s; a loaded shared machine may be many times slower, never this much."""
@@ -32,6 +33,7 @@ nats: {{url: embedded}}
 gateway:
   max_body_bytes: 1024
   header_timeout_s: {HEADER_TIMEOUT_S}
+  body_timeout_s: {BODY_TIMEOUT_S}
   keepalive_timeout_s: {KEEPALIVE_TIMEOUT_S}
   max_connections: {MAX_CONNECTIONS}
 plugins:
@@ -156,18 +158,35 @@ def test_slowloris_is_closed_after_the_header_timeout(edge: Edge) -> None:
     started = time.monotonic()
     with connect(edge.port) as sock:
         sock.sendall(b"GET /hello/x HTTP/1.1\r\nHost: edge\r\n")
-        closed, received = False, b""
-        while not closed and time.monotonic() - started < CLOSE_BOUND_S:
-            try:
-                sock.sendall(b"X")  # a byte at a time, never finishing the header
-            except (BrokenPipeError, ConnectionResetError):
-                closed, received = True, received + read_until_closed(sock)
-                break
-            closed, received = closed_within(sock, 0.3)
+        closed, received = trickle_until_closed(sock, started)  # never finishing the header
     assert closed, f"a connection trickling its headers was still open after {CLOSE_BOUND_S} s"
     if received:  # the 408 may be lost to the reset a closing socket with unread bytes sends
         assert_problem(parse(received), 408)
     assert edge.health()["edge"]["header_timeout"] > before
+
+
+def trickle_until_closed(sock: socket.socket, started: float) -> tuple[bool, bytes]:
+    """Send a byte at a time until the server closes ``sock`` (or ``CLOSE_BOUND_S`` passes)."""
+    closed, received = False, b""
+    while not closed and time.monotonic() - started < CLOSE_BOUND_S:
+        try:
+            sock.sendall(b"X")
+        except (BrokenPipeError, ConnectionResetError):
+            return True, received + read_until_closed(sock)
+        closed, received = closed_within(sock, 0.3)
+    return closed, received
+
+
+def test_a_slow_body_is_closed_after_the_body_timeout(edge: Edge) -> None:
+    before = edge.health()["edge"]["body_timeout"]
+    started = time.monotonic()
+    with connect(edge.port) as sock:
+        sock.sendall(b"POST /hello/x HTTP/1.1\r\nHost: edge\r\nContent-Length: 1000\r\n\r\nfirst bytes")
+        closed, received = trickle_until_closed(sock, started)
+    assert closed, f"a connection trickling its body was still open after {CLOSE_BOUND_S} s"
+    if received:
+        assert_problem(parse(received), 408)
+    assert edge.health()["edge"]["body_timeout"] == before + 1
 
 
 def test_a_silent_connection_and_an_idle_keep_alive_one_are_closed(edge: Edge) -> None:
