@@ -180,10 +180,9 @@ class ConnectionGuard:
         self._resting.pop(connection, None)
 
     def resting(self, connection: Closable) -> None:
-        """``connection`` waits for its next request (or is being turned away): the newest to give way."""
+        """``connection`` waits for its next request (or is being turned away): it may give way from now on."""
         if connection in self._open:
-            self._resting[connection] = None
-            self._resting.move_to_end(connection)
+            self._resting[connection] = None  # after ``busy``, a new key: the newest to give way
 
     def release(self, connection: Closable) -> None:
         """``connection`` closed."""

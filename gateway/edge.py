@@ -66,6 +66,10 @@ class EdgeProtocol(HttpToolsProtocol):
 
     settings: ClassVar[GatewaySettings]
     guard: ClassVar[ConnectionGuard]
+    # The limits checked per header or read, as plain class attributes (read on the hot path).
+    max_header_bytes: ClassVar[int]
+    max_header_lines: ClassVar[int]
+    max_request_line_bytes: ClassVar[int]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -139,8 +143,8 @@ class EdgeProtocol(HttpToolsProtocol):
         if self._reading_head:
             if self._head_bytes:
                 header_bytes = self._head_bytes - self._url_bytes - REQUEST_LINE_OVERHEAD
-                if header_bytes > self.settings.max_header_bytes:
-                    self._refuse(self._too_large(f"more than {self.settings.max_header_bytes} bytes"))
+                if header_bytes > self.max_header_bytes:
+                    self._refuse(self._too_large(f"more than {self.max_header_bytes} bytes"))
                 elif self._head_timer is None:
                     self._arm_head_timer()
         elif self._body_timer is None and self.cycle is not None and self.cycle.more_body:
@@ -163,35 +167,43 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def on_url(self, url: bytes) -> None:
         self._url_bytes += len(url)
-        if self._url_bytes > self.settings.max_request_line_bytes:
-            limit = self.settings.max_request_line_bytes
+        if self._url_bytes > self.max_request_line_bytes:
+            limit = self.max_request_line_bytes
             detail = f"the request target is longer than {limit} bytes (gateway.max_request_line_bytes)"
             raise RequestRefused(414, "URI too long", detail, EdgeEvent.URI_TOO_LONG)
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_lines += 1
-        self._header_bytes += len(name) + len(value) + HEADER_OVERHEAD
-        if self._header_lines > self.settings.max_header_lines:
+        lines = self._header_lines = self._header_lines + 1
+        size = self._header_bytes = self._header_bytes + len(name) + len(value) + HEADER_OVERHEAD
+        if lines > self.max_header_lines:
             raise RequestRefused(
                 431,
                 "Request header fields too large",
-                f"more than {self.settings.max_header_lines} header lines (gateway.max_header_lines)",
+                f"more than {self.max_header_lines} header lines (gateway.max_header_lines)",
                 EdgeEvent.HEADERS_TOO_LARGE,
             )
-        if self._header_bytes > self.settings.max_header_bytes:
-            raise self._too_large(f"more than {self.settings.max_header_bytes} bytes")
-        super().on_header(name, value)
+        if size > self.max_header_bytes:
+            raise self._too_large(f"more than {self.max_header_bytes} bytes")
+        # uvicorn's on_header (0.55), inlined: this runs for every header of every request, and a super() call
+        # is as costly as the rest. tests/gateway/test_edge.py checks headers still reach the app as uvicorn's.
+        name = name.lower()
+        value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace, which RFC 9110 excludes from the value
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._reading_head = False
-        self._cancel_head_timer()
+        if self._head_timer is not None:
+            self._cancel_head_timer()
         self.guard.busy(self)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._cancel_body_timer()
+        if self._body_timer is not None:
+            self._cancel_body_timer()
         self._reading_head = True
         self._head_bytes = 0
 
@@ -272,4 +284,7 @@ def edge_protocol(settings: GatewaySettings, guard: ConnectionGuard) -> type[Edg
 
     BoundEdgeProtocol.settings = settings
     BoundEdgeProtocol.guard = guard
+    BoundEdgeProtocol.max_header_bytes = settings.max_header_bytes
+    BoundEdgeProtocol.max_header_lines = settings.max_header_lines
+    BoundEdgeProtocol.max_request_line_bytes = settings.max_request_line_bytes
     return BoundEdgeProtocol
