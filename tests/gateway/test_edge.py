@@ -133,6 +133,18 @@ def test_headers_within_the_limits_are_served(edge: Edge) -> None:
     assert json.loads(response.body) == {"greeting": "Hello, x!"}
 
 
+def test_headers_reach_the_app_as_uvicorn_gives_them(edge: Edge) -> None:
+    """Names lower-cased, trailing whitespace stripped, ``Expect: 100-continue`` honoured (EdgeProtocol's on_header)."""
+    request = head(b"X-REQUEST-ID: edge-77 \t", b"Connection: close")
+    response = exchange(edge.port, request)
+    assert response.status == 200 and response.headers["x-request-id"] == "edge-77"
+    with connect(edge.port) as sock:
+        sock.sendall(b"POST /hello/x HTTP/1.1\r\nHost: e\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+        assert sock.recv(1024).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(b"hi")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+
+
 def test_a_long_request_target_is_refused_with_414(edge: Edge) -> None:
     problem = assert_problem(exchange(edge.port, head(target=b"/hello/" + b"a" * 9 * 1024)), 414)
     assert "gateway.max_request_line_bytes" in problem["detail"]
