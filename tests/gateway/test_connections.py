@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import resource
+import subprocess
+import sys
 
 import pytest
 from structlog.testing import capture_logs
@@ -83,3 +85,21 @@ def test_the_connection_limit_stays_below_the_open_file_limit(monkeypatch: pytes
     assert connection_limit(50_000) == 1024 - connections.FD_RESERVE
     monkeypatch.setattr(resource, "getrlimit", lambda _: (1_000_000, 1_000_000))
     assert connection_limit(None) == connections.DEFAULT_MAX_CONNECTIONS
+
+
+RAISE_LIMIT = """
+import resource
+from backworks.gateway.connections import FD_RESERVE, raise_descriptor_limit
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, 4096))
+raise_descriptor_limit(1000)
+assert resource.getrlimit(resource.RLIMIT_NOFILE) == (1000 + FD_RESERVE, 4096)
+raise_descriptor_limit(10_000)
+assert resource.getrlimit(resource.RLIMIT_NOFILE) == (4096, 4096), "never above the hard limit"
+"""
+
+
+def test_the_soft_open_file_limit_is_raised_towards_what_the_connections_need() -> None:
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < 4096:
+        pytest.skip("the hard open-file limit here is below 4096")
+    result = subprocess.run([sys.executable, "-c", RAISE_LIMIT], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
