@@ -4,7 +4,8 @@ Replays the security review's attacks (issue 9) on free loopback ports, with leg
 alongside, and reports the gateway process's RSS (psutil) before, at its peak and after each one:
 
 1. ``--big`` concurrent requests with a ``--header-mb`` MB header each, twice over;
-2. ``--slow`` connections sending their headers a byte a second (slowloris);
+2. ``--slow`` connections sending their headers a byte a second (slowloris), then as many sending a body
+   that way (slow body);
 3. ``--idle`` sockets opened and left silent, the whole stack started with ``ulimit -n --nofile``.
 
 Nothing here asserts: it prints what happened (tests/gateway/test_edge.py holds the assertions).
@@ -201,11 +202,16 @@ def still_open(sockets: list[socket.socket]) -> int:
     return alive
 
 
-def slowloris(port: int, count: int, seconds: float) -> tuple[int, int]:
+SLOW_HEAD = b"GET /hello/x HTTP/1.1\r\nHost: a\r\n"
+SLOW_BODY = b"POST /hello/x HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n"
+
+
+def slowloris(port: int, count: int, seconds: float, start: bytes = SLOW_HEAD) -> tuple[int, int]:
+    """``count`` connections that send ``start`` then a byte a second for ``seconds``; how many stayed open."""
     sockets = open_sockets(port, count)
     for sock in sockets:
         with contextlib.suppress(OSError):
-            sock.send(b"GET /hello/x HTTP/1.1\r\nHost: a\r\n")
+            sock.send(start)
     ended = time.monotonic() + seconds
     while time.monotonic() < ended:
         for sock in sockets:
@@ -229,6 +235,7 @@ def main() -> int:
     parser.add_argument("--header-mb", type=float, default=7.0)
     parser.add_argument("--slow", type=int, default=200, help="slowloris connections")
     parser.add_argument("--slow-seconds", type=float, default=20.0)
+    parser.add_argument("--slow-body-seconds", type=float, default=35.0)
     parser.add_argument("--idle", type=int, default=1100, help="idle sockets")
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     parser.add_argument("--nofile", type=int, default=1024, help="ulimit -n of the backworks processes")
@@ -252,6 +259,11 @@ def main() -> int:
         with rss, Legit(base) as legit:
             opened, alive = slowloris(port, args.slow, args.slow_seconds)
         report(f"slowloris: {opened} connections sending a byte a second for {args.slow_seconds:g} s, "
+               f"{alive} still open at the end", legit, rss)  # fmt: skip
+
+        with rss, Legit(base) as legit:
+            opened, alive = slowloris(port, args.slow, args.slow_body_seconds, SLOW_BODY)
+        report(f"slow body: {opened} connections sending a body a byte a second for {args.slow_body_seconds:g} s, "
                f"{alive} still open at the end", legit, rss)  # fmt: skip
 
         with rss, Legit(base) as legit:
