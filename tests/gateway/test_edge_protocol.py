@@ -21,7 +21,7 @@ from backworks.gateway.server import uvicorn_config
 from backworks.local.ports import free_port
 from tests.gateway.rawhttp import connect, parse, read_until_closed
 
-SLOW_S = 3.0
+SLOW_S = 5.0
 BOUND_S = 15.0
 
 
@@ -35,7 +35,7 @@ async def fast(request: Request) -> PlainTextResponse:
 
 
 @pytest.fixture
-def busy_edge() -> Iterator[tuple[int, EdgeStats]]:
+def busy_edge() -> Iterator[tuple[int, EdgeStats, uvicorn.Server]]:
     """A server holding at most two connections, its app answering ``/slow`` after ``SLOW_S``."""
     port, stats = free_port(), EdgeStats()
     app = Starlette(routes=[Route("/slow", slow), Route("/fast", fast)])
@@ -46,21 +46,23 @@ def busy_edge() -> Iterator[tuple[int, EdgeStats]]:
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     try:
-        yield port, stats
+        yield port, stats, server
     finally:
         server.should_exit = True
         thread.join(BOUND_S)
 
 
 def test_when_every_connection_is_busy_a_new_one_is_refused_with_a_503_problem(
-    busy_edge: tuple[int, EdgeStats],
+    busy_edge: tuple[int, EdgeStats, uvicorn.Server],
 ) -> None:
-    port, stats = busy_edge
+    port, stats, server = busy_edge
     busy = [connect(port) for _ in range(2)]
     try:
         for sock in busy:
             sock.sendall(b"GET /slow HTTP/1.1\r\nHost: e\r\n\r\n")
-        time.sleep(0.5)  # both heads parsed: both connections are busy
+        deadline = time.monotonic() + BOUND_S
+        while len(server.server_state.tasks) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)  # until both requests run: both connections are busy
         started = time.monotonic()
         with connect(port) as newcomer:
             refused = parse(read_until_closed(newcomer))
