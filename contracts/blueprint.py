@@ -31,6 +31,12 @@ BLUEPRINT_VERSION: Literal[1] = 1
 DEFAULT_TIMEOUT_MS = 5000
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_GATEWAY_PORT = 8080
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+DEFAULT_MAX_HEADER_LINES = 256
+DEFAULT_MAX_REQUEST_LINE_BYTES = 8 * 1024
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+DEFAULT_KEEPALIVE_TIMEOUT_S = 5.0
+DEFAULT_BODY_TIMEOUT_S = 30.0
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 """Instance and endpoint names become NATS subject tokens and durable names."""
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
@@ -73,7 +79,49 @@ class GatewaySettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_GATEWAY_PORT, ge=0, le=65535)
-    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=0)
+    max_body_bytes: int = Field(
+        default=DEFAULT_MAX_BODY_BYTES, ge=0, description="Largest request body accepted; beyond it: 413."
+    )
+    max_header_bytes: int = Field(
+        default=DEFAULT_MAX_HEADER_BYTES,
+        ge=1024,
+        description="Largest header section (names, values and separators) accepted; beyond it: 431.",
+    )
+    max_header_lines: int = Field(
+        default=DEFAULT_MAX_HEADER_LINES, ge=8, description="Most header lines in one request; beyond it: 431."
+    )
+    max_request_line_bytes: int = Field(
+        default=DEFAULT_MAX_REQUEST_LINE_BYTES,
+        ge=256,
+        description="Longest request target (path and query) accepted; beyond it: 414.",
+    )
+    header_timeout_s: float = Field(
+        default=DEFAULT_HEADER_TIMEOUT_S,
+        gt=0,
+        le=3600,
+        description="Seconds a client has to send a request's line and headers, from its first byte or from "
+        "connecting; a connection that takes longer (slowloris) is closed.",
+    )
+    body_timeout_s: float = Field(
+        default=DEFAULT_BODY_TIMEOUT_S,
+        gt=0,
+        le=3600,
+        description="Seconds a client has to send a request's body once its headers are in; a connection that "
+        "takes longer (a slow-body attack) is answered 408 and closed.",
+    )
+    keepalive_timeout_s: float = Field(
+        default=DEFAULT_KEEPALIVE_TIMEOUT_S,
+        gt=0,
+        le=3600,
+        description="Seconds an idle keep-alive connection stays open between requests.",
+    )
+    max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        description="Open client connections at most. Default: 10,000, or the process's open-file limit minus a "
+        "reserve when lower. At the limit the oldest idle connection (or one still sending its headers) is "
+        "closed to make room; when every connection is busy, the new one is refused with a 503.",
+    )
     expose_errors: bool = Field(
         default=False,
         description="Put a failed plugin's own error message (masked) in problem documents, for development. "

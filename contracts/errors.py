@@ -15,7 +15,8 @@
     │       ├── StoreConflict                 a compare-and-set lost: the key changed
     │       └── StoreNotBound                 no runtime was bound to the plugin before it asked
     ├── backworks.gateway.errors.GatewayError
-    │   └── ProblemError                      an HTTP problem (RFC 9457) to return to the client
+    │   ├── ProblemError                      an HTTP problem (RFC 9457) to return to the client
+    │   └── RequestRefused                    a request broke an edge limit while being parsed (431, 414)
     └── backworks.local.errors.LocalError     running Backworks on this machine (`up`, `nats`)
         ├── PortInUse                         a port to listen on is taken (names the port and the option)
         └── NotReady                          the broker did not come up in time

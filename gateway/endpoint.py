@@ -8,7 +8,8 @@ import time
 import uuid
 
 import structlog
-from starlette.requests import Request
+from nats.errors import MaxPayloadError
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from backworks.contracts.envelope import Envelope, Stage, StageError
@@ -17,6 +18,7 @@ from backworks.contracts.types import FailureKind
 from backworks.gateway.errors import ProblemError
 from backworks.gateway.problems import from_stage_error, problem_response
 from backworks.gateway.state import GatewayState
+from backworks.pipeline import credentials
 from backworks.pipeline.deadletters import record_event
 from backworks.pipeline.errors import PipelineError
 
@@ -27,6 +29,8 @@ STALL_PROBE_TIMEOUT = 0.1
 REQUEST_ID_HEADER = "x-request-id"
 SKIPPED_HEADER = "x-backworks-skipped"
 VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+CLIENT_CLOSED_REQUEST = 499
+"""The status logged for a request whose client disconnected before it could be answered (nginx's 499)."""
 
 
 def server_timing(envelope: Envelope, total_ms: float) -> str:
@@ -80,6 +84,10 @@ class Pipeline:
                 log.warning("request failed", status=problem.status, stage=problem.stage, detail=problem.detail)
                 if problem.status >= 500:
                     await self._record_own_failure(problem, request_id)
+            except ClientDisconnect:
+                # The client went away while sending its body: nobody to answer, nothing failed on our side.
+                log.info("client disconnected", method=request.method, path=request.url.path)
+                response = Response(status_code=CLIENT_CLOSED_REQUEST)
             if self.state.access_log:
                 log.info("request", method=request.method, path=request.url.path, status=response.status_code,
                          ms=round((time.perf_counter() - started) * 1000, 3))  # fmt: skip
@@ -129,11 +137,16 @@ class Pipeline:
             raise ProblemError(503, "Plugin unavailable", f"stage {stage.label}: {reason}", stage=stage.label,
                                cause=FailureKind.UNAVAILABLE)  # fmt: skip
         envelope = self.envelope(request, request_id, body)
+        credentials.bind(envelope)  # this request's task: no line it logs shows the request's credentials
         envelope.reply_to = inbox.subject(envelope.correlation_id)
         future = inbox.expect(envelope.correlation_id, envelope.remaining())
         try:
             try:
                 await forwarder.forward(envelope)
+            except MaxPayloadError:  # body and headers within the gateway's limits, the envelope beyond the broker's
+                detail = (f"the request, as an envelope, exceeds the broker's max_payload ({client.max_payload} "
+                          "bytes); send less, or raise NATS max_payload above gateway.max_body_bytes")  # fmt: skip
+                raise ProblemError(413, "Payload too large", detail) from None
             except PipelineError as exc:
                 target = envelope.current
                 raise ProblemError(
@@ -141,12 +154,12 @@ class Pipeline:
                     stage=target.label if target else None, cause=FailureKind.PUBLISH,
                 ) from exc  # fmt: skip
             try:
-                raw = await future
+                reply = await future
             except TimeoutError:
                 raise await self._deadline_problem(envelope) from None
         finally:
             inbox.forget(envelope.correlation_id)
-        return self._respond(Envelope.from_json(raw), request_id, started)
+        return self._respond(reply, request_id, started)
 
     async def _deadline_problem(self, envelope: Envelope) -> ProblemError:
         stuck = await self._locate_stall(envelope)

@@ -1,4 +1,5 @@
-"""The gateway's health report: broker connectivity, live replicas, plugin health and breaker state per stage."""
+"""The gateway's health report: broker connectivity, live replicas, plugin health and breaker state per stage,
+and what the HTTP edge and the reply inbox refused."""
 
 from __future__ import annotations
 
@@ -76,5 +77,7 @@ def health_report(state: GatewayState) -> tuple[dict[str, Any], int]:
         "nats": broker.describe(state.client) if state.client else {"connected": False, "url": None},
         "stages": stages,
         "dropped": dropped,
+        "edge": state.edge.report(),
+        "inbox": state.inbox.report() if state.inbox else None,
     }
     return body, 503 if status is HealthStatus.UNHEALTHY else 200

@@ -1,22 +1,31 @@
 """The gateway's reply inbox: one core-NATS subscription, a future per waiting request.
 
-Late replies (the request already timed out) and duplicates (a redelivered last stage) find no
-waiting future and are dropped.
+A reply is parsed here, in the subscription's callback, so that only a valid envelope for a correlation id
+the gateway is waiting on ever reaches a request. Late replies (the request already timed out) and
+duplicates (a redelivered last stage) find no waiting future and are dropped; so is anything that is not a
+valid envelope, or whose ``correlation_id`` is not the one its subject names. Both are counted (the health
+report shows them); the request keeps waiting for its real reply, or times out as usual.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from pydantic import ValidationError
 
+from backworks.contracts.envelope import Envelope
 from backworks.contracts.names import gateway_inbox, reply_subject
 from backworks.pipeline.awaiting import AwaitableMap
 
 log = structlog.get_logger("backworks.gateway")
+
+INVALID_WARNING_EVERY_S = 10.0
+"""At most one warning per this many seconds about invalid replies (a flood of garbage is not a flood of logs)."""
 
 
 class ReplyInbox:
@@ -25,10 +34,14 @@ class ReplyInbox:
     def __init__(self, client: Client, gateway_id: str) -> None:
         self.client = client
         self.gateway_id = gateway_id
-        self.waiting: AwaitableMap[str, bytes] = AwaitableMap()
+        self.waiting: AwaitableMap[str, Envelope] = AwaitableMap()
         self.dropped = 0
+        """Replies nobody waits for any more (late or duplicate)."""
+        self.invalid = 0
+        """Replies for a waiting request that are not a valid envelope for it (dropped; the request waits on)."""
         self._sub: Subscription | None = None
         self._prefix_len = len(reply_subject(gateway_id, ""))
+        self._next_warning = 0.0
 
     async def start(self) -> None:
         self._sub = await self.client.subscribe(
@@ -43,15 +56,43 @@ class ReplyInbox:
     def subject(self, correlation_id: str) -> str:
         return reply_subject(self.gateway_id, correlation_id)
 
-    def expect(self, correlation_id: str, timeout: float) -> asyncio.Future[bytes]:
+    def expect(self, correlation_id: str, timeout: float) -> asyncio.Future[Envelope]:
         """The future of ``correlation_id``'s reply; ``TimeoutError`` when none arrives within ``timeout`` s."""
         return self.waiting.expect(correlation_id, timeout)
 
     def forget(self, correlation_id: str) -> None:
         self.waiting.forget(correlation_id)
 
+    def report(self) -> dict[str, int]:
+        """The counts the health report shows."""
+        return {
+            "waiting": len(self.waiting),
+            "dropped_late_or_duplicate": self.dropped,
+            "dropped_invalid": self.invalid,
+        }
+
     async def _on_reply(self, msg: Msg) -> None:
         correlation_id = msg.subject[self._prefix_len :]
-        if not self.waiting.resolve(correlation_id, msg.data):
+        if correlation_id not in self.waiting:  # checked first: nothing is parsed for nobody
             self.dropped += 1
             log.debug("late or duplicate reply dropped", correlation_id=correlation_id)
+            return
+        try:
+            envelope = Envelope.from_json(msg.data)
+        except ValidationError as exc:
+            kind = exc.errors()[0]["type"] if exc.error_count() else "invalid"
+            # Never the message itself, nor pydantic's text (it quotes the input): garbage may carry anything.
+            self._reject(correlation_id, f"not a valid envelope ({kind})")
+            return
+        if envelope.correlation_id != correlation_id:
+            self._reject(correlation_id, "the envelope's correlation_id is not the one its subject names")
+            return
+        if not self.waiting.resolve(correlation_id, envelope):  # its waiter just gave up
+            self.dropped += 1
+
+    def _reject(self, correlation_id: str, reason: str) -> None:
+        self.invalid += 1
+        now = time.monotonic()
+        if now >= self._next_warning:
+            self._next_warning = now + INVALID_WARNING_EVERY_S
+            log.warning("invalid reply dropped", correlation_id=correlation_id, reason=reason, total=self.invalid)

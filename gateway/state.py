@@ -12,6 +12,7 @@ import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from backworks.gateway.connections import EdgeStats
 from backworks.gateway.replies import ReplyInbox
 from backworks.pipeline import broker
 from backworks.pipeline.blueprints import LoadedBlueprint
@@ -23,6 +24,10 @@ log = structlog.get_logger("backworks.gateway")
 
 PUBLISH_TIMEOUT = 1.0
 CONNECT_RETRY_FOR = 30.0
+BASE64_GROWTH = 4 / 3
+"""The envelope carries the body base64-encoded."""
+ENVELOPE_OVERHEAD = 4096
+"""Bytes of an envelope besides its body and headers (ids, itinerary, timings), generously."""
 LIVENESS_READY_TIMEOUT = 5.0
 """Seconds the gateway waits at start for every stage's heartbeat (or to know which stages have none), so the
 first requests are neither degraded nor refused for a stage that is in fact live."""
@@ -42,6 +47,8 @@ class GatewayState:
     access_log: bool = False
     dropped: Counter[str] = field(default_factory=Counter)
     """Requests the gateway itself answered with a 5xx, per cause: what health shows beside the replicas' drops."""
+    edge: EdgeStats = field(default_factory=EdgeStats)
+    """What the HTTP edge counted (refused, evicted, timed-out connections...), filled by the server."""
 
     @property
     def liveness(self) -> LivenessView | None:
@@ -64,6 +71,7 @@ async def connect(state: GatewayState) -> None:
                 raise
             log.warning("waiting for NATS", servers=state.servers, error=str(exc))
             await asyncio.sleep(0.5)
+    warn_if_limits_exceed_max_payload(state)
     state.js = broker.jetstream(state.client, timeout=PUBLISH_TIMEOUT)
     state.inbox = ReplyInbox(state.client, state.gateway_id)
     await state.inbox.start()
@@ -75,6 +83,26 @@ async def connect(state: GatewayState) -> None:
     missing = await state.forwarder.ready(LIVENESS_READY_TIMEOUT)
     if missing:
         log.warning("stages without a live replica at start", missing=missing)
+
+
+def warn_if_limits_exceed_max_payload(state: GatewayState) -> None:
+    """Say at start when a request within the edge's limits may not fit the broker's ``max_payload``.
+
+    Such a request is answered 413 (it is not lost), but the limits then promise more than the broker carries.
+    """
+    if state.client is None:
+        return
+    settings = state.blueprint.model.gateway
+    largest = settings.max_body_bytes * BASE64_GROWTH + settings.max_header_bytes + ENVELOPE_OVERHEAD
+    if largest > state.client.max_payload:
+        log.warning(
+            "a request within the gateway's limits may exceed the broker's max_payload; it would be answered 413",
+            max_body_bytes=settings.max_body_bytes,
+            max_header_bytes=settings.max_header_bytes,
+            largest_envelope=int(largest),
+            max_payload=state.client.max_payload,
+            hint="lower gateway.max_body_bytes or raise max_payload in the NATS server's configuration",
+        )
 
 
 async def disconnect(state: GatewayState) -> None:
