@@ -13,13 +13,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, best_match
 from jsonschema.exceptions import ValidationError as SchemaViolation
 from pydantic import BaseModel, ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from backworks.pipeline.files import CONFIG_FOLDER
 from backworks.pipeline.secrets import MASK, is_secret_path
 
 PathPart = str | int
@@ -114,15 +117,30 @@ def _model_problems(model: type[BaseModel], exc: ValidationError) -> list[Config
     return problems
 
 
-def validate_config(model: type[BaseModel], data: Any) -> tuple[BaseModel | None, list[ConfigProblem]]:
-    """Check ``data`` against the model's JSON Schema, then build the model; every problem is returned."""
+def validate_config(
+    model: type[BaseModel], data: Any, folder: Path | None = None
+) -> tuple[BaseModel | None, list[ConfigProblem]]:
+    """Check ``data`` against the model's JSON Schema, then build the model; every problem is returned.
+
+    ``folder`` (the blueprint's) is where files the config refers to are read from (``backworks.pipeline.files``).
+    """
     problems = _schema_problems(model, data)
     if problems:
         return None, problems
     try:
-        return model.model_validate(data), []
+        return model.model_validate(data, context={CONFIG_FOLDER: folder}), []
     except ValidationError as exc:
         return None, _model_problems(model, exc)
+
+
+def problem_at(model: type[BaseModel], loc: tuple[PathPart, ...], message: str, value: Any = None) -> ValidationError:
+    """A ``ValidationError`` at ``loc`` inside the config, for a model validator to raise.
+
+    A model validator's ``ValueError`` is reported at the config's root; raising this instead puts the problem
+    (and its blueprint line) at the field it is about, such as ``/config/body/properties/title``.
+    """
+    error = PydanticCustomError("value_error", "{message}", {"message": message})
+    return ValidationError.from_exception_data(model.__name__, [InitErrorDetails(type=error, loc=loc, input=value)])
 
 
 @dataclass(frozen=True)
