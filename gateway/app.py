@@ -20,6 +20,7 @@ from backworks.contracts.types import FailureKind
 from backworks.gateway.endpoint import Pipeline, request_id_of
 from backworks.gateway.errors import ProblemError
 from backworks.gateway.health import HEALTH_PATH, health_report
+from backworks.gateway.preflight import preflight_routes
 from backworks.gateway.problems import problem_response
 from backworks.gateway.state import GatewayState, connect, disconnect
 from backworks.pipeline.lifecycle import freeze_startup_objects
@@ -61,9 +62,13 @@ def build_app(state: GatewayState) -> Starlette:
         return problem_response(problem, instance=request.url.path, request_id=request_id_of(request))
 
     routes = [Route(HEALTH_PATH, health, methods=["GET"])]
+    handlers: dict[str, Callable[[Request], Awaitable[Response]]] = {
+        name: Pipeline(state, name).handle for name in state.blueprint.model.endpoints
+    }
+    # CORS preflights go to endpoints whose chain answers them, whatever their `methods` (see ``preflight``).
+    routes.extend(preflight_routes(state.blueprint, handlers))
     for name, endpoint in state.blueprint.model.endpoints.items():
-        handler: Callable[[Request], Awaitable[Response]] = Pipeline(state, name).handle
-        routes.append(Route(endpoint.path, handler, methods=endpoint.methods, name=name))
+        routes.append(Route(endpoint.path, handlers[name], methods=endpoint.methods, name=name))
     return Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -43,9 +43,8 @@ def _describe(error: SchemaViolation, quote: bool) -> str:
 def _violations(error: SchemaViolation, base: str, quote: bool) -> list[Violation]:
     at = base + pointer_of(list(error.absolute_path))
     if error.validator == "required" and isinstance(error.instance, dict):
-        missing = [
-            n for n in error.validator_value if n not in error.instance and f"{n!r} is a required" in error.message
-        ]
+        names: list[Any] = list(error.validator_value) if isinstance(error.validator_value, list) else []
+        missing = [n for n in names if n not in error.instance and f"{n!r} is a required" in error.message]
         return [{"pointer": f"{at}/{escape(str(n))}", "detail": "is required", "keyword": "required"} for n in missing]
     return [{"pointer": at, "detail": _describe(error, quote), "keyword": str(error.validator)}]
 

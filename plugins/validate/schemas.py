@@ -19,6 +19,9 @@ METASCHEMA = "https://json-schema.org/draft/2020-12/schema"
 """The dialect every schema is written in (OpenAPI 3.1's; 3.0 schemas are converted, see ``openapi``)."""
 
 
+_META = Draft202012Validator(Draft202012Validator.META_SCHEMA)
+
+
 def escape(token: str) -> str:
     """A JSON pointer token (RFC 6901: ``~`` as ``~0``, ``/`` as ``~1``)."""
     return token.replace("~", "~0").replace("/", "~1")
@@ -62,23 +65,30 @@ def check(schema: Any, where: str, root: Any | None = None, root_at: str = "") -
     """``ValueError`` naming ``where`` and the pointer inside it when ``schema`` is not usable.
 
     ``root`` is the document local references resolve against (the schema itself by default; the whole
-    OpenAPI document for its schemas), ``root_at`` the schema's own pointer inside ``root``.
+    OpenAPI document for its schemas), ``root_at`` the schema's own pointer inside ``root``. Referenced schemas
+    are checked too, transitively.
     """
-    errors = list(Draft202012Validator(Draft202012Validator.META_SCHEMA).iter_errors(schema))
-    if errors:
-        error = best_match(errors)
-        raise ValueError(f"{where} is not a valid JSON Schema at {pointer_of(list(error.absolute_path)) or '/'}: "
-                         f"{error.message}")  # fmt: skip
     document = schema if root is None else root
-    for at, reference in _references(schema, root_at):
-        if not reference.startswith("#"):
-            raise ValueError(f"{where}: $ref {reference!r} at {at} is not local; only references inside the same "
-                             "document (#/$defs/...) are supported: copy the definition under $defs")  # fmt: skip
-        if reference.startswith("#/") or reference == "#":
+    pending, seen = [(schema, root_at)], {root_at}
+    while pending:
+        node, node_at = pending.pop()
+        errors = list(_META.iter_errors(node))
+        if errors:
+            error = best_match(errors)
+            at = node_at + pointer_of(list(error.absolute_path))
+            raise ValueError(f"{where} is not a valid JSON Schema at {at or '/'}: {error.message}")
+        for at, reference in _references(node, node_at):
+            if not reference.startswith("#"):
+                raise ValueError(f"{where}: $ref {reference!r} at {at} is not local; only references inside the "
+                                 "same document (#/$defs/...) are supported: copy the definition under $defs")  # fmt: skip
+            if not (reference.startswith("#/") or reference == "#") or reference[1:] in seen:
+                continue  # an anchor (#name) is resolved by the validator; a pointer already checked
             try:
-                lookup(document, reference[1:])
+                target = lookup(document, reference[1:])
             except KeyError:
                 raise ValueError(f"{where}: $ref {reference!r} at {at} points to nothing") from None
+            seen.add(reference[1:])
+            pending.append((target, reference[1:]))
 
 
 def types_of(schema: Any, root: Any, depth: int = 0) -> tuple[str, ...]:
