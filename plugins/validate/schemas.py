@@ -79,8 +79,10 @@ def check(schema: Any, where: str, root: Any | None = None, root_at: str = "") -
             raise ValueError(f"{where} is not a valid JSON Schema at {at or '/'}: {error.message}")
         for at, reference in _references(node, node_at):
             if not reference.startswith("#"):
-                raise ValueError(f"{where}: $ref {reference!r} at {at} is not local; only references inside the "
-                                 "same document (#/$defs/...) are supported: copy the definition under $defs")  # fmt: skip
+                raise ValueError(
+                    f"{where}: $ref {reference!r} at {at} is not local; only references inside the same document "
+                    "(#/$defs/...) are supported: copy the definition under $defs"
+                )
             if not (reference.startswith("#/") or reference == "#") or reference[1:] in seen:
                 continue  # an anchor (#name) is resolved by the validator; a pointer already checked
             try:

@@ -103,11 +103,11 @@ async def test_a_required_request_body_must_be_there(tmp_path: Path) -> None:
 
 
 async def test_openapi_31_schemas_are_json_schema_as_they_are(tmp_path: Path) -> None:
-    text = json.dumps({
-        "openapi": "3.1.0", "info": {"title": "t", "version": "1"},
-        "paths": {"/x": {"post": {"operationId": "make", "requestBody": {"content": {"application/json": {
-            "schema": {"type": "object", "properties": {"n": {"type": ["integer", "null"], "exclusiveMinimum": 0}}}}}}}}},
-    })  # fmt: skip
+    schema = {"type": "object", "properties": {"n": {"type": ["integer", "null"], "exclusiveMinimum": 0}}}
+    operation = {"operationId": "make", "requestBody": {"content": {"application/json": {"schema": schema}}}}
+    text = json.dumps(
+        {"openapi": "3.1.0", "info": {"title": "t", "version": "1"}, "paths": {"/x": {"post": operation}}}
+    )
     validate = plugin(tmp_path, text, "make")
     ok = Envelope(
         route="r", method="POST", path="/x", headers=[("content-type", "application/json")], body=b'{"n":null}'

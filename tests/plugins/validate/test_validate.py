@@ -104,8 +104,8 @@ async def test_parameters_are_coerced_then_validated_and_every_location_is_repor
 
 
 async def test_a_scalar_parameter_given_twice_is_a_violation() -> None:
-    problem = await refused(plugin(query={"limit": {"type": "integer"}}), request(query=[("limit", "1"), ("limit", "2")]),
-                            422)  # fmt: skip
+    validate = plugin(query={"limit": {"type": "integer"}})
+    problem = await refused(validate, request(query=[("limit", "1"), ("limit", "2")]), 422)
     assert pointers(problem) == [("/query/limit", "type")]
     assert "given 2 times" in problem["errors"][0]["detail"]
 
