@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -74,8 +73,17 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     (root / "schemas" / "note.json").write_text(json.dumps(NOTE_SCHEMA))
     (root / "blueprint.yaml").write_text(BLUEPRINT)
     port, log = free_port(), root / "up.log"
-    up = start("up", "blueprint.yaml", "--port", str(port), "--nats-port", "0", log=log, cwd=root,
-               env={"BACKWORKS_STATE_DIR": str(root / "state")})  # fmt: skip
+    up = start(
+        "up",
+        "blueprint.yaml",
+        "--port",
+        str(port),
+        "--nats-port",
+        "0",
+        log=log,
+        cwd=root,
+        env={"BACKWORKS_STATE_DIR": str(root / "state")},
+    )
     try:
         wait_healthy(f"http://127.0.0.1:{port}", process=up, log=log)
         yield f"http://127.0.0.1:{port}"
@@ -104,8 +112,15 @@ def problem_of(response: httpx.Response, status: int) -> dict[str, Any]:
 def test_a_valid_request_is_transformed_both_ways_and_gets_cors_headers(base: str) -> None:
     response = post(base, b'{"title": "hello", "tags": ["a"]}', **{"x-user": "ann"})
     assert response.status_code == 201, response.text
-    assert stages(response) == ["browsers.request", "check.request", "shape.request", HANDLER, "shape.response",
-                                "browsers.response", "total"]  # fmt: skip
+    assert stages(response) == [
+        "browsers.request",
+        "check.request",
+        "shape.request",
+        HANDLER,
+        "shape.response",
+        "browsers.response",
+        "total",
+    ]
     assert response.json() == {
         "name": "Note 7",
         "origin": ORIGIN,
@@ -123,8 +138,12 @@ def test_a_valid_request_is_transformed_both_ways_and_gets_cors_headers(base: st
 def test_an_invalid_body_is_422_with_every_violation_and_cors_headers(base: str) -> None:
     problem = problem_of(post(base, b'{"title": "", "tags": [1, "b", 2], "extra": true}'), 422)
     errors = {(e["pointer"], e["keyword"]) for e in problem["errors"]}
-    assert errors == {("/body/title", "minLength"), ("/body/tags/0", "type"), ("/body/tags/2", "type"),
-                      ("/body", "additionalProperties")}  # fmt: skip
+    assert errors == {
+        ("/body/title", "minLength"),
+        ("/body/tags/0", "type"),
+        ("/body/tags/2", "type"),
+        ("/body", "additionalProperties"),
+    }
     assert problem["error_count"] == 4
 
 

@@ -51,5 +51,9 @@ async def test_preflights_go_to_the_endpoint_serving_the_requested_method(
     assert plain_options.headers["allow"] == "GET, OPTIONS, POST"
     assert no_cors.status_code == 405, "endpoints without cors are routed as before"
     assert actual.status_code == 200 and actual.headers["access-control-allow-origin"] == "https://app.test"
-    assert stages(actual.headers["server-timing"]) == ["read-cors.request", "list-handler.request",
-                                                       "read-cors.response", "total"]  # fmt: skip
+    assert stages(actual.headers["server-timing"]) == [
+        "read-cors.request",
+        "list-handler.request",
+        "read-cors.response",
+        "total",
+    ]

@@ -5,8 +5,15 @@ from backworks.pipeline.templates import render, render_value
 
 
 def envelope(principal: Principal | None = None) -> Envelope:
-    return Envelope(route="r", method="GET", path="/u/7", path_params={"id": "7"}, query=[("q", "x")],
-                    headers=[("x-team", "blue")], principal=principal)  # fmt: skip
+    return Envelope(
+        route="r",
+        method="GET",
+        path="/u/7",
+        path_params={"id": "7"},
+        query=[("q", "x")],
+        headers=[("x-team", "blue")],
+        principal=principal,
+    )
 
 
 def test_every_source_renders_and_absent_values_are_empty() -> None:

@@ -52,8 +52,9 @@ def cors_headers(response: HttpResponse) -> dict[str, str]:
 
 
 async def test_preflight_from_an_allowed_origin_is_204_with_the_allow_headers() -> None:
-    plugin = cors(allow_origins=[APP], allow_methods=["GET", "PUT"], allow_headers=["content-type", "x-trace"],
-                  max_age_s=120)  # fmt: skip
+    plugin = cors(
+        allow_origins=[APP], allow_methods=["GET", "PUT"], allow_headers=["content-type", "x-trace"], max_age_s=120
+    )
     response = await answer(plugin, preflight(headers="Content-Type, X-Trace"))
     assert response.status == 204 and response.body == b""
     assert cors_headers(response) == {
@@ -87,8 +88,13 @@ async def test_a_disallowed_preflight_is_403_problem_json_without_allow_headers(
 
 
 async def test_credentials_echo_the_origin_and_wildcards_echo_what_was_asked() -> None:
-    plugin = cors(allow_origins=["https://*.example.com"], allow_credentials=True, allow_methods=["*"],
-                  allow_headers=["*"], max_age_s=None)  # fmt: skip
+    plugin = cors(
+        allow_origins=["https://*.example.com"],
+        allow_credentials=True,
+        allow_methods=["*"],
+        allow_headers=["*"],
+        max_age_s=None,
+    )
     response = await answer(plugin, preflight(origin=APP, method="PATCH", headers="authorization, x-custom"))
     assert cors_headers(response) == {
         "access-control-allow-origin": APP,
@@ -175,8 +181,17 @@ def test_origin_patterns_are_anchored_and_literal(entry: str, origin: str, allow
     assert parse_origin(entry).matches(origin) is allowed
 
 
-@pytest.mark.parametrize("entry", ["https://a.*.com", "https://ex*ample.com", "app.example.com", "https://x.com/path",
-                                   "https://(a|b).com", "*.example.com"])  # fmt: skip
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "https://a.*.com",
+        "https://ex*ample.com",
+        "app.example.com",
+        "https://x.com/path",
+        "https://(a|b).com",
+        "*.example.com",
+    ],
+)
 def test_an_origin_entry_outside_the_syntax_is_refused_at_load(entry: str) -> None:
     model, problems = validate_config(CorsConfig, {"allow_origins": [entry]})
     assert model is None

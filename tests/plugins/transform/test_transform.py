@@ -24,9 +24,15 @@ def request(body: Any = None, content_type: str = "application/json", **fields: 
     raw = body if isinstance(body, bytes) else (b"" if body is None else json.dumps(body).encode())
     headers = [("content-type", content_type), ("content-length", str(len(raw))), *fields.pop("headers", [])]
     return Envelope(
-        route="r", method="POST", path="/notes/7", path_params={"id": "7"}, headers=headers, body=raw,
-        principal=Principal(consumer="alice"), **fields,
-    )  # fmt: skip
+        route="r",
+        method="POST",
+        path="/notes/7",
+        path_params={"id": "7"},
+        headers=headers,
+        body=raw,
+        principal=Principal(consumer="alice"),
+        **fields,
+    )
 
 
 async def through_request(transform: Transform, envelope: Envelope) -> Envelope:
@@ -36,10 +42,15 @@ async def through_request(transform: Transform, envelope: Envelope) -> Envelope:
 
 
 async def test_request_headers_remove_rename_and_set_with_templates() -> None:
-    transform = plugin(request={"headers": {
-        "remove": ["X-Internal"], "rename": {"X-Old": "X-New"},
-        "set": {"X-Consumer": "{principal.consumer}", "X-Note": "note-{path.id}-{query.v}-{header.x-old}"},
-    }})  # fmt: skip
+    transform = plugin(
+        request={
+            "headers": {
+                "remove": ["X-Internal"],
+                "rename": {"X-Old": "X-New"},
+                "set": {"X-Consumer": "{principal.consumer}", "X-Note": "note-{path.id}-{query.v}-{header.x-old}"},
+            }
+        }
+    )
     envelope = request(headers=[("x-internal", "1"), ("x-old", "kept"), ("x-consumer", "forged")], query=[("v", "2")])
     headers = dict((await through_request(transform, envelope)).headers)
     assert "x-internal" not in headers and "x-old" not in headers
@@ -57,11 +68,20 @@ async def test_query_remove_rename_and_set() -> None:
 
 
 async def test_request_body_edits_with_escaped_pointers_and_created_objects() -> None:
-    transform = plugin(request={"body": {
-        "remove": ["/secret", "/absent/deep"],
-        "rename": {"/a~1b": "/meta/a~0b", "/missing": "/x"},
-        "set": {"/meta/source/by": "{principal.consumer}", "/tags/-": "new", "/tags/0": "first", "/id": "{path.id}"},
-    }})  # fmt: skip
+    transform = plugin(
+        request={
+            "body": {
+                "remove": ["/secret", "/absent/deep"],
+                "rename": {"/a~1b": "/meta/a~0b", "/missing": "/x"},
+                "set": {
+                    "/meta/source/by": "{principal.consumer}",
+                    "/tags/-": "new",
+                    "/tags/0": "first",
+                    "/id": "{path.id}",
+                },
+            }
+        }
+    )
     envelope = request({"secret": "s", "a/b": 1, "tags": ["old"]})
     out = await through_request(transform, envelope)
     assert json.loads(out.body) == {
@@ -111,14 +131,15 @@ def reached(envelope: Envelope, response: HttpResponse) -> Envelope:
 
 
 async def test_response_headers_and_body_are_edited() -> None:
-    transform = plugin(response={
-        "headers": {"remove": ["server"], "rename": {"x-upstream-id": "x-request-ref"}, "set": {"x-owner": "{principal.consumer}"}},
-        "body": {"remove": ["/internal"], "rename": {"/n": "/count"}, "set": {"/links/self": "/notes/{path.id}"}},
-    })  # fmt: skip
-    response = HttpResponse(
-        headers=[("content-type", "application/json"), ("server", "x"), ("x-upstream-id", "u1"), ("content-length", "9")],
-        body=b'{"n": 3, "internal": true}',
-    )  # fmt: skip
+    headers = {
+        "remove": ["server"],
+        "rename": {"x-upstream-id": "x-request-ref"},
+        "set": {"x-owner": "{principal.consumer}"},
+    }
+    body = {"remove": ["/internal"], "rename": {"/n": "/count"}, "set": {"/links/self": "/notes/{path.id}"}}
+    transform = plugin(response={"headers": headers, "body": body})
+    given = [("content-type", "application/json"), ("server", "x"), ("x-upstream-id", "u1"), ("content-length", "9")]
+    response = HttpResponse(headers=given, body=b'{"n": 3, "internal": true}')
     action = await transform.process_response(reached(request(), response))
     assert isinstance(action, Continue) and action.envelope.response is not None
     out = action.envelope.response

@@ -66,10 +66,14 @@ def plugin(tmp_path: Path, text: str = OPENAPI_30, operation: str = "updateNote"
 
 def put(note_id: str, body: Any, **extra: Any) -> Envelope:
     return Envelope(
-        route="r", method="PUT", path=f"/notes/{note_id}", path_params={"id": note_id},
+        route="r",
+        method="PUT",
+        path=f"/notes/{note_id}",
+        path_params={"id": note_id},
         headers=[("content-type", "application/json"), *extra.get("headers", [("x-tenant", "acme")])],
-        query=extra.get("query", []), body=json.dumps(body).encode(),
-    )  # fmt: skip
+        query=extra.get("query", []),
+        body=json.dumps(body).encode(),
+    )
 
 
 async def test_a_request_matching_the_operation_goes_on(tmp_path: Path) -> None:
@@ -121,15 +125,27 @@ async def test_openapi_31_schemas_are_json_schema_as_they_are(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("text", "operation", "path", "message"),
     [
-        (OPENAPI_30, "deleteNote", ("operation",), "no operation with operationId 'deleteNote'; its operationIds: "
-                                                    "getNote, updateNote"),
+        (
+            OPENAPI_30,
+            "deleteNote",
+            ("operation",),
+            "no operation with operationId 'deleteNote'; its operationIds: getNote, updateNote",
+        ),
         ("swagger: '2.0'", "x", ("openapi",), "is not an OpenAPI 3.x document"),
-        (OPENAPI_30.replace("'#/components/schemas/Person'", "'#/components/schemas/Nobody'"), "updateNote",
-         ("openapi",), "points to nothing"),
-        (OPENAPI_30.replace("{type: boolean}", "{type: bool}"), "updateNote", ("openapi",),
-         "(parameter 'dry_run') is not a valid JSON Schema"),
+        (
+            OPENAPI_30.replace("'#/components/schemas/Person'", "'#/components/schemas/Nobody'"),
+            "updateNote",
+            ("openapi",),
+            "points to nothing",
+        ),
+        (
+            OPENAPI_30.replace("{type: boolean}", "{type: bool}"),
+            "updateNote",
+            ("openapi",),
+            "(parameter 'dry_run') is not a valid JSON Schema",
+        ),
     ],
-)  # fmt: skip
+)
 def test_document_problems_are_config_errors_at_load(
     tmp_path: Path, text: str, operation: str, path: tuple[str, ...], message: str
 ) -> None:

@@ -34,8 +34,9 @@ def plugin(folder: Path | None = None, **config: Any) -> Validate:
 
 def request(body: bytes = b"", content_type: str | None = "application/json", **fields: Any) -> Envelope:
     headers = [("content-type", content_type)] if content_type else []
-    return Envelope(route="r", method="POST", path="/notes", headers=headers + fields.pop("headers", []), body=body,
-                    **fields)  # fmt: skip
+    return Envelope(
+        route="r", method="POST", path="/notes", headers=headers + fields.pop("headers", []), body=body, **fields
+    )
 
 
 async def refused(plugin: Validate, envelope: Envelope, status: int) -> dict[str, Any]:
@@ -81,16 +82,25 @@ async def test_missing_required_properties_point_at_each_property() -> None:
 async def test_parameters_are_coerced_then_validated_and_every_location_is_reported() -> None:
     validate = plugin(
         path={"id": {"type": "integer", "minimum": 1}},
-        query={"limit": {"type": "integer", "maximum": 100}, "draft": {"type": "boolean"}, "tag": {"type": "array",
-               "items": {"type": "integer"}}},
+        query={
+            "limit": {"type": "integer", "maximum": 100},
+            "draft": {"type": "boolean"},
+            "tag": {"type": "array", "items": {"type": "integer"}},
+        },
         headers={"X-Tenant": {"type": "string", "pattern": "^[a-z]+$"}},
         required={"query": ["limit"], "headers": ["x-tenant", "x-trace"]},
-    )  # fmt: skip
-    ok = request(path_params={"id": "7"}, query=[("limit", "100"), ("draft", "true"), ("tag", "1"), ("tag", "2")],
-                 headers=[("x-tenant", "acme"), ("x-trace", "anything")])  # fmt: skip
+    )
+    ok = request(
+        path_params={"id": "7"},
+        query=[("limit", "100"), ("draft", "true"), ("tag", "1"), ("tag", "2")],
+        headers=[("x-tenant", "acme"), ("x-trace", "anything")],
+    )
     assert isinstance(await validate.process_request(ok), Continue)
-    bad = request(path_params={"id": "0"}, query=[("draft", "yes"), ("tag", "1"), ("tag", "two")],
-                  headers=[("x-tenant", "Secret-Token-Value")])  # fmt: skip
+    bad = request(
+        path_params={"id": "0"},
+        query=[("draft", "yes"), ("tag", "1"), ("tag", "two")],
+        headers=[("x-tenant", "Secret-Token-Value")],
+    )
     problem = await refused(validate, bad, 422)
     assert pointers(problem) == [
         ("/path/id", "minimum"),
@@ -165,8 +175,9 @@ async def test_a_schema_can_come_from_a_file_next_to_the_blueprint(tmp_path: Pat
         ({"body": {}, "max_errors": 0}, ("max_errors",), "less than the minimum of 1"),
     ],
 )
-def test_bad_schemas_are_config_errors_at_load(tmp_path: Path, config: dict[str, Any], path: tuple[str, ...],
-                                               message: str) -> None:  # fmt: skip
+def test_bad_schemas_are_config_errors_at_load(
+    tmp_path: Path, config: dict[str, Any], path: tuple[str, ...], message: str
+) -> None:
     (tmp_path / "bad.json").write_text('{"type": 12}')
     model, problems = validate_config(ValidateConfig, config, tmp_path)
     assert model is None
