@@ -113,6 +113,8 @@ def _model_problems(model: type[BaseModel], exc: ValidationError) -> list[Config
             message = f"unknown key {path[-1]!r}"
         elif is_secret_path(schema, path):
             message = f"secret value rejected ({item['type']}); value hidden"
+        elif item["type"] == "value_error":  # the validator's own message says it all; pydantic prefixes its kind
+            message = message.removeprefix("Value error, ")
         problems.append(ConfigProblem(path, message, at_key))
     return problems
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from backworks.pipeline.configs import problem_at
 from backworks.plugins.cors.origins import ANY, parse_origin
@@ -12,12 +14,20 @@ DEFAULT_MAX_AGE_S = 600
 """Seconds a browser may cache a preflight answer (browsers cap it: Chromium at 7200, Firefox at 86400)."""
 
 
+def _origin(entry: str) -> str:
+    return ANY if entry.strip() == ANY else parse_origin(entry).entry
+
+
+Origin = Annotated[str, AfterValidator(_origin)]
+"""An ``allow_origins`` entry, normalised (see ``backworks.plugins.cors.origins``)."""
+
+
 class CorsConfig(BaseModel):
     """Who may call the API from a browser page on another origin (Fetch standard CORS)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    allow_origins: list[str] = Field(default_factory=lambda: list(DEFAULT_ORIGINS), min_length=1, description=(
+    allow_origins: list[Origin] = Field(default_factory=lambda: list(DEFAULT_ORIGINS), min_length=1, description=(
         "Origins allowed: `*`, exact (https://app.example.com), or patterns with `*` as the first host label "
         "(https://*.example.com: any subdomain, not the apex) or as the port (http://localhost:*)."))  # fmt: skip
     allow_methods: list[str] = Field(default_factory=lambda: list(DEFAULT_METHODS), min_length=1, description=(
@@ -31,11 +41,6 @@ class CorsConfig(BaseModel):
         "Let requests carry cookies or HTTP authentication; the origin is then echoed, never `*`."))  # fmt: skip
     max_age_s: int | None = Field(default=DEFAULT_MAX_AGE_S, ge=0, description=(
         "Seconds a browser may cache a preflight answer (Access-Control-Max-Age); null leaves it out."))  # fmt: skip
-
-    @field_validator("allow_origins")
-    @classmethod
-    def _origins(cls, value: list[str]) -> list[str]:
-        return [entry if entry.strip() == ANY else parse_origin(entry).entry for entry in value]
 
     @field_validator("allow_methods")
     @classmethod

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from backworks.plugins.transform.pointers import check_pointer
 
@@ -47,32 +47,19 @@ class QueryOps(BaseModel):
     set: dict[str, str] = Field(default_factory=dict, description="Name -> value (templated); replaces every value.")
 
 
+Pointer = Annotated[str, AfterValidator(check_pointer)]
+"""An RFC 6901 JSON pointer into the body, checked at load."""
+
+
 class BodyOps(BaseModel):
     """JSON body edits with RFC 6901 pointers (``/a/b``, ``~1`` for '/', ``~0`` for '~'): remove, rename, set."""
 
     model_config = ConfigDict(extra="forbid")
 
-    remove: list[str] = Field(default_factory=list, description="Pointers to delete (absent ones are ignored).")
-    rename: dict[str, str] = Field(default_factory=dict, description="Pointer -> pointer to move the value to.")
-    set: dict[str, Any] = Field(default_factory=dict, description=(
+    remove: list[Pointer] = Field(default_factory=list, description="Pointers to delete (absent ones are ignored).")
+    rename: dict[Pointer, Pointer] = Field(default_factory=dict, description="Pointer -> pointer to move the value to.")
+    set: dict[Pointer, Any] = Field(default_factory=dict, description=(
         "Pointer -> JSON value (strings templated); missing objects on the way are created, `-` appends."))  # fmt: skip
-
-    @field_validator("remove")
-    @classmethod
-    def _pointers(cls, value: list[str]) -> list[str]:
-        return [check_pointer(pointer) for pointer in value]
-
-    @field_validator("rename")
-    @classmethod
-    def _pairs(cls, value: dict[str, str]) -> dict[str, str]:
-        return {check_pointer(old): check_pointer(new) for old, new in value.items()}
-
-    @field_validator("set")
-    @classmethod
-    def _targets(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for pointer in value:
-            check_pointer(pointer)
-        return value
 
     @property
     def empty(self) -> bool:

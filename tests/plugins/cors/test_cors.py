@@ -195,7 +195,7 @@ def test_origin_patterns_are_anchored_and_literal(entry: str, origin: str, allow
 def test_an_origin_entry_outside_the_syntax_is_refused_at_load(entry: str) -> None:
     model, problems = validate_config(CorsConfig, {"allow_origins": [entry]})
     assert model is None
-    assert problems[0].path == ("allow_origins",) and "is not an origin" in problems[0].message
+    assert problems[0].path == ("allow_origins", 0) and "is not an origin" in problems[0].message
 
 
 def test_credentials_with_any_origin_are_refused_at_load() -> None:
