@@ -15,20 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo
+from pydantic import ValidationInfo
 
-__all__ = ["CONFIG_FOLDER", "FileRef", "read_data", "read_text", "resolve"]
+__all__ = ["CONFIG_FOLDER", "as_file_ref", "read_data", "read_text", "resolve"]
 
 CONFIG_FOLDER = "config_folder"
 """Key of the validation context entry holding the folder relative paths start from."""
-
-
-class FileRef(BaseModel):
-    """A value kept in its own file: ``{file: path}``, relative to the blueprint's folder."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    file: str = Field(min_length=1, description="Path of the file, relative to the blueprint's folder.")
 
 
 def as_file_ref(value: Any) -> str | None:

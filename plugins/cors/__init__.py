@@ -66,6 +66,7 @@ class Cors(RequestProcessor[CorsConfig]):
     description = "Cross-origin resource sharing (Fetch standard): answers preflights, adds CORS response headers."
     capabilities = (CORS_PREFLIGHT,)
     priority = PRIORITY
+    is_critical = True  # skipped, a preflight would go on to the handler
     Config = CorsConfig
 
     def __init__(self, config: CorsConfig, *, instance: str) -> None:

@@ -44,13 +44,20 @@ def _header_value(name: str, template: str, envelope: Envelope) -> str:
     return value
 
 
+def _renamed(pairs: list[tuple[str, str]], renames: dict[str, str]) -> list[tuple[str, str]]:
+    """``pairs`` with each present old name renamed; values already under the new name are replaced."""
+    present = {k for k, _ in pairs}
+    replaced = {new for old, new in renames.items() if old in present}
+    return [(renames.get(k, k), v) for k, v in pairs if k in renames or k not in replaced]
+
+
 def edit_headers(headers: Headers, ops: HeaderOps, envelope: Envelope) -> Headers:
     """``headers`` with ``ops`` applied (remove, rename, set), values rendered from ``envelope``."""
     if ops.remove:
         drop = set(ops.remove)
         headers = [(k, v) for k, v in headers if k not in drop]
     if ops.rename:
-        headers = [(ops.rename.get(k, k), v) for k, v in headers]
+        headers = _renamed(headers, ops.rename)
     for name, template in ops.set.items():
         value = _header_value(name, template, envelope)
         headers = [(k, v) for k, v in headers if k != name]
@@ -64,7 +71,7 @@ def edit_query(query: QueryParams, ops: QueryOps, envelope: Envelope) -> QueryPa
         drop = set(ops.remove)
         query = [(k, v) for k, v in query if k not in drop]
     if ops.rename:
-        query = [(ops.rename.get(k, k), v) for k, v in query]
+        query = _renamed(query, ops.rename)
     for name, template in ops.set.items():
         value = render(template, envelope)
         query = [(k, v) for k, v in query if k != name]
@@ -121,6 +128,7 @@ class Transform(RequestProcessor[TransformConfig]):
     version = "1.0.0"
     description = "Edits request and response headers, query parameters and JSON bodies (RFC 6901 pointers)."
     capabilities = ("transform.request", "transform.response", "templating")
+    is_critical = True  # skipped, a header meant to be removed (or set) would pass as it was
     Config = TransformConfig
 
     async def process_request(self, envelope: Envelope) -> Action:

@@ -190,3 +190,13 @@ def test_pointer_escapes_follow_rfc_6901() -> None:
         set_value(document, "/list/7", 1)
     with pytest.raises(PointerError, match="not an array index"):
         set_value(document, "/list/01", 1)
+
+
+async def test_a_rename_replaces_what_had_the_new_name() -> None:
+    transform = plugin(request={"headers": {"rename": {"x-a": "x-b"}}, "query": {"rename": {"a": "b"}}})
+    envelope = request(headers=[("x-a", "1"), ("x-b", "old")], query=[("b", "old"), ("a", "1"), ("a", "2")])
+    out = await through_request(transform, envelope)
+    assert [(k, v) for k, v in out.headers if k.startswith("x-")] == [("x-b", "1")]
+    assert out.query == [("b", "1"), ("b", "2")]
+    untouched = await through_request(transform, request(headers=[("x-b", "kept")]))
+    assert untouched.header("x-b") == "kept", "nothing is replaced when the old name is absent"
