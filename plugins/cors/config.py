@@ -7,6 +7,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from backworks.pipeline.configs import problem_at
 from backworks.plugins.cors.origins import ANY, parse_origin
 
+# Pydantic copies a mutable default for each config; written as values, they show in `backworks docs`.
 DEFAULT_ORIGINS = [ANY]
 DEFAULT_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 DEFAULT_HEADERS = [ANY]
@@ -27,12 +28,12 @@ class CorsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    allow_origins: list[Origin] = Field(default_factory=lambda: list(DEFAULT_ORIGINS), min_length=1, description=(
+    allow_origins: list[Origin] = Field(default=DEFAULT_ORIGINS, min_length=1, description=(
         "Origins allowed: `*`, exact (https://app.example.com), or patterns with `*` as the first host label "
         "(https://*.example.com: any subdomain, not the apex) or as the port (http://localhost:*)."))  # fmt: skip
-    allow_methods: list[str] = Field(default_factory=lambda: list(DEFAULT_METHODS), min_length=1, description=(
+    allow_methods: list[str] = Field(default=DEFAULT_METHODS, min_length=1, description=(
         "Methods a preflight may ask for; `*` allows any."))  # fmt: skip
-    allow_headers: list[str] = Field(default_factory=lambda: list(DEFAULT_HEADERS), description=(
+    allow_headers: list[str] = Field(default=DEFAULT_HEADERS, description=(
         "Request headers a preflight may ask for (any case); `*` allows any (the requested ones are echoed, "
         "so it also works with credentials and for Authorization)."))  # fmt: skip
     expose_headers: list[str] = Field(default_factory=list, description=(
