@@ -23,6 +23,7 @@ from backworks.gateway.errors import ProblemError
 from backworks.gateway.health import HEALTH_PATH, health_report
 from backworks.gateway.openapi import OPENAPI_PATH
 from backworks.gateway.openapi import build as build_openapi
+from backworks.gateway.preflight import preflight_routes
 from backworks.gateway.problems import problem_response
 from backworks.gateway.state import GatewayState, connect, disconnect
 from backworks.pipeline.lifecycle import freeze_startup_objects
@@ -71,9 +72,13 @@ def build_app(state: GatewayState) -> Starlette:
         return JSONResponse(document)
 
     routes = [Route(HEALTH_PATH, health, methods=["GET"]), Route(OPENAPI_PATH, openapi, methods=["GET"])]
+    handlers: dict[str, Callable[[Request], Awaitable[Response]]] = {
+        name: Pipeline(state, name).handle for name in state.blueprint.model.endpoints
+    }
+    # CORS preflights go to endpoints whose chain answers them, whatever their `methods` (see ``preflight``).
+    routes.extend(preflight_routes(state.blueprint, handlers))
     for name, endpoint in state.blueprint.model.endpoints.items():
-        handler: Callable[[Request], Awaitable[Response]] = Pipeline(state, name).handle
-        routes.append(Route(endpoint.path, handler, methods=endpoint.methods, name=name))
+        routes.append(Route(endpoint.path, handlers[name], methods=endpoint.methods, name=name))
     return Starlette(
         routes=routes,
         lifespan=lifespan,

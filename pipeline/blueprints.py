@@ -27,7 +27,7 @@ from backworks.contracts.envelope import Stage
 from backworks.contracts.errors import BlueprintError, ConfigIssue
 from backworks.contracts.names import Phase
 from backworks.pipeline import credentials, registry, secrets
-from backworks.pipeline.capabilities import ALLOW_FAULT_ENV, FAULT_INJECTION, faults_allowed
+from backworks.pipeline.capabilities import ALLOW_FAULT_ENV, CORS_PREFLIGHT, FAULT_INJECTION, faults_allowed
 from backworks.pipeline.configs import ConfigContext, validate_config
 from backworks.pipeline.dependencies import plan_endpoint, type_problems
 from backworks.pipeline.errors import PluginLoadError
@@ -321,6 +321,26 @@ def _check_fault_opt_in(report: _Report, resolved: dict[str, ResolvedInstance], 
             )
 
 
+def _check_preflight_first(
+    report: _Report, model: Blueprint, resolved: dict[str, ResolvedInstance], chains: dict[str, list[str]]
+) -> None:
+    """A plugin answering CORS preflights must be the first request stage of its endpoints (see ``capabilities``)."""
+    for endpoint, chain in chains.items():
+        for index, name in enumerate(chain):
+            item = resolved.get(name)
+            if item is None or CORS_PREFLIGHT not in item.cls.capabilities:
+                continue
+            earlier = [o for o in chain[:index] if o in resolved and Phase.REQUEST in resolved[o].cls.phases]
+            if not earlier:
+                continue
+            before = ", ".join(repr(other) for other in earlier)
+            report.add(_instance_pointer(model, endpoint, name), (
+                f"endpoint {endpoint!r}: {name!r} ({item.cls.name}) answers CORS preflights and must run first, but "
+                f"{before} run(s) before it: a preflight carries no credentials, body or parameters, so an earlier "
+                f"stage could refuse it; list {name!r} first (in defaults.plugins when the others are there)"
+            ), name)  # fmt: skip
+
+
 def _check_routes(report: _Report, model: Blueprint) -> None:
     seen: dict[tuple[str, str], str] = {}
     for name, endpoint in model.endpoints.items():
@@ -385,6 +405,7 @@ def validate(data: Any, file: str, positions: dict[str, Position] | None = None)
     _check_routes(report, model)
     chains = _resolve_dependencies(report, model, resolved, found, where)
     _declare_credentials(report, resolved, where)
+    _check_preflight_first(report, model, resolved, chains)
     if report.issues:
         raise BlueprintError(report.issues)
     return LoadedBlueprint(Path(file), model, resolved, chains, found)

@@ -20,6 +20,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, best_match
 from jsonschema.exceptions import ValidationError as SchemaViolation
 from pydantic import BaseModel, ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from backworks.pipeline.secrets import MASK, config_schema, is_secret_path
 
@@ -134,24 +135,40 @@ def _model_problems(model: type[BaseModel], exc: ValidationError) -> list[Config
             message = f"unknown key {path[-1]!r}"
         elif is_secret_path(schema, path):
             message = f"secret value rejected ({item['type']}); value hidden"
+        elif item["type"] == "value_error":  # the validator's own message says it all; pydantic prefixes its kind
+            message = message.removeprefix("Value error, ")
         problems.append(ConfigProblem(path, message, at_key))
     return problems
 
 
 def validate_config(
-    model: type[BaseModel], data: Any, context: ConfigContext | None = None
+    model: type[BaseModel], data: Any, context: ConfigContext | Path | None = None
 ) -> tuple[BaseModel | None, list[ConfigProblem]]:
     """Check ``data`` against the model's JSON Schema, then build the model; every problem is returned.
 
-    ``context`` (where the config is used) reaches the model's validators as pydantic's validation context.
+    ``context`` (where the config is used) reaches the model's validators as pydantic's validation context; a
+    folder alone stands for a context that knows only the blueprint's folder (files the config refers to are read
+    from there, ``backworks.pipeline.files``).
     """
     problems = _schema_problems(model, data)
     if problems:
         return None, problems
     try:
+        if isinstance(context, Path):
+            context = ConfigContext(instance="", blueprint_dir=context.resolve())
         return model.model_validate(data, context=context), []
     except ValidationError as exc:
         return None, _model_problems(model, exc)
+
+
+def problem_at(model: type[BaseModel], loc: tuple[PathPart, ...], message: str, value: Any = None) -> ValidationError:
+    """A ``ValidationError`` at ``loc`` inside the config, for a model validator to raise.
+
+    A model validator's ``ValueError`` is reported at the config's root; raising this instead puts the problem
+    (and its blueprint line) at the field it is about, such as ``/config/body/properties/title``.
+    """
+    error = PydanticCustomError("value_error", "{message}", {"message": message})
+    return ValidationError.from_exception_data(model.__name__, [InitErrorDetails(type=error, loc=loc, input=value)])
 
 
 @dataclass(frozen=True)

@@ -3,38 +3,11 @@
 from __future__ import annotations
 
 import json
-import re
-from typing import Any
 
 from backworks.contracts.envelope import Envelope, HttpResponse
 from backworks.pipeline.plugin import Action, Continue, Handler
+from backworks.pipeline.templates import render, render_value
 from backworks.plugins.mock.config import MockConfig
-
-PLACEHOLDER = re.compile(r"\{(path|query|header)\.([A-Za-z0-9_.-]+)\}")
-
-
-def render(template: str, envelope: Envelope) -> str:
-    """Replace ``{path.x}``, ``{query.x}`` and ``{header.x}``; an absent value renders empty."""
-
-    def lookup(match: re.Match[str]) -> str:
-        source, key = match.groups()
-        if source == "path":
-            return envelope.path_params.get(key, "")
-        if source == "query":
-            return envelope.query_param(key) or ""
-        return envelope.header(key) or ""
-
-    return PLACEHOLDER.sub(lookup, template)
-
-
-def render_value(value: Any, envelope: Envelope) -> Any:
-    if isinstance(value, str):
-        return render(value, envelope)
-    if isinstance(value, list):
-        return [render_value(item, envelope) for item in value]
-    if isinstance(value, dict):
-        return {render(str(k), envelope): render_value(v, envelope) for k, v in value.items()}
-    return value
 
 
 class Mock(Handler[MockConfig]):

@@ -6,7 +6,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class MockConfig(BaseModel):
-    """A fixed response. Strings in ``body`` and ``headers`` may use ``{path.x}``, ``{query.x}``, ``{header.x}``."""
+    """A fixed response. Strings in ``body`` and ``headers`` may use ``{path.x}``, ``{query.x}``, ``{header.x}``,
+    ``{principal.consumer}``."""
 
     model_config = ConfigDict(extra="forbid")
 

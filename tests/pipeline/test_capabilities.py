@@ -81,3 +81,23 @@ def test_backworks_validate_reports_it_both_ways(tmp_path: Path, opt_in: str | N
         (error,) = body["errors"]
         assert error["pointer"] == "/plugins/chaos/type" and error["plugin"] == "chaos"
         assert error["file"] == str(path) and ALLOW_FAULT_ENV in error["message"]
+
+
+CORS_SECOND = """name: api
+defaults: {plugins: [headers]}
+plugins:
+  headers: {type: response-headers, config: {set: {x-a: "1"}}}
+  stamp: {type: request-headers, config: {set: {x-a: "1"}}}
+  browsers: {type: cors}
+endpoints:
+  first: {path: /a, plugins: [browsers, stamp], handler: {type: mock}}
+  second: {path: /b, plugins: [stamp, browsers], handler: {type: mock}}
+"""
+
+
+def test_a_cors_preflight_plugin_must_be_the_first_request_stage(tmp_path: Path) -> None:
+    with pytest.raises(BlueprintError) as caught:
+        blueprints.load(write_blueprint(tmp_path, CORS_SECOND))
+    [issue] = caught.value.issues  # a response-only stage before it (headers) is fine: it refuses nothing
+    assert (issue.pointer, issue.line, issue.plugin) == ("/endpoints/second/plugins/1", 9, "browsers")
+    assert "answers CORS preflights and must run first, but 'stamp' run(s) before it" in issue.message
