@@ -36,7 +36,7 @@ TITLE_FOR_KIND = {
 }
 
 CAUSE_FOR_KIND = {
-    FailureKind.ERROR: "the plugin raised an error",
+    FailureKind.ERROR: "the plugin failed",
     FailureKind.INVALID: "the plugin returned an invalid result",
     FailureKind.UNAVAILABLE: "the plugin is unavailable (no live replica, or its circuit breaker is open)",
     FailureKind.TIMEOUT: "the plugin timed out",

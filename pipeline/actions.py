@@ -68,7 +68,7 @@ class Respond:
 
 @dataclass(frozen=True)
 class Fail:
-    """This stage failed; the reason is reported to the client if the stage is critical."""
+    """This stage failed; the reason goes to the log (and to the client only with ``gateway.expose_errors``)."""
 
     reason: str
 

@@ -27,7 +27,7 @@ from backworks.contracts.envelope import Envelope, Stage, StageError
 from backworks.contracts.names import MSG_ID_HEADER, message_id, stage_subject
 from backworks.contracts.types import FailureKind
 from backworks.pipeline.breakers import FleetBreakers
-from backworks.pipeline.deadletters import DeadLetterWatch, record_event
+from backworks.pipeline.deadletters import DeadLetterWatch, bury, record_event
 from backworks.pipeline.gate import StageGate
 from backworks.pipeline.liveness import LivenessView
 from backworks.pipeline.publisher import AckedPublisher, stream_sequence
@@ -64,6 +64,7 @@ class Forwarder:
         publish_timeout: float = PUBLISH_TIMEOUT,
     ) -> None:
         self.client = client
+        self.js = js
         self.gated = gated
         self.publish_timeout = publish_timeout
         self.publisher = AckedPublisher(client)
@@ -163,6 +164,10 @@ class Forwarder:
         limit = held.stage.timeout_ms
         why = "went on without it" if not critical else "failed the request"
         message = f"held the request for {held.stalled_for * 1000:.0f} ms, past its {limit} ms time limit; {why}"
-        error = envelope.fail_stage(FailureKind.TIMEOUT, message, skip=not critical)
         log.warning("stage stalled", stage=held.stage.label, request_id=envelope.request_id, detail=message)
+        if critical:  # the request fails: what it carried goes to the dead letters, replayable, and the client is told
+            subject = stage_subject(held.stage.instance, held.stage.phase)
+            await bury(self.client, self.js, envelope, subject, 1, message, FailureKind.TIMEOUT)
+            return
+        error = envelope.fail_stage(FailureKind.TIMEOUT, message, skip=True)
         await self.forward(envelope, failures=[error])

@@ -10,9 +10,10 @@ The forwarder that handed the envelope to a stage knows its time limit, so it wa
 - A message still in the stream is claimed by deleting it (work-queue retention: a deleted message is never
   delivered again; a message the stage acknowledged meanwhile is already gone and the delete says so).
 - An optional stage is then skipped (``timeout``, noted and recorded as for any failed optional stage) and the
-  envelope goes on to the next stage. A critical stage that has one live replica holding the message fails the
-  request at once with ``timeout`` naming the stage (a 504) instead of at the request's deadline; with more live
-  replicas, JetStream's redelivery to another replica is left to save the request.
+  envelope goes on to the next stage. A critical stage that has one live replica holding the message (frozen,
+  or crashed before its heartbeat went stale) fails the request at once with ``timeout`` naming the stage (a 504)
+  instead of at the request's deadline, and the envelope goes to the dead letters (``dlq replay`` can run it
+  again); with more live replicas, JetStream's redelivery to another replica is left to save the request.
 
 A late result of the stage, if the replica ever resumes, is dropped harmlessly: its hand-off to the next stage
 carries the same ``Nats-Msg-Id`` the forwarder used (JetStream de-duplicates it), and a late reply finds no

@@ -17,10 +17,10 @@ from typing import Any, TypeVar
 
 import httpx
 
-from backworks.contracts.events import StageEvent
+from backworks.contracts.events import DeadLetter, StageEvent
 from backworks.contracts.names import EVENTS_STREAM
 from backworks.local.ports import free_port
-from backworks.pipeline import broker
+from backworks.pipeline import broker, deadletters
 from tests.e2e.processes import children_of, pid_alive, start, stop, wait_healthy
 
 
@@ -91,7 +91,8 @@ def stage_events(nats_url: str) -> list[StageEvent]:
             found = []
             for sequence in range(info.state.first_seq, info.state.last_seq + 1):
                 raw = await js.get_msg(EVENTS_STREAM, sequence)
-                found.append(StageEvent.model_validate_json(raw.data or b""))
+                if (raw.subject or "").startswith(STAGE_EVENTS):  # other kinds share the stream
+                    found.append(StageEvent.model_validate_json(raw.data or b""))
             return found
         finally:
             await client.close()
@@ -99,6 +100,20 @@ def stage_events(nats_url: str) -> list[StageEvent]:
     return asyncio.run(read())
 
 
+def dead_letters(nats_url: str) -> list[DeadLetter]:
+    """Every dead letter in ``BW_DLQ``, oldest first."""
+
+    async def read() -> list[DeadLetter]:
+        client = await broker.connect([nats_url], name="test-dead-letters")
+        try:
+            return [letter async for _, letter in deadletters.letters(broker.jetstream(client))]
+        finally:
+            await client.close()
+
+    return asyncio.run(read())
+
+
+STAGE_EVENTS = "bw.evt.stage."
 REPORT_NAME = "chaos-report.json"
 """Figures the chaos tests measure (how fast a dead stage is detected, ...), one JSON file per pytest run."""
 REPORT_ENV = "BACKWORKS_CHAOS_REPORT"

@@ -35,7 +35,7 @@ plugins:
 endpoints:
   e: {{path: /x, plugins: [leaky], handler: {{type: mock, config: {{body: ok}}}}}}
 """
-CAUSE = "stage leaky.request failed: the plugin raised an error"
+CAUSE = "stage leaky.request failed: the plugin failed"
 SERVICE_PROCESSORS: list[structlog.types.Processor] = [
     structlog.contextvars.merge_contextvars,
     logs.TRACEBACKS,

@@ -16,7 +16,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from backworks.contracts.events import StageEvent
-from backworks.contracts.names import Phase, stage_event_subject
+from backworks.contracts.names import DLQ_STREAM, Phase, stage_event_subject
 from backworks.contracts.types import FailureKind
 from backworks.local.embedded import EmbeddedNats
 from backworks.pipeline import blueprints
@@ -108,6 +108,8 @@ async def test_a_frozen_critical_stage_alone_fails_the_request_at_its_time_limit
         problem = answered.json()
         assert problem["stage"] == "critical-handler.request" and problem["cause"] == "timeout"
         assert took < BOUND, f"waited {took:.2f} s for a stage limited to {STAGE_LIMIT_MS} ms"
+        letters = await nats_client.jetstream().stream_info(DLQ_STREAM)
+        assert letters.state.messages == 1, "the request failed: what it carried is a dead letter, replayable"
 
 
 async def test_a_frozen_critical_replica_with_a_live_peer_is_left_to_redelivery(
