@@ -70,7 +70,7 @@ class FleetBreakers:
             js, self._views, self._me, self._clock, self._state_changed, self._window_changed, self._probe_changed
         )
         self._noticed = {name: BreakerState.CLOSED for name in settings}
-        self._listeners: list[Listener] = [self._log_change]
+        self._listeners: list[Listener] = []
         self._transitions: dict[tuple[str, int], asyncio.Task[bool]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -151,7 +151,7 @@ class FleetBreakers:
                 "slow_call_rate_threshold": settings.slow_call_rate,
                 "opened_at": opened_at.isoformat() if opened_at else None,
                 "reset_at": reset_at.isoformat() if reset_at else None,
-                "probes": self._probes_taken(view, now) if view.opened_at else 0,
+                "probes": settings.permitted_calls_in_half_open - len(view.free_slots(now, self._lease(view))),
                 "permitted_calls_in_half_open": settings.permitted_calls_in_half_open,
                 "generation": view.generation,
                 "reason": view.state.record.reason if view.state else "",
@@ -339,9 +339,6 @@ class FleetBreakers:
         with contextlib.suppress(Exception):  # a slot left behind frees itself when its lease runs out
             await self._mirror.kv.delete(probe_key(admission.instance, admission.slot), last=admission.revision)
 
-    def _probes_taken(self, view: FleetView, now: float) -> int:
-        return view.settings.permitted_calls_in_half_open - len(view.free_slots(now, self._lease(view)))
-
     def _refusal(self, view: FleetView, detail: str) -> BreakerOpen:
         now = self._clock()
         reset_at = view.reset_at
@@ -373,14 +370,12 @@ class FleetBreakers:
         if old is new:
             return
         self._noticed[instance] = new
+        log.info("breaker state changed", instance=instance, old=old.value, new=new.value, replica=self.replica)
         for listener in self._listeners:
             try:
                 listener(instance, old, new)
             except Exception:
                 log.exception("breaker listener failed", instance=instance, replica=self.replica)
-
-    def _log_change(self, instance: str, old: BreakerState, new: BreakerState) -> None:
-        log.info("breaker state changed", instance=instance, old=old.value, new=new.value, replica=self.replica)
 
     # --- small helpers ---------------------------------------------------------------------------------------
 

@@ -7,6 +7,8 @@ through to NATS KV in the background. See :mod:`backworks.pipeline.breakers` for
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -69,6 +71,10 @@ class Rates:
 def utc(timestamp: float | None) -> datetime | None:
     """An epoch timestamp as an aware UTC datetime (never a naive local one)."""
     return None if timestamp is None else datetime.fromtimestamp(timestamp, tz=UTC)
+
+
+def _at(tally: Tally) -> float:
+    return tally[0]
 
 
 def _sum(tallies: Iterable[Tally]) -> Rates:
@@ -148,14 +154,16 @@ class FleetView:
 
     def rates(self, now: float) -> Rates:
         """The fleet's sliding window: every writer's tallies of this generation, merged."""
-        tallies = self.own.tallies(now)
+        shares = [self.own.tallies(now)]
         for writer, versioned in self.windows.items():
             if writer != self.me and versioned.record.generation == self.generation:
-                tallies.extend(versioned.record.tallies)
+                shares.append(versioned.record.tallies)
         size = self.settings.sliding_window.size
         if self.own.by_time:
-            return _sum(t for t in tallies if t[0] > now - size)
-        return _sum(sorted(tallies, key=lambda t: t[0], reverse=True)[:size])
+            return _sum(t for share in shares for t in share if t[0] > now - size)
+        # Each share is in time order: the fleet's newest ``size`` calls are the head of their merge, newest first.
+        newest = heapq.merge(*(reversed(share) for share in shares), key=_at, reverse=True)
+        return _sum(itertools.islice(newest, size))
 
     def trip_reason(self, now: float) -> str | None:
         """Why the closed breaker must open now, or None."""
