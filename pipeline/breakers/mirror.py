@@ -199,8 +199,8 @@ class BucketMirror:
         while not self._stopping:
             await self._wake.wait()
             self._wake.clear()
-            while self._dirty:
-                instance = self._dirty.pop()
+            batch, self._dirty = self._dirty, set()  # what is marked during these puts waits for the next round
+            for instance in sorted(batch):
                 record = self._views[instance].own_record(self._clock())
                 try:
                     if self.kv is None:
@@ -213,7 +213,10 @@ class BucketMirror:
                     log.warning("cannot write breaker window; retrying", instance=instance, error=repr(exc))
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, MAX_RETRY_DELAY)
-            self._idle.set()
+            if self._dirty:
+                self._wake.set()
+            else:
+                self._idle.set()
             await asyncio.sleep(WRITE_INTERVAL)  # outcomes of the next WRITE_INTERVAL go out in one put
 
 
