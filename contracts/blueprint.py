@@ -21,9 +21,10 @@ Unknown keys are errors. Plugin configs are checked against each plugin's own sc
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from backworks.contracts.names import Phase
 
@@ -139,14 +140,82 @@ class Defaults(BaseModel):
     """Plugin instances run before each endpoint's own."""
 
 
-class BreakerSettings(BaseModel):
-    """Circuit breaker of one plugin instance, shared by every replica and forwarder through NATS KV."""
+class WindowType(str, Enum):
+    """How a breaker's sliding window is measured."""
+
+    COUNT = "count"
+    """The last ``size`` calls."""
+    TIME = "time"
+    """The calls of the last ``size`` seconds."""
+
+
+class SlidingWindow(BaseModel):
+    """The calls whose failure and slow-call rates a breaker judges (resilience4j's sliding window)."""
 
     model_config = _STRICT
 
-    failure_threshold: int = Field(default=5, ge=1, description="Consecutive failures that open the breaker.")
-    reset_timeout_ms: int = Field(default=30_000, gt=0, description="How long it stays open before half-open probes.")
-    half_open_probes: int = Field(default=1, ge=1, description="Calls admitted at once while half-open.")
+    type: WindowType = Field(default=WindowType.COUNT, description="`count`: the last N calls; `time`: the last N s.")
+    size: int = Field(default=20, ge=1, le=3_600, description="N: calls (count window) or seconds (time window).")
+
+
+_LEGACY_BREAKER_KEYS = {"failure_threshold", "reset_timeout_ms", "half_open_probes"}
+
+
+class BreakerSettings(BaseModel):
+    """Circuit breaker of one plugin instance, shared by every replica and forwarder through NATS KV.
+
+    resilience4j's semantics: once the fleet's sliding window holds ``minimum_calls`` calls, the breaker opens
+    when the failure rate or the slow-call rate reaches its threshold; after ``wait_in_open_ms`` it is half-open
+    and admits ``permitted_calls_in_half_open`` probes across the fleet, whose rates close or reopen it.
+    The keys of the consecutive-failure breakers (``failure_threshold``, ``reset_timeout_ms``,
+    ``half_open_probes``) are still read: N consecutive failures are a count window of N, all N failed.
+    """
+
+    model_config = _STRICT
+
+    sliding_window: SlidingWindow = Field(default_factory=SlidingWindow)
+    minimum_calls: int = Field(default=10, ge=1, description="Calls the window must hold before rates are judged.")
+    failure_rate: float = Field(default=50, gt=0, le=100, description="Failure rate (%) that opens the breaker.")
+    slow_call_duration_ms: int = Field(default=60_000, gt=0, description="A call this long or longer is slow.")
+    slow_call_rate: float = Field(default=100, gt=0, le=100, description="Slow-call rate (%) that opens the breaker.")
+    wait_in_open_ms: int = Field(default=30_000, gt=0, description="How long it stays open before half-open.")
+    permitted_calls_in_half_open: int = Field(
+        default=3, ge=1, le=100, description="Probes admitted fleet-wide while half-open; their rates decide."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_legacy_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not _LEGACY_BREAKER_KEYS & data.keys():
+            return data
+        mixed = sorted(data.keys() - _LEGACY_BREAKER_KEYS)
+        if mixed:
+            raise ValueError(
+                f"breaker mixes the old keys ({', '.join(sorted(_LEGACY_BREAKER_KEYS & data.keys()))}) with new ones"
+                f" ({', '.join(mixed)}): write only the new ones, e.g. failure_threshold: N -> sliding_window:"
+                " {type: count, size: N}, minimum_calls: N, failure_rate: 100; reset_timeout_ms -> wait_in_open_ms;"
+                " half_open_probes -> permitted_calls_in_half_open"
+            )
+        threshold = data.get("failure_threshold", 5)
+        translated: dict[str, Any] = {
+            "sliding_window": {"type": "count", "size": threshold},
+            "minimum_calls": threshold,
+            "failure_rate": 100,
+            "permitted_calls_in_half_open": data.get("half_open_probes", 1),
+        }
+        if "reset_timeout_ms" in data:
+            translated["wait_in_open_ms"] = data["reset_timeout_ms"]
+        return translated
+
+    @model_validator(mode="after")
+    def _minimum_fits_the_window(self) -> BreakerSettings:
+        window = self.sliding_window
+        if window.type is WindowType.COUNT and self.minimum_calls > window.size:
+            raise ValueError(
+                f"breaker minimum_calls ({self.minimum_calls}) exceeds its count window ({window.size} calls), so it"
+                f" could never open: lower minimum_calls or raise sliding_window.size"
+            )
+        return self
 
 
 class ResourceLimits(BaseModel):

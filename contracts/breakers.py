@@ -4,10 +4,12 @@ Keys, for a plugin instance ``<instance>`` (a blueprint name: already a valid ke
 ``<writer>`` (a replica id made key-safe by :func:`key_token`)::
 
     <instance>.state             StateRecord  closed/open and the generation; written with CAS, only on transitions
-    <instance>.count.<writer>    CountRecord  one writer's failures and success resets in the current generation;
-                                              written only by that writer (plain put, coalesced), so no hot key
-    <instance>.probe.<slot>      ProbeRecord  half-open probe slot ``0 <= slot < half_open_probes``; claimed with
-                                              create/CAS, free again when its generation is over or its lease ran out
+    <instance>.window.<writer>   WindowRecord one writer's share of the sliding window in the current generation;
+                                              written only by that writer (plain put, debounced), so no hot key
+    <instance>.probe.<slot>      ProbeRecord  half-open probe slot ``0 <= slot < permitted_calls_in_half_open``;
+                                              claimed with create/CAS, then CAS-updated with the probe's outcome;
+                                              free again when its generation is over or an unfinished claim's
+                                              lease ran out
 
 Times are seconds since the Unix epoch (``time.time()``): no time zone can shift them.
 """
@@ -22,7 +24,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 RECORD_VERSION = 1
 STATE = "state"
-COUNT = "count"
+WINDOW = "window"
+FAILED = 1
+"""Outcome bit: the call failed."""
+SLOW = 2
+"""Outcome bit: the call took ``slow_call_duration_ms`` or longer (successful or not)."""
 PROBE = "probe"
 _UNSAFE = re.compile(r"[^-_=a-zA-Z0-9]")
 
@@ -31,18 +37,18 @@ class BreakerState(str, Enum):
     """What a breaker lets through, as every process of the fleet sees it."""
 
     CLOSED = "closed"
-    """Calls go through; failures are counted."""
+    """Calls go through; their outcomes fill the sliding window."""
     OPEN = "open"
-    """Calls are refused at once, without sending anything, until the reset timeout has passed."""
+    """Calls are refused at once, without sending anything, until ``wait_in_open_ms`` has passed."""
     HALF_OPEN = "half-open"
-    """The reset timeout has passed: a bounded number of probe calls decide whether to close or reopen."""
+    """``wait_in_open_ms`` has passed: a fleet-wide bounded number of probes decide whether to close or reopen."""
 
 
 class StoredState(str, Enum):
     """What the state key holds. Half-open is never stored: it is an open state whose reset time has come."""
 
     CLOSED = "closed"
-    """Closed since ``at``; counting failures of this generation."""
+    """Closed since ``at``; windows of this generation count."""
     OPEN = "open"
     """Opened at ``opened_at``; half-open from ``reset_at`` on."""
 
@@ -67,27 +73,27 @@ class StateRecord(_Record):
     reason: str = ""
 
 
-class CountRecord(_Record):
-    """One writer's view of the failure streak in one generation.
+class WindowRecord(_Record):
+    """One writer's share of an instance's sliding window in one generation.
 
-    ``failures`` is the writer's own failure total in the generation (it only grows); ``resets`` is, for every
-    writer, the failure total the writer had seen when it last recorded a success: those failures are no longer
-    consecutive.
+    ``tallies`` are ``[at, calls, failed, slow]``: one per call (``calls`` = 1) in a count window, keeping only the
+    writer's last ``size`` calls; one per epoch second in a time window, keeping the last ``size`` seconds.
+    Every process merges all writers' tallies: the newest ``size`` calls, or the calls of the last ``size`` seconds.
     """
 
     generation: int = Field(ge=0)
     writer: str
-    failures: int = Field(default=0, ge=0)
-    resets: dict[str, int] = Field(default_factory=dict)
+    tallies: list[tuple[float, int, int, int]] = Field(default_factory=list)
     at: float
 
 
 class ProbeRecord(_Record):
-    """A claimed half-open probe slot."""
+    """A claimed half-open probe slot and, once the probe is over, its outcome (``FAILED``/``SLOW`` bits)."""
 
     generation: int = Field(ge=0)
     writer: str
     claimed_at: float
+    outcome: int | None = Field(default=None, ge=0, le=FAILED | SLOW)
 
 
 def key_token(name: str) -> str:
@@ -99,8 +105,8 @@ def state_key(instance: str) -> str:
     return f"{instance}.{STATE}"
 
 
-def count_key(instance: str, writer: str) -> str:
-    return f"{instance}.{COUNT}.{writer}"
+def window_key(instance: str, writer: str) -> str:
+    return f"{instance}.{WINDOW}.{writer}"
 
 
 def probe_key(instance: str, slot: int) -> str:
@@ -112,20 +118,20 @@ def parse_key(key: str) -> tuple[str, str, str] | None:
     parts = key.split(".", 2)
     if len(parts) == 2 and parts[1] == STATE:
         return parts[0], STATE, ""
-    if len(parts) == 3 and parts[1] in (COUNT, PROBE):
+    if len(parts) == 3 and parts[1] in (WINDOW, PROBE):
         return parts[0], parts[1], parts[2]
     return None
 
 
 __all__ = [
     "BreakerState",
-    "CountRecord",
     "ProbeRecord",
     "StateRecord",
     "StoredState",
-    "count_key",
+    "WindowRecord",
     "key_token",
     "parse_key",
     "probe_key",
     "state_key",
+    "window_key",
 ]

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from backworks.contracts.blueprint import Blueprint
-from backworks.contracts.breakers import CountRecord, ProbeRecord, StateRecord
+from backworks.contracts.breakers import ProbeRecord, StateRecord, WindowRecord
 from backworks.contracts.envelope import Envelope
 from backworks.contracts.events import DeadLetter, SecurityEvent, StageEvent
 from backworks.contracts.registry import ReplicaInfo
@@ -27,7 +27,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "dead-letter.v1.json": DeadLetter,
     "security-event.v1.json": SecurityEvent,
     "breaker-state.v1.json": StateRecord,
-    "breaker-count.v1.json": CountRecord,
+    "breaker-window.v1.json": WindowRecord,
     "breaker-probe.v1.json": ProbeRecord,
 }
 

@@ -10,18 +10,17 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from datetime import timedelta
-from functools import partial
 from typing import Any, TypeVar
 
 import structlog
-from aiobreaker import CircuitBreaker, CircuitBreakerListener  # type: ignore[import-untyped]  # no type hints
 from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from pydantic import ValidationError
 
 from backworks.contracts.blueprint import BreakerSettings
 from backworks.contracts.breakers import (
+    FAILED,
+    SLOW,
     BreakerState,
     ProbeRecord,
     StateRecord,
@@ -31,7 +30,6 @@ from backworks.contracts.breakers import (
     state_key,
 )
 from backworks.pipeline.breakers.mirror import BucketMirror
-from backworks.pipeline.breakers.storage import FleetStorage, LogListener
 from backworks.pipeline.breakers.view import FleetView, utc
 from backworks.pipeline.errors import BreakerOpen
 from backworks.pipeline.tasks import cancel
@@ -39,12 +37,14 @@ from backworks.pipeline.tasks import cancel
 log = structlog.get_logger("backworks.breakers")
 
 MIN_PROBE_LEASE = 1.0
-"""A probe slot is held at most ``max(reset timeout, MIN_PROBE_LEASE)`` seconds."""
+"""An unfinished probe holds its slot at most ``max(wait_in_open, MIN_PROBE_LEASE)`` seconds."""
 STOP_TIMEOUT = 1.0
 """Seconds ``stop`` gives transitions in flight."""
 ADMIT_ATTEMPTS = 3
 
 T = TypeVar("T")
+Listener = Callable[[str, BreakerState, BreakerState], None]
+"""Called with ``(instance, old, new)`` on every state change this process notices."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class _Admission:
     generation: int
     slot: int | None = None
     revision: int = 0
+    claimed_at: float = 0.0
 
 
 class FleetBreakers:
@@ -63,22 +64,13 @@ class FleetBreakers:
     def __init__(self, js: JetStreamContext, settings: dict[str, BreakerSettings], replica: str) -> None:
         self.replica = replica
         self._me = key_token(replica)
-        self._clock: Callable[[], float] = time.time
+        self._clock: Callable[[], float] = time.time  # epoch seconds: what KV records hold, the same in every zone
         self._views = {name: FleetView(name, setting, self._me) for name, setting in settings.items()}
-        self._storages = {
-            name: FleetStorage(view, self._clock, partial(self._mark_dirty, name)) for name, view in self._views.items()
-        }
-        self._breakers = {
-            name: CircuitBreaker(
-                fail_max=view.settings.failure_threshold,
-                timeout_duration=timedelta(milliseconds=view.settings.reset_timeout_ms),
-                state_storage=self._storages[name],
-                listeners=[LogListener(replica)],
-                name=name,
-            )
-            for name, view in self._views.items()
-        }
-        self._mirror = BucketMirror(js, self._views, self._me, self._clock, self._state_changed, self._count_changed)
+        self._mirror = BucketMirror(
+            js, self._views, self._me, self._clock, self._state_changed, self._window_changed, self._probe_changed
+        )
+        self._noticed = {name: BreakerState.CLOSED for name in settings}
+        self._listeners: list[Listener] = []
         self._transitions: dict[tuple[str, int], asyncio.Task[bool]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -90,7 +82,7 @@ class FleetBreakers:
         await self._mirror.start()
 
     async def stop(self) -> None:
-        """Finish pending writes (briefly), stop watching, and remove this process's count keys."""
+        """Finish pending writes (briefly), stop watching, and remove this process's window keys."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=STOP_TIMEOUT)
         await cancel(self._tasks)
@@ -100,7 +92,7 @@ class FleetBreakers:
         self._timers.clear()
 
     async def flush(self) -> None:
-        """Wait until this process's failure counts are written to KV."""
+        """Wait until this process's window records are written to KV."""
         await self._mirror.flush()
 
     # --- what forwarders and stage hosts ask ---------------------------------------------------------------------
@@ -118,55 +110,59 @@ class FleetBreakers:
         return state is BreakerState.CLOSED
 
     async def call(self, instance: str, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run ``fn`` if the breaker lets it (else raise ``BreakerOpen``), record its result, re-raise its error."""
+        """Run ``fn`` if the breaker lets it (else raise ``BreakerOpen``), record its outcome, re-raise its error."""
         admission = await self._admit(instance)
+        started = time.monotonic()
         try:
             result = await fn()
         except Exception as error:
-            await self._settle(admission, error)
-            raise
-        except BaseException:  # cancelled or interrupted: not a result of the plugin
+            await self._settle(admission, time.monotonic() - started, error)
+            raise  # the tripping call too: the caller sees the plugin's own failure
+        except BaseException:  # cancelled or interrupted: not an outcome of the plugin
             self._spawn(self._release(admission))
             raise
-        await self._settle(admission, None)
+        await self._settle(admission, time.monotonic() - started, None)
         return result
 
-    async def record_success(self, instance: str) -> None:
-        """A call succeeded (counts only while closed: then it ends the fleet's failure streak)."""
-        view = self._view(instance)
-        if view.effective(self._clock()) is BreakerState.CLOSED:
-            self._success(instance)
+    async def record(self, instance: str, seconds: float, error: BaseException | str | None = None) -> None:
+        """A call made without ``call`` took ``seconds`` and failed with ``error`` (None: succeeded).
 
-    async def record_failure(self, instance: str, error: BaseException | str) -> None:
-        """A call failed (counts only while closed); opens the breaker when the streak reaches the threshold."""
+        Counts only while closed: while open or half-open only admitted probes decide.
+        """
         view = self._view(instance)
         if view.effective(self._clock()) is BreakerState.CLOSED:
-            await self._failure(instance, error)
+            await self._count(view, self._outcome(view, seconds, error), error)
 
     def snapshot(self) -> dict[str, dict[str, object]]:
-        """Every breaker as this process sees it, for ``/_backworks/health``."""
+        """Every breaker as this process sees it, with its window's rates, for ``/_backworks/health``."""
         now = self._clock()
         report: dict[str, dict[str, object]] = {}
         for name, view in self._views.items():
             opened_at, reset_at = utc(view.opened_at), utc(view.reset_at)
+            rates, settings = view.rates(now), view.settings
             report[name] = {
                 "state": view.effective(now).value,
-                "failures": view.failures(),
-                "failure_threshold": view.settings.failure_threshold,
+                "window": f"{settings.sliding_window.type.value}:{settings.sliding_window.size}",
+                "calls": rates.calls,
+                "minimum_calls": settings.minimum_calls,
+                "failure_rate": round(rates.failure_rate, 1),
+                "failure_rate_threshold": settings.failure_rate,
+                "slow_call_rate": round(rates.slow_call_rate, 1),
+                "slow_call_rate_threshold": settings.slow_call_rate,
                 "opened_at": opened_at.isoformat() if opened_at else None,
                 "reset_at": reset_at.isoformat() if reset_at else None,
-                "probes_in_flight": view.probes_in_flight(now, self._lease(view)) if view.opened_at else 0,
+                "probes": settings.permitted_calls_in_half_open - len(view.free_slots(now, self._lease(view))),
+                "permitted_calls_in_half_open": settings.permitted_calls_in_half_open,
                 "generation": view.generation,
                 "reason": view.state.record.reason if view.state else "",
             }
         return report
 
-    def add_listener(self, listener: CircuitBreakerListener) -> None:
-        """Call an aiobreaker ``CircuitBreakerListener`` on every state change this process notices."""
-        for breaker in self._breakers.values():
-            breaker.add_listener(listener)
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(instance, old, new)`` on every state change this process notices."""
+        self._listeners.append(listener)
 
-    # --- admission and results -------------------------------------------------------------------------------------
+    # --- admission and outcomes ---------------------------------------------------------------------------------
 
     async def _admit(self, instance: str) -> _Admission:
         view = self._view(instance)
@@ -176,50 +172,61 @@ class FleetBreakers:
             if state is BreakerState.CLOSED:
                 return _Admission(instance, generation)
             if state is BreakerState.OPEN:
-                raise self._refusal(view, "failing; calls are refused until the reset timeout")
+                raise self._refusal(view, "failing; calls are refused until wait_in_open_ms has passed")
             admission = await self._claim_probe(view, generation)
             if admission is None:
-                raise self._refusal(view, f"all {view.settings.half_open_probes} probe slot(s) are taken")
+                if view.probe_rates() is not None:  # every probe is in: decide (again, if a write was lost)
+                    self._spawn(self._maybe_decide(instance))
+                permitted = view.settings.permitted_calls_in_half_open
+                raise self._refusal(view, f"all {permitted} probe(s) of this half-open period are taken")
             if view.generation == generation:
                 return admission
             self._spawn(self._release(admission))  # the state moved on while we claimed: look again
         raise self._refusal(view, "its state kept changing while the call was being admitted")
 
-    async def _settle(self, admission: _Admission, error: BaseException | None) -> None:
+    async def _settle(self, admission: _Admission, seconds: float, error: BaseException | None) -> None:
         try:
             view = self._views[admission.instance]
             if view.generation != admission.generation:
                 return  # admitted in a generation that is over: its outcome was decided already
+            outcome = self._outcome(view, seconds, error)
             if admission.slot is None:
-                if error is None:
-                    self._success(admission.instance)
-                else:
-                    await self._failure(admission.instance, error)
-            elif error is None:
-                await self._transition(admission.instance, admission.generation, StoredState.CLOSED, "probe succeeded")
+                await self._count(view, outcome, error)
             else:
-                reason = f"probe failed: {_describe(error)}"
-                await self._transition(admission.instance, admission.generation, StoredState.OPEN, reason)
+                await self._report_probe(view, admission, outcome)
         except Exception:
             log.exception("breaker bookkeeping failed", instance=admission.instance, replica=self.replica)
 
-    def _success(self, instance: str) -> None:
-        if self._views[instance].add_success():
-            self._mark_dirty(instance)
+    def _outcome(self, view: FleetView, seconds: float, error: BaseException | str | None) -> int:
+        slow = seconds * 1000 >= view.settings.slow_call_duration_ms
+        return (FAILED if error is not None else 0) | (SLOW if slow else 0)
 
-    async def _failure(self, instance: str, error: BaseException | str) -> None:
-        self._storages[instance].increment_counter()  # counts in the view, writes through in the background
-        await self._maybe_trip(instance, _describe(error))
+    async def _count(self, view: FleetView, outcome: int, error: BaseException | str | None) -> None:
+        view.own.add(self._clock(), outcome)
+        self._mirror.mark_dirty(view.instance)
+        await self._maybe_trip(view.instance, _describe(error) if error is not None else "")
 
     async def _maybe_trip(self, instance: str, last_error: str = "") -> None:
         view = self._views[instance]
         if view.effective(self._clock()) is not BreakerState.CLOSED:
             return
-        failures, threshold = view.failures(), view.settings.failure_threshold
-        if failures >= threshold:
-            reason = f"{failures} consecutive failures (threshold {threshold})"
-            reason += f"; last: {last_error}" if last_error else ""
+        reason = view.trip_reason(self._clock())
+        if reason is not None:
+            reason += f"; last error: {last_error}" if last_error else ""
             await self._transition(instance, view.generation, StoredState.OPEN, reason)
+
+    async def _maybe_decide(self, instance: str) -> None:
+        """Close or reopen a half-open breaker once every permitted probe of its generation has an outcome."""
+        view = self._views[instance]
+        rates = view.probe_rates()
+        if rates is None or view.effective(self._clock()) is not BreakerState.HALF_OPEN:
+            return
+        verdict = rates.verdict(view.settings)
+        if verdict is None:
+            reason = f"probes passed: failure rate {rates.failure_rate:.0f}%, slow {rates.slow_call_rate:.0f}%"
+            await self._transition(instance, view.generation, StoredState.CLOSED, reason)
+        else:
+            await self._transition(instance, view.generation, StoredState.OPEN, f"probes failed: {verdict}")
 
     async def _transition(self, instance: str, generation: int, target: StoredState, reason: str) -> bool:
         """Move the breaker out of ``generation`` once: concurrent callers in this process share one CAS."""
@@ -241,7 +248,7 @@ class FleetBreakers:
             state=target,
             generation=generation + 1,
             opened_at=now if opening else None,
-            reset_at=now + view.reset_timeout if opening else None,
+            reset_at=now + view.wait_in_open if opening else None,
             at=now,
             by=self._me,
             reason=reason,
@@ -278,6 +285,8 @@ class FleetBreakers:
         if self._views[instance].apply_state(record, entry.revision or 0):
             self._state_changed(instance)
 
+    # --- half-open probe slots ---------------------------------------------------------------------------------
+
     async def _claim_probe(self, view: FleetView, generation: int) -> _Admission | None:
         kv = self._mirror.kv
         if kv is None:
@@ -285,7 +294,7 @@ class FleetBreakers:
         now = self._clock()
         record = ProbeRecord(generation=generation, writer=self._me, claimed_at=now)
         data = record.model_dump_json().encode()
-        for slot in range(view.settings.half_open_probes):
+        for slot in range(view.settings.permitted_calls_in_half_open):
             if not view.slot_is_free(slot, now, self._lease(view)):
                 continue  # looked at again for each slot: the view changes while we await a claim
             held = view.probes.get(slot)
@@ -300,8 +309,25 @@ class FleetBreakers:
                 log.warning("cannot claim a probe slot", instance=view.instance, error=repr(exc))
                 return None
             view.apply_probe(slot, record, revision)
-            return _Admission(view.instance, generation, slot, revision)
+            return _Admission(view.instance, generation, slot, revision, now)
         return None
+
+    async def _report_probe(self, view: FleetView, admission: _Admission, outcome: int) -> None:
+        """Write the probe's outcome into its slot (CAS: a slot whose lease ran out may be someone else's now)."""
+        kv, slot = self._mirror.kv, admission.slot
+        if kv is None or slot is None:
+            return
+        record = ProbeRecord(
+            generation=admission.generation, writer=self._me, claimed_at=admission.claimed_at, outcome=outcome
+        )
+        try:
+            revision = await kv.update(
+                probe_key(view.instance, slot), record.model_dump_json().encode(), last=admission.revision
+            )
+        except KeyWrongLastSequenceError:
+            return  # the slot was taken over after its lease: that probe's outcome counts instead
+        view.apply_probe(slot, record, revision)
+        await self._maybe_decide(view.instance)
 
     async def _release(self, admission: _Admission) -> None:
         if admission.slot is None or self._mirror.kv is None:
@@ -331,21 +357,27 @@ class FleetBreakers:
             delay = reset_at - self._clock()
             self._timers[instance] = asyncio.get_running_loop().call_later(delay, self._state_changed, instance)
 
-    def _count_changed(self, instance: str) -> None:
-        view = self._views[instance]
-        if view.failures() >= view.settings.failure_threshold:
+    def _window_changed(self, instance: str) -> None:
+        if self._views[instance].trip_reason(self._clock()) is not None:
             self._spawn(self._maybe_trip(instance))
 
+    def _probe_changed(self, instance: str) -> None:
+        if self._views[instance].probe_rates() is not None:
+            self._spawn(self._maybe_decide(instance))
+
     def _notice(self, instance: str) -> None:
-        try:
-            _ = self._breakers[instance].state  # aiobreaker compares with its storage and tells the listeners
-        except Exception:
-            log.exception("breaker listener failed", instance=instance, replica=self.replica)
+        old, new = self._noticed[instance], self.state(instance)
+        if old is new:
+            return
+        self._noticed[instance] = new
+        log.info("breaker state changed", instance=instance, old=old.value, new=new.value, replica=self.replica)
+        for listener in self._listeners:
+            try:
+                listener(instance, old, new)
+            except Exception:
+                log.exception("breaker listener failed", instance=instance, replica=self.replica)
 
     # --- small helpers ---------------------------------------------------------------------------------------
-
-    def _mark_dirty(self, instance: str) -> None:
-        self._mirror.mark_dirty(instance)
 
     def _view(self, instance: str) -> FleetView:
         try:
@@ -358,7 +390,7 @@ class FleetBreakers:
             ) from None
 
     def _lease(self, view: FleetView) -> float:
-        return max(view.reset_timeout, MIN_PROBE_LEASE)
+        return max(view.wait_in_open, MIN_PROBE_LEASE)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.create_task(coroutine)
@@ -371,4 +403,4 @@ def _describe(error: BaseException | str) -> str:
     return error if isinstance(error, str) else f"{type(error).__name__}: {error}"
 
 
-__all__ = ["BreakerOpen", "BreakerState", "FleetBreakers"]
+__all__ = ["BreakerOpen", "BreakerState", "FleetBreakers", "Listener"]

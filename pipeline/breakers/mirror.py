@@ -2,9 +2,9 @@
 
 In: a KV watch on the whole bucket, rebuilt from a full snapshot after every reconnect of the NATS client
 (nats-py's ordered consumer alone resumed only ~20 s after a nats-server restart, and a memory bucket may come
-back empty). Out: this process's own count records, written in the background, one put in flight, always with
-the latest numbers, retried until they land. State transitions and probe claims are CAS writes made by
-:class:`~backworks.pipeline.breakers.fleet.FleetBreakers` itself.
+back empty). Out: this process's own window records, written in the background at most every
+``WRITE_INTERVAL`` per instance (one put in flight, always the latest tallies), retried until they land. State
+transitions and probe claims are CAS writes made by :class:`~backworks.pipeline.breakers.fleet.FleetBreakers`.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import ValidationError
 
 from backworks.contracts.breakers import (
-    COUNT,
     PROBE,
     STATE,
-    CountRecord,
+    WINDOW,
     ProbeRecord,
     StateRecord,
-    count_key,
+    WindowRecord,
     parse_key,
+    window_key,
 )
 from backworks.contracts.names import BREAKERS_BUCKET
 from backworks.pipeline.breakers.view import Clock, FleetView
@@ -40,6 +40,8 @@ START_TIMEOUT = 5.0
 """Seconds ``start`` waits for the bucket's current contents."""
 RECONNECT_CHECK_INTERVAL = 0.1
 """How often the watch checks whether the NATS client reconnected (and must be rebuilt from a snapshot)."""
+WRITE_INTERVAL = 0.05
+"""Seconds between two writes of one process's window records: a busy process writes ~20 times a second."""
 RETRY_DELAY = 0.1
 MAX_RETRY_DELAY = 2.0
 STOP_TIMEOUT = 1.0
@@ -47,7 +49,7 @@ STOP_TIMEOUT = 1.0
 
 
 class BucketMirror:
-    """The watch that feeds ``views`` and the writer that publishes this process's counts."""
+    """The watch that feeds ``views`` and the writer that publishes this process's windows."""
 
     def __init__(
         self,
@@ -56,7 +58,8 @@ class BucketMirror:
         me: str,
         clock: Clock,
         on_state: Callable[[str], None],
-        on_count: Callable[[str], None],
+        on_window: Callable[[str], None],
+        on_probe: Callable[[str], None],
     ) -> None:
         self.kv: KeyValue | None = None
         self._js = js
@@ -64,7 +67,8 @@ class BucketMirror:
         self._me = me
         self._clock = clock
         self._on_state = on_state
-        self._on_count = on_count
+        self._on_window = on_window
+        self._on_probe = on_probe
         self._ready = asyncio.Event()
         self._dirty: set[str] = set()
         self._written: set[str] = set()
@@ -91,7 +95,7 @@ class BucketMirror:
             ) from None
 
     async def stop(self) -> None:
-        """Write what is pending (briefly), stop, and remove this process's count keys (its streak share)."""
+        """Write what is pending (briefly), stop, and remove this process's window keys."""
         if not self._loops:
             return
         with contextlib.suppress(TimeoutError):
@@ -102,15 +106,15 @@ class BucketMirror:
         if self.kv is not None:
             for instance in sorted(self._written):
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.kv.delete(count_key(instance, self._me)), STOP_TIMEOUT)
+                    await asyncio.wait_for(self.kv.delete(window_key(instance, self._me)), STOP_TIMEOUT)
         self._written.clear()
 
     async def flush(self) -> None:
-        """Wait until this process's counts are written."""
+        """Wait until this process's windows are written."""
         await self._idle.wait()
 
     def mark_dirty(self, instance: str) -> None:
-        """This process's count record of ``instance`` changed: write it."""
+        """This process's window of ``instance`` changed: write it."""
         self._dirty.add(instance)
         self._idle.clear()
         self._wake.set()
@@ -151,11 +155,12 @@ class BucketMirror:
         while (entry := await _next_entry(watcher, START_TIMEOUT)) is not None:
             self._apply(entry, fresh)
         for name, view in self._views.items():
-            view.replace(fresh[name].state, fresh[name].counts, fresh[name].probes)
-            if view.own_dirty:
+            view.replace(fresh[name].state, fresh[name].windows, fresh[name].probes)
+            if view.own.tallies(self._clock()):
                 self.mark_dirty(name)  # the broker may have lost our record (a memory bucket on a restart)
             self._on_state(name)
-            self._on_count(name)
+            self._on_window(name)
+            self._on_probe(name)
         self._ready.set()
 
     def _apply(self, entry: KeyValue.Entry, views: dict[str, FleetView]) -> None:
@@ -171,12 +176,14 @@ class BucketMirror:
                 state = None if deleted else StateRecord.model_validate_json(value)
                 if view.apply_state(state, revision) and live:
                     self._on_state(instance)
-            elif kind == COUNT and rest != self._me:
-                count = None if deleted else CountRecord.model_validate_json(value)
-                if view.apply_count(rest, count, revision) and live:
-                    self._on_count(instance)
+            elif kind == WINDOW and rest != self._me:
+                window = None if deleted else WindowRecord.model_validate_json(value)
+                if view.apply_window(rest, window, revision) and live:
+                    self._on_window(instance)
             elif kind == PROBE and rest.isdigit():
-                view.apply_probe(int(rest), None if deleted else ProbeRecord.model_validate_json(value), revision)
+                probe = None if deleted else ProbeRecord.model_validate_json(value)
+                if view.apply_probe(int(rest), probe, revision) and live:
+                    self._on_probe(instance)
         except ValidationError as exc:
             log.warning("unreadable breaker record ignored", key=entry.key, error=str(exc))
 
@@ -192,21 +199,25 @@ class BucketMirror:
         while not self._stopping:
             await self._wake.wait()
             self._wake.clear()
-            while self._dirty:
-                instance = self._dirty.pop()
+            batch, self._dirty = self._dirty, set()  # what is marked during these puts waits for the next round
+            for instance in sorted(batch):
                 record = self._views[instance].own_record(self._clock())
                 try:
                     if self.kv is None:
                         raise BrokerUnavailable(f"KV bucket {BREAKERS_BUCKET} not loaded yet")
-                    await self.kv.put(count_key(instance, self._me), record.model_dump_json().encode())
+                    await self.kv.put(window_key(instance, self._me), record.model_dump_json().encode())
                     self._written.add(instance)
                     delay = RETRY_DELAY
                 except Exception as exc:
                     self._dirty.add(instance)
-                    log.warning("cannot write breaker count; retrying", instance=instance, error=repr(exc))
+                    log.warning("cannot write breaker window; retrying", instance=instance, error=repr(exc))
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, MAX_RETRY_DELAY)
-            self._idle.set()
+            if self._dirty:
+                self._wake.set()
+            else:
+                self._idle.set()
+            await asyncio.sleep(WRITE_INTERVAL)  # outcomes of the next WRITE_INTERVAL go out in one put
 
 
 async def _next_entry(watcher: KeyValue.KeyWatcher, timeout: float) -> KeyValue.Entry | None:

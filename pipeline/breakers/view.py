@@ -1,29 +1,35 @@
-"""One process's picture of one instance's fleet-wide breaker.
+"""One process's picture of one instance's fleet-wide breaker, and the sliding-window arithmetic.
 
 Everything here is synchronous and in memory: the KV watch feeds the view (``apply_*``), this process's own
-counting changes it at once (``add_failure``/``add_success``), and :mod:`~backworks.pipeline.breakers.mirror`
-writes our count record through to NATS KV in the background. See :mod:`backworks.pipeline.breakers` for the
-semantics, and :mod:`~backworks.pipeline.breakers.storage` for the aiobreaker storage that reads it.
+outcomes change it at once (``add``), and :mod:`~backworks.pipeline.breakers.mirror` writes our window record
+through to NATS KV in the background. See :mod:`backworks.pipeline.breakers` for the semantics.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
-from backworks.contracts.blueprint import BreakerSettings
+from backworks.contracts.blueprint import BreakerSettings, WindowType
 from backworks.contracts.breakers import (
+    FAILED,
+    SLOW,
     BreakerState,
-    CountRecord,
     ProbeRecord,
     StateRecord,
     StoredState,
+    WindowRecord,
 )
 
-R = TypeVar("R", StateRecord, CountRecord, ProbeRecord)
+R = TypeVar("R", StateRecord, WindowRecord, ProbeRecord)
 Clock = Callable[[], float]
+Tally = tuple[float, int, int, int]
+"""``(at, calls, failed, slow)``: one call, or one epoch second of calls."""
 
 
 @dataclass(frozen=True)
@@ -34,25 +40,90 @@ class Versioned(Generic[R]):
     revision: int
 
 
+@dataclass(frozen=True)
+class Rates:
+    """What a window (or a half-open generation's probes) holds."""
+
+    calls: int = 0
+    failed: int = 0
+    slow: int = 0
+
+    @property
+    def failure_rate(self) -> float:
+        return 100 * self.failed / self.calls if self.calls else 0.0
+
+    @property
+    def slow_call_rate(self) -> float:
+        return 100 * self.slow / self.calls if self.calls else 0.0
+
+    def verdict(self, settings: BreakerSettings) -> str | None:
+        """Why these rates open the breaker, or None (the caller checks ``minimum_calls`` / probe count)."""
+        if self.failure_rate >= settings.failure_rate:
+            return f"failure rate {self.failure_rate:.0f}% of {self.calls} calls (threshold {settings.failure_rate:g}%)"
+        if self.slow_call_rate >= settings.slow_call_rate:
+            return (
+                f"slow-call rate {self.slow_call_rate:.0f}% of {self.calls} calls (>= {settings.slow_call_duration_ms}"
+                f" ms; threshold {settings.slow_call_rate:g}%)"
+            )
+        return None
+
+
 def utc(timestamp: float | None) -> datetime | None:
     """An epoch timestamp as an aware UTC datetime (never a naive local one)."""
     return None if timestamp is None else datetime.fromtimestamp(timestamp, tz=UTC)
 
 
+def _at(tally: Tally) -> float:
+    return tally[0]
+
+
+def _sum(tallies: Iterable[Tally]) -> Rates:
+    calls = failed = slow = 0
+    for _, c, f, s in tallies:
+        calls, failed, slow = calls + c, failed + f, slow + s
+    return Rates(calls, failed, slow)
+
+
+class OwnWindow:
+    """This process's own share of the window: its last ``size`` calls, or its calls per second of the last ``size``."""
+
+    def __init__(self, settings: BreakerSettings) -> None:
+        self.by_time = settings.sliding_window.type is WindowType.TIME
+        self.size = settings.sliding_window.size
+        self._calls: deque[Tally] = deque(maxlen=None if self.by_time else self.size)
+
+    def add(self, now: float, outcome: int) -> None:
+        failed, slow = int(bool(outcome & FAILED)), int(bool(outcome & SLOW))
+        second = float(int(now))
+        if self.by_time and self._calls and self._calls[-1][0] == second:
+            _, calls, f, s = self._calls.pop()
+            self._calls.append((second, calls + 1, f + failed, s + slow))
+            return
+        self._calls.append((second if self.by_time else now, 1, failed, slow))
+
+    def tallies(self, now: float) -> list[Tally]:
+        if self.by_time:
+            while self._calls and self._calls[0][0] <= now - self.size:
+                self._calls.popleft()
+        return list(self._calls)
+
+    def clear(self) -> None:
+        self._calls.clear()
+
+
 class FleetView:
-    """The state, failure counts and probe slots of one instance, as this process knows them."""
+    """The state, every writer's window and the probe slots of one instance, as this process knows them."""
 
     def __init__(self, instance: str, settings: BreakerSettings, me: str) -> None:
         self.instance = instance
         self.settings = settings
         self.me = me
         self.state: Versioned[StateRecord] | None = None
-        self.counts: dict[str, Versioned[CountRecord]] = {}
-        """Other writers' count records (our own is ``own_*``: authoritative here, ahead of KV)."""
+        self.windows: dict[str, Versioned[WindowRecord]] = {}
+        """Other writers' window records (ours is ``own``: authoritative here, ahead of KV)."""
         self.probes: dict[int, Versioned[ProbeRecord]] = {}
+        self.own = OwnWindow(settings)
         self.own_generation = 0
-        self.own_failures = 0
-        self.own_resets: dict[str, int] = {}
 
     # --- reading -------------------------------------------------------------------------------------------
 
@@ -66,11 +137,12 @@ class FleetView:
 
     @property
     def reset_at(self) -> float | None:
+        """When the open breaker half-opens (epoch seconds)."""
         return self.state.record.reset_at if self.state and self.state.record.state is StoredState.OPEN else None
 
     @property
-    def reset_timeout(self) -> float:
-        return self.settings.reset_timeout_ms / 1000
+    def wait_in_open(self) -> float:
+        return self.settings.wait_in_open_ms / 1000
 
     def effective(self, now: float) -> BreakerState:
         reset_at = self.reset_at
@@ -80,70 +152,47 @@ class FleetView:
             return BreakerState.OPEN
         return BreakerState.HALF_OPEN
 
-    def failures(self) -> int:
-        """Consecutive failures across the fleet in the current generation (see ``backworks.pipeline.breakers``)."""
-        totals = self._totals()
-        resets = self._resets()
-        return sum(max(0, total - resets.get(writer, 0)) for writer, total in totals.items())
+    def rates(self, now: float) -> Rates:
+        """The fleet's sliding window: every writer's tallies of this generation, merged."""
+        shares = [self.own.tallies(now)]
+        for writer, versioned in self.windows.items():
+            if writer != self.me and versioned.record.generation == self.generation:
+                shares.append(versioned.record.tallies)
+        size = self.settings.sliding_window.size
+        if self.own.by_time:
+            return _sum(t for share in shares for t in share if t[0] > now - size)
+        # Each share is in time order: the fleet's newest ``size`` calls are the head of their merge, newest first.
+        newest = heapq.merge(*(reversed(share) for share in shares), key=_at, reverse=True)
+        return _sum(itertools.islice(newest, size))
+
+    def trip_reason(self, now: float) -> str | None:
+        """Why the closed breaker must open now, or None."""
+        rates = self.rates(now)
+        return rates.verdict(self.settings) if rates.calls >= self.settings.minimum_calls else None
+
+    def probe_rates(self) -> Rates | None:
+        """The outcomes of this generation's probes once every permitted probe has one, else None."""
+        outcomes = [
+            held.record.outcome
+            for held in self.probes.values()
+            if held.record.generation == self.generation and held.record.outcome is not None
+        ]
+        if len(outcomes) < self.settings.permitted_calls_in_half_open:
+            return None
+        return _sum((0.0, 1, int(bool(o & FAILED)), int(bool(o & SLOW))) for o in outcomes)
 
     def free_slots(self, now: float, lease: float) -> list[int]:
-        """Probe slots nobody holds for this generation (a holder silent for ``lease`` seconds lost it)."""
-        return [slot for slot in range(self.settings.half_open_probes) if self.slot_is_free(slot, now, lease)]
+        """Probe slots nobody holds for this generation (an unfinished claim silent for ``lease`` s lost it)."""
+        return [s for s in range(self.settings.permitted_calls_in_half_open) if self.slot_is_free(s, now, lease)]
 
     def slot_is_free(self, slot: int, now: float, lease: float) -> bool:
         held = self.probes.get(slot)
-        if held is None:
+        if held is None or held.record.generation != self.generation:
             return True
-        return held.record.generation != self.generation or held.record.claimed_at + lease <= now
+        return held.record.outcome is None and held.record.claimed_at + lease <= now
 
-    def probes_in_flight(self, now: float, lease: float) -> int:
-        return self.settings.half_open_probes - len(self.free_slots(now, lease))
-
-    def own_record(self, now: float) -> CountRecord:
-        return CountRecord(
-            generation=self.own_generation,
-            writer=self.me,
-            failures=self.own_failures,
-            resets=dict(self.own_resets),
-            at=now,
-        )
-
-    def _current(self) -> list[CountRecord]:
-        return [
-            versioned.record
-            for writer, versioned in self.counts.items()
-            if writer != self.me and versioned.record.generation == self.generation
-        ]
-
-    def _totals(self) -> dict[str, int]:
-        totals = {record.writer: record.failures for record in self._current()}
-        totals[self.me] = self.own_failures
-        return totals
-
-    def _resets(self) -> dict[str, int]:
-        resets = dict(self.own_resets)
-        for record in self._current():
-            for writer, seen in record.resets.items():
-                resets[writer] = max(resets.get(writer, 0), seen)
-        return resets
-
-    # --- this process's own counting ----------------------------------------------------------------------
-
-    def add_failure(self) -> None:
-        self.own_failures += 1
-
-    def add_success(self) -> bool:
-        """Reset the streak for everyone: True when there was one (and our record must be written)."""
-        if self.failures() == 0:
-            return False
-        for writer, total in self._totals().items():
-            self.own_resets[writer] = max(self.own_resets.get(writer, 0), total)
-        return True
-
-    @property
-    def own_dirty(self) -> bool:
-        """Our record holds something worth (re)writing after a resync."""
-        return self.own_failures > 0 or bool(self.own_resets)
+    def own_record(self, now: float) -> WindowRecord:
+        return WindowRecord(generation=self.own_generation, writer=self.me, tallies=self.own.tallies(now), at=now)
 
     # --- what the watch (or our own writes) tell us ---------------------------------------------------------
 
@@ -152,41 +201,40 @@ class FleetView:
         if self.state is not None and revision <= self.state.revision:
             return False
         self.state = None if record is None else Versioned(record, revision)
-        if self.own_generation != self.generation:
-            self.own_generation = self.generation
-            self.own_failures = 0
-            self.own_resets = {}
+        self._follow_generation()
         return True
 
-    def apply_count(self, writer: str, record: CountRecord | None, revision: int) -> bool:
-        known = self.counts.get(writer)
-        if known is not None and revision <= known.revision:
-            return False
-        if record is None:
-            self.counts.pop(writer, None)
-        else:
-            self.counts[writer] = Versioned(record, revision)
-        return True
+    def apply_window(self, writer: str, record: WindowRecord | None, revision: int) -> bool:
+        return _apply(self.windows, writer, record, revision)
 
     def apply_probe(self, slot: int, record: ProbeRecord | None, revision: int) -> bool:
-        known = self.probes.get(slot)
-        if known is not None and revision <= known.revision:
-            return False
-        if record is None:
-            self.probes.pop(slot, None)
-        else:
-            self.probes[slot] = Versioned(record, revision)
-        return True
+        return _apply(self.probes, slot, record, revision)
 
     def replace(
         self,
         state: Versioned[StateRecord] | None,
-        counts: dict[str, Versioned[CountRecord]],
+        windows: dict[str, Versioned[WindowRecord]],
         probes: dict[int, Versioned[ProbeRecord]],
     ) -> None:
         """Adopt a full snapshot (after a (re)connect: revisions may have restarted if the broker lost the bucket)."""
-        self.state, self.counts, self.probes = state, counts, probes
-        if self.own_generation != self.generation:
+        self.state, self.windows, self.probes = state, windows, probes
+        self._follow_generation()
+
+    def _follow_generation(self) -> None:
+        if self.own_generation != self.generation:  # a transition starts every window empty
             self.own_generation = self.generation
-            self.own_failures = 0
-            self.own_resets = {}
+            self.own.clear()
+
+
+K = TypeVar("K", str, int)
+
+
+def _apply(known: dict[K, Versioned[R]], key: K, record: R | None, revision: int) -> bool:
+    held = known.get(key)
+    if held is not None and revision <= held.revision:
+        return False
+    if record is None:
+        known.pop(key, None)
+    else:
+        known[key] = Versioned(record, revision)
+    return True

@@ -39,7 +39,11 @@ plugins:
     timeout_ms: 5000
     replicas: 2
     config: {mode: delay, delay_ms: 3000, header: null}
-  brk:   {type: fault, critical: true, breaker: {failure_threshold: 3, reset_timeout_ms: 6000}}
+  brk:
+    type: fault
+    critical: true
+    breaker: {sliding_window: {size: 3}, minimum_calls: 3, failure_rate: 100, wait_in_open_ms: 6000,
+              permitted_calls_in_half_open: 1}
 endpoints:
   critical: {path: /critical, plugins: [crit], handler: {type: mock, config: {body: ok}}}
   optional: {path: /optional, plugins: [opt], handler: {type: mock, config: {body: ok}}}

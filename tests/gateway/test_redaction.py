@@ -31,7 +31,7 @@ plugins:
   leaky:
     type: leaky
     config: {config}
-    breaker: {{failure_threshold: 2, reset_timeout_ms: 60000}}
+    breaker: {{sliding_window: {{size: 2}}, minimum_calls: 2, failure_rate: 100, wait_in_open_ms: 60000}}
 endpoints:
   e: {{path: /x, plugins: [leaky], handler: {{type: mock, config: {{body: ok}}}}}}
 """
