@@ -31,11 +31,12 @@ NatsUrl = Annotated[
 ]
 
 
-async def declare_streams(servers: list[str], storage: str, replicas: int = 1) -> None:
-    """Declare Backworks' streams and KV buckets on ``servers`` (``replicas``: R1, R3…)."""
+async def declare_streams(servers: list[str], storage: str, replicas: int = 1, settings: Any = None) -> None:
+    """Declare Backworks' streams and KV buckets on ``servers`` (``replicas``: R1, R3…), as the admin identity
+    (``settings``: the blueprint's ``NatsSettings``, for an external broker's credentials)."""
     from backworks.pipeline import broker
 
-    client = await broker.connect(servers, name="backworks-declare")
+    client = await broker.connect(servers, name="backworks-declare", settings=settings)
     try:
         await broker.declare(broker.jetstream(client), storage=storage, replicas=replicas)
     finally:
@@ -118,10 +119,15 @@ def run(
         print(recorded, flush=True)
         where = f"{cluster} nodes, stores under {_store_root(runner)}" if cluster else f"store {_store_root(runner)}"
         console.print(f"NATS (JetStream) listening on {recorded}; {where}; streams at R{copies}", highlight=False)
+        keys = runner.keyring.version()
         while not stop:
             dead = _exited(runner)
             if dead:
                 raise fail(dead)
+            if runner.keyring.version() != keys:  # `up`, `declare` or a hand-run service added identities
+                keys = runner.keyring.version()
+                runner.reload()
+                console.print("identities changed; configuration reloaded", highlight=False)
             time.sleep(0.2)
     finally:
         if url_file.exists() and url_file.read_text() == recorded:
@@ -165,6 +171,42 @@ def _exited(runner: EmbeddedNats | LocalCluster) -> str | None:
         if node.process is not None and node.process.poll() is not None:
             return f"nats-server on {node.url} exited with code {node.process.returncode}; see {node.log_file}"
     return None
+
+
+@nats_app.command("permissions")
+def permissions_command(
+    blueprint: Annotated[Path, typer.Argument(help="Path to the blueprint YAML file.", show_default=False)],
+    format: FormatOption = Format.TEXT,
+) -> None:
+    """What each service may do on the broker: identity -> subjects it may publish to and subscribe to.
+
+    Derived from the blueprint (which stage can follow which); the embedded broker applies exactly this. For an
+    external broker, give each service a user with these permissions and its own inbox prefix.
+    """
+    from backworks.cli import load_or_exit
+
+    print_permissions(load_or_exit(blueprint), format)
+
+
+def print_permissions(loaded: Any, format: Format) -> None:
+    """Print the identities of ``loaded`` (a ``LoadedBlueprint``) as a table or JSON."""
+    from backworks.pipeline.permissions import identities
+
+    found = identities(loaded)
+    if format is Format.JSON:
+        print(json.dumps([identity.as_dict() for identity in found.values()], indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title="broker identities and permissions", title_justify="left", show_lines=True)
+    for column in ("identity", "inbox prefix", "publish allow", "subscribe allow"):
+        table.add_column(column, overflow="fold")
+    for identity in found.values():
+        permissions = identity.permissions
+        table.add_row(
+            identity.name, identity.inbox_prefix, "\n".join(permissions.publish), "\n".join(permissions.subscribe)
+        )
+    output().print(table)
 
 
 @nats_app.command("status")

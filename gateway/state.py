@@ -17,6 +17,7 @@ from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.breakers import FleetBreakers
 from backworks.pipeline.forwarder import Forwarder
 from backworks.pipeline.liveness import LivenessView
+from backworks.pipeline.permissions import GATEWAY
 
 log = structlog.get_logger("backworks.gateway")
 
@@ -53,7 +54,12 @@ async def connect(state: GatewayState) -> None:
     deadline = time.monotonic() + CONNECT_RETRY_FOR
     while True:
         try:
-            state.client = await broker.connect(state.servers, name=f"backworks-gateway-{state.gateway_id}")
+            state.client = await broker.connect(
+                state.servers,
+                name=f"backworks-gateway-{state.gateway_id}",
+                identity=GATEWAY,
+                settings=state.blueprint.model.nats,
+            )
             break
         except Exception as exc:
             if time.monotonic() > deadline:

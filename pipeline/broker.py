@@ -16,6 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, BadRequestError, NotFoundError
 
+from backworks.contracts.blueprint import NatsSettings
 from backworks.contracts.names import (
     BREAKERS_BUCKET,
     CACHE_BUCKET,
@@ -29,7 +30,9 @@ from backworks.contracts.names import (
     RATELIMIT_BUCKET,
     REGISTRY_BUCKET,
 )
+from backworks.pipeline.credentials import NatsAuth, resolve
 from backworks.pipeline.errors import BrokerUnavailable, ReplicasUnavailable
+from backworks.pipeline.permissions import ADMIN
 
 log = structlog.get_logger("backworks.broker")
 
@@ -50,9 +53,17 @@ async def connect(
     servers: list[str],
     name: str,
     *,
+    identity: str = ADMIN,
+    settings: NatsSettings | None = None,
+    auth: NatsAuth | None = None,
     on_reconnect: Callable[[], Awaitable[None]] | None = None,
 ) -> Client:
-    """Connect, retrying forever after the first success so a restarting broker never kills the service."""
+    """Connect as ``identity``, retrying forever after the first success so a restarting broker never kills the service.
+
+    The credentials are ``auth``, else found for ``identity`` by ``credentials.resolve`` (environment, the
+    blueprint's ``settings``, the state directory's keyring for the embedded broker).
+    """
+    auth = auth or resolve(identity, servers, settings)
 
     async def error_cb(exc: Exception) -> None:
         log.warning("nats error", error=str(exc) or type(exc).__name__)
@@ -84,11 +95,15 @@ async def connect(
         # nats-py would notice after 2 x 120 s. Detect it within ~PING_INTERVAL * (MAX_PINGS + 1) and fail over.
         "ping_interval": PING_INTERVAL,
         "max_outstanding_pings": MAX_PINGS,
+        **auth.options(),
     }
     try:
         await client.connect(**options)
     except Exception as exc:
-        raise BrokerUnavailable(f"cannot connect to NATS at {', '.join(servers)}: {exc or type(exc).__name__}") from exc
+        reason = exc or type(exc).__name__
+        raise BrokerUnavailable(
+            f"cannot connect to NATS at {', '.join(servers)} as {auth.describe()}: {reason}"
+        ) from exc
     return client
 
 
