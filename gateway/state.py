@@ -71,7 +71,12 @@ async def connect(state: GatewayState) -> None:
     await state.inbox.start()
     settings = {name: item.spec.breaker for name, item in state.blueprint.instances.items()}
     state.forwarder = Forwarder(
-        state.client, state.js, settings, f"gateway-{state.gateway_id}", publish_timeout=PUBLISH_TIMEOUT
+        state.client,
+        state.js,
+        settings,
+        f"gateway-{state.gateway_id}",
+        publish_timeout=PUBLISH_TIMEOUT,
+        owned=frozenset(),  # the gateway calls no plugin: it writes no breaker record
     )
     await state.forwarder.start()
     await state.forwarder.ready(LIVENESS_READY_TIMEOUT)

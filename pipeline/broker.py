@@ -100,6 +100,7 @@ async def connect(
     try:
         await client.connect(**options)
     except Exception as exc:
+        await client.close()  # a refused first connection leaves its socket open otherwise
         reason = exc or type(exc).__name__
         raise BrokerUnavailable(
             f"cannot connect to NATS at {', '.join(servers)} as {auth.describe()}: {reason}"

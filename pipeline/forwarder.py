@@ -52,13 +52,15 @@ class Forwarder:
         *,
         gated: bool = True,
         publish_timeout: float = PUBLISH_TIMEOUT,
+        owned: frozenset[str] | None = None,
     ) -> None:
+        """``owned``: the instances whose breaker records this process writes (see ``FleetBreakers``)."""
         self.client = client
         self.gated = gated
         self.publish_timeout = publish_timeout
         self.publisher = AckedPublisher(client)
         self.liveness = LivenessView(js)
-        self.breakers = FleetBreakers(js, dict(breaker_settings), owner)
+        self.breakers = FleetBreakers(js, dict(breaker_settings), owner, owned)
         """Breakers of every stage this forwarder may send to (``owner`` names it in shared breaker state)."""
         self.dead_letters = DeadLetterWatch(client, js)
         self.gate = StageGate(self.liveness, self.breakers) if gated else StageGate()

@@ -106,7 +106,9 @@ class StageHost:
         self.heartbeat = Heartbeat(self.js, self.snapshot)
         # Breakers of this instance (admits its calls) and of every stage it may forward to.
         settings = breaker_settings or {instance.name: instance.spec.breaker}
-        self.forwarder = Forwarder(client, self.js, settings, self.replica, publish_timeout=PUBLISH_TIMEOUT)
+        self.forwarder = Forwarder(
+            client, self.js, settings, self.replica, publish_timeout=PUBLISH_TIMEOUT, owned=frozenset({instance.name})
+        )
         self.breakers: FleetBreakers = self.forwarder.breakers
         self.liveness: LivenessView = self.forwarder.liveness
         self.out_of_memory = asyncio.Event()

@@ -171,19 +171,19 @@ def wait_accepted(url: str, auth: credentials.NatsAuth, timeout: float) -> None:
 
 
 async def _accepted(url: str, auth: credentials.NatsAuth, timeout: float) -> None:
-    import nats
+    from nats.aio.client import Client
 
     async def quiet(exc: Exception) -> None:
         """Refusals until the reload applies are expected."""
 
     deadline = time.monotonic() + timeout
     while True:
+        client = Client()
         try:
-            client = await nats.connect(
+            await client.connect(
                 servers=[url], connect_timeout=1, allow_reconnect=False, max_reconnect_attempts=0,
                 error_cb=quiet, name="backworks-reload-probe", **auth.options(),
             )  # fmt: skip
-            await client.close()
             return
         except Exception as exc:
             if time.monotonic() > deadline:
@@ -191,3 +191,5 @@ async def _accepted(url: str, auth: credentials.NatsAuth, timeout: float) -> Non
                     f"nats-server on {url} did not accept {auth.identity} after a reload: {exc!r}"
                 ) from None
             await asyncio.sleep(0.02)
+        finally:
+            await client.close()

@@ -60,8 +60,17 @@ class _Admission:
 class FleetBreakers:
     """The circuit breakers of the given plugin instances, shared with every process of the fleet."""
 
-    def __init__(self, js: JetStreamContext, settings: dict[str, BreakerSettings], replica: str) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        settings: dict[str, BreakerSettings],
+        replica: str,
+        owned: frozenset[str] | None = None,
+    ) -> None:
+        """``owned``: the instances whose breaker records this process may write (None: all). A stage host owns
+        its instance: the broker refuses its writes to any other instance's keys, so it never trips another's."""
         self.replica = replica
+        self.owned = owned
         self._me = key_token(replica)
         self._clock: Callable[[], float] = time.time
         self._views = {name: FleetView(name, setting, self._me) for name, setting in settings.items()}
@@ -332,6 +341,8 @@ class FleetBreakers:
             self._timers[instance] = asyncio.get_running_loop().call_later(delay, self._state_changed, instance)
 
     def _count_changed(self, instance: str) -> None:
+        if self.owned is not None and instance not in self.owned:
+            return  # that instance's own replicas see the same counts and trip it
         view = self._views[instance]
         if view.failures() >= view.settings.failure_threshold:
             self._spawn(self._maybe_trip(instance))
