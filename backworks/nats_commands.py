@@ -119,15 +119,10 @@ def run(
         print(recorded, flush=True)
         where = f"{cluster} nodes, stores under {_store_root(runner)}" if cluster else f"store {_store_root(runner)}"
         console.print(f"NATS (JetStream) listening on {recorded}; {where}; streams at R{copies}", highlight=False)
-        keys = runner.keyring.version()
         while not stop:
             dead = _exited(runner)
             if dead:
                 raise fail(dead)
-            if runner.keyring.version() != keys:  # `up`, `declare` or a hand-run service added identities
-                keys = runner.keyring.version()
-                runner.reload()
-                console.print("identities changed; configuration reloaded", highlight=False)
             time.sleep(0.2)
     finally:
         if url_file.exists() and url_file.read_text() == recorded:

@@ -47,6 +47,8 @@ DLQ_MAX_AGE = 14 * 24 * 3600.0
 REGISTRY_TTL = 30.0
 """Registry entries older than this are purged; liveness itself is judged from heartbeats (see liveness.py)."""
 ATTACH_TIMEOUT = 30.0
+REFUSED = "authorization violation"
+"""What nats-server answers to credentials it does not accept (lower-cased)."""
 
 
 async def connect(
@@ -66,6 +68,9 @@ async def connect(
     auth = auth or resolve(identity, servers, settings)
 
     async def error_cb(exc: Exception) -> None:
+        if not connected and REFUSED in str(exc).lower():
+            # Raised out of nats-py's first-connect loop, which would otherwise try the same credentials forever.
+            raise exc
         log.warning("nats error", error=str(exc) or type(exc).__name__)
 
     async def disconnected_cb() -> None:
@@ -97,8 +102,10 @@ async def connect(
         "max_outstanding_pings": MAX_PINGS,
         **auth.options(),
     }
+    connected = False
     try:
         await client.connect(**options)
+        connected = True
     except Exception as exc:
         await client.close()  # a refused first connection leaves its socket open otherwise
         reason = exc or type(exc).__name__

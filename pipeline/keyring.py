@@ -8,10 +8,13 @@ Layout (directory 0700, every file 0600)::
 
     <state>/credentials/<identity>.nk       the identity's nkey seed (``SU…``): what its service connects with
     <state>/credentials/identities.json     identity -> public key, role, permissions (no secret)
-    <state>/credentials/servers             client URLs of the embedded servers that trust these keys
+    <state>/credentials/auth.conf           the nats-server ``authorization`` block the embedded servers include
+    <state>/credentials/servers             client URL and pid of each embedded server that trusts these keys
     <state>/credentials/route.secret        password the nodes of a local cluster use on their routes
 
 Writers take an exclusive ``flock`` and replace files atomically, so ``up`` and hand-run services can share it.
+Whoever admits new identities (``up``, ``declare``, a hand-run ``gateway``/``serve``, a test) rewrites
+``auth.conf`` and tells the running embedded servers to reload it (SIGHUP), so no server restarts.
 """
 
 from __future__ import annotations
@@ -21,17 +24,21 @@ import fcntl
 import json
 import os
 import secrets
+import signal
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import nkeys  # type: ignore[import-untyped]  # no type hints
+import psutil
 
 from backworks.pipeline.permissions import Identity, base_identities
 
 KEYRING_DIR = "credentials"
 IDENTITIES_FILE = "identities.json"
 SERVERS_FILE = "servers"
+AUTH_FILE = "auth.conf"
+SERVER_PROGRAM = "nats-server"
 ROUTE_SECRET_FILE = "route.secret"  # noqa: S105  # a file name, not the secret
 LOCK_FILE = ".lock"
 SEED_SUFFIX = ".nk"
@@ -74,13 +81,6 @@ class Keyring:
     @property
     def identities_file(self) -> Path:
         return self.root / IDENTITIES_FILE
-
-    def version(self) -> int:
-        """Changes whenever the identities change (what a running server reloads on)."""
-        try:
-            return self.identities_file.stat().st_mtime_ns
-        except FileNotFoundError:
-            return 0
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -129,10 +129,26 @@ class Keyring:
                     seed = new_seed()
                     write_private(self.seed_file(name), seed + "\n")
                 merged[name] = {"public_key": public_key(seed), **identity.as_dict()}
-            if merged == current:
+            if merged == current and self.auth_file.exists():
                 return False
             write_private(self.identities_file, json.dumps(merged, indent=2, sort_keys=True) + "\n")
+            write_private(self.auth_file, self.authorization())
+            self.reload_servers()
             return True
+
+    @property
+    def auth_file(self) -> Path:
+        return self.root / AUTH_FILE
+
+    def reload_servers(self) -> None:
+        """SIGHUP every running embedded server of this keyring: nats-server re-reads its configuration."""
+        for _, pid in self._servers():
+            try:
+                process = psutil.Process(pid)
+                if SERVER_PROGRAM in process.name():  # a recorded pid may have been reused by another program
+                    process.send_signal(signal.SIGHUP)
+            except (psutil.Error, ValueError):
+                continue
 
     @staticmethod
     def _recorded(entry: dict[str, Any] | None, identity: Identity) -> bool:
@@ -163,18 +179,27 @@ class Keyring:
                 write_private(path, secrets.token_urlsafe(24) + "\n")
         return path.read_text().strip()
 
-    def add_server(self, url: str) -> None:
-        """Record that the embedded server at ``url`` trusts these keys (services there use them)."""
+    def add_server(self, url: str, pid: int) -> None:
+        """Record that the embedded server at ``url`` (process ``pid``) trusts these keys."""
         with self._locked():
-            known = self.servers()
-            if url not in known:
-                write_private(self.root / SERVERS_FILE, "\n".join([*known, url]) + "\n")
+            known = [(known_url, known_pid) for known_url, known_pid in self._servers() if known_url != url]
+            lines = [f"{known_url} {known_pid}" for known_url, known_pid in [*known, (url, pid)]]
+            write_private(self.root / SERVERS_FILE, "\n".join(lines) + "\n")
 
-    def servers(self) -> list[str]:
+    def _servers(self) -> list[tuple[str, int]]:
         try:
-            return [line for line in (self.root / SERVERS_FILE).read_text().splitlines() if line.strip()]
+            lines = (self.root / SERVERS_FILE).read_text().splitlines()
         except FileNotFoundError:
             return []
+        found = []
+        for line in lines:
+            url, _, pid = line.strip().partition(" ")
+            if url:
+                found.append((url, int(pid) if pid.isdigit() else 0))
+        return found
+
+    def servers(self) -> list[str]:
+        return [url for url, _ in self._servers()]
 
     def governs(self, servers: Iterable[str]) -> bool:
         """Whether any of ``servers`` is an embedded server of this state directory."""

@@ -137,9 +137,8 @@ class LocalCluster:
     def admit(self, identities: Iterable[Identity]) -> None:
         """Trust ``identities`` on every node; returns once a node accepts them."""
         wanted = list(identities)
-        if not self.keyring.admit(wanted):
+        if not self.keyring.admit(wanted):  # rewrote auth.conf and signalled every node
             return
-        self.reload()
         running = [node for node in self.nodes if node.running]
         if wanted and running:
             wait_accepted(running[0].url, running[0].auth(wanted[-1].name), READY_TIMEOUT)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -98,7 +99,6 @@ class EmbeddedNats:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self.keyring.admit([])
         self.write_config()
-        self.keyring.add_server(self.url)
         output = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
         try:
             self.process = subprocess.Popen(
@@ -116,6 +116,7 @@ class EmbeddedNats:
                     f"{self.host}:{self.port} (port in use?){hint}"
                 )
             if accepts(self.host, self.port):
+                self.keyring.add_server(self.url, self.process.pid)
                 return self
             time.sleep(0.02)
         self.stop()
@@ -125,24 +126,25 @@ class EmbeddedNats:
 
     def write_config(self) -> None:
         """Settings with no command-line flag (the flags override the rest), and who may connect: the keyring's
-        identities only (no ``no_auth_user``: anonymous clients are refused). Owner-only: it may hold a route
-        password."""
-        text = f"max_payload: {DEFAULT_MAX_PAYLOAD}\n{self.keyring.authorization()}{self.extra_config}"
+        ``auth.conf`` (no ``no_auth_user``: anonymous clients are refused), included so that a change to it only
+        needs a reload. Owner-only: it may hold a route password."""
+        # nats-server resolves an include against the including file's folder, even an absolute one: go relative.
+        auth = os.path.relpath(self.keyring.auth_file.resolve(), self.config_file.resolve().parent)
+        text = f"max_payload: {DEFAULT_MAX_PAYLOAD}\ninclude {json.dumps(auth)}\n{self.extra_config}"
         write_private(self.config_file, text)
 
     def reload(self) -> None:
-        """Rewrite the configuration from the keyring and make the running server apply it (SIGHUP)."""
-        self.write_config()
+        """Make the running server apply its configuration again (SIGHUP), e.g. after its keyring changed."""
         if self.process is not None and self.process.poll() is None:
             os.kill(self.process.pid, signal.SIGHUP)
 
     def admit(self, identities: Iterable[Identity]) -> None:
-        """Trust ``identities`` (a blueprint's services) from now on; returns once the server accepts them."""
+        """Trust ``identities`` (a blueprint's services) from now on; returns once the server accepts them.
+
+        The keyring rewrites ``auth.conf`` and signals every embedded server that includes it.
+        """
         wanted = list(identities)
-        if not self.keyring.admit(wanted):
-            return
-        self.reload()
-        if wanted and self.running:
+        if self.keyring.admit(wanted) and wanted and self.running:
             wait_accepted(self.url, self.auth(wanted[-1].name), READY_TIMEOUT)
 
     def auth(self, identity: str) -> credentials.NatsAuth:
