@@ -91,8 +91,10 @@ def admit_services(loaded: LoadedBlueprint, servers: list[str], identity: str) -
     from backworks.pipeline.permissions import identities
 
     keyring = credentials.keyring()
-    if not keyring.governs(servers) or not keyring.admit(identities(loaded).values()):
+    if not keyring.governs(servers):
         return
+    # Wait even when nothing changed here: another service may have just admitted them, its reload still on the way.
+    keyring.admit(identities(loaded).values())
     try:
         wait_accepted(servers[0], credentials.resolve(identity, servers, loaded.model.nats), ADMIT_TIMEOUT)
     except Exception as exc:
