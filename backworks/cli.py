@@ -84,13 +84,16 @@ def admit_services(loaded: LoadedBlueprint, servers: list[str], identity: str) -
     """On the embedded broker of this state directory, make sure the blueprint's identities are trusted.
 
     A hand-run service (``backworks gateway``/``serve`` next to ``backworks nats``) adds its blueprint's
-    identities to the keyring; the running ``backworks nats`` reloads, and this waits until ``identity`` is let in.
+    identities to the keyring, which makes the running broker reload; this waits until ``identity`` is let in. A
+    blueprint meant for the embedded broker first waits for it to be recorded here (it may still be starting).
     """
-    from backworks.local.embedded import wait_accepted
+    from backworks.local.embedded import wait_accepted, wait_governed
     from backworks.pipeline import credentials
     from backworks.pipeline.permissions import identities
 
     keyring = credentials.keyring()
+    if loaded.model.nats.embedded:
+        wait_governed(keyring, servers, ADMIT_TIMEOUT)
     if not keyring.governs(servers):
         return
     # Wait even when nothing changed here: another service may have just admitted them, its reload still on the way.

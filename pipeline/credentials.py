@@ -125,9 +125,9 @@ def _from_settings(identity: str, settings: NatsSettings) -> NatsAuth | None:
 def keyring(state: Path | None = None) -> Keyring:
     """The keyring of ``state`` (default: this process's state directory)."""
     if state is None:
-        from backworks.local.state import state_dir
+        from backworks.local.state import state_path
 
-        state = state_dir()
+        state = state_path()  # not created: a service of an external broker may run where it cannot write
     return Keyring(state / KEYRING_DIR)
 
 

@@ -166,6 +166,31 @@ class EmbeddedNats:
         self.stop()
 
 
+RECORD_GRACE = 2.0
+"""Seconds a server may accept connections before a starting ``EmbeddedNats`` records it in the keyring."""
+
+
+def wait_governed(keyring: Keyring, servers: list[str], timeout: float) -> bool:
+    """Wait until ``servers`` are recorded as embedded servers of ``keyring``; False when they are not ours.
+
+    Not ours: they accepted connections for ``RECORD_GRACE`` s without being recorded, or ``timeout`` passed.
+    """
+    from backworks.local.servers import address
+
+    deadline = time.monotonic() + timeout
+    up_since: float | None = None
+    while not keyring.governs(servers):
+        now = time.monotonic()
+        if any(accepts(*address(server)) for server in servers):
+            up_since = up_since or now
+            if now - up_since > RECORD_GRACE:
+                return False
+        if now > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def wait_accepted(url: str, auth: credentials.NatsAuth, timeout: float) -> None:
     """Block until the server at ``url`` accepts ``auth`` (a reload applied); ``EmbeddedNatsError`` if never."""
     with ThreadPoolExecutor(1) as worker:
