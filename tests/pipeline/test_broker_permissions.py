@@ -256,3 +256,20 @@ async def test_a_forged_breaker_record_or_heartbeat_for_another_instance_is_refu
     await eventually(lambda: view.ready.is_set())
     assert view.count("hello-handler") == 0 and view.count("stamp") == 0
     await view.stop()
+
+
+async def test_the_tap_reads_the_event_stream_and_nothing_else(
+    nats_server: EmbeddedNats, nats_client: Client, example: LoadedBlueprint
+) -> None:
+    await broker.jetstream(nats_client).publish("bw.evt.stage.error", b'{"kind": "error"}')
+    async with connected_as(nats_server, TAP) as tap:
+        js = tap.client.jetstream(timeout=2)
+        events = await js.pull_subscribe("bw.evt.>", durable="audit", stream="BW_EVENTS")
+        (event,) = await events.fetch(1, timeout=5)
+        assert event.data == b'{"kind": "error"}'
+        await event.ack()
+        assert tap.errors == []
+        with pytest.raises(NatsTimeout):  # refused: the request never reaches JetStream
+            await js.pull_subscribe("bw.stage.>", durable="peek", stream="BW_PIPELINE")
+        await tap.client.subscribe("bw.stage.>")
+        await eventually(lambda: sum("permissions violation" in e.lower() for e in tap.errors) >= 2)
