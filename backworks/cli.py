@@ -88,10 +88,10 @@ def admit_services(loaded: LoadedBlueprint, servers: list[str], identity: str) -
     blueprint meant for the embedded broker first waits for it to be recorded here (it may still be starting).
     """
     from backworks.local.embedded import wait_accepted, wait_governed
-    from backworks.pipeline import credentials
+    from backworks.pipeline import nats_auth
     from backworks.pipeline.permissions import identities
 
-    keyring = credentials.keyring()
+    keyring = nats_auth.keyring()
     if loaded.model.nats.embedded:
         wait_governed(keyring, servers, ADMIT_TIMEOUT)
     if not keyring.governs(servers):
@@ -99,7 +99,7 @@ def admit_services(loaded: LoadedBlueprint, servers: list[str], identity: str) -
     # Wait even when nothing changed here: another service may have just admitted them, its reload still on the way.
     keyring.admit(identities(loaded).values())
     try:
-        wait_accepted(servers[0], credentials.resolve(identity, servers, loaded.model.nats), ADMIT_TIMEOUT)
+        wait_accepted(servers[0], nats_auth.resolve(identity, servers, loaded.model.nats), ADMIT_TIMEOUT)
     except Exception as exc:
         raise fail(f"the embedded broker did not take the blueprint's identities: {exc}") from None
 

@@ -30,8 +30,8 @@ from backworks.contracts.names import (
     RATELIMIT_BUCKET,
     REGISTRY_BUCKET,
 )
-from backworks.pipeline.credentials import NatsAuth, resolve
 from backworks.pipeline.errors import BrokerUnavailable, ReplicasUnavailable
+from backworks.pipeline.nats_auth import NatsAuth, resolve
 from backworks.pipeline.permissions import ADMIN
 
 log = structlog.get_logger("backworks.broker")
@@ -62,7 +62,7 @@ async def connect(
 ) -> Client:
     """Connect as ``identity``, retrying forever after the first success so a restarting broker never kills the service.
 
-    The credentials are ``auth``, else found for ``identity`` by ``credentials.resolve`` (environment, the
+    The credentials are ``auth``, else found for ``identity`` by ``nats_auth.resolve`` (environment, the
     blueprint's ``settings``, the state directory's keyring for the embedded broker).
     """
     auth = auth or resolve(identity, servers, settings)

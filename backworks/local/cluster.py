@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING
 from backworks.local.embedded import EmbeddedNats, wait_accepted
 from backworks.local.errors import NotReady
 from backworks.local.ports import LOOPBACK, free_port
-from backworks.pipeline import credentials
-from backworks.pipeline.credentials import NatsAuth
+from backworks.pipeline import nats_auth
 from backworks.pipeline.errors import EmbeddedNatsError
 from backworks.pipeline.keyring import ROUTE_USER, Keyring
+from backworks.pipeline.nats_auth import NatsAuth
 from backworks.pipeline.permissions import ADMIN, Identity
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ class LocalCluster:
         if len(client_ports) != size:
             raise ValueError(f"{size} nodes need {size} client ports, got {len(client_ports)}")
         self.route_ports = [free_port(host) for _ in range(size)]
-        self.keyring = keyring or credentials.keyring()
+        self.keyring = keyring or nats_auth.keyring()
         secret = self.keyring.route_secret()
         self.nodes: list[EmbeddedNats] = []
         for index in range(size):

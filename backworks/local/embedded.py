@@ -20,7 +20,7 @@ from pydantic import SecretStr
 
 from backworks.local.ports import LOOPBACK, accepts, free_port
 from backworks.local.processes import die_with_parent, terminate
-from backworks.pipeline import credentials
+from backworks.pipeline import nats_auth
 from backworks.pipeline.errors import EmbeddedNatsError
 from backworks.pipeline.keyring import Keyring, write_private
 from backworks.pipeline.permissions import Identity
@@ -63,7 +63,7 @@ class EmbeddedNats:
         """
         self.store_dir = store_dir
         self.extra_config = extra_config
-        self.keyring = keyring or credentials.keyring()
+        self.keyring = keyring or nats_auth.keyring()
         self.host = host
         self.port = port or free_port(host)
         self.monitor_port = monitor_port
@@ -147,12 +147,10 @@ class EmbeddedNats:
         if self.keyring.admit(wanted) and wanted and self.running:
             wait_accepted(self.url, self.auth(wanted[-1].name), READY_TIMEOUT)
 
-    def auth(self, identity: str) -> credentials.NatsAuth:
+    def auth(self, identity: str) -> nats_auth.NatsAuth:
         """How ``identity`` connects to this server (its seed from this server's keyring)."""
         seed = self.keyring.seed(identity)
-        return credentials.NatsAuth(
-            identity, f"keyring {self.keyring.root}", nkey_seed=SecretStr(seed) if seed else None
-        )
+        return nats_auth.NatsAuth(identity, f"keyring {self.keyring.root}", nkey_seed=SecretStr(seed) if seed else None)
 
     def stop(self) -> None:
         process, self.process = self.process, None
@@ -191,13 +189,13 @@ def wait_governed(keyring: Keyring, servers: list[str], timeout: float) -> bool:
     return True
 
 
-def wait_accepted(url: str, auth: credentials.NatsAuth, timeout: float) -> None:
+def wait_accepted(url: str, auth: nats_auth.NatsAuth, timeout: float) -> None:
     """Block until the server at ``url`` accepts ``auth`` (a reload applied); ``EmbeddedNatsError`` if never."""
     with ThreadPoolExecutor(1) as worker:
         worker.submit(asyncio.run, _accepted(url, auth, timeout)).result()
 
 
-async def _accepted(url: str, auth: credentials.NatsAuth, timeout: float) -> None:
+async def _accepted(url: str, auth: nats_auth.NatsAuth, timeout: float) -> None:
     from nats.aio.client import Client
 
     async def quiet(exc: Exception) -> None:

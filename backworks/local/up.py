@@ -19,7 +19,7 @@ from backworks.local.errors import NotReady
 from backworks.local.ports import LOOPBACK, accepts, ensure_free, free_port
 from backworks.local.servers import address
 from backworks.local.supervisor import Child, Supervisor, wait_until_ready
-from backworks.pipeline import broker, credentials
+from backworks.pipeline import broker, nats_auth
 from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.errors import PipelineError
 from backworks.pipeline.permissions import identities
@@ -91,7 +91,7 @@ def trust(loaded: LoadedBlueprint, plan: Plan) -> None:
     """With the embedded broker: the deployment's identities, exactly this blueprint's (keys generated on first
     start, kept after); the broker started next trusts them and nobody else."""
     if plan.nats_port is not None:
-        credentials.keyring().admit(identities(loaded).values(), replace=True)
+        nats_auth.keyring().admit(identities(loaded).values(), replace=True)
 
 
 def run(plan: Plan, nats: NatsSettings, console: Console) -> None:

@@ -26,7 +26,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from backworks.contracts.names import MSG_ID_HEADER
 from backworks.local.ports import LOOPBACK
-from backworks.pipeline import credentials
+from backworks.pipeline import nats_auth
 from backworks.pipeline.permissions import ADMIN
 from ops.bench.server import serve
 
@@ -126,7 +126,7 @@ def admin_auth(servers: list[str] | str) -> dict[str, Any]:
     """The floor's connect options: the admin key of the state directory (the floor measures the bare hops, not
     permission checks; the broker refuses anonymous clients)."""
     listed = [servers] if isinstance(servers, str) else servers
-    return credentials.resolve(ADMIN, listed).options()
+    return nats_auth.resolve(ADMIN, listed).options()
 
 
 async def run_stage(args: argparse.Namespace) -> None:

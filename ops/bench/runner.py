@@ -32,8 +32,8 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StreamConfig
 
 from backworks.contracts.names import INBOX_PREFIX, PIPELINE_STREAM
 from backworks.local.embedded import EmbeddedNats, find_binary
-from backworks.pipeline import broker, credentials, logs
-from backworks.pipeline.credentials import NatsAuth
+from backworks.pipeline import broker, logs, nats_auth
+from backworks.pipeline.nats_auth import NatsAuth
 from backworks.pipeline.permissions import ADMIN, identities
 from ops.bench import floor, report
 from ops.bench.processes import ROOT, Child, Children, python_module
@@ -167,7 +167,7 @@ class Run:
     def start_broker(self, storage: str) -> str:
         (self.options.out / "logs").mkdir(parents=True, exist_ok=True)
         # The children's state directory holds the keys the broker trusts: every service connects as its identity.
-        keys = credentials.keyring(self.work / "state")
+        keys = nats_auth.keyring(self.work / "state")
         log_file = self.options.out / "logs" / "nats-server.log"
         self.nats = EmbeddedNats(self.work / "jetstream", log_file=log_file, keyring=keys)
         self.nats.start()

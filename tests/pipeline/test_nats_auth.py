@@ -13,7 +13,7 @@ from backworks.contracts.blueprint import NatsSettings
 from backworks.local.embedded import EmbeddedNats, find_binary
 from backworks.local.ports import LOOPBACK, accepts, free_port
 from backworks.local.processes import terminate
-from backworks.pipeline import broker, credentials
+from backworks.pipeline import broker, nats_auth
 from backworks.pipeline.errors import BrokerUnavailable
 from backworks.pipeline.permissions import GATEWAY
 from tests.waiting import eventually
@@ -23,7 +23,7 @@ PASSWORD = "s3cret-pw"  # the test broker's password
 
 def test_the_embedded_brokers_keyring_gives_each_identity_its_own_seed_and_inbox(nats_server: EmbeddedNats) -> None:
     nats_server.keyring.admit([])
-    admin = credentials.resolve("admin", [nats_server.url])
+    admin = nats_auth.resolve("admin", [nats_server.url])
     options = admin.options()
     assert options["inbox_prefix"] == "_BW_INBOX.admin"
     assert options["nkeys_seed_str"] == nats_server.keyring.seed("admin")
@@ -31,7 +31,7 @@ def test_the_embedded_brokers_keyring_gives_each_identity_its_own_seed_and_inbox
 
 
 def test_a_broker_this_state_directory_did_not_start_gets_no_key(nats_server: EmbeddedNats) -> None:
-    found = credentials.resolve("admin", ["nats://elsewhere:4222"])
+    found = nats_auth.resolve("admin", ["nats://elsewhere:4222"])
     assert "nkeys_seed_str" not in found.options()
 
 
@@ -39,10 +39,10 @@ def test_environment_files_win_over_the_blueprint(tmp_path: Path, monkeypatch: p
     seed = tmp_path / "gateway.nk"
     seed.write_text("SUxxxx\n")
     settings = NatsSettings(url="nats://h:4222", user="u", password=SecretStr(PASSWORD))
-    from_blueprint = credentials.resolve(GATEWAY, ["nats://h:4222"], settings).options()
+    from_blueprint = nats_auth.resolve(GATEWAY, ["nats://h:4222"], settings).options()
     assert from_blueprint["user"] == "u" and from_blueprint["password"] == PASSWORD
-    monkeypatch.setenv(credentials.NKEY_ENV, str(seed))
-    from_environment = credentials.resolve(GATEWAY, ["nats://h:4222"], settings)
+    monkeypatch.setenv(nats_auth.NKEY_ENV, str(seed))
+    from_environment = nats_auth.resolve(GATEWAY, ["nats://h:4222"], settings)
     assert from_environment.options()["nkeys_seed"] == str(seed)
     assert "user" not in from_environment.options()
     assert from_environment.options()["inbox_prefix"] == "_BW_INBOX.gateway"
@@ -51,8 +51,8 @@ def test_environment_files_win_over_the_blueprint(tmp_path: Path, monkeypatch: p
 def test_a_token_file_and_a_secret_never_show_in_descriptions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     token = tmp_path / "token"
     token.write_text("tok-123\n")
-    monkeypatch.setenv(credentials.TOKEN_FILE_ENV, str(token))
-    found = credentials.resolve(GATEWAY, ["nats://h:4222"])
+    monkeypatch.setenv(nats_auth.TOKEN_FILE_ENV, str(token))
+    found = nats_auth.resolve(GATEWAY, ["nats://h:4222"])
     assert found.options()["token"] == "tok-123"
     assert "tok-123" not in found.describe() and "tok-123" not in repr(found)
     settings = NatsSettings(url="nats://h:4222", token=SecretStr("tok-456"))
