@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from backworks import __version__
-from backworks.console import Format, FormatOption, console, fail, output
+from backworks.console import Format, FormatOption, console, fail
 from backworks.dlq_commands import dlq_app
 from backworks.keys_commands import keys_app
-from backworks.nats_commands import declare_streams, nats_app
+from backworks.nats_commands import declare_streams, nats_app, print_permissions
 from backworks.plugin_commands import register as register_plugin_commands
 
 if TYPE_CHECKING:
@@ -33,6 +33,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 LOOPBACK = "127.0.0.1"
+ADMIT_TIMEOUT = 10.0
+"""Seconds a hand-run service waits for the embedded broker to reload with its identity."""
 
 BlueprintArg = Annotated[Path, typer.Argument(help="Path to the blueprint YAML file.", show_default=False)]
 NatsOption = Annotated[
@@ -77,6 +79,30 @@ def resolve_servers(loaded: LoadedBlueprint, given: str | None) -> list[str]:
             "(or use `backworks up`), or pass --nats URL"
         )
     return found
+
+
+def admit_services(loaded: LoadedBlueprint, servers: list[str], identity: str) -> None:
+    """On the embedded broker of this state directory, make sure the blueprint's identities are trusted.
+
+    A hand-run service (``backworks gateway``/``serve`` next to ``backworks nats``) adds its blueprint's
+    identities to the keyring, which makes the running broker reload; this waits until ``identity`` is let in. A
+    blueprint meant for the embedded broker first waits for it to be recorded here (it may still be starting).
+    """
+    from backworks.local.embedded import wait_accepted, wait_governed
+    from backworks.pipeline import nats_auth
+    from backworks.pipeline.permissions import identities
+
+    keyring = nats_auth.keyring()
+    if loaded.model.nats.embedded:
+        wait_governed(keyring, servers, ADMIT_TIMEOUT)
+    if not keyring.governs(servers):
+        return
+    # Wait even when nothing changed here: another service may have just admitted them, its reload still on the way.
+    keyring.admit(identities(loaded).values())
+    try:
+        wait_accepted(servers[0], nats_auth.resolve(identity, servers, loaded.model.nats), ADMIT_TIMEOUT)
+    except Exception as exc:
+        raise fail(f"the embedded broker did not take the blueprint's identities: {exc}") from None
 
 
 @app.callback()
@@ -156,8 +182,9 @@ def openapi(
 
 
 @app.command("declare")
-def declare_command(blueprint: BlueprintArg, nats: NatsOption = None) -> None:
-    """Create or update Backworks' streams and KV buckets on a broker (run once per deployment)."""
+def declare_command(blueprint: BlueprintArg, nats: NatsOption = None, format: FormatOption = Format.TEXT) -> None:
+    """Create or update Backworks' streams and KV buckets on a broker (run once per deployment), then print the
+    permissions each service's NATS user needs (on the embedded broker they are applied at once)."""
     import asyncio
 
     from backworks.pipeline.errors import PipelineError
@@ -166,10 +193,12 @@ def declare_command(blueprint: BlueprintArg, nats: NatsOption = None) -> None:
     loaded = load_or_exit(blueprint)
     servers = resolve_servers(loaded, nats)
     try:
-        asyncio.run(declare_streams(servers, loaded.model.nats.storage, loaded.model.nats.replicas))
+        asyncio.run(declare_streams(servers, loaded.model.nats.storage, loaded.model.nats.replicas, loaded.model.nats))
     except PipelineError as exc:
         raise fail(str(exc)) from None
-    output().print(f"streams and buckets declared on {', '.join(servers)}", highlight=False)
+    admit_services(loaded, servers, "gateway")
+    console.print(f"streams and buckets declared on {', '.join(servers)}", highlight=False)
+    print_permissions(loaded, format)
 
 
 @app.command()
@@ -186,6 +215,7 @@ def gateway(
     configure_logs("gateway")
     loaded = load_or_exit(blueprint)
     servers = resolve_servers(loaded, nats)
+    admit_services(loaded, servers, "gateway")
     settings = loaded.model.gateway
     run(loaded, servers, host or settings.host, settings.port if port is None else port, access_log=access_log)
 
@@ -216,6 +246,9 @@ def serve(
     if instance not in loaded.instances:
         raise fail(f"no plugin instance {instance!r} in {blueprint}; instances: {', '.join(sorted(loaded.instances))}")
     servers = resolve_servers(loaded, nats)
+    from backworks.pipeline.permissions import stage_identity
+
+    admit_services(loaded, servers, stage_identity(instance))
     resolved = loaded.instances[instance]
     applied = limits.apply(resolved.spec.limits)
     if applied:
@@ -230,7 +263,14 @@ def serve(
         watchdog.start()
         try:
             breakers = {name: item.spec.breaker for name, item in loaded.instances.items()}
-            return await serve_stage(resolved, servers, stop, max_inflight=max_inflight, breaker_settings=breakers)
+            return await serve_stage(
+                resolved,
+                servers,
+                stop,
+                settings=loaded.model.nats,
+                max_inflight=max_inflight,
+                breaker_settings=breakers,
+            )
         finally:
             watchdog.stop()
 
@@ -273,6 +313,7 @@ def up(
     external = resolve_servers(loaded, nats) if nats or not loaded.model.nats.embedded else None
     try:
         plan = orchestration.plan(loaded, str(blueprint), external, host, port, nats_port, counts)
+        orchestration.trust(loaded, plan)
         orchestration.run(plan, loaded.model.nats, console)
     except LocalError as exc:
         raise fail(str(exc)) from None

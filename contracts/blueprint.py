@@ -24,7 +24,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator, model_validator
 
 from backworks.contracts.names import Phase
 
@@ -52,8 +52,23 @@ def split_servers(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
+class TlsSettings(BaseModel):
+    """TLS towards the broker (``tls://`` URLs): the CA to trust and, for mutual TLS, a client certificate."""
+
+    model_config = _STRICT
+
+    ca: str | None = Field(default=None, description="CA bundle (PEM) that signed the server's certificate.")
+    cert: str | None = Field(default=None, description="Client certificate (PEM), for servers that verify clients.")
+    key: str | None = Field(default=None, description="Private key (PEM) of the client certificate.")
+
+
 class NatsSettings(BaseModel):
-    """Where the broker is."""
+    """Where the broker is, and how services prove who they are to it.
+
+    With the embedded broker, credentials are generated in the state directory and need no setting here. For an
+    external broker give one of ``creds``, ``nkey_seed``, ``user``/``password`` or ``token`` (environment
+    variables such as ``BACKWORKS_NATS_CREDS`` override them per process: one identity per service).
+    """
 
     model_config = _STRICT
 
@@ -63,6 +78,14 @@ class NatsSettings(BaseModel):
     """Storage of the pipeline stream. ``file`` survives a broker restart."""
     replicas: int = Field(default=1, ge=1, le=5)
     """Stream replicas on a NATS cluster (R3 survives losing a node)."""
+    creds: str | None = Field(default=None, description="Path of a NATS ``.creds`` file (JWT and nkey seed).")
+    nkey_seed: str | None = Field(default=None, description="Path of a file holding an nkey seed (``SU...``).")
+    user: str | None = Field(default=None, description="User name (with ``password``).")
+    password: SecretStr | None = Field(default=None, description="Password of ``user``; masked everywhere.")
+    token: SecretStr | None = Field(default=None, description="Authentication token; masked everywhere.")
+    tls: TlsSettings | None = Field(
+        default=None, description="TLS settings; a ``tls://`` URL without them uses the system CAs."
+    )
 
     @property
     def embedded(self) -> bool:
@@ -326,5 +349,6 @@ __all__ = [
     "Phase",
     "PluginInstance",
     "ResourceLimits",
+    "TlsSettings",
     "handler_instance",
 ]

@@ -101,3 +101,12 @@ def registry_key(instance: str, replica_id: str) -> str:
 def message_id(envelope_id: str, cursor: int) -> str:
     """``Nats-Msg-Id`` for the hand-off to itinerary position ``cursor``: JetStream drops repeats."""
     return f"{envelope_id}:{cursor}"
+
+
+IDENTITY_INBOX_PREFIX = "_BW_INBOX"
+"""Root of the identities' private inboxes (nats-py's ``inbox_prefix``): ``_BW_INBOX.<identity>``."""
+
+
+def identity_inbox(identity: str) -> str:
+    """Inbox prefix of one broker identity: JetStream answers and acks come back under it, for it alone."""
+    return f"{IDENTITY_INBOX_PREFIX}.{identity}"

@@ -19,6 +19,7 @@ from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.breakers import FleetBreakers
 from backworks.pipeline.forwarder import Forwarder
 from backworks.pipeline.liveness import LivenessView
+from backworks.pipeline.permissions import GATEWAY
 
 log = structlog.get_logger("backworks.gateway")
 
@@ -64,7 +65,12 @@ async def connect(state: GatewayState) -> None:
     deadline = time.monotonic() + CONNECT_RETRY_FOR
     while True:
         try:
-            state.client = await broker.connect(state.servers, name=f"backworks-gateway-{state.gateway_id}")
+            state.client = await broker.connect(
+                state.servers,
+                name=f"backworks-gateway-{state.gateway_id}",
+                identity=GATEWAY,
+                settings=state.blueprint.model.nats,
+            )
             break
         except Exception as exc:
             if time.monotonic() > deadline:
@@ -77,7 +83,12 @@ async def connect(state: GatewayState) -> None:
     await state.inbox.start()
     settings = {name: item.spec.breaker for name, item in state.blueprint.instances.items()}
     state.forwarder = Forwarder(
-        state.client, state.js, settings, f"gateway-{state.gateway_id}", publish_timeout=PUBLISH_TIMEOUT
+        state.client,
+        state.js,
+        settings,
+        f"gateway-{state.gateway_id}",
+        publish_timeout=PUBLISH_TIMEOUT,
+        owned=frozenset(),  # the gateway calls no plugin: it writes no breaker record
     )
     await state.forwarder.start()
     missing = await state.forwarder.ready(LIVENESS_READY_TIMEOUT)

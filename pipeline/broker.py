@@ -16,6 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, BadRequestError, NotFoundError
 
+from backworks.contracts.blueprint import NatsSettings
 from backworks.contracts.names import (
     BREAKERS_BUCKET,
     CACHE_BUCKET,
@@ -30,6 +31,8 @@ from backworks.contracts.names import (
     REGISTRY_BUCKET,
 )
 from backworks.pipeline.errors import BrokerUnavailable, ReplicasUnavailable
+from backworks.pipeline.nats_auth import NatsAuth, resolve
+from backworks.pipeline.permissions import ADMIN
 
 log = structlog.get_logger("backworks.broker")
 
@@ -48,17 +51,30 @@ CACHE_MAX_AGE = 24 * 3600.0
 """The ``cache`` plugin's longest ``ttl_s``: entries nobody overwrote are purged after it."""
 RATELIMIT_MAX_AGE = 2 * 24 * 3600.0
 """Longer than the ``rate-limit`` plugin's longest window (a day, plus 1/20): idle callers' keys are purged."""
+REFUSED = "authorization violation"
+"""What nats-server answers to credentials it does not accept (lower-cased)."""
 
 
 async def connect(
     servers: list[str],
     name: str,
     *,
+    identity: str = ADMIN,
+    settings: NatsSettings | None = None,
+    auth: NatsAuth | None = None,
     on_reconnect: Callable[[], Awaitable[None]] | None = None,
 ) -> Client:
-    """Connect, retrying forever after the first success so a restarting broker never kills the service."""
+    """Connect as ``identity``, retrying forever after the first success so a restarting broker never kills the service.
+
+    The credentials are ``auth``, else found for ``identity`` by ``nats_auth.resolve`` (environment, the
+    blueprint's ``settings``, the state directory's keyring for the embedded broker).
+    """
+    auth = auth or resolve(identity, servers, settings)
 
     async def error_cb(exc: Exception) -> None:
+        if not connected and REFUSED in str(exc).lower():
+            # Raised out of nats-py's first-connect loop, which would otherwise try the same credentials forever.
+            raise exc
         log.warning("nats error", error=str(exc) or type(exc).__name__)
 
     async def disconnected_cb() -> None:
@@ -88,11 +104,18 @@ async def connect(
         # nats-py would notice after 2 x 120 s. Detect it within ~PING_INTERVAL * (MAX_PINGS + 1) and fail over.
         "ping_interval": PING_INTERVAL,
         "max_outstanding_pings": MAX_PINGS,
+        **auth.options(),
     }
+    connected = False
     try:
         await client.connect(**options)
+        connected = True
     except Exception as exc:
-        raise BrokerUnavailable(f"cannot connect to NATS at {', '.join(servers)}: {exc or type(exc).__name__}") from exc
+        await client.close()  # a refused first connection leaves its socket open otherwise
+        reason = exc or type(exc).__name__
+        raise BrokerUnavailable(
+            f"cannot connect to NATS at {', '.join(servers)} as {auth.describe()}: {reason}"
+        ) from exc
     return client
 
 

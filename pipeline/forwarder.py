@@ -62,7 +62,9 @@ class Forwarder:
         *,
         gated: bool = True,
         publish_timeout: float = PUBLISH_TIMEOUT,
+        owned: frozenset[str] | None = None,
     ) -> None:
+        """``owned``: the instances whose breaker records this process writes (see ``FleetBreakers``)."""
         self.client = client
         self.js = js
         self.gated = gated
@@ -71,7 +73,7 @@ class Forwarder:
         self.liveness = LivenessView(js)
         self.instances = tuple(breaker_settings)
         """The stages this forwarder may send to."""
-        self.breakers = FleetBreakers(js, dict(breaker_settings), owner)
+        self.breakers = FleetBreakers(js, dict(breaker_settings), owner, owned)
         """Breakers of every stage this forwarder may send to (``owner`` names it in shared breaker state)."""
         self.dead_letters = DeadLetterWatch(client, js)
         self.gate = StageGate(self.liveness, self.breakers) if gated else StageGate()

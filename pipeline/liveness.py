@@ -132,6 +132,11 @@ class LivenessView:
         except ValidationError:
             log.warning("unreadable registry entry ignored", key=entry.key)
             return
+        if entry.key.split(".", 1)[0] != info.instance:
+            # Broker permissions let a replica write only under its own instance's keys: an entry that names
+            # another instance is forged (or a bug), never a replica of that instance.
+            log.warning("registry entry for another instance ignored", key=entry.key, instance=info.instance)
+            return
         now = time.monotonic()
         seen = self.replicas.setdefault(info.instance, {})
         seen[entry.key] = Seen(info, now)

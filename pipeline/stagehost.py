@@ -27,7 +27,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
-from backworks.contracts.blueprint import BreakerSettings
+from backworks.contracts.blueprint import BreakerSettings, NatsSettings
 from backworks.contracts.envelope import Envelope
 from backworks.contracts.names import PIPELINE_STREAM, Phase, stage_durable, stage_subject
 from backworks.contracts.registry import ReplicaInfo
@@ -41,6 +41,7 @@ from backworks.pipeline.executor import execute
 from backworks.pipeline.forwarder import Forwarder
 from backworks.pipeline.lifecycle import freeze_startup_objects
 from backworks.pipeline.liveness import Heartbeat, LivenessView
+from backworks.pipeline.permissions import stage_identity
 from backworks.pipeline.plugin import Category, Plugin
 from backworks.pipeline.settlement import ACK, Nak, Settlement, Term, settle
 from backworks.pipeline.stores import NatsRuntime
@@ -115,7 +116,9 @@ class StageHost:
         self.heartbeat = Heartbeat(self.js, self.snapshot)
         # Breakers of this instance (admits its calls) and of every stage it may forward to.
         settings = breaker_settings or {instance.name: instance.spec.breaker}
-        self.forwarder = Forwarder(client, self.js, settings, self.replica, publish_timeout=PUBLISH_TIMEOUT)
+        self.forwarder = Forwarder(
+            client, self.js, settings, self.replica, publish_timeout=PUBLISH_TIMEOUT, owned=frozenset({instance.name})
+        )
         self.breakers: FleetBreakers = self.forwarder.breakers
         self.liveness: LivenessView = self.forwarder.liveness
         self.exhausted = asyncio.Event()
@@ -319,15 +322,30 @@ class InProgress:
         self.handle.cancel()
 
 
-async def serve(instance: ResolvedInstance, servers: list[str], stop: asyncio.Event, **options: Any) -> int:
-    """Run one replica until ``stop`` is set; returns the process exit code."""
+async def serve(
+    instance: ResolvedInstance,
+    servers: list[str],
+    stop: asyncio.Event,
+    settings: NatsSettings | None = None,
+    **options: Any,
+) -> int:
+    """Run one replica until ``stop`` is set; returns the process exit code.
+
+    It connects as the instance's own identity (``stage-<instance>``), with the blueprint's ``settings``.
+    """
     host: StageHost | None = None
 
     async def reconnected() -> None:
         if host is not None:
             await host.on_reconnect()
 
-    client = await broker.connect(servers, name=f"backworks-serve-{instance.name}", on_reconnect=reconnected)
+    client = await broker.connect(
+        servers,
+        name=f"backworks-serve-{instance.name}",
+        identity=stage_identity(instance.name),
+        settings=settings,
+        on_reconnect=reconnected,
+    )
     host = StageHost(instance, client, **options)
     code = 0
     try:

@@ -13,6 +13,7 @@ from backworks.gateway.app import GatewayState, build_app
 from backworks.gateway.state import connect, disconnect
 from backworks.local.embedded import EmbeddedNats
 from backworks.pipeline.blueprints import LoadedBlueprint
+from backworks.pipeline.permissions import identities
 from tests.waiting import eventually
 
 Served = tuple[httpx.AsyncClient, GatewayState]
@@ -27,7 +28,12 @@ class Gateway(Protocol):
 
 @contextlib.asynccontextmanager
 async def serving(loaded: LoadedBlueprint, server: EmbeddedNats) -> AsyncIterator[Served]:
-    """A connected gateway for ``loaded`` and an HTTP client speaking to it; disconnected on exit."""
+    """A connected gateway for ``loaded`` and an HTTP client speaking to it; disconnected on exit.
+
+    The server first trusts ``loaded``'s identities; the gateway connects as its own (``gateway``), with the key it
+    finds in the test's state directory, so its permissions are the ones a deployment gets.
+    """
+    server.admit(identities(loaded).values())
     state = GatewayState(blueprint=loaded, servers=[server.url])
     app = build_app(state)
     await connect(state)

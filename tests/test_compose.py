@@ -127,3 +127,41 @@ def test_the_cluster_nodes_route_to_each_other_and_the_blueprint_asks_for_r3() -
     loaded = blueprints.load(ROOT / "examples/hello/cluster.yaml")
     assert loaded.model.nats.replicas == 3
     assert loaded.model.nats.url == "nats://n1:4222,nats://n2:4222,nats://n3:4222"
+
+
+def identity_of(command: list[str]) -> str:
+    """The broker identity a compose command runs as (what ``backworks nats permissions`` names)."""
+    from backworks.pipeline.permissions import ADMIN, GATEWAY, stage_identity
+
+    return {"declare": ADMIN, "gateway": GATEWAY}.get(command[1]) or stage_identity(command[2])
+
+
+@pytest.mark.parametrize("file", FILES)
+def test_each_service_gets_only_its_own_broker_key_and_only_as_a_secret(file: str) -> None:
+    spec = compose(file)
+    for name, service in backworks_services(file).items():
+        identity = identity_of(service["command"])
+        assert service["secrets"] == [f"nats-{identity}"], name
+        assert service["environment"]["BACKWORKS_NATS_NKEY"] == f"/run/secrets/nats-{identity}", name
+        assert spec["secrets"][f"nats-{identity}"] == {"file": f"./ops/nats/secrets/{identity}.nk"}
+        assert not any("secrets" in arg or arg.startswith("SU") for arg in service["command"]), name
+    brokers = [s for s in spec["services"].values() if str(s.get("image", "")).startswith("nats")]
+    assert brokers and all({"source": "nats-auth", "target": "/etc/nats/auth.conf"} in b["secrets"] for b in brokers)
+
+
+def test_the_generated_keys_make_a_valid_broker_config_that_refuses_anonymous_clients(tmp_path: Path) -> None:
+    import stat
+
+    secrets = tmp_path / "secrets"
+    blueprint = ROOT / "examples/hello/blueprint.yaml"
+    result = CliRunner().invoke(app, ["nats", "permissions", str(blueprint), "--write-keys", str(secrets)])
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
+    names = {identity_of(s["command"]) for s in backworks_services("docker-compose.yml").values()}
+    assert names <= {path.stem for path in secrets.glob("*.nk")}
+    (secrets / "nats.conf").write_text((ROOT / "ops/nats/nats.conf").read_text().replace("/data", str(tmp_path)))
+    checked = subprocess.run(
+        [str(find_binary()), "-t", "-c", str(secrets / "nats.conf")], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "no_auth_user" not in (secrets / "auth.conf").read_text()

@@ -19,8 +19,10 @@ from backworks.contracts.names import REGISTRY_BUCKET
 from backworks.contracts.registry import ReplicaInfo
 from backworks.local.ports import accepts
 from backworks.local.servers import address
+from backworks.pipeline import nats_auth
 from backworks.pipeline.errors import BrokerUnavailable
 from backworks.pipeline.liveness import LIVENESS_TTL
+from backworks.pipeline.permissions import ADMIN
 
 CENSUS_TIMEOUT = 2.0
 
@@ -73,6 +75,7 @@ async def snapshot(servers: list[str], timeout: float = CENSUS_TIMEOUT) -> list[
         max_reconnect_attempts=0,
         name="backworks-census",
         error_cb=quiet,
+        **nats_auth.resolve(ADMIN, servers).options(),
     )
     try:
         # nats-py keeps retrying a refused first connection even without reconnects: bound it.

@@ -16,15 +16,20 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from backworks.local.embedded import EmbeddedNats
+from backworks.local.embedded import EmbeddedNats, wait_accepted
 from backworks.local.errors import NotReady
 from backworks.local.ports import LOOPBACK, free_port
+from backworks.pipeline import nats_auth
 from backworks.pipeline.errors import EmbeddedNatsError
+from backworks.pipeline.keyring import ROUTE_USER, Keyring
+from backworks.pipeline.nats_auth import NatsAuth
+from backworks.pipeline.permissions import ADMIN, Identity
 
 if TYPE_CHECKING:
     from backworks.local.streams import StreamState
@@ -38,19 +43,32 @@ def node_name(index: int) -> str:
     return f"n{index + 1}"
 
 
-def cluster_block(name: str, host: str, route_port: int, routes: list[int]) -> str:
-    """The nats-server configuration that makes a node part of the cluster."""
-    peers = ", ".join(f"nats-route://{host}:{port}" for port in routes)
+def cluster_block(name: str, host: str, route_port: int, routes: list[int], route_secret: str = "") -> str:
+    """The nats-server configuration that makes a node part of the cluster.
+
+    With ``route_secret``, routes are authenticated: a node accepts a route only with that password (the config
+    files are owner-only), so no other process can join the cluster and see its traffic.
+    """
+    login = f"{ROUTE_USER}:{route_secret}@" if route_secret else ""
+    peers = ", ".join(f'"nats-route://{login}{host}:{port}"' for port in routes)
+    auth = f'  authorization {{\n    user: {ROUTE_USER}\n    password: "{route_secret}"\n  }}\n' if route_secret else ""
     return (
         f"server_name: {name}\n"
-        f"cluster {{\n  name: {CLUSTER_NAME}\n  listen: {host}:{route_port}\n  routes: [{peers}]\n}}\n"
+        f"cluster {{\n  name: {CLUSTER_NAME}\n  listen: {host}:{route_port}\n{auth}  routes: [{peers}]\n}}\n"
     )
 
 
 class LocalCluster:
     """``size`` routed nats-server processes with JetStream; ``seeds`` are their client URLs."""
 
-    def __init__(self, base: Path, size: int = 3, host: str = LOOPBACK, ports: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        base: Path,
+        size: int = 3,
+        host: str = LOOPBACK,
+        ports: list[int] | None = None,
+        keyring: Keyring | None = None,
+    ) -> None:
         if size < 1:
             raise ValueError("a cluster needs at least one node")
         self.base = base
@@ -59,6 +77,8 @@ class LocalCluster:
         if len(client_ports) != size:
             raise ValueError(f"{size} nodes need {size} client ports, got {len(client_ports)}")
         self.route_ports = [free_port(host) for _ in range(size)]
+        self.keyring = keyring or nats_auth.keyring()
+        secret = self.keyring.route_secret()
         self.nodes: list[EmbeddedNats] = []
         for index in range(size):
             name = node_name(index)
@@ -69,7 +89,8 @@ class LocalCluster:
                     port=client_ports[index],
                     host=host,
                     log_file=base / name / "nats-server.log",
-                    extra_config=cluster_block(name, host, self.route_ports[index], others),
+                    extra_config=cluster_block(name, host, self.route_ports[index], others, secret),
+                    keyring=self.keyring,
                 )
             )
 
@@ -93,7 +114,7 @@ class LocalCluster:
         servers = [node.url for node in self.nodes if node.running]
         # Its own thread and loop: callable from synchronous code and from inside a running event loop alike.
         with ThreadPoolExecutor(1) as worker:
-            worker.submit(asyncio.run, _jetstream_ready(servers, timeout)).result()
+            worker.submit(asyncio.run, _jetstream_ready(servers, timeout, self.nodes[0].auth(ADMIN))).result()
 
     def wait_current(self, timeout: float = READY_TIMEOUT) -> None:
         """Block until every declared Backworks stream has a leader and every replica is current.
@@ -107,6 +128,20 @@ class LocalCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+    def reload(self) -> None:
+        """Every running node applies the keyring's identities again (SIGHUP)."""
+        for node in self.nodes:
+            node.reload()
+
+    def admit(self, identities: Iterable[Identity]) -> None:
+        """Trust ``identities`` on every node; returns once a node accepts them."""
+        wanted = list(identities)
+        if not self.keyring.admit(wanted):  # rewrote auth.conf and signalled every node
+            return
+        running = [node for node in self.nodes if node.running]
+        if wanted and running:
+            wait_accepted(running[0].url, running[0].auth(wanted[-1].name), READY_TIMEOUT)
 
     def kill(self, index: int) -> None:
         """SIGKILL one node (its store stays: ``restart`` brings it back with its data)."""
@@ -161,7 +196,7 @@ async def _quiet(exc: Exception) -> None:
     """nats-py logs every failed attempt at ERROR by default; the caller reports the last one instead."""
 
 
-async def _jetstream_ready(servers: list[str], timeout: float) -> None:
+async def _jetstream_ready(servers: list[str], timeout: float, auth: NatsAuth | None = None) -> None:
     import nats
     from nats.errors import Error as NatsError
 
@@ -177,6 +212,7 @@ async def _jetstream_ready(servers: list[str], timeout: float) -> None:
                     max_reconnect_attempts=1,
                     reconnect_time_wait=0.1,
                     error_cb=_quiet,
+                    **(auth.options() if auth else {}),
                 )
                 try:
                     await client.jetstream().account_info()

@@ -9,9 +9,14 @@ STATE_DIR_ENV = "BACKWORKS_STATE_DIR"
 DEFAULT_STATE_DIR = ".backworks"
 
 
+def state_path() -> Path:
+    """``$BACKWORKS_STATE_DIR`` or ``./.backworks``, not created (services only read from it)."""
+    return Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR).resolve()
+
+
 def state_dir() -> Path:
     """``$BACKWORKS_STATE_DIR`` or ``./.backworks``, created on demand."""
-    path = Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR).resolve()
+    path = state_path()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -19,9 +19,10 @@ from backworks.local.errors import NotReady
 from backworks.local.ports import LOOPBACK, accepts, ensure_free, free_port
 from backworks.local.servers import address
 from backworks.local.supervisor import Child, Supervisor, wait_until_ready
-from backworks.pipeline import broker
+from backworks.pipeline import broker, nats_auth
 from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.errors import PipelineError
+from backworks.pipeline.permissions import identities
 
 READY_TIMEOUT = 60.0
 STREAMS_TIMEOUT = 30.0
@@ -86,6 +87,13 @@ def children(plan: Plan) -> tuple[Child | None, list[Child]]:
     return broker_child, services
 
 
+def trust(loaded: LoadedBlueprint, plan: Plan) -> None:
+    """With the embedded broker: the deployment's identities, exactly this blueprint's (keys generated on first
+    start, kept after); the broker started next trusts them and nobody else."""
+    if plan.nats_port is not None:
+        nats_auth.keyring().admit(identities(loaded).values(), replace=True)
+
+
 def run(plan: Plan, nats: NatsSettings, console: Console) -> None:
     """Start everything, wait until it is ready, supervise until a signal; always stop every child."""
     broker_child, services = children(plan)
@@ -122,7 +130,7 @@ def wait_for_streams(servers: list[str], supervisor: Supervisor, progress: Any, 
 
         if not any(accepts(*address(server)) for server in servers):
             raise BrokerUnavailable("not accepting connections yet")
-        client = await broker.connect(servers, name="backworks-up")
+        client = await broker.connect(servers, name="backworks-up", settings=nats)
         try:
             js = broker.jetstream(client)
             if supervisor.broker is None:

@@ -26,6 +26,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from backworks.contracts.names import MSG_ID_HEADER
 from backworks.local.ports import LOOPBACK
+from backworks.pipeline import nats_auth
+from backworks.pipeline.permissions import ADMIN
 from ops.bench.server import serve
 
 STREAM = "BENCH_FLOOR"
@@ -120,12 +122,19 @@ class Hop:
                 await self.top_up()
 
 
+def admin_auth(servers: list[str] | str) -> dict[str, Any]:
+    """The floor's connect options: the admin key of the state directory (the floor measures the bare hops, not
+    permission checks; the broker refuses anonymous clients)."""
+    listed = [servers] if isinstance(servers, str) else servers
+    return nats_auth.resolve(ADMIN, listed).options()
+
+
 async def run_stage(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    client = await nats.connect(args.nats, name=f"floor-{args.chain}-{args.index}")
+    client = await nats.connect(args.nats, name=f"floor-{args.chain}-{args.index}", **admin_auth(args.nats))
     hop = Hop(client, args.chain, args.index, args.out_size, args.last, args.max_inflight)
     await hop.start()
     await stop.wait()
@@ -155,7 +164,9 @@ class FloorGateway:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self.client = await nats.connect(self.servers, name="floor-gateway", pending_size=64 * 1024 * 1024)
+                self.client = await nats.connect(
+                    self.servers, name="floor-gateway", pending_size=64 * 1024 * 1024, **admin_auth(self.servers)
+                )
                 self.js = self.client.jetstream(timeout=PUBLISH_TIMEOUT)
                 await self.client.subscribe(self.prefix + "*", cb=self.on_reply, pending_msgs_limit=-1)
                 await send({"type": "lifespan.startup.complete"})

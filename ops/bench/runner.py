@@ -32,7 +32,9 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StreamConfig
 
 from backworks.contracts.names import INBOX_PREFIX, PIPELINE_STREAM
 from backworks.local.embedded import EmbeddedNats, find_binary
-from backworks.pipeline import broker, logs
+from backworks.pipeline import broker, logs, nats_auth
+from backworks.pipeline.nats_auth import NatsAuth
+from backworks.pipeline.permissions import ADMIN, identities
 from ops.bench import floor, report
 from ops.bench.processes import ROOT, Child, Children, python_module
 from ops.bench.stats import Measurement, summarize
@@ -164,12 +166,20 @@ class Run:
 
     def start_broker(self, storage: str) -> str:
         (self.options.out / "logs").mkdir(parents=True, exist_ok=True)
-        self.nats = EmbeddedNats(self.work / "jetstream", log_file=self.options.out / "logs" / "nats-server.log")
+        # The children's state directory holds the keys the broker trusts: every service connects as its identity.
+        keys = nats_auth.keyring(self.work / "state")
+        log_file = self.options.out / "logs" / "nats-server.log"
+        self.nats = EmbeddedNats(self.work / "jetstream", log_file=log_file, keyring=keys)
         self.nats.start()
         assert self.nats.process is not None
         self.nats_child = Child("nats-server", self.nats.process, self.options.out / "logs" / "nats-server.log")
-        asyncio.run(declare(self.nats.url, storage))
+        asyncio.run(declare(self.nats.url, storage, self.nats.auth(ADMIN)))
         return self.nats.url
+
+    def trust(self, bench: Bench) -> None:
+        """The broker trusts ``bench``'s services (gateway, one identity per stage), as ``backworks up`` does."""
+        assert self.nats is not None
+        self.nats.admit(identities(bench.loaded).values())
 
     def close(self) -> None:
         if self.loadgen is not None:
@@ -243,9 +253,11 @@ class Run:
         ceiling = self.loadgen_ceiling()
 
         pipeline = PipelineSystem("pipeline", self.children, bench=bench, nats=url)
+        self.trust(bench)
         pipeline.start()
         pipeline.wait_ready()
-        sizes, response_size = asyncio.run(hop_sizes(url, pipeline, bench))
+        assert self.nats is not None
+        sizes, response_size = asyncio.run(hop_sizes(url, pipeline, bench, self.nats.auth(ADMIN)))
         floor_system = FloorSystem("floor", self.children, nats=url, sizes=sizes, response_size=response_size)
         floor_system.full_path, floor_system.single_path = pipeline.full_path, pipeline.single_path
         in_process = InProcessSystem("in-process", self.children, bench=bench)
@@ -289,6 +301,7 @@ class Run:
         pipeline = PipelineSystem(
             "scale-out", self.children, bench=bench, nats=url, inflight={options.slow_stage: options.slow_inflight}
         )
+        self.trust(bench)
         pipeline.single_path = ""
         points: list[dict[str, Any]] = []
         print(
@@ -317,9 +330,9 @@ class Run:
         }
 
 
-async def declare(url: str, storage: str) -> None:
+async def declare(url: str, storage: str, auth: NatsAuth) -> None:
     """Backworks' streams and buckets, and the floor's stream with the same storage and de-duplication."""
-    client = await broker.connect([url], name="bench-declare")
+    client = await broker.connect([url], name="bench-declare", auth=auth)
     try:
         js = broker.jetstream(client)
         await broker.declare(js, storage=storage)
@@ -339,9 +352,11 @@ async def declare(url: str, storage: str) -> None:
         await client.drain()
 
 
-async def hop_sizes(url: str, pipeline: PipelineSystem, bench: Bench) -> tuple[dict[str, list[int]], int]:
+async def hop_sizes(
+    url: str, pipeline: PipelineSystem, bench: Bench, auth: NatsAuth
+) -> tuple[dict[str, list[int]], int]:
     """Bytes of every message one request puts on the broker, per chain, observed on the real pipeline."""
-    client = await nats.connect([url], name="bench-sizes")
+    client = await nats.connect([url], name="bench-sizes", **auth.options())
     seen: list[int] = []
 
     async def record(msg: Any) -> None:

@@ -61,8 +61,17 @@ class _Admission:
 class FleetBreakers:
     """The circuit breakers of the given plugin instances, shared with every process of the fleet."""
 
-    def __init__(self, js: JetStreamContext, settings: dict[str, BreakerSettings], replica: str) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        settings: dict[str, BreakerSettings],
+        replica: str,
+        owned: frozenset[str] | None = None,
+    ) -> None:
+        """``owned``: the instances whose breaker records this process may write (None: all). A stage host owns
+        its instance: the broker refuses its writes to any other instance's keys, so it never trips another's."""
         self.replica = replica
+        self.owned = owned
         self._me = key_token(replica)
         self._clock: Callable[[], float] = time.time  # epoch seconds: what KV records hold, the same in every zone
         self._views = {name: FleetView(name, setting, self._me) for name, setting in settings.items()}
@@ -358,10 +367,14 @@ class FleetBreakers:
             self._timers[instance] = asyncio.get_running_loop().call_later(delay, self._state_changed, instance)
 
     def _window_changed(self, instance: str) -> None:
+        if self.owned is not None and instance not in self.owned:
+            return  # that instance's own replicas see the same windows and trip it
         if self._views[instance].trip_reason(self._clock()) is not None:
             self._spawn(self._maybe_trip(instance))
 
     def _probe_changed(self, instance: str) -> None:
+        if self.owned is not None and instance not in self.owned:
+            return  # decided by the instance's own replicas, which ran the probes
         if self._views[instance].probe_rates() is not None:
             self._spawn(self._maybe_decide(instance))
 

@@ -83,7 +83,8 @@ def test_every_node_lists_every_other_route(tmp_path: Path) -> None:
     for index, node in enumerate(cluster.nodes):
         others = [port for other, port in enumerate(cluster.route_ports) if other != index]
         assert f"server_name: n{index + 1}" in node.extra_config
-        assert all(f"nats-route://127.0.0.1:{port}" in node.extra_config for port in others)
+        login = f"route:{cluster.keyring.route_secret()}@"
+        assert all(f"nats-route://{login}127.0.0.1:{port}" in node.extra_config for port in others)
         assert f"listen: 127.0.0.1:{cluster.route_ports[index]}" in node.extra_config
 
 
