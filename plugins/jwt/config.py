@@ -3,9 +3,10 @@ from __future__ import annotations
 from enum import Enum
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from backworks.pipeline.audit import AuditLevel
+from backworks.pipeline.files import read_text
 
 DEFAULT_HEADER = "authorization"
 DEFAULT_SCHEME = "Bearer"
@@ -72,7 +73,11 @@ class JwtConfig(BaseModel):
     algorithms: list[Algorithm] = Field(
         min_length=1, description="Algorithms a token may be signed with, e.g. `[RS256]`; `none` is never accepted."
     )
-    secret: SecretStr | None = Field(default=None, description="Shared secret for HS256/HS384/HS512.")
+    secret: SecretStr | None = Field(
+        default=None,
+        description="Shared secret for HS256/HS384/HS512, inline or `file:PATH` (relative to the blueprint's folder; "
+        "surrounding whitespace is stripped), so the secret itself need not be in the blueprint.",
+    )
     public_key: str | None = Field(
         default=None,
         description="PEM public key for RS/PS/ES/EdDSA, inline or `file:PATH` (relative to the working directory).",
@@ -129,6 +134,14 @@ class JwtConfig(BaseModel):
             raise ValueError(
                 f"jwks_url {value!r} is not an http(s) URL, e.g. https://idp.example/.well-known/jwks.json"
             )
+        return value
+
+    @field_validator("secret", mode="before")
+    @classmethod
+    def _secret_file(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, str) and value.startswith(FILE_PREFIX):
+            _, text = read_text(value[len(FILE_PREFIX) :], info)
+            return text.strip()
         return value
 
     @field_validator("public_key")
