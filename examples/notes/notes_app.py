@@ -21,6 +21,8 @@ DEFAULT_STATE_DIR = ".backworks"
 DB_NAME = "notes.sqlite3"
 DEFAULT_LIMIT = 20
 BUSY_TIMEOUT_S = 5.0
+MAX_ID = 2**63 - 1
+"""SQLite's largest integer: a larger id (the route takes any digits) can name no note."""
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -65,7 +67,9 @@ def _note(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def _find(connection: sqlite3.Connection, note_id: int) -> sqlite3.Row:
-    row = connection.execute("SELECT * FROM notes WHERE id = ?", (note_id,)).fetchone()
+    row = None
+    if note_id <= MAX_ID:
+        row = connection.execute("SELECT * FROM notes WHERE id = ?", (note_id,)).fetchone()
     if row is None:
         raise HTTPError(404, f"there is no note {note_id}", title="Note not found")
     return row
