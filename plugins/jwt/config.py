@@ -73,10 +73,12 @@ class JwtConfig(BaseModel):
     algorithms: list[Algorithm] = Field(
         min_length=1, description="Algorithms a token may be signed with, e.g. `[RS256]`; `none` is never accepted."
     )
-    secret: SecretStr | None = Field(
+    secret: SecretStr | None = Field(default=None, description="Shared secret for HS256/HS384/HS512.")
+    secret_file: str | None = Field(
         default=None,
-        description="Shared secret for HS256/HS384/HS512, inline or `file:PATH` (relative to the blueprint's folder; "
+        description="File holding the shared secret instead of `secret` (relative to the blueprint's folder; "
         "surrounding whitespace is stripped), so the secret itself need not be in the blueprint.",
+        json_schema_extra={"secret": False},
     )
     public_key: str | None = Field(
         default=None,
@@ -136,13 +138,14 @@ class JwtConfig(BaseModel):
             )
         return value
 
-    @field_validator("secret", mode="before")
+    @field_validator("secret_file")
     @classmethod
-    def _secret_file(cls, value: object, info: ValidationInfo) -> object:
-        if isinstance(value, str) and value.startswith(FILE_PREFIX):
-            _, text = read_text(value[len(FILE_PREFIX) :], info)
-            return text.strip()
-        return value
+    def _readable(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """The file's absolute path, once it is known to be readable (its text is read after, into ``secret``)."""
+        if value is None:
+            return None
+        path, _ = read_text(value, info)
+        return str(path)
 
     @field_validator("public_key")
     @classmethod
@@ -164,6 +167,10 @@ class JwtConfig(BaseModel):
 
     @model_validator(mode="after")
     def _one_key_source(self) -> JwtConfig:
+        if self.secret_file is not None:
+            if self.secret is not None:
+                raise ValueError("set `secret` or `secret_file`, not both")
+            self.secret = SecretStr(Path(self.secret_file).read_text(encoding="utf-8").strip())
         sources = [name for name in ("secret", "public_key", "jwks_url") if getattr(self, name) is not None]
         if len(sources) != 1:
             given = ", ".join(sources) or "none"

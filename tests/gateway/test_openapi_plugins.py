@@ -19,8 +19,8 @@ BLUEPRINT = f"""\
 name: shop
 plugins:
   key: {{type: api-key, config: {{header: x-api-key, query: api_key, keys: [{{consumer: a, sha256: "{DIGEST}"}}]}}}}
-  token: {{type: jwt, config: {{algorithms: [HS256], secret: "file:secret.txt"}}}}
-  custom-token: {{type: jwt, config: {{algorithms: [HS256], secret: "file:secret.txt", header: x-token}}}}
+  token: {{type: jwt, config: {{algorithms: [HS256], secret_file: secret.txt}}}}
+  custom-token: {{type: jwt, config: {{algorithms: [HS256], secret_file: secret.txt, header: x-token}}}}
   writer: {{type: authorize, config: {{scopes: ["orders:write"]}}}}
   limit: {{type: rate-limit, config: {{limit: 5}}}}
   inline:
