@@ -300,6 +300,23 @@ class Endpoint(BaseModel):
         return upper
 
 
+class ExtraProcess(BaseModel):
+    """A process ``backworks up`` starts and supervises next to the gateway and the plugin services.
+
+    For what the API needs on the same machine (a local upstream a ``proxy`` handler forwards to): it is started
+    before the gateway, restarted when it dies and stopped with everything else. ``backworks gateway`` and
+    ``backworks serve`` ignore it; in production, run it as its own service.
+    """
+
+    model_config = _STRICT
+
+    command: list[str] = Field(
+        min_length=1,
+        description="Program and arguments, run in the blueprint's folder; a program `python` is the interpreter "
+        "that runs Backworks (so the process sees the same installed packages).",
+    )
+
+
 class Blueprint(BaseModel):
     """Blueprint v1. See the module docstring."""
 
@@ -314,6 +331,10 @@ class Blueprint(BaseModel):
     plugin_dirs: list[str] = Field(default_factory=list)
     plugins: dict[Name, PluginInstance] = Field(default_factory=dict)
     endpoints: dict[Name, Endpoint] = Field(min_length=1)
+    processes: dict[Name, ExtraProcess] = Field(
+        default_factory=dict,
+        description="Extra processes `backworks up` supervises (e.g. a local upstream): name -> {command}.",
+    )
 
     def instances(self) -> dict[str, PluginInstance]:
         """Every plugin instance, endpoint handlers included (named ``<endpoint>-handler``)."""
@@ -344,6 +365,7 @@ __all__ = [
     "BreakerSettings",
     "Defaults",
     "Endpoint",
+    "ExtraProcess",
     "GatewaySettings",
     "NatsSettings",
     "Phase",

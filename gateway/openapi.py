@@ -3,9 +3,9 @@
 Every endpoint and method is an operation; path parameters are typed from their convertor (``{id:int}`` is an
 integer); every operation lists the problem documents the pipeline itself can answer with (413 for a body over
 the gateway's limit, 502/503/504 when a stage fails, is unavailable or times out) and those its handler adds;
-a ``mock`` handler's response is described with its status and body as the example. Security schemes and
-request/query schemas from plugins are not described yet. The document is built from the blueprint alone,
-without the broker.
+a ``mock`` handler's response is described with its status and body as the example. What the chain's plugins add
+(security schemes and requirements, parameters and the request body from ``validate``, the problems each can
+answer) comes from ``openapi_plugins``. The document is built from the blueprint alone, without the broker.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from backworks.contracts.blueprint import Endpoint, handler_instance
+from backworks.gateway.openapi_plugins import RESPONSE_HEADERS, Described, describe
 from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.problems import PROBLEM_CONTENT_TYPE
 
@@ -64,16 +65,27 @@ def openapi_path(path: str) -> str:
     return PARAM.sub(lambda m: "{" + m.group(1) + "}", path)
 
 
-def _parameters(path: str) -> list[dict[str, Any]]:
-    return [
-        {"name": name, "in": "path", "required": True, "schema": dict(CONVERTOR_SCHEMAS[convertor or "str"])}
-        for name, convertor in PARAM.findall(path)
-    ]
+def _parameters(path: str, described: Described) -> list[dict[str, Any]]:
+    """The path's parameters (typed by their convertor and narrowed by a ``validate`` schema), then the others."""
+    parameters = []
+    for name, convertor in PARAM.findall(path):
+        schema: dict[str, Any] = dict(CONVERTOR_SCHEMAS[convertor or "str"])
+        checked = described.parameters.pop(("path", name), None)
+        if checked is not None and checked["schema"] not in ({}, True):
+            schema = {"allOf": [schema, checked["schema"]]}
+        parameters.append({"name": name, "in": "path", "required": True, "schema": schema})
+    for (place, _), parameter in sorted(described.parameters.items()):
+        if place != "path":  # a path parameter the route does not have can never be sent
+            parameters.append(parameter)
+    return parameters
 
 
-def _problem(description: str) -> dict[str, Any]:
+def _problem(status: str, description: str) -> dict[str, Any]:
     schema = {"$ref": "#/components/schemas/Problem"}
-    return {"description": description, "content": {PROBLEM_CONTENT_TYPE: {"schema": schema}}}
+    response: dict[str, Any] = {"description": description, "content": {PROBLEM_CONTENT_TYPE: {"schema": schema}}}
+    if status in RESPONSE_HEADERS:
+        response["headers"] = RESPONSE_HEADERS[status]
+    return response
 
 
 def _mock_response(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -89,8 +101,13 @@ def _mock_response(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return status, response
 
 
-def _operation(loaded: LoadedBlueprint, name: str, endpoint: Endpoint, method: str) -> dict[str, Any]:
+def _operation(
+    loaded: LoadedBlueprint, name: str, endpoint: Endpoint, method: str, schemes: dict[str, Any]
+) -> dict[str, Any]:
     handler = loaded.instances[handler_instance(name)]
+    chain = loaded.chain(name)
+    described = describe(loaded, chain)
+    schemes.update(described.schemes)
     responses: dict[str, Any] = {}
     if handler.cls.name == "mock":
         status, response = _mock_response(endpoint.handler.config)
@@ -101,19 +118,24 @@ def _operation(loaded: LoadedBlueprint, name: str, endpoint: Endpoint, method: s
     if method in BODY_METHODS:
         problems["413"] = f"The body is larger than {loaded.model.gateway.max_body_bytes} bytes."
     problems.update(HANDLER_PROBLEMS.get(handler.cls.name, {}))
+    for status, description in described.problems.items():
+        problems[status] = f"{description} Or: {problems[status]}" if status in problems else description
     for status, description in sorted(problems.items()):
-        responses.setdefault(status, _problem(description))
+        responses.setdefault(status, _problem(status, description))
     operation: dict[str, Any] = {
         "operationId": f"{name}-{method.lower()}",
         "summary": endpoint.description or name,
         "responses": responses,
     }
-    chain = loaded.chain(name)
     operation["description"] = f"Stages: {' -> '.join([*chain, handler.name])}."
-    parameters = _parameters(endpoint.path)
+    if described.security:
+        operation["security"] = described.security
+    parameters = _parameters(endpoint.path, described)
     if parameters:
         operation["parameters"] = parameters
-    if method in BODY_METHODS:
+    if described.body is not None:
+        operation["requestBody"] = described.body
+    elif method in BODY_METHODS:
         operation["requestBody"] = {"required": False, "content": {"*/*": {"schema": {}}}}
     return operation
 
@@ -121,10 +143,14 @@ def _operation(loaded: LoadedBlueprint, name: str, endpoint: Endpoint, method: s
 def build(loaded: LoadedBlueprint, version: str) -> dict[str, Any]:
     """The OpenAPI 3.1 document (as a dict) of every endpoint of ``loaded``."""
     paths: dict[str, dict[str, Any]] = {}
+    schemes: dict[str, Any] = {}
     for name, endpoint in loaded.model.endpoints.items():
         item = paths.setdefault(openapi_path(endpoint.path), {})
         for method in endpoint.methods:
-            item[method.lower()] = _operation(loaded, name, endpoint, method)
+            item[method.lower()] = _operation(loaded, name, endpoint, method, schemes)
+    components: dict[str, Any] = {"schemas": {"Problem": PROBLEM_SCHEMA}}
+    if schemes:
+        components["securitySchemes"] = dict(sorted(schemes.items()))
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
@@ -133,5 +159,5 @@ def build(loaded: LoadedBlueprint, version: str) -> dict[str, Any]:
             "description": loaded.model.description or f"The {loaded.model.name} API, served by Backworks.",
         },
         "paths": paths,
-        "components": {"schemas": {"Problem": PROBLEM_SCHEMA}},
+        "components": components,
     }

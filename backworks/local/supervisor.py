@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -40,6 +41,8 @@ class Child:
     args: list[str]
     program: list[str] = field(default_factory=cli_command)
     """What runs ``args``: the ``backworks`` CLI unless told otherwise."""
+    cwd: Path | None = None
+    """Working directory of the process (the blueprint's folder for the blueprint's ``processes``)."""
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restarts: int = 0
@@ -57,7 +60,11 @@ class Child:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [*self.program, *self.args], start_new_session=True, preexec_fn=die_with_parent, stdin=subprocess.DEVNULL
+            [*self.program, *self.args],
+            cwd=self.cwd,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+            stdin=subprocess.DEVNULL,
         )
         self.started_at = time.monotonic()
         self.supervised = True

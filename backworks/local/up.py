@@ -1,4 +1,5 @@
-"""``backworks up``: the embedded broker, the gateway and one process per plugin replica, started and supervised.
+"""``backworks up``: the embedded broker, the gateway, one process per plugin replica and the blueprint's extra
+``processes``, started and supervised.
 
 The CLI command only parses options; this module checks the ports, starts the children through the
 ``Supervisor``, waits for the streams and the stages, prints what runs, and stops everything on the way out.
@@ -7,8 +8,11 @@ The CLI command only parses options; this module checks the ports, starts the ch
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -18,6 +22,7 @@ from backworks.contracts.blueprint import NatsSettings
 from backworks.local.errors import NotReady
 from backworks.local.ports import LOOPBACK, accepts, ensure_free, free_port
 from backworks.local.servers import address
+from backworks.local.state import STATE_DIR_ENV, state_dir
 from backworks.local.supervisor import Child, Supervisor, wait_until_ready
 from backworks.pipeline import broker, nats_auth
 from backworks.pipeline.blueprints import LoadedBlueprint
@@ -26,6 +31,8 @@ from backworks.pipeline.permissions import identities
 
 READY_TIMEOUT = 60.0
 STREAMS_TIMEOUT = 30.0
+PYTHON = "python"
+"""A ``processes`` command's program that means "the interpreter running Backworks"."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,10 @@ class Plan:
     nats_port: int | None
     """Port of the embedded broker to start, ``None`` when the servers are external."""
     storage: str
+    extras: dict[str, list[str]] = field(default_factory=dict)
+    """The blueprint's ``processes``: name -> command (``python`` already replaced by this interpreter)."""
+    folder: Path | None = None
+    """The blueprint's folder: where the extra processes run."""
 
     @property
     def url(self) -> str:
@@ -69,7 +80,16 @@ def plan(
             ensure_free(LOOPBACK, nats_port, "--nats-port")
         embedded_port = nats_port or free_port()
         servers = [f"nats://{LOOPBACK}:{embedded_port}"]
-    return Plan(path, bind, http_port, servers, replicas, embedded_port, loaded.model.nats.storage)
+    extras = {name: _command(spec.command) for name, spec in loaded.model.processes.items()}
+    return Plan(
+        path, bind, http_port, servers, replicas, embedded_port, loaded.model.nats.storage, extras, loaded.path.parent
+    )
+
+
+def _command(command: list[str]) -> list[str]:
+    """``command`` with a leading ``python`` replaced by the interpreter running Backworks (its venv's packages)."""
+    program, *args = command
+    return [sys.executable, *args] if program == PYTHON else command
 
 
 def children(plan: Plan) -> tuple[Child | None, list[Child]]:
@@ -77,7 +97,8 @@ def children(plan: Plan) -> tuple[Child | None, list[Child]]:
     broker_child = None
     if plan.nats_port is not None:
         broker_child = Child("nats", ["nats", "--port", str(plan.nats_port), "--storage", plan.storage])
-    services = [
+    services = [Child(f"process {name}", command, program=[], cwd=plan.folder) for name, command in plan.extras.items()]
+    services += [
         Child("gateway", ["gateway", plan.blueprint, "--nats", plan.url, "--port", str(plan.port), "--host", plan.host])
     ]
     for name, count in plan.replicas.items():
@@ -96,6 +117,9 @@ def trust(loaded: LoadedBlueprint, plan: Plan) -> None:
 
 def run(plan: Plan, nats: NatsSettings, console: Console) -> None:
     """Start everything, wait until it is ready, supervise until a signal; always stop every child."""
+    # Children inherit the state directory as an absolute path: extra processes run in the blueprint's folder
+    # and must find the same files (e.g. a database a handler module keeps there).
+    os.environ[STATE_DIR_ENV] = str(state_dir())
     broker_child, services = children(plan)
     supervisor = Supervisor(broker_child, services)
     supervisor.install_signal_handlers()

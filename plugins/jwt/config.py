@@ -3,9 +3,10 @@ from __future__ import annotations
 from enum import Enum
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from backworks.pipeline.audit import AuditLevel
+from backworks.pipeline.files import read_text
 
 DEFAULT_HEADER = "authorization"
 DEFAULT_SCHEME = "Bearer"
@@ -73,6 +74,12 @@ class JwtConfig(BaseModel):
         min_length=1, description="Algorithms a token may be signed with, e.g. `[RS256]`; `none` is never accepted."
     )
     secret: SecretStr | None = Field(default=None, description="Shared secret for HS256/HS384/HS512.")
+    secret_file: str | None = Field(
+        default=None,
+        description="File holding the shared secret instead of `secret` (relative to the blueprint's folder; "
+        "surrounding whitespace is stripped), so the secret itself need not be in the blueprint.",
+        json_schema_extra={"secret": False},
+    )
     public_key: str | None = Field(
         default=None,
         description="PEM public key for RS/PS/ES/EdDSA, inline or `file:PATH` (relative to the working directory).",
@@ -131,6 +138,15 @@ class JwtConfig(BaseModel):
             )
         return value
 
+    @field_validator("secret_file")
+    @classmethod
+    def _readable(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """The file's absolute path, once it is known to be readable (its text is read after, into ``secret``)."""
+        if value is None:
+            return None
+        path, _ = read_text(value, info)
+        return str(path)
+
     @field_validator("public_key")
     @classmethod
     def _pem(cls, value: str | None) -> str | None:
@@ -151,6 +167,10 @@ class JwtConfig(BaseModel):
 
     @model_validator(mode="after")
     def _one_key_source(self) -> JwtConfig:
+        if self.secret_file is not None:
+            if self.secret is not None:
+                raise ValueError("set `secret` or `secret_file`, not both")
+            self.secret = SecretStr(Path(self.secret_file).read_text(encoding="utf-8").strip())
         sources = [name for name in ("secret", "public_key", "jwks_url") if getattr(self, name) is not None]
         if len(sources) != 1:
             given = ", ".join(sources) or "none"

@@ -105,7 +105,7 @@ class ValidateConfig(BaseModel):
                                           formats=self.formats))  # fmt: skip
             for name in sorted(wanted.get(location, set()) - names):  # required, any value
                 params.append(Param.build(location, name, None, required=True, formats=self.formats))
-        self._rules = Rules(tuple(params), body, self.body_required)
+        self._rules = Rules(tuple(params), body, self.body_required, body_schema=self.body, body_root=self.body)
         return self
 
 

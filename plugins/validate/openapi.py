@@ -120,7 +120,7 @@ def operation_rules(document: Any, operation_id: str, where: str, *, formats: bo
             location, name, schema, required=bool(parameter.get("required", False)), formats=formats,
             root=document, registry=registry, reference=f"{DOCUMENT_URI}#{at}/schema",
         ))  # fmt: skip
-    body, body_required = None, False
+    body, body_required, body_schema = None, False, None
     if "requestBody" in operation:
         request_body, body_at = _deref(document, operation["requestBody"], f"{operation_at}/requestBody", where)
         content = request_body.get("content") or {} if isinstance(request_body, dict) else {}
@@ -130,6 +130,8 @@ def operation_rules(document: Any, operation_id: str, where: str, *, formats: bo
             schema_at = f"{body_at}/content/{escape(str(media))}/schema"
             schema = (content[media] or {}).get("schema", True)
             check(schema, f"{where} (request body)", document, schema_at)
+            body_schema = schema
             body = compile_schema({"$ref": f"{DOCUMENT_URI}#{schema_at}"} if schema is not True else True,
                                   registry, formats)  # fmt: skip
-    return Rules(tuple(params), body, body_required, {"openapi": where, "operation": operation_id})
+    sources = {"openapi": where, "operation": operation_id}
+    return Rules(tuple(params), body, body_required, sources, body_schema, document)

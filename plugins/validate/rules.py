@@ -49,6 +49,10 @@ class Param:
     """JSON types the schema declares: a string value is coerced to the first that fits (``"5"`` -> 5)."""
     item_types: tuple[str, ...] = ()
     """For an array parameter (every value of a repeated query parameter), the types of its items."""
+    schema: Any = field(default=None, compare=False)
+    """The schema as written (``None``: any value), to describe the parameter (``backworks openapi``)."""
+    root: Any = field(default=None, compare=False)
+    """The document the schema's local ``$ref`` s point into (the schema itself, or the OpenAPI document)."""
 
     @classmethod
     def build(
@@ -77,6 +81,8 @@ class Param:
             validator=compile_schema(checked, registry, formats) if schema not in (None, True, {}) else None,
             types=types_of(schema, document),
             item_types=types_of(items_of(schema, document), document),
+            schema=schema,
+            root=document,
         )
 
 
@@ -91,3 +97,7 @@ class Rules:
     """An empty body is a violation (``/body``) when the body is checked."""
     sources: dict[str, str] = field(default_factory=dict)
     """Where the rules come from, for messages (``{"openapi": "api.yaml", "operation": "createNote"}``)."""
+    body_schema: Any = None
+    """The body's schema as written, to describe the request body (``backworks openapi``)."""
+    body_root: Any = None
+    """The document the body schema's local ``$ref`` s point into."""

@@ -190,3 +190,16 @@ async def test_an_authorization_header_from_another_scheme_falls_back_to_the_que
             await harness.request(request(headers={"authorization": "Basic YTpi"}, query={"access_token": token()}))
         )
     assert envelope.principal is not None
+
+
+def test_the_secret_may_be_read_from_a_file_next_to_the_blueprint(tmp_path: Path) -> None:
+    (tmp_path / "jwt-secret.txt").write_text(f"{SECRET}\n")  # the trailing newline an editor adds is stripped
+    keyless = {name: value for name, value in HS.items() if name != "secret"}
+    model, problems = validate_config(JwtConfig, {**keyless, "secret_file": "jwt-secret.txt"}, tmp_path)
+    assert problems == [] and isinstance(model, JwtConfig)
+    assert model.secret is not None and model.secret.get_secret_value() == SECRET
+    missing, problems = validate_config(JwtConfig, {**keyless, "secret_file": "nowhere.txt"}, tmp_path)
+    assert missing is None
+    assert any("cannot read file 'nowhere.txt'" in problem.message for problem in problems), problems
+    both, problems = validate_config(JwtConfig, {**HS, "secret_file": "jwt-secret.txt"}, tmp_path)
+    assert both is None and any("not both" in problem.message for problem in problems), problems
