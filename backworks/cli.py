@@ -255,7 +255,7 @@ def up(
     external = resolve_servers(loaded, nats) if nats or not loaded.model.nats.embedded else None
     try:
         plan = orchestration.plan(loaded, str(blueprint), external, host, port, nats_port, counts)
-        orchestration.run(plan, loaded.model.nats, console)
+        orchestration.run(plan, loaded.model.nats, console.rich)
     except LocalError as exc:
         raise fail(str(exc)) from None
 
