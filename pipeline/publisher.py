@@ -66,35 +66,53 @@ class AckedPublisher:
         growing pause (``RETRY_PAUSES``); ``on_retry`` runs before each new try. Only safe with a
         ``Nats-Msg-Id`` header, which makes JetStream drop a copy it already stored.
         """
-        give_up = time.monotonic() + retry_for
-        for attempt in itertools.count():
-            try:
-                await self._publish_once(subject, data, headers, timeout)
-                return
-            except PublishFailed as exc:
-                pause = RETRY_PAUSES[min(attempt, len(RETRY_PAUSES) - 1)]
-                if not exc.retryable or time.monotonic() + pause > give_up:
-                    raise
-                await asyncio.sleep(pause)
-                if on_retry is not None:
-                    await on_retry()
-
-    async def _publish_once(self, subject: str, data: bytes, headers: dict[str, str], timeout: float) -> None:
+        # The first try is written out here, not in a helper: this is every hand-off's hot path (one coroutine
+        # frame less per message). Only a failed try enters the retry loop.
         if self._sub is None:
             raise PublishFailed(subject, "publisher not started")
+        started = time.monotonic() if retry_for > 0 else 0.0
         token = str(next(self._tokens))
         future = self._waiting.expect(token, timeout)
         try:
             await self.client.publish(subject, data, reply=self._prefix + token, headers=headers)
             ack = await future
+        except PublishFailed as exc:
+            if not exc.retryable or retry_for <= 0:
+                raise
+            failure = exc
+        else:
+            _check(subject, ack)
+            return
         finally:
             self._waiting.forget(token)
-        if b'"error"' in ack:
+        await self._retry(subject, data, headers, timeout, started + retry_for, on_retry, failure)
+
+    async def _retry(
+        self,
+        subject: str,
+        data: bytes,
+        headers: dict[str, str],
+        timeout: float,
+        give_up: float,
+        on_retry: Callable[[], Awaitable[None]] | None,
+        failure: PublishFailed,
+    ) -> None:
+        """Try again after the retryable ``failure``, pausing ``RETRY_PAUSES``, until a try succeeds or ``give_up``
+        (then the last failure is raised)."""
+        for pause in itertools.chain(RETRY_PAUSES, itertools.repeat(RETRY_PAUSES[-1])):
+            if time.monotonic() + pause > give_up:
+                break
+            await asyncio.sleep(pause)
+            if on_retry is not None:
+                await on_retry()
             try:
-                description = json.loads(ack)["error"].get("description", "rejected")
-            except (ValueError, KeyError, AttributeError):
-                description = ack[:200].decode(errors="replace")
-            raise PublishFailed(subject, description)
+                await self.publish(subject, data, headers, timeout)
+                return
+            except PublishFailed as exc:
+                if not exc.retryable:
+                    raise
+                failure = exc
+        raise failure
 
     async def _on_ack(self, msg: Msg) -> None:
         token = msg.subject[self._prefix_len :]
@@ -110,6 +128,16 @@ class AckedPublisher:
             )
         else:
             self._waiting.resolve(token, msg.data)  # False when late: the publish already timed out
+
+
+def _check(subject: str, ack: bytes) -> None:
+    """Raise ``PublishFailed`` if JetStream's answer is an error (error replies carry an ``"error"`` object)."""
+    if b'"error"' in ack:
+        try:
+            description = json.loads(ack)["error"].get("description", "rejected")
+        except (ValueError, KeyError, AttributeError):
+            description = ack[:200].decode(errors="replace")
+        raise PublishFailed(subject, description)
 
 
 def _unacknowledged(timeout: float) -> BaseException:
