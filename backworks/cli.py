@@ -314,7 +314,7 @@ def up(
     try:
         plan = orchestration.plan(loaded, str(blueprint), external, host, port, nats_port, counts)
         orchestration.trust(loaded, plan)
-        orchestration.run(plan, loaded.model.nats, console)
+        orchestration.run(plan, loaded.model.nats, console.rich)
     except LocalError as exc:
         raise fail(str(exc)) from None
 

@@ -36,7 +36,7 @@ class AwaitableMap(Generic[K, V]):
         """A future for ``key``'s answer; it fails with ``expired(timeout)`` if none comes within ``timeout`` s."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[V] = loop.create_future()
-        timer = loop.call_later(max(0.0, timeout), self._expire, key, timeout)
+        timer = loop.call_later(timeout if timeout > 0 else 0.0, self._expire, key, timeout)
         self._waiting[key] = (future, timer)
         return future
 

@@ -176,9 +176,11 @@ def _read(path: Path) -> tuple[Any, dict[str, Position], list[ConfigIssue]]:
         text = path.read_text()
     except OSError as exc:
         raise BlueprintError([ConfigIssue(str(path), "", f"cannot read blueprint: {exc.strerror or exc}")]) from exc
+    loader = yaml.SafeLoader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        # One parse: the node tree gives the line of every key, and the data is constructed from that same tree.
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
@@ -186,6 +188,8 @@ def _read(path: Path) -> tuple[Any, dict[str, Position], list[ConfigIssue]]:
         raise BlueprintError([ConfigIssue(str(path), "", f"YAML syntax error: {problem}", line, column)]) from exc
     except yaml.YAMLError as exc:
         raise BlueprintError([ConfigIssue(str(path), "", f"YAML error: {exc}")]) from exc
+    finally:
+        loader.dispose()
     positions: dict[str, Position] = {}
     duplicates: list[ConfigIssue] = []
     if node is not None:

@@ -190,8 +190,12 @@ def _defined_in_plugin(cls: type[Any], name: str) -> bool:
     return any(name in vars(klass) for klass in cls.__mro__ if klass not in FRAMEWORK_CLASSES and klass is not object)
 
 
-def verify(cls: object, source: str) -> PluginClass:
-    """Check ``cls`` follows the plugin contract; raise ``PluginContractError`` with every problem and fix."""
+def verify(cls: object, source: str, *, check_metaschema: bool = True) -> PluginClass:
+    """Check ``cls`` follows the plugin contract; raise ``PluginContractError`` with every problem and fix.
+
+    ``check_metaschema=False`` trusts that the config's JSON Schema is valid 2020-12 (the built-in plugins: a test
+    checks theirs); every other check still runs.
+    """
     if not (inspect.isclass(cls) and issubclass(cls, Plugin)) or cls in FRAMEWORK_CLASSES:
         raise PluginContractError(
             getattr(cls, "__name__", repr(cls)),
@@ -214,7 +218,7 @@ def verify(cls: object, source: str) -> PluginClass:
     if not (inspect.isclass(config) and issubclass(config, BaseModel)):
         problems.append(f"`Config` must be a pydantic BaseModel subclass, got {config!r}")
     else:
-        problems += schema_problems(config)
+        problems += schema_problems(config, check_metaschema=check_metaschema)
     _check_metadata(cls, problems)
     if base is not None and isinstance(category, Category) and issubclass(cls, base):
         _check_hooks(cls, category, problems)

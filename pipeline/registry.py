@@ -12,7 +12,7 @@ import difflib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import Distribution, EntryPoint, entry_points
 from pathlib import Path
 
 from backworks.pipeline import plugindirs
@@ -200,8 +200,15 @@ class Failures(Mapping[str, PluginLoadError]):
         return len(self._catalog.failures)
 
 
+@cache
+def _distribution(dist: Distribution) -> str:
+    """``name version`` of an installed distribution; its metadata is parsed once, not once per entry point."""
+    metadata = dist.metadata
+    return f"{metadata['Name']} {metadata['Version']}"
+
+
 def _source(point: EntryPoint) -> tuple[str, str | None]:
-    distribution = f"{point.dist.name} {point.dist.version}" if point.dist else None
+    distribution = _distribution(point.dist) if point.dist else None
     return f"entry point {point.name} = {point.value}" + (f" ({distribution})" if distribution else ""), distribution
 
 
@@ -216,8 +223,10 @@ def _load_point(point: EntryPoint) -> PluginEntry | PluginLoadError:
             f"plugin {point.name!r} ({source}) cannot be imported: {type(exc).__name__}: {exc}; "
             f"fix or uninstall {package}"
         )
+    builtin = distribution is not None and distribution.split()[0] == BUILTIN_DISTRIBUTION
     try:
-        cls = verify(loaded, source)
+        # A built-in's config schema is checked against the metaschema by the test suite, not at every start.
+        cls = verify(loaded, source, check_metaschema=not builtin)
     except PluginLoadError as exc:
         return exc
     if cls.name != point.name:

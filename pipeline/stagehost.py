@@ -104,7 +104,9 @@ class StageHost:
         self.replica = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.max_inflight = max_inflight or instance.spec.limits.max_concurrent or DEFAULT_MAX_INFLIGHT
         self.max_deliver = max_deliver
-        self.ack_wait = ack_wait_for(instance.timeout)
+        self.timeout = instance.timeout
+        """Seconds one hook call may take (``ResolvedInstance.timeout`` computes it on every read)."""
+        self.ack_wait = ack_wait_for(self.timeout)
         self.started_at = time.time()
         self.processed = 0
         self.failed = 0
@@ -220,7 +222,7 @@ class StageHost:
 
     def _keep_alive(self, msg: Msg) -> InProgress | None:
         """In-progress heartbeats for hooks allowed to run close to, or past, the ack deadline."""
-        if self.instance.timeout < self.ack_wait / 2:
+        if self.timeout < self.ack_wait / 2:
             return None
         return InProgress(msg, self.ack_wait / 4)
 
@@ -261,7 +263,7 @@ class StageHost:
         decided = audit.noted(envelope) if self.audits else 0
         try:
             outcome = await execute(
-                self.plugin, phase, raw, envelope, self.instance.timeout, self.replica, attempt, self.breakers
+                self.plugin, phase, raw, envelope, self.timeout, self.replica, attempt, self.breakers
             )
         finally:
             if keeper is not None:

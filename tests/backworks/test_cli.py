@@ -43,6 +43,25 @@ def test_help_and_validate_import_no_broker_client_and_no_web_stack(args: list[s
     assert imported.isdisjoint(HEAVY), sorted(imported & set(HEAVY))
 
 
+MODULES_IMPORTED_BY = IMPORTED_BY.replace('name.split(".")[0] for name in sys.modules', "name for name in sys.modules")
+PLUGINS_PACKAGE = "backworks.plugins."
+HELLO_PLUGINS = {"mock", "request_headers", "response_headers"}
+"""The plugins examples/hello/blueprint.yaml names (as module names)."""
+
+
+def test_validate_imports_only_what_checking_the_blueprint_needs() -> None:
+    """No diagnostics console (rich) for a valid blueprint, no `up` machinery, no plugin the blueprint does not name."""
+    command = [sys.executable, "-c", MODULES_IMPORTED_BY, "validate", str(EXAMPLE)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    imported = set(json.loads(result.stdout.strip().splitlines()[-1].replace("'", '"')))
+    assert "backworks.pipeline.blueprints" in imported  # the probe saw validate run
+    plugins = {name[len(PLUGINS_PACKAGE) :].split(".")[0] for name in imported if name.startswith(PLUGINS_PACKAGE)}
+    assert plugins == HELLO_PLUGINS
+    unneeded = {name for name in imported if name.split(".")[0] == "rich" or name.startswith("backworks.local")}
+    assert not unneeded, sorted(unneeded)
+
+
 def commands(group: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     """Every command path of the CLI (``("dlq", "list")``…), groups included (typer vendors click: duck-typed)."""
     found: list[tuple[str, ...]] = []

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 from nats.aio.client import Client
+from nats.js.api import StreamConfig
 
 from backworks.pipeline import broker
 from backworks.pipeline.errors import PublishFailed
@@ -55,3 +58,56 @@ def test_delivery_count_is_read_from_both_ack_subject_forms() -> None:
     assert delivery_count("$JS.ACK.BW_PIPELINE.bw-stamp-request.3.10.7.1732480000000000000.0") == 3
     assert delivery_count("$JS.ACK.hub.ACCHASH.BW_PIPELINE.bw-stamp-request.2.10.7.1732480000000000000.0.token") == 2
     assert delivery_count("nonsense") == 1
+
+
+async def test_a_publish_no_stream_answers_is_retried_until_one_does(nats_client: Client) -> None:
+    """What a hand-off rides out on a cluster while the stream elects a leader: here the stream appears late."""
+    publisher = AckedPublisher(nats_client)
+    await publisher.start()
+    js = broker.jetstream(nats_client)
+    tries: list[int] = []
+
+    async def declare_on_second_retry() -> None:
+        tries.append(len(tries))
+        if len(tries) == 2:
+            await js.add_stream(StreamConfig(name="LATE", subjects=["late.>"]))
+
+    await publisher.publish("late.one", b"{}", {"Nats-Msg-Id": "a"}, 1.0, retry_for=5.0,
+                            on_retry=declare_on_second_retry)  # fmt: skip
+    assert tries == [0, 1]
+    assert (await js.stream_info("LATE")).state.messages == 1
+    assert len(publisher._waiting) == 0
+    await publisher.stop()
+
+
+async def test_retries_stop_after_retry_for_with_the_last_failure(nats_client: Client) -> None:
+    publisher = AckedPublisher(nats_client)
+    await publisher.start()
+    tries: list[float] = []
+
+    async def count() -> None:
+        tries.append(time.monotonic())
+
+    started = time.monotonic()
+    with pytest.raises(PublishFailed, match="no stream captures"):
+        await publisher.publish("nowhere.at.all", b"{}", {}, 1.0, retry_for=0.2, on_retry=count)
+    # Pauses of 25, 50 and 100 ms fit in 0.2 s; the next (200 ms) would not.
+    assert len(tries) == 3
+    assert time.monotonic() - started < 2.0
+    assert len(publisher._waiting) == 0
+    await publisher.stop()
+
+
+async def test_a_rejected_publish_is_not_retried(nats_client: Client) -> None:
+    publisher = AckedPublisher(nats_client)
+    await publisher.start()
+    tries: list[int] = []
+
+    async def count() -> None:
+        tries.append(1)
+
+    with pytest.raises(PublishFailed, match="wrong last"):
+        await publisher.publish("bw.stage.x.request", b"{}", {"Nats-Expected-Last-Sequence": "999"}, 1.0,
+                                retry_for=5.0, on_retry=count)  # fmt: skip
+    assert tries == []
+    await publisher.stop()

@@ -8,8 +8,11 @@ from pathlib import Path
 from textwrap import dedent
 
 import pytest
+from jsonschema import Draft202012Validator
+from pydantic import BaseModel, ConfigDict
 
 from backworks.pipeline import registry
+from backworks.pipeline.configs import schema_of, schema_problems
 from backworks.pipeline.errors import PluginContractError, PluginLoadError
 from backworks.plugins.mock import Mock
 from tests.samples import Passthrough
@@ -26,6 +29,15 @@ class Shiny(Passthrough):
 class Unversioned(Shiny):
     name = "unversioned"
     version = "one"
+
+
+class BadSchemaConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": "one"})
+
+
+class BadSchema(Shiny):
+    name = "bad-schema"
+    Config = BadSchemaConfig
 
 
 @pytest.fixture
@@ -52,6 +64,29 @@ def test_built_ins_register_through_entry_points() -> None:
     assert entry.cls is Mock and entry.builtin and entry.origin == "built-in"
     assert entry.distribution is not None and entry.distribution.startswith("backworks ")
     assert registry.get("mock") is Mock
+
+
+def test_every_built_in_config_schema_is_valid_json_schema_2020_12() -> None:
+    """Loading a built-in skips the metaschema check (startup time), so this is where their schemas are checked."""
+    built_ins = [entry for entry in registry.discover().values() if entry.builtin]
+    assert {"mock", "request-headers", "response-headers", "fault", "delay"} <= {e.name for e in built_ins}
+    for entry in built_ins:
+        Draft202012Validator.check_schema(schema_of(entry.cls.Config))
+        assert schema_problems(entry.cls.Config) == [], entry.name
+
+
+def test_an_installed_plugin_that_is_not_built_in_has_its_schema_checked_against_the_metaschema(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    points = [EntryPoint("bad-schema", f"{__name__}:BadSchema", GROUP)]
+    monkeypatch.setattr(registry, "entry_points", lambda group: points if group == GROUP else [])
+    registry.refresh()
+    try:
+        failure = registry.catalog().failure("bad-schema")
+        assert isinstance(failure, PluginContractError)
+        assert "generates an invalid JSON Schema" in str(failure)
+    finally:
+        registry.refresh()
 
 
 @pytest.mark.usefixtures("installed")
