@@ -32,6 +32,9 @@ POLL_INTERVAL = 0.1
 HEALTH_PATH = "/_backworks/health"
 PATH_PARAM = re.compile(r"\{[^}]+\}")
 PARAM_VALUE = "bench"
+BENCH_QUERY = "api_key=bench-key-0123456789abcdef"
+"""Sent with every request: the default bench chain's api-key stage reads the key from the query (other chains
+ignore it). A query rather than a header, so the load generator's request line stays one constant string."""
 
 
 @dataclass(frozen=True)
@@ -45,11 +48,11 @@ class Bench:
 
     @property
     def full_path(self) -> str:
-        return request_path(self.loaded.model.endpoints[self.endpoint].path)
+        return f"{request_path(self.loaded.model.endpoints[self.endpoint].path)}?{BENCH_QUERY}"
 
     @property
     def single_path(self) -> str:
-        return request_path(self.loaded.model.endpoints[self.single].path)
+        return f"{request_path(self.loaded.model.endpoints[self.single].path)}?{BENCH_QUERY}"
 
     @property
     def stages(self) -> int:

@@ -12,7 +12,7 @@ import pytest
 
 from ops.bench.floor import SINGLE_PREFIX
 from ops.bench.stats import cdf, summarize
-from ops.bench.systems import derive, request_path
+from ops.bench.systems import BENCH_QUERY, derive, request_path
 from tests.files import ROOT
 
 SMOKE_TIMEOUT = 150
@@ -33,12 +33,12 @@ def test_derived_blueprint_adds_a_handler_only_twin(tmp_path: Path) -> None:
     bench = derive(ROOT / "ops" / "bench" / "bench.yaml", None, tmp_path / "bench.yaml")
     assert bench.endpoint == "bench"
     assert [s.label for s in bench.loaded.itinerary(bench.endpoint)] == [
-        "stamp.request", "tag.request", "bench-handler.request", "secure.response",
+        "keys.request", "limit.request", "bench-handler.request", "secure.response", "limit.response",
     ]  # fmt: skip
     assert [s.label for s in bench.loaded.itinerary(bench.single)] == ["bench-single-handler.request"]
-    assert bench.full_path == "/bench/bench"
-    assert bench.single_path == SINGLE_PREFIX + "/bench/bench"
-    assert bench.instances() == ["stamp", "tag", "bench-handler", "secure", "bench-single-handler"]
+    assert bench.full_path == f"/bench/bench?{BENCH_QUERY}", "the api-key stage reads the key from the query"
+    assert bench.single_path == f"{SINGLE_PREFIX}/bench/bench?{BENCH_QUERY}"
+    assert bench.instances() == ["keys", "limit", "bench-handler", "secure", "bench-single-handler"]
     assert request_path("/a/{x}/b/{y:int}") == "/a/bench/b/bench"
 
 
