@@ -81,4 +81,6 @@ def test_services_ride_out_a_broker_restart_under_traffic(tmp_path: Path) -> Non
     assert not unanswered, unanswered
     statuses = set(outcomes.values())
     assert statuses <= {200, 503, 504}, statuses
-    assert 200 in statuses and 503 in statuses
+    # The outage itself is proven by `during` (503) above; a request in flight when the broker stopped may ride it
+    # out (the hand-off retries while no stream answers) and succeed, so the traffic need not have seen a 503.
+    assert 200 in statuses
