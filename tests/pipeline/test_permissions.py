@@ -110,7 +110,7 @@ def test_a_stage_consumes_and_writes_only_what_is_its_own(tmp_path: Path) -> Non
     assert {subject for subject in note.publish if subject.startswith("$KV.")} == {
         "$KV.bw_registry.note.>", "$KV.bw_breakers.note.>", "$KV.bw_ratelimit.note.>", "$KV.bw_cache.note.>",
     }, "its own heartbeats, breaker records and plugin stores only"  # fmt: skip
-    assert not any("bw-guard" in subject for subject in note.publish)
+    assert not any("bw-guard-request" in subject for subject in note.publish), "nothing of the stage before it"
     assert not any(subject.startswith(("bw.stage", "_INBOX.bw")) for subject in note.subscribe)
     assert not any("STREAM.CREATE" in s or "STREAM.UPDATE" in s or "STREAM.DELETE" in s for s in note.publish)
 
