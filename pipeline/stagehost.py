@@ -25,6 +25,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
 from backworks.contracts.blueprint import BreakerSettings
@@ -246,7 +247,7 @@ class StageHost:
             return ACK
         if envelope.remaining() <= 0:
             self.dropped[FailureKind.EXPIRED.value] += 1
-            if attempt > 1:  # a replica took it and never finished: that work must not vanish
+            if attempt > 1 and await self._still_pending(msg):  # no replica finished it: that work must not vanish
                 reason = f"deadline passed after {attempt} deliveries (a replica crashed, hung or was killed)"
                 await bury(self.client, self.js, envelope, msg.subject, attempt, reason, FailureKind.EXPIRED)
             else:  # it waited in the stream past its deadline: the gateway answered 504; on record, not in the DLQ
@@ -281,6 +282,15 @@ class StageHost:
             return Nak(delay)
         self.handed_off.add(key)
         return ACK
+
+    async def _still_pending(self, msg: Msg) -> bool:
+        """Whether ``msg`` is still in the stream: a copy another replica acknowledged (or a forwarder claimed back,
+        or the dead-letter watch buried) is gone, and this late copy of it is no dead letter."""
+        try:
+            await self.js.get_msg(PIPELINE_STREAM, msg.metadata.sequence.stream)
+        except NotFoundError:
+            return False
+        return True
 
 
 class HandedOff:
