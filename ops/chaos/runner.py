@@ -195,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
             row = run_fault(stack, fault, options.requests_per_fault, options.threads, options.recovery_timeout)
             row["settled_after_s"] = round(stack.wait_settled(READY_TIMEOUT), 3)
             results["faults"].append(row)
+    except RuntimeError as exc:  # the stack did not come up or settle: the faults run so far are still reported
+        results["error"] = str(exc)
+        progress(f"stopped early: {exc}")
     finally:
         left = stack.stop()
     results["left_running"] = left
@@ -205,4 +208,4 @@ def main(argv: list[str] | None = None) -> int:
     report.show(table)
     progress(f"results in {out}")
     clean = all(row["lost"] == 0 and row["duplicated"] == 0 for row in results["faults"])
-    return 0 if clean and not left else 1
+    return 0 if clean and not left and "error" not in results else 1

@@ -54,6 +54,7 @@ def test_the_chaos_report_runs_every_fault_and_loses_nothing(tmp_path: Path) -> 
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=SMOKE_TIMEOUT)
     assert (out / "results.json").exists(), done.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
+    assert "error" not in results, results["error"] + "\n" + (out / "up.log").read_text()[-3000:]
     assert [row["fault"] for row in results["faults"]] == SMOKE_FAULTS
     for row in results["faults"]:
         assert row["sent"] >= 8 and sum(row["answered"].values()) + row["lost"] == row["sent"], row
