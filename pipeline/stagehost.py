@@ -241,9 +241,10 @@ class StageHost:
             return Term("misrouted envelope")
         attempt = delivery_count(msg.reply)
         key = (envelope.id, envelope.cursor)
-        if attempt > 1 and key in self.handed_off:
-            # The ack of the first delivery was lost (e.g. its consumer's leader died): the work is done.
-            log.info("redelivered after its hand-off; acknowledged without running again", stage=stage.label)
+        if key in self.handed_off:
+            # The ack of the first delivery was lost (e.g. its consumer's leader died), or the stream holds a second
+            # copy (a hand-off retried across a broker crash that lost its de-duplication state): the work is done.
+            log.info("already handed on; acknowledged without running again", stage=stage.label, attempt=attempt)
             return ACK
         if envelope.remaining() <= 0:
             self.dropped[FailureKind.EXPIRED.value] += 1

@@ -312,3 +312,39 @@ async def test_a_replica_resuming_with_an_expired_copy_another_replica_finished_
             await live.forwarder.stop()
     assert [letter async for _, letter in letters(js)] == [], "its request was answered: no dead letter"
     assert len(replies.seen) == 1, "and no failure sent after its answer"
+
+
+async def test_a_second_copy_of_a_hand_off_is_not_run_again_by_the_replica_that_handed_it_on(
+    nats_client: Client, example: LoadedBlueprint, replies: Replies
+) -> None:
+    """A hand-off stored twice (its retry crossed a broker crash that lost de-duplication state) runs once."""
+    from nats.js.api import ConsumerConfig
+
+    from backworks.contracts.names import PIPELINE_STREAM, Phase, stage_subject
+    from backworks.pipeline.settlement import ACK
+
+    settings = {name: instance.spec.breaker for name, instance in example.instances.items()}
+    host = StageHost(example.instances["stamp"], nats_client, breaker_settings=settings)
+    js = broker.jetstream(nats_client)
+    async with running_stages(example, nats_client, only=["hello-handler", "secure"]):
+        await host.forwarder.start()
+        try:
+            await eventually(lambda: host.forwarder.liveness.count("hello-handler") > 0)
+            subject = stage_subject("stamp", Phase.REQUEST)
+            pull = await js.pull_subscribe(
+                subject, durable="test-copy", stream=PIPELINE_STREAM, config=ConsumerConfig(ack_wait=5.0)
+            )
+            envelope = new_envelope(example, "_INBOX.test.copy")
+            for _ in range(2):  # two stream messages, no Nats-Msg-Id: what a lost de-duplication leaves
+                await js.publish(subject, envelope.to_json())
+            first, second = await pull.fetch(2, timeout=10)
+            assert second.metadata.num_delivered == 1
+            for copy in (first, second):
+                assert await host.decide(Phase.REQUEST, copy) is ACK
+                await copy.ack()
+            await replies.next()
+            await asyncio.sleep(0.5)  # room for a second reply to show up
+        finally:
+            await host.forwarder.stop()
+    assert host.processed == 1, "the plugin ran once"
+    assert len(replies.seen) == 1
