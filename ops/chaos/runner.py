@@ -78,7 +78,10 @@ class Stack:
         return body
 
     def replica_pids(self, stage: str) -> list[int]:
-        return [int(replica["pid"]) for replica in self.health()["stages"][stage]["replicas"]]
+        """Pids of the replicas health lists for ``stage`` that are running (health lists a killed one until its
+        last heartbeat expires)."""
+        listed = [int(replica["pid"]) for replica in self.health()["stages"][stage]["replicas"]]
+        return [pid for pid in listed if running(pid)]
 
     def broker(self) -> tuple[int, int]:
         for child in psutil.Process(self.process.pid).children(recursive=True):
@@ -92,11 +95,10 @@ class Stack:
         """Every stage has its replicas live and a request gets a full answer."""
         self.remember_pids()
         try:
-            stages = self.health()["stages"]
-            if any(len(stages.get(stage, {}).get("replicas", [])) < count for stage, count in REPLICAS.items()):
+            if any(len(self.replica_pids(stage)) < count for stage, count in REPLICAS.items()):
                 return False
             response = client.get(f"{self.base}/api")
-        except (httpx.HTTPError, ValueError):
+        except (httpx.HTTPError, ValueError, KeyError):
             return False
         return response.status_code == 200 and not response.headers.get("x-backworks-skipped")
 
@@ -125,7 +127,14 @@ class Stack:
         """Stop ``up`` and everything under it; returns the pids still running after (should be none)."""
         self.remember_pids()
         terminate([self.process], STOP_TIMEOUT)
-        return [pid for pid in self.pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+        return [pid for pid in self.pids if running(pid)]
+
+
+def running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.NoSuchProcess:
+        return False
 
 
 def run_fault(stack: Stack, fault: Fault, requests: int, threads: int, recovery_timeout: float) -> dict[str, Any]:
