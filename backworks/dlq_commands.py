@@ -22,6 +22,10 @@ NatsUrl = Annotated[
     typer.Option("--nats", help="NATS URL(s). Default: the embedded broker started in this state directory."),
 ]
 REPLAY_TIMEOUT_MS = 30_000
+UNKNOWN_ANSWER = (
+    "it died at its request's last stage, whose answer may have reached the client: a replay would run the request"
+    " again; pass --force to replay it anyway"
+)
 T = TypeVar("T")
 
 
@@ -66,7 +70,11 @@ def list_letters(nats: NatsUrl = None, format: FormatOption = Format.TEXT) -> No
     found = _run(_collect(servers_from(nats)))
     if format is Format.JSON:
         hidden = {"envelope", "sealed"}  # `dlq show` prints the envelope (masked); the seal is for `dlq replay`
-        print(json.dumps([{"seq": seq, **letter.model_dump(mode="json", exclude=hidden)} for seq, letter in found]))
+        listed = [
+            {"seq": seq, "request_id": letter.envelope.request_id, **letter.model_dump(mode="json", exclude=hidden)}
+            for seq, letter in found
+        ]
+        print(json.dumps(listed))
         return
     table = Table(title=f"{len(found)} dead letter(s)", title_justify="left")
     for column in ("seq", "dead at (UTC)", "stage", "request id", "attempts", "reason"):
@@ -101,7 +109,9 @@ def show(seq: Annotated[int, typer.Argument(help="Sequence number from `dlq list
     print(json.dumps(shown(found[seq]), indent=2))
 
 
-async def _replay(servers: list[str], wanted: set[int] | None, keep: bool, timeout_ms: int) -> list[dict[str, Any]]:
+async def _replay(
+    servers: list[str], wanted: set[int] | None, keep: bool, timeout_ms: int, force: bool = False
+) -> list[dict[str, Any]]:
     """Replay the ``wanted`` letters; each result says where it went, or ``refused`` and why."""
     import time
     import uuid
@@ -116,6 +126,10 @@ async def _replay(servers: list[str], wanted: set[int] | None, keep: bool, timeo
     try:
         async for seq, letter in letters(js):
             if wanted is not None and seq not in wanted:
+                continue
+            if letter.answer_unknown and not force:
+                done.append({"seq": seq, "subject": letter.subject, "request_id": letter.envelope.request_id,
+                             "refused": UNKNOWN_ANSWER})  # fmt: skip
                 continue
             try:
                 envelope = restore(letter)
@@ -143,6 +157,9 @@ def replay(
     seq: Annotated[list[int] | None, typer.Argument(help="Sequence numbers to replay.", show_default=False)] = None,
     all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
     keep: Annotated[bool, typer.Option(help="Keep the dead letters after replaying them.")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Also replay letters whose request may have been answered (`answer_unknown`).")
+    ] = False,
     timeout_ms: Annotated[int, typer.Option(help="Deadline given to the replayed envelopes.")] = REPLAY_TIMEOUT_MS,
     nats: NatsUrl = None,
     format: FormatOption = Format.TEXT,
@@ -152,11 +169,13 @@ def replay(
     Their requests' credentials are restored from the seal, which needs the dead-letter key of the services that
     wrote them (``$BACKWORKS_STATE_DIR/dlq.key`` or ``$BACKWORKS_DLQ_KEY_FILE``): without it a letter is refused,
     saying why, and the command exits with 1. A letter whose credentials were not kept is replayed without them.
+    A letter that died at its request's last stage may have had its answer sent (``answer_unknown``): it is
+    refused unless ``--force``, as a replay would run the request a second time.
     """
     if not seq and not all_:
         raise fail("name the sequence numbers to replay, or pass --all")
     wanted = None if all_ else set(seq or [])
-    results = _run(_replay(servers_from(nats), wanted, keep, timeout_ms))
+    results = _run(_replay(servers_from(nats), wanted, keep, timeout_ms, force))
     done = [item for item in results if "refused" not in item]
     refused = [item for item in results if "refused" in item]
     if format is Format.JSON:

@@ -84,3 +84,6 @@ class DeadLetter(BaseModel):
     carried no credentials, or when they were not kept (``credentials_dropped``)."""
     credentials_dropped: bool = False
     """The request carried credentials but no dead-letter key was available: they were not kept at all."""
+    answer_unknown: bool = False
+    """Nothing could tell whether the request was answered: it died at its last stage, whose answer goes to the
+    gateway without being stored. ``backworks dlq replay`` replays such a letter only with ``--force``."""

@@ -6,6 +6,17 @@ one live process handles each advisory: it copies the envelope with stage, attem
 ``BW_DLQ``, removes it from the pipeline stream, records an event, and sends the waiting gateway a
 reply with the failure, so the client gets a problem+json at once instead of waiting for its deadline.
 
+Only an envelope whose request did not go on is a dead letter. Exhausted deliveries do not prove that: a replica
+frozen (SIGSTOP, a stalled VM) between its hand-off and its ack has done the work, and the client has its answer;
+a replica that resumes after its deadline holds a redelivered copy another replica finished. Before burying, the
+envelope's later hand-offs are fenced (``went_on``): a publish on ``FENCE_SUBJECT`` (in the pipeline stream, read
+by no consumer, deleted at once) under the ``Nats-Msg-Id`` each later hand-off would carry. JetStream answering
+``duplicate`` means that hand-off was stored: the request went on, nothing is buried. Otherwise the fence now holds
+the id, so a late hand-off of the envelope is dropped as a repeat and the request cannot go on after its burial.
+An envelope that died at its last stage has no stored hand-off to look for (its answer goes to the gateway on core
+NATS): its letter says ``answer_unknown`` and ``dlq replay`` wants ``--force`` for it. The fence costs one publish
+and one delete per later stage, on the burial path only.
+
 A dead letter never holds a credential in clear: its envelope is stored with credentials masked
 (``backworks.pipeline.credentials``) and the original headers and query are sealed with the deployment's
 dead-letter key (``backworks.pipeline.sealing``), so ``restore`` can give a replay the request as it was. Without
@@ -14,6 +25,7 @@ a key the credentials are not kept at all, and the letter says so.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 
@@ -36,6 +48,7 @@ from backworks.contracts.names import (
     dlq_message_id,
     dlq_subject,
     max_deliveries_advisory,
+    message_id,
     stage_event_subject,
 )
 from backworks.contracts.types import FailureKind, Headers, QueryParams
@@ -47,6 +60,9 @@ log = structlog.get_logger("backworks.dlq")
 
 ADVISORY_SUBJECT = max_deliveries_advisory(PIPELINE_STREAM)
 QUEUE_GROUP = DLQ_QUEUE_GROUP
+FENCE_SUBJECT = "bw.stage._fence"
+"""In the pipeline stream (``bw.stage.>``) but no stage's subject (``bw.stage.<instance>.<phase>``): no consumer
+ever receives a fence."""
 
 
 class SealedRequest(BaseModel):
@@ -63,10 +79,15 @@ class CredentialsUnavailable(PipelineError):
     """A dead letter's credentials cannot be restored: not kept, or no key to open them."""
 
 
-def dead_letter(envelope: Envelope, *, stage: str, subject: str, attempts: int, error: str) -> DeadLetter:
+def dead_letter(
+    envelope: Envelope, *, stage: str, subject: str, attempts: int, error: str, answer_unknown: bool = False
+) -> DeadLetter:
     """The dead letter for ``envelope``: credentials masked, and sealed with the dead-letter key when there is one."""
     if not credentials.carries_credentials(envelope):
-        return DeadLetter(stage=stage, subject=subject, attempts=attempts, error=error, envelope=envelope)
+        return DeadLetter(
+            stage=stage, subject=subject, attempts=attempts, error=error, envelope=envelope,
+            answer_unknown=answer_unknown,
+        )  # fmt: skip
     kept = SealedRequest(
         headers=envelope.headers,
         query=envelope.query,
@@ -80,7 +101,7 @@ def dead_letter(envelope: Envelope, *, stage: str, subject: str, attempts: int, 
         sealed = None
     return DeadLetter(
         stage=stage, subject=subject, attempts=attempts, error=error, envelope=redacted, sealed=sealed,
-        credentials_dropped=sealed is None,
+        credentials_dropped=sealed is None, answer_unknown=answer_unknown,
     )  # fmt: skip
 
 
@@ -133,6 +154,23 @@ async def record_event(client: Client, envelope: Envelope, error: StageError) ->
         log.warning("event not recorded", stage=error.stage, kind=error.kind.value, error=repr(exc))
 
 
+async def went_on(js: JetStreamContext, envelope: Envelope) -> bool | None:
+    """Whether ``envelope``'s request went on past its current stage (see the module docstring).
+
+    True: a later hand-off is stored. False: none is, and none can be any more (each is fenced). None: the
+    envelope is at its last stage, whose answer is not stored anywhere to look for.
+    """
+    later = range(envelope.cursor + 1, len(envelope.itinerary))
+    if not later:
+        return None
+    for position in later:  # in order: a fence never blocks a hand-off beyond one that was stored
+        ack = await js.publish(FENCE_SUBJECT, b"", headers={MSG_ID_HEADER: message_id(envelope.id, position)})
+        if ack.duplicate:
+            return True
+        await js.delete_msg(PIPELINE_STREAM, ack.seq)
+    return False
+
+
 async def bury(
     client: Client,
     js: JetStreamContext,
@@ -141,11 +179,21 @@ async def bury(
     attempts: int,
     reason: str,
     kind: FailureKind,
-) -> None:
-    """Store the envelope in ``BW_DLQ`` and answer the waiting gateway with the failure."""
+) -> bool:
+    """Store the envelope in ``BW_DLQ`` and answer the waiting gateway with the failure, unless its request went on.
+
+    Returns whether it was buried. The caller has claimed the envelope (deleted it from the pipeline stream, or
+    holds the only delivery left).
+    """
     stage = envelope.current
     label = stage.label if stage else "unknown"
-    letter = dead_letter(envelope, stage=label, subject=subject, attempts=attempts, error=reason)
+    onward = await went_on(js, envelope)
+    if onward:
+        log.info("not a dead letter: its request went on past the stage", stage=label, attempts=attempts)
+        return False
+    letter = dead_letter(
+        envelope, stage=label, subject=subject, attempts=attempts, error=reason, answer_unknown=onward is None
+    )
     await js.publish(
         dlq_subject(label),
         letter.model_dump_json().encode(),
@@ -156,6 +204,7 @@ async def bury(
     if envelope.reply_to and envelope.remaining() > 0:
         await client.publish(envelope.reply_to, envelope.to_json())
     log.warning("envelope dead-lettered", stage=label, attempts=attempts, reason=reason)
+    return True
 
 
 class DeadLetterWatch:
@@ -199,7 +248,8 @@ class DeadLetterWatch:
         # Advisories of one subscription share a task: bind for this one and unbind after.
         with structlog.contextvars.bound_contextvars(request_id=envelope.request_id):
             await bury(self.client, self.js, envelope, raw.subject or "", attempts, reason, FailureKind.EXHAUSTED)
-        await self.js.delete_msg(PIPELINE_STREAM, sequence)
+        with contextlib.suppress(NotFoundError):  # acknowledged late by a replica that went on: gone either way
+            await self.js.delete_msg(PIPELINE_STREAM, sequence)
         self.handled += 1
 
 

@@ -25,6 +25,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
 from backworks.contracts.blueprint import BreakerSettings, NatsSettings
@@ -245,13 +246,14 @@ class StageHost:
             return Term("misrouted envelope")
         attempt = delivery_count(msg.reply)
         key = (envelope.id, envelope.cursor)
-        if attempt > 1 and key in self.handed_off:
-            # The ack of the first delivery was lost (e.g. its consumer's leader died): the work is done.
-            log.info("redelivered after its hand-off; acknowledged without running again", stage=stage.label)
+        if key in self.handed_off:
+            # The ack of the first delivery was lost (e.g. its consumer's leader died), or the stream holds a second
+            # copy (a hand-off retried across a broker crash that lost its de-duplication state): the work is done.
+            log.info("already handed on; acknowledged without running again", stage=stage.label, attempt=attempt)
             return ACK
         if envelope.remaining() <= 0:
             self.dropped[FailureKind.EXPIRED.value] += 1
-            if attempt > 1:  # a replica took it and never finished: that work must not vanish
+            if attempt > 1 and await self._still_pending(msg):  # no replica finished it: that work must not vanish
                 reason = f"deadline passed after {attempt} deliveries (a replica crashed, hung or was killed)"
                 await bury(self.client, self.js, envelope, msg.subject, attempt, reason, FailureKind.EXPIRED)
             else:  # it waited in the stream past its deadline: the gateway answered 504; on record, not in the DLQ
@@ -286,6 +288,15 @@ class StageHost:
             return Nak(delay)
         self.handed_off.add(key)
         return ACK
+
+    async def _still_pending(self, msg: Msg) -> bool:
+        """Whether ``msg`` is still in the stream: a copy another replica acknowledged (or a forwarder claimed back,
+        or the dead-letter watch buried) is gone, and this late copy of it is no dead letter."""
+        try:
+            await self.js.get_msg(PIPELINE_STREAM, msg.metadata.sequence.stream)
+        except NotFoundError:
+            return False
+        return True
 
 
 class HandedOff:

@@ -272,3 +272,79 @@ async def test_a_redelivery_after_a_lost_ack_is_acknowledged_without_running_the
             await host.forwarder.stop()
     assert host.processed == 1, "the plugin ran once"
     assert len(replies.seen) == 1
+
+
+async def test_a_replica_resuming_with_an_expired_copy_another_replica_finished_buries_nothing(
+    nats_client: Client, example: LoadedBlueprint, replies: Replies
+) -> None:
+    """A replica SIGSTOPped with a redelivered message resumes after the deadline: its copy is no dead letter."""
+    from nats.js.api import ConsumerConfig
+
+    from backworks.contracts.names import PIPELINE_STREAM, Phase, stage_subject
+    from backworks.pipeline.deadletters import letters
+    from backworks.pipeline.settlement import ACK
+
+    settings = {name: instance.spec.breaker for name, instance in example.instances.items()}
+    frozen, live = (StageHost(example.instances["stamp"], nats_client, breaker_settings=settings) for _ in range(2))
+    js = broker.jetstream(nats_client)
+    async with running_stages(example, nats_client, only=["hello-handler", "secure"]):
+        await live.forwarder.start()
+        try:
+            await eventually(lambda: live.forwarder.liveness.count("hello-handler") > 0)
+            pull = await js.pull_subscribe(
+                stage_subject("stamp", Phase.REQUEST), durable="test-resume", stream=PIPELINE_STREAM,
+                config=ConsumerConfig(ack_wait=1.0),
+            )  # fmt: skip
+            envelope = new_envelope(example, "_INBOX.test.resume")
+            envelope.deadline = time.time() + 3.5
+            await send(nats_client, envelope)
+            await pull.fetch(1, timeout=10)  # taken by a replica that died
+            (held,) = await pull.fetch(1, timeout=10)  # redelivered to the replica about to be stopped
+            (third,) = await pull.fetch(1, timeout=10)  # and to a live one, which finishes it in time
+            assert await live.decide(Phase.REQUEST, third) is ACK
+            await third.ack()
+            done = await replies.next()
+            assert done.response is not None and done.response.status == 200
+            await asyncio.sleep(max(0.0, envelope.remaining()) + 0.1)
+            assert held.metadata.num_delivered == 2
+            assert await frozen.decide(Phase.REQUEST, held) is ACK  # resumed past the deadline
+        finally:
+            await live.forwarder.stop()
+    assert [letter async for _, letter in letters(js)] == [], "its request was answered: no dead letter"
+    assert len(replies.seen) == 1, "and no failure sent after its answer"
+
+
+async def test_a_second_copy_of_a_hand_off_is_not_run_again_by_the_replica_that_handed_it_on(
+    nats_client: Client, example: LoadedBlueprint, replies: Replies
+) -> None:
+    """A hand-off stored twice (its retry crossed a broker crash that lost de-duplication state) runs once."""
+    from nats.js.api import ConsumerConfig
+
+    from backworks.contracts.names import PIPELINE_STREAM, Phase, stage_subject
+    from backworks.pipeline.settlement import ACK
+
+    settings = {name: instance.spec.breaker for name, instance in example.instances.items()}
+    host = StageHost(example.instances["stamp"], nats_client, breaker_settings=settings)
+    js = broker.jetstream(nats_client)
+    async with running_stages(example, nats_client, only=["hello-handler", "secure"]):
+        await host.forwarder.start()
+        try:
+            await eventually(lambda: host.forwarder.liveness.count("hello-handler") > 0)
+            subject = stage_subject("stamp", Phase.REQUEST)
+            pull = await js.pull_subscribe(
+                subject, durable="test-copy", stream=PIPELINE_STREAM, config=ConsumerConfig(ack_wait=5.0)
+            )
+            envelope = new_envelope(example, "_INBOX.test.copy")
+            for _ in range(2):  # two stream messages, no Nats-Msg-Id: what a lost de-duplication leaves
+                await js.publish(subject, envelope.to_json())
+            first, second = await pull.fetch(2, timeout=10)
+            assert second.metadata.num_delivered == 1
+            for copy in (first, second):
+                assert await host.decide(Phase.REQUEST, copy) is ACK
+                await copy.ack()
+            await replies.next()
+            await asyncio.sleep(0.5)  # room for a second reply to show up
+        finally:
+            await host.forwarder.stop()
+    assert host.processed == 1, "the plugin ran once"
+    assert len(replies.seen) == 1
