@@ -147,6 +147,16 @@ def validate(blueprint: BlueprintArg, format: FormatOption = Format.TEXT) -> Non
         print(f"{blueprint}: valid ({endpoints} endpoints, {instances} plugin instances)")
 
 
+def write_document(document: object, out: Path | None) -> None:
+    """A generated document as JSON: to ``out`` (saying so on stderr), or to stdout."""
+    text = json.dumps(document, indent=2)
+    if out:
+        out.write_text(text + "\n")
+        console.print(f"wrote {out}", highlight=False)
+    else:
+        print(text)
+
+
 @app.command()
 def asyncapi(
     blueprint: BlueprintArg,
@@ -155,13 +165,7 @@ def asyncapi(
     """Describe the blueprint's pipeline (stage, event, dead-letter and reply subjects) as AsyncAPI 3 JSON."""
     from backworks.local.asyncapi import build
 
-    loaded = load_or_exit(blueprint)
-    text = json.dumps(build(loaded, __version__), indent=2)
-    if out:
-        out.write_text(text + "\n")
-        console.print(f"wrote {out}", highlight=False)
-    else:
-        print(text)
+    write_document(build(load_or_exit(blueprint), __version__), out)
 
 
 @app.command()
@@ -172,13 +176,7 @@ def openapi(
     """Describe the blueprint's HTTP API (endpoints, typed path parameters, problem responses) as OpenAPI 3.1 JSON."""
     from backworks.gateway.openapi import build
 
-    loaded = load_or_exit(blueprint)
-    text = json.dumps(build(loaded, __version__), indent=2)
-    if out:
-        out.write_text(text + "\n")
-        console.print(f"wrote {out}", highlight=False)
-    else:
-        print(text)
+    write_document(build(load_or_exit(blueprint), __version__), out)
 
 
 @app.command("declare")

@@ -53,7 +53,15 @@ def _where(exc: BaseException, directory: Path) -> str:
 
 
 def _import(directory: Path, path: Path) -> ModuleType:
-    name = module_name(directory, path.stem)
+    return import_private(module_name(directory, path.stem), path)
+
+
+def import_private(name: str, path: Path) -> ModuleType:
+    """Import the module file or package folder ``path`` under the private name ``name`` (once per process).
+
+    A private name keeps a user's ``plugins/`` or ``json.py`` from shadowing, or being shadowed by, any other
+    module; a module that fails to import leaves nothing of itself in ``sys.modules``.
+    """
     if name in sys.modules:
         return sys.modules[name]
     if path.is_dir():

@@ -24,6 +24,7 @@ from types import ModuleType
 from typing import Any
 
 from backworks.pipeline.errors import PipelineError
+from backworks.pipeline.plugindirs import import_private
 
 __all__ = ["FunctionNotUsable", "Target", "load_target"]
 
@@ -75,25 +76,9 @@ def _where(exc: BaseException) -> str:
 def _import_from_folder(folder: Path, top: str, rest: str) -> ModuleType:
     name = _private_name(folder, top)
     with _folder_last_on_path(folder):
-        if name not in sys.modules:
-            package = folder / top / "__init__.py"
-            if package.is_file():
-                spec = importlib.util.spec_from_file_location(
-                    name, package, submodule_search_locations=[str(package.parent)]
-                )
-            else:
-                spec = importlib.util.spec_from_file_location(name, folder / f"{top}.py")
-            if spec is None or spec.loader is None:
-                raise ImportError(f"cannot load {folder / top} as a Python module")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            try:
-                spec.loader.exec_module(module)
-            except BaseException:
-                for key in [k for k in sys.modules if k == name or k.startswith(f"{name}.")]:
-                    del sys.modules[key]
-                raise
-        return importlib.import_module(f"{name}.{rest}") if rest else sys.modules[name]
+        package = folder / top
+        module = import_private(name, package if (package / "__init__.py").is_file() else folder / f"{top}.py")
+        return importlib.import_module(f"{name}.{rest}") if rest else module
 
 
 def _find_module(dotted: str, folders: Sequence[Path]) -> ModuleType:
