@@ -166,7 +166,8 @@ def declare_command(blueprint: BlueprintArg, nats: NatsOption = None) -> None:
     loaded = load_or_exit(blueprint)
     servers = resolve_servers(loaded, nats)
     try:
-        asyncio.run(declare_streams(servers, loaded.model.nats.storage, loaded.model.nats.replicas))
+        model = loaded.model
+        asyncio.run(declare_streams(servers, model.nats.storage, model.nats.replicas, model.events))
     except PipelineError as exc:
         raise fail(str(exc)) from None
     output().print(f"streams and buckets declared on {', '.join(servers)}", highlight=False)
@@ -273,7 +274,7 @@ def up(
     external = resolve_servers(loaded, nats) if nats or not loaded.model.nats.embedded else None
     try:
         plan = orchestration.plan(loaded, str(blueprint), external, host, port, nats_port, counts)
-        orchestration.run(plan, loaded.model.nats, console)
+        orchestration.run(plan, loaded.model.nats, console, loaded.model.events)
     except LocalError as exc:
         raise fail(str(exc)) from None
 

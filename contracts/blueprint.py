@@ -37,6 +37,9 @@ DEFAULT_MAX_REQUEST_LINE_BYTES = 8 * 1024
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_KEEPALIVE_TIMEOUT_S = 5.0
 DEFAULT_BODY_TIMEOUT_S = 30.0
+DEFAULT_EVENTS_MAX_AGE_S = 7 * 24 * 3600.0
+DEFAULT_EVENTS_MAX_BYTES = 1024**3
+DEFAULT_EVENT_BODY_BYTES = 16 * 1024
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 """Instance and endpoint names become NATS subject tokens and durable names."""
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
@@ -129,6 +132,56 @@ class GatewaySettings(BaseModel):
     )
 
 
+class EventSettings(BaseModel):
+    """The event stream ``BW_EVENTS``: what the gateway and stages publish about every request."""
+
+    model_config = _STRICT
+
+    enabled: bool = Field(
+        default=True,
+        description="Publish per-request events (received, each stage completed, responded). Failures, skips and "
+        "security decisions are published either way. The BACKWORKS_EVENTS=off environment variable also turns "
+        "them off (for a benchmark's comparison).",
+    )
+    max_age_s: float = Field(
+        default=DEFAULT_EVENTS_MAX_AGE_S, gt=0, description="Seconds an event stays on the stream (default 7 days)."
+    )
+    max_bytes: int = Field(
+        default=DEFAULT_EVENTS_MAX_BYTES,
+        ge=1024 * 1024,
+        description="Bytes the stream keeps at most (default 1 GiB); beyond it the oldest events are discarded.",
+    )
+    body_bytes: int = Field(
+        default=DEFAULT_EVENT_BODY_BYTES,
+        ge=0,
+        description="Longest body copied into an event, for endpoints with events: {bodies: true}.",
+    )
+
+
+class EndpointEvents(BaseModel):
+    """What one endpoint's events carry."""
+
+    model_config = _STRICT
+
+    bodies: bool = Field(
+        default=False,
+        description="Copy the request and response bodies (UTF-8, credentials masked, cut at events.body_bytes) "
+        "into the received and responded events. Off by default: bodies often hold personal data.",
+    )
+
+
+class AuditSettings(BaseModel):
+    """The audit store ``backworks audit serve`` appends every event to."""
+
+    model_config = _STRICT
+
+    store: str | None = Field(
+        default=None,
+        description="SQLite file of the audit store, relative to the blueprint's folder; default "
+        "<state dir>/audit.sqlite3.",
+    )
+
+
 class Defaults(BaseModel):
     """Applied to every endpoint."""
 
@@ -188,6 +241,7 @@ class Endpoint(BaseModel):
     handler: PluginInstance
     timeout_ms: int | None = Field(default=None, gt=0, le=600_000)
     description: str = ""
+    events: EndpointEvents = Field(default_factory=EndpointEvents)
 
     @field_validator("path")
     @classmethod
@@ -218,6 +272,8 @@ class Blueprint(BaseModel):
     description: str = ""
     nats: NatsSettings = Field(default_factory=NatsSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    events: EventSettings = Field(default_factory=EventSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     defaults: Defaults = Field(default_factory=Defaults)
     plugin_dirs: list[str] = Field(default_factory=list)
     plugins: dict[Name, PluginInstance] = Field(default_factory=dict)
@@ -248,10 +304,13 @@ def handler_instance(endpoint: str) -> str:
 
 
 __all__ = [
+    "AuditSettings",
     "Blueprint",
     "BreakerSettings",
     "Defaults",
     "Endpoint",
+    "EndpointEvents",
+    "EventSettings",
     "GatewaySettings",
     "NatsSettings",
     "Phase",

@@ -110,6 +110,8 @@ class Envelope(BaseModel):
     id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     correlation_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     request_id: str = ""
+    trace_id: str | None = None
+    """W3C trace id (32 hex digits) of the request, from its ``traceparent`` when it had one: put in its events."""
     deadline: float = 0.0
     """Unix time (seconds) after which nobody waits for this envelope any more."""
     reply_to: str = ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from enum import Enum
 from typing import Literal
 
@@ -12,12 +13,23 @@ from backworks.contracts.envelope import Envelope
 from backworks.contracts.types import FailureKind
 
 
+def new_event_id() -> str:
+    """A fresh ``event_id``: unique per event, the key idempotent consumers deduplicate on."""
+    return uuid.uuid4().hex
+
+
+EVENT_ID_DESCRIPTION = "Unique per event: a consumer that sees it twice (a redelivery) stores it once."
+TRACE_ID_DESCRIPTION = "W3C trace id (32 hex digits) of the request, when it has one."
+
+
 class StageEvent(BaseModel):
     """Something that happened to one envelope at one stage (``bw.evt.stage.<kind>``)."""
 
     model_config = ConfigDict(extra="forbid")
 
     v: Literal[1] = 1
+    event_id: str = Field(default_factory=new_event_id, description=EVENT_ID_DESCRIPTION)
+    trace_id: str | None = Field(default=None, description=TRACE_ID_DESCRIPTION)
     kind: FailureKind
     stage: str
     envelope_id: str
@@ -44,6 +56,8 @@ class SecurityEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     v: Literal[1] = 1
+    event_id: str = Field(default_factory=new_event_id, description=EVENT_ID_DESCRIPTION)
+    trace_id: str | None = Field(default=None, description=TRACE_ID_DESCRIPTION)
     decision: SecurityDecision
     stage: str
     """Stage label, ``instance.phase``."""
@@ -61,6 +75,75 @@ class SecurityEvent(BaseModel):
     client: str | None
     envelope_id: str
     request_id: str
+    at: float = Field(default_factory=time.time)
+
+
+class RequestReceived(BaseModel):
+    """The gateway accepted a request and sent it into the pipeline (``bw.evt.request.received``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    v: Literal[1] = 1
+    event_id: str = Field(default_factory=new_event_id, description=EVENT_ID_DESCRIPTION)
+    trace_id: str | None = Field(default=None, description=TRACE_ID_DESCRIPTION)
+    request_id: str
+    envelope_id: str
+    route: str
+    """The endpoint's name in the blueprint."""
+    method: str
+    path: str
+    query: list[tuple[str, str]] = Field(default_factory=list)
+    """Query parameters, credentials masked."""
+    client: str | None = None
+    body: str | None = None
+    """The request body (UTF-8, credentials masked, cut at the body limit): only for endpoints with
+    ``events: {bodies: true}``."""
+    at: float = Field(default_factory=time.time)
+
+
+class StageCompleted(BaseModel):
+    """A stage ran its hook for a request (``bw.evt.stage.completed``); failures and skips are ``StageEvent``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    v: Literal[1] = 1
+    event_id: str = Field(default_factory=new_event_id, description=EVENT_ID_DESCRIPTION)
+    trace_id: str | None = Field(default=None, description=TRACE_ID_DESCRIPTION)
+    request_id: str
+    envelope_id: str
+    route: str
+    stage: str
+    """Stage label, ``instance.phase``."""
+    ms: float
+    """How long the stage's hook took, in milliseconds."""
+    at: float = Field(default_factory=time.time)
+
+
+class RequestResponded(BaseModel):
+    """The gateway answered a request (``bw.evt.request.responded``): one per request, whatever its fate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    v: Literal[1] = 1
+    event_id: str = Field(default_factory=new_event_id, description=EVENT_ID_DESCRIPTION)
+    trace_id: str | None = Field(default=None, description=TRACE_ID_DESCRIPTION)
+    request_id: str
+    envelope_id: str | None = None
+    """None when the gateway answered before building an envelope (413, broker unavailable...)."""
+    route: str
+    method: str
+    path: str
+    status: int
+    total_ms: float
+    """From the request's arrival to its response, in milliseconds."""
+    degraded: list[str] = Field(default_factory=list)
+    """Optional stages the request went on without (skipped: unavailable, failed, breaker open)."""
+    failed_stage: str | None = None
+    """The stage whose failure decided the answer, if one did."""
+    consumer: str | None = None
+    """The authenticated caller, when a security stage named one."""
+    body: str | None = None
+    """The response body (UTF-8, cut at the body limit): only for endpoints with ``events: {bodies: true}``."""
     at: float = Field(default_factory=time.time)
 
 

@@ -16,6 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, BadRequestError, NotFoundError
 
+from backworks.contracts.blueprint import DEFAULT_EVENTS_MAX_AGE_S, DEFAULT_EVENTS_MAX_BYTES
 from backworks.contracts.names import (
     BREAKERS_BUCKET,
     CACHE_BUCKET,
@@ -39,7 +40,9 @@ MAX_PINGS = 2
 DUPLICATE_WINDOW = 120.0
 """Seconds JetStream remembers a ``Nats-Msg-Id``: longer than any request deadline."""
 PIPELINE_MAX_AGE = 3600.0
-EVENTS_MAX_AGE = 7 * 24 * 3600.0
+EVENTS_MAX_AGE = DEFAULT_EVENTS_MAX_AGE_S
+"""Defaults of the blueprint's ``events:`` section, for a declare without a blueprint."""
+EVENTS_MAX_BYTES = DEFAULT_EVENTS_MAX_BYTES
 DLQ_MAX_AGE = 14 * 24 * 3600.0
 REGISTRY_TTL = 30.0
 """Registry entries older than this are purged; liveness itself is judged from heartbeats (see liveness.py)."""
@@ -96,7 +99,9 @@ async def connect(
     return client
 
 
-def _stream_configs(storage: StorageType, replicas: int) -> list[StreamConfig]:
+def _stream_configs(
+    storage: StorageType, replicas: int, events_max_age: float, events_max_bytes: int
+) -> list[StreamConfig]:
     return [
         StreamConfig(
             name=PIPELINE_STREAM,
@@ -114,7 +119,9 @@ def _stream_configs(storage: StorageType, replicas: int) -> list[StreamConfig]:
             retention=RetentionPolicy.LIMITS,
             storage=storage,
             num_replicas=replicas,
-            max_age=EVENTS_MAX_AGE,
+            max_age=events_max_age,
+            max_bytes=events_max_bytes,
+            discard=DiscardPolicy.OLD,
             duplicate_window=DUPLICATE_WINDOW,
         ),
         StreamConfig(
@@ -147,14 +154,21 @@ NO_SUITABLE_PEERS = 10005
 """JetStream's error code when the cluster has fewer JetStream nodes than the replicas asked for."""
 
 
-async def declare(js: JetStreamContext, *, storage: str = "file", replicas: int = 1) -> None:
+async def declare(
+    js: JetStreamContext,
+    *,
+    storage: str = "file",
+    replicas: int = 1,
+    events_max_age: float = EVENTS_MAX_AGE,
+    events_max_bytes: int = EVENTS_MAX_BYTES,
+) -> None:
     """Create (or bring up to date) every stream and KV bucket. Called only by the owning component.
 
     Raises ``ReplicasUnavailable`` when ``replicas`` exceeds what the broker can hold (a single node asked
     for R3, or a cluster with fewer JetStream nodes than replicas).
     """
     try:
-        await _declare(js, storage, replicas)
+        await _declare(js, storage, replicas, events_max_age, events_max_bytes)
     except APIError as exc:
         if exc.err_code == NOT_CLUSTERED:
             raise ReplicasUnavailable(
@@ -170,9 +184,11 @@ async def declare(js: JetStreamContext, *, storage: str = "file", replicas: int 
         raise
 
 
-async def _declare(js: JetStreamContext, storage: str, replicas: int) -> None:
+async def _declare(
+    js: JetStreamContext, storage: str, replicas: int, events_max_age: float, events_max_bytes: int
+) -> None:
     kind = StorageType.FILE if storage == "file" else StorageType.MEMORY
-    for config in _stream_configs(kind, replicas):
+    for config in _stream_configs(kind, replicas, events_max_age, events_max_bytes):
         try:
             await js.add_stream(config)
         except BadRequestError as exc:
@@ -189,6 +205,20 @@ async def _declare(js: JetStreamContext, storage: str, replicas: int) -> None:
             await js.create_key_value(bucket)
         except BadRequestError:
             log.info("bucket exists with another configuration; kept", bucket=bucket.bucket)
+
+
+async def apply_event_limits(js: JetStreamContext, max_age: float, max_bytes: int) -> None:
+    """Give ``BW_EVENTS`` the blueprint's limits (``events.max_age_s``, ``events.max_bytes``) if it has others.
+
+    ``backworks up`` calls it after the streams exist, whoever declared them (an embedded broker declares with
+    the defaults)."""
+    info = await js.stream_info(EVENTS_STREAM)
+    config = info.config
+    if config.max_age == max_age and config.max_bytes == max_bytes:
+        return
+    config.max_age, config.max_bytes, config.discard = max_age, max_bytes, DiscardPolicy.OLD
+    await js.update_stream(config)
+    log.info("event stream limits applied", stream=EVENTS_STREAM, max_age_s=max_age, max_bytes=max_bytes)
 
 
 async def attach(js: JetStreamContext, stream: str = PIPELINE_STREAM, timeout: float = ATTACH_TIMEOUT) -> None:

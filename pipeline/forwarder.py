@@ -28,6 +28,7 @@ from backworks.contracts.names import MSG_ID_HEADER, message_id, stage_subject
 from backworks.contracts.types import FailureKind
 from backworks.pipeline.breakers import FleetBreakers
 from backworks.pipeline.deadletters import DeadLetterWatch, record_event
+from backworks.pipeline.events import EventPublisher
 from backworks.pipeline.gate import StageGate
 from backworks.pipeline.liveness import LivenessView
 from backworks.pipeline.publisher import AckedPublisher, stream_sequence
@@ -67,16 +68,19 @@ class Forwarder:
         self.gated = gated
         self.publish_timeout = publish_timeout
         self.publisher = AckedPublisher(client)
+        self.events = EventPublisher(client)
+        """The process's one event publisher (``bw.evt.>``): the forwarder's owner emits through it too."""
         self.liveness = LivenessView(js)
         self.instances = tuple(breaker_settings)
         """The stages this forwarder may send to."""
         self.breakers = FleetBreakers(js, dict(breaker_settings), owner)
         """Breakers of every stage this forwarder may send to (``owner`` names it in shared breaker state)."""
-        self.dead_letters = DeadLetterWatch(client, js)
+        self.dead_letters = DeadLetterWatch(client, js, self.events)
         self.gate = StageGate(self.liveness, self.breakers) if gated else StageGate()
         self.stalls = StallWatch(js, self._route_around, self.liveness.count)
 
     async def start(self) -> None:
+        await self.events.start()
         await self.publisher.start()
         if self.gated:
             await self.liveness.start()
@@ -92,6 +96,7 @@ class Forwarder:
             await self.breakers.stop()
             await self.liveness.stop()
         await self.publisher.stop()
+        await self.events.stop()
 
     async def ready(self, timeout: float) -> list[str]:
         """Wait (at most ``timeout`` s) until every stage this forwarder may send to has a live replica, or the
@@ -153,7 +158,7 @@ class Forwarder:
     async def _record(self, envelope: Envelope, *groups: Sequence[StageError]) -> None:
         for group in groups:
             for error in group:
-                await record_event(self.client, envelope, error)
+                record_event(self.events, envelope, error)
 
     async def _route_around(self, held: Held, critical: bool) -> None:
         """A stage held ``held`` past its time limit: go on without it (optional) or fail the request (critical)."""

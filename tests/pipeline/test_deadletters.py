@@ -11,6 +11,7 @@ from backworks.contracts.names import stage_durable, stage_subject
 from backworks.pipeline import broker
 from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.deadletters import DeadLetterWatch, letters
+from backworks.pipeline.events import EventPublisher
 from tests.replies import Replies
 from tests.stages import running_stages
 from tests.waiting import eventually
@@ -28,7 +29,9 @@ async def test_exhausted_deliveries_are_dead_lettered_and_the_gateway_answered_a
     poisoned = await js.pull_subscribe(
         stage_subject("stamp", example.itinerary("hello")[0].phase), durable, config=config
     )
-    watch = DeadLetterWatch(nats_client, js)
+    events = EventPublisher(nats_client)
+    await events.start()
+    watch = DeadLetterWatch(nats_client, js, events)
     await watch.start()
     envelope = Envelope(
         route="hello", method="GET", path="/hello/x", request_id="req-dlq",
@@ -52,6 +55,7 @@ async def test_exhausted_deliveries_are_dead_lettered_and_the_gateway_answered_a
     pipeline = await js.stream_info("BW_PIPELINE")
     assert pipeline.state.messages == 0, "moved, not copied"
     await watch.stop()
+    await events.stop()
     await poisoned.unsubscribe()
 
 

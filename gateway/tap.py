@@ -1,0 +1,124 @@
+"""What the gateway puts on the event stream about each request: received, each stage completed, responded.
+
+Events are built from what the gateway already holds (the envelope it sent, the one that came back with the
+stages' timings), so stages publish nothing extra on the success path: one process emits a request's flow
+events, through its one ``EventPublisher``, off the request path. Bodies are copied only for endpoints that opt
+in (``events: {bodies: true}``), cut at ``events.body_bytes``; query parameters and bodies are always masked of
+the request's credentials.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from backworks.contracts.envelope import Envelope
+from backworks.contracts.events import RequestReceived, RequestResponded, StageCompleted
+from backworks.contracts.names import REQUEST_RECEIVED_SUBJECT, REQUEST_RESPONDED_SUBJECT, STAGE_COMPLETED_SUBJECT
+from backworks.pipeline import credentials
+from backworks.pipeline.events import EventPublisher
+from backworks.pipeline.secrets import MASK
+
+EVENTS_SWITCH = "BACKWORKS_EVENTS"
+"""Environment variable: ``off`` (or ``0``, ``false``) turns the per-request events off, whatever the blueprint."""
+OFF_VALUES = frozenset({"off", "0", "false", "no"})
+TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+INVALID_TRACE_ID = "0" * 32
+
+
+def events_switched_off() -> bool:
+    return os.environ.get(EVENTS_SWITCH, "").strip().lower() in OFF_VALUES
+
+
+def trace_id_of(traceparent: str | None) -> str | None:
+    """The trace id of a W3C ``traceparent`` header, or None when absent or malformed."""
+    if not traceparent:
+        return None
+    found = TRACEPARENT.match(traceparent.strip().lower())
+    if found is None or found.group(1) == INVALID_TRACE_ID:
+        return None
+    return found.group(1)
+
+
+@dataclass
+class Served:
+    """What one request became, filled in as it goes: the envelope sent and the one that came back."""
+
+    sent: Envelope | None = None
+    reply: Envelope | None = None
+
+
+@dataclass(frozen=True)
+class RequestTap:
+    """Emits one endpoint's request events."""
+
+    events: EventPublisher
+    bodies: bool
+    body_bytes: int
+
+    def received(self, envelope: Envelope) -> None:
+        self.events.emit(
+            REQUEST_RECEIVED_SUBJECT,
+            RequestReceived(
+                trace_id=envelope.trace_id,
+                request_id=envelope.request_id,
+                envelope_id=envelope.id,
+                route=envelope.route,
+                method=envelope.method,
+                path=envelope.path,
+                query=credentials.redact_query(envelope.query),
+                client=envelope.client,
+                body=self._body(envelope.body, envelope) if self.bodies else None,
+            ),
+        )
+
+    def responded(
+        self, served: Served, *, route: str, method: str, path: str, request_id: str, status: int, total_ms: float
+    ) -> None:
+        """The request's stage completions (from the reply's timings) and its response."""
+        sent, reply = served.sent, served.reply
+        envelope = reply or sent
+        trace_id = envelope.trace_id if envelope is not None else None
+        if reply is not None:
+            for timing in reply.timings:
+                self.events.emit(
+                    STAGE_COMPLETED_SUBJECT,
+                    StageCompleted(
+                        trace_id=trace_id,
+                        request_id=request_id,
+                        envelope_id=reply.id,
+                        route=route,
+                        stage=timing.stage,
+                        ms=timing.ms,
+                    ),
+                )
+        errors = reply.errors if reply is not None else []
+        fatal = next((e.stage for e in errors if not e.skipped), None)
+        consumer = reply.principal.consumer if reply is not None and reply.principal is not None else None
+        body = None
+        if self.bodies and reply is not None and reply.response is not None:
+            body = self._body(reply.response.body, reply)
+        self.events.emit(
+            REQUEST_RESPONDED_SUBJECT,
+            RequestResponded(
+                trace_id=trace_id,
+                request_id=request_id,
+                envelope_id=envelope.id if envelope is not None else None,
+                route=route,
+                method=method,
+                path=path,
+                status=status,
+                total_ms=round(total_ms, 3),
+                degraded=[e.stage for e in errors if e.skipped],
+                failed_stage=fatal,
+                consumer=consumer,
+                body=body,
+            ),
+        )
+
+    def _body(self, body: bytes, envelope: Envelope) -> str:
+        text = body.decode("utf-8", errors="replace")
+        for secret in credentials.values(envelope):  # before cutting: no credential survives half-masked
+            text = text.replace(secret, MASK)
+        return text[: self.body_bytes]
