@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from backworks import __version__
+from backworks.audit_commands import audit_app
 from backworks.console import Format, FormatOption, console, fail, output
 from backworks.dlq_commands import dlq_app
 from backworks.keys_commands import keys_app
@@ -280,6 +281,7 @@ def up(
 
 
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(audit_app, name="audit")
 app.add_typer(nats_app, name="nats")
 app.add_typer(keys_app, name="keys")
 

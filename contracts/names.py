@@ -71,9 +71,13 @@ def event_subject(kind: str) -> str:
     return f"bw.evt.{kind}"
 
 
+EVENT_CONFIRM_PREFIX = "_INBOX.bwevt"
+"""Apart from ``INBOX_PREFIX``: confirmations of events are not replies to requests."""
+
+
 def event_confirm_inbox(publisher_id: str) -> str:
-    """Subject prefix where JetStream confirms an event publisher's batches: ``_INBOX.bw.evt.<publisher>``."""
-    return f"{INBOX_PREFIX}.evt.{publisher_id}"
+    """Subject prefix where JetStream confirms an event publisher's batches: ``_INBOX.bwevt.<publisher>``."""
+    return f"{EVENT_CONFIRM_PREFIX}.{publisher_id}"
 
 
 def stage_event_subject(kind: FailureKind) -> str:
