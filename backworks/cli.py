@@ -23,6 +23,8 @@ from backworks.dlq_commands import dlq_app
 from backworks.keys_commands import keys_app
 from backworks.nats_commands import declare_streams, nats_app
 from backworks.plugin_commands import register as register_plugin_commands
+from backworks.tap_commands import analytics_app
+from backworks.tap_commands import report as report_command
 
 if TYPE_CHECKING:
     from backworks.pipeline.blueprints import LoadedBlueprint
@@ -282,6 +284,8 @@ def up(
 
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(audit_app, name="audit")
+app.add_typer(analytics_app, name="analytics")
+app.command("report")(report_command)
 app.add_typer(nats_app, name="nats")
 app.add_typer(keys_app, name="keys")
 

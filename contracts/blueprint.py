@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from backworks.contracts.names import Phase
 
@@ -143,6 +143,11 @@ class EventSettings(BaseModel):
         "security decisions are published either way. The BACKWORKS_EVENTS=off environment variable also turns "
         "them off (for a benchmark's comparison).",
     )
+    stage_completed: bool = Field(
+        default=True,
+        description="Also publish one bw.evt.stage.completed event per stage run (the responded event carries "
+        "every stage's duration either way); off, a request costs 2 events instead of 2 + its stages.",
+    )
     max_age_s: float = Field(
         default=DEFAULT_EVENTS_MAX_AGE_S, gt=0, description="Seconds an event stays on the stream (default 7 days)."
     )
@@ -180,6 +185,50 @@ class AuditSettings(BaseModel):
         description="SQLite file of the audit store, relative to the blueprint's folder; default "
         "<state dir>/audit.sqlite3.",
     )
+
+
+DEFAULT_ALERT_WINDOW_S = 300.0
+
+
+class AlertRule(BaseModel):
+    """One alert rule, evaluated by ``backworks analytics serve``; exactly one condition per rule.
+
+    ```yaml
+    alerts:
+      - {name: notes-errors, route: notes, error_rate_above: 5, window_s: 300}
+      - {name: notes-slow, route: notes, p99_above_ms: 250}
+      - {name: stages-down, no_live_replica: true}
+      - {name: dead-letters, dlq_growing: true, window_s: 600}
+    ```
+    """
+
+    model_config = _STRICT
+
+    name: str = Field(pattern=NAME_PATTERN, description="Named in the alert events and log lines.")
+    route: str | None = Field(default=None, description="Endpoint the rate or latency rule watches (default: all).")
+    instance: str | None = Field(default=None, description="Instance a no_live_replica rule watches (default: all).")
+    error_rate_above: float | None = Field(
+        default=None, ge=0, le=100, description="Fire when more than this % of responses are 5xx over the window."
+    )
+    p99_above_ms: float | None = Field(
+        default=None, gt=0, description="Fire when p99 latency over the window exceeds this."
+    )
+    no_live_replica: bool = Field(default=False, description="Fire while a plugin instance has no live replica.")
+    dlq_growing: bool = Field(default=False, description="Fire when BW_DLQ gained dead letters over the window.")
+    window_s: float = Field(
+        default=DEFAULT_ALERT_WINDOW_S, gt=0, le=3600, description="Window of the measure, seconds."
+    )
+    min_requests: int = Field(default=1, ge=1, description="Responses a rate or latency rule needs in its window.")
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> AlertRule:
+        given = [self.error_rate_above is not None, self.p99_above_ms is not None, self.no_live_replica,
+                 self.dlq_growing]  # fmt: skip
+        if sum(given) != 1:
+            raise ValueError(
+                "give exactly one condition: error_rate_above, p99_above_ms, no_live_replica or dlq_growing"
+            )
+        return self
 
 
 class Defaults(BaseModel):
@@ -274,6 +323,7 @@ class Blueprint(BaseModel):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     events: EventSettings = Field(default_factory=EventSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    alerts: list[AlertRule] = Field(default_factory=list)
     defaults: Defaults = Field(default_factory=Defaults)
     plugin_dirs: list[str] = Field(default_factory=list)
     plugins: dict[Name, PluginInstance] = Field(default_factory=dict)
@@ -304,6 +354,7 @@ def handler_instance(endpoint: str) -> str:
 
 
 __all__ = [
+    "AlertRule",
     "AuditSettings",
     "Blueprint",
     "BreakerSettings",

@@ -40,6 +40,9 @@ AUDIT_DURABLE = "bw-audit"
 ANALYTICS_DURABLE = "bw-analytics"
 """Durable consumer of ``BW_EVENTS`` the analytics subscriber reads (``backworks analytics serve``)."""
 
+REPORT_SUBJECT = "bw.tap.report"
+"""Core-NATS request subject the analytics service answers with its aggregates (``{"since_s": 900}``)."""
+
 INBOX_PREFIX = "_INBOX.bw"
 MSG_ID_HEADER = "Nats-Msg-Id"
 DLQ_QUEUE_GROUP = "bw-dlq"
@@ -78,6 +81,11 @@ EVENT_CONFIRM_PREFIX = "_INBOX.bwevt"
 def event_confirm_inbox(publisher_id: str) -> str:
     """Subject prefix where JetStream confirms an event publisher's batches: ``_INBOX.bwevt.<publisher>``."""
     return f"{EVENT_CONFIRM_PREFIX}.{publisher_id}"
+
+
+def alert_subject(state: str) -> str:
+    """Subject of an alert event: ``bw.evt.alert.<state>`` (``firing`` or ``resolved``)."""
+    return f"bw.evt.alert.{state}"
 
 
 def stage_event_subject(kind: FailureKind) -> str:

@@ -27,10 +27,15 @@ from backworks.gateway.preflight import preflight_routes
 from backworks.gateway.problems import problem_response
 from backworks.gateway.state import GatewayState, connect, disconnect
 from backworks.pipeline.lifecycle import freeze_startup_objects
+from backworks.tap.filters import FilterError, seconds
+from backworks.tap.reports import AnalyticsUnavailable, ask
 
 __all__ = ["HEALTH_PATH", "GatewayState", "build_app"]
 
 log = structlog.get_logger("backworks.gateway")
+
+REPORT_PATH = "/_backworks/report"
+DEFAULT_REPORT_WINDOW = "15m"
 
 
 def build_app(state: GatewayState) -> Starlette:
@@ -49,6 +54,20 @@ def build_app(state: GatewayState) -> Starlette:
     async def health(request: Request) -> Response:
         body, status = health_report(state)
         return JSONResponse(body, status_code=status)
+
+    async def report(request: Request) -> Response:
+        """The analytics service's aggregates (``?since=15m``), asked over NATS: 503 when none answers."""
+        client = state.client
+        try:
+            since = seconds(request.query_params.get("since", DEFAULT_REPORT_WINDOW))
+            if client is None or not client.is_connected:
+                raise AnalyticsUnavailable("the message broker (NATS) is not reachable")
+            return JSONResponse(await ask(client, since))
+        except FilterError as exc:
+            problem = ProblemError(400, "Bad report window", str(exc))
+        except AnalyticsUnavailable as exc:
+            problem = ProblemError(503, "Report unavailable", str(exc))
+        return problem_response(problem, instance=request.url.path, request_id=request_id_of(request))
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -71,7 +90,11 @@ def build_app(state: GatewayState) -> Starlette:
             document.update(build_openapi(state.blueprint, __version__))
         return JSONResponse(document)
 
-    routes = [Route(HEALTH_PATH, health, methods=["GET"]), Route(OPENAPI_PATH, openapi, methods=["GET"])]
+    routes = [
+        Route(HEALTH_PATH, health, methods=["GET"]),
+        Route(OPENAPI_PATH, openapi, methods=["GET"]),
+        Route(REPORT_PATH, report, methods=["GET"]),
+    ]
     handlers: dict[str, Callable[[Request], Awaitable[Response]]] = {
         name: Pipeline(state, name).handle for name in state.blueprint.model.endpoints
     }

@@ -74,12 +74,13 @@ class Pipeline:
         """Per-request events (received, stage completed, responded); failures are evented either way."""
         self.bodies = model.endpoints[endpoint].events.bodies
         self.body_bytes = model.events.body_bytes
+        self.stage_completed = model.events.stage_completed
 
     def tap(self) -> RequestTap | None:
         forwarder = self.state.forwarder
         if not self.flow_events or forwarder is None:
             return None
-        return RequestTap(forwarder.events, self.bodies, self.body_bytes)
+        return RequestTap(forwarder.events, self.bodies, self.body_bytes, self.stage_completed)
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import structlog
 from nats.aio.client import Client
@@ -27,6 +29,9 @@ from pydantic import BaseModel
 
 from backworks.contracts.names import event_confirm_inbox
 from backworks.pipeline.tasks import cancel
+
+Event = BaseModel | dict[str, Any]
+"""A contract model, or (on the hot path of the gateway) a dict already shaped like one: no validation cost."""
 
 log = structlog.get_logger("backworks.events")
 
@@ -41,6 +46,10 @@ STOP_FLUSH_TIMEOUT = 2.0
 RECONNECT_POLL = 0.25
 """Seconds between looks at a disconnected client: events wait in the buffer (bounded) meanwhile."""
 NO_RESPONDERS = "503"
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class Loss(str, Enum):
@@ -70,7 +79,7 @@ class EventPublisher:
         self.max_buffer = max_buffer
         self.publisher_id = uuid.uuid4().hex[:12]
         self._inbox = event_confirm_inbox(self.publisher_id)
-        self._buffer: list[tuple[str, BaseModel]] = []
+        self._buffer: list[tuple[str, Event]] = []
         self._wake = asyncio.Event()
         self._awaiting: dict[str, Pending] = {}
         self._batches = 0
@@ -80,7 +89,7 @@ class EventPublisher:
         self.confirmed = 0
         self.lost: Counter[str] = Counter()
 
-    def emit(self, subject: str, event: BaseModel) -> None:
+    def emit(self, subject: str, event: Event) -> None:
         """Queue ``event`` for ``subject``; returns at once (a full buffer drops and counts it)."""
         self.emitted += 1
         if len(self._buffer) >= self.max_buffer:
@@ -137,13 +146,13 @@ class EventPublisher:
             batch, self._buffer = self._buffer[:MAX_BATCH], self._buffer[MAX_BATCH:]
             await self._send(batch)
 
-    async def _send(self, batch: list[tuple[str, BaseModel]]) -> None:
+    async def _send(self, batch: list[tuple[str, Event]]) -> None:
         self._batches += 1
         token = str(self._batches)
         last = len(batch) - 1
         try:
             for index, (subject, event) in enumerate(batch):
-                data = event.model_dump_json().encode()
+                data = event.model_dump_json().encode() if isinstance(event, BaseModel) else encode(event)
                 if index == last:
                     self._awaiting[token] = Pending(len(batch), time.monotonic())
                     await self.client.publish(subject, data, reply=f"{self._inbox}.{token}")

@@ -11,6 +11,7 @@ whatever is redelivered is made harmless by the stores' idempotence (``event_id`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -19,6 +20,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from backworks.contracts.names import EVENTS_STREAM, EVENTS_SUBJECTS
 from backworks.pipeline import broker
@@ -48,11 +50,15 @@ def incoming(msg: Msg) -> Incoming:
     return Incoming(subject=msg.subject, stream_seq=sequence, event=event)
 
 
-async def consume(client: Client, durable: str, store: Store, stop: asyncio.Event) -> None:
+async def consume(client: Client, durable: str, store: Store, stop: asyncio.Event, *, replay: bool = False) -> None:
     """Feed every event of ``BW_EVENTS`` to ``store`` in batches, acknowledging each batch after it is stored,
-    until ``stop`` is set."""
+    until ``stop`` is set. ``replay`` deletes the durable first: the stream is read again from its start (what a
+    service that keeps its state in memory needs after a restart)."""
     js = broker.jetstream(client, timeout=5.0)
     await broker.attach(js, EVENTS_STREAM)
+    if replay:
+        with contextlib.suppress(NotFoundError):
+            await js.delete_consumer(EVENTS_STREAM, durable)
     config = ConsumerConfig(
         durable_name=durable,
         deliver_policy=DeliverPolicy.ALL,

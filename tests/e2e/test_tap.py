@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nats
@@ -138,18 +139,36 @@ def settled(deployment: Deployment, store: Path) -> int:
     return last["count"]
 
 
-def test_every_event_is_one_verified_record_across_restarts_and_a_late_second_subscriber(
-    deployment: Deployment,
-) -> None:
-    store = deployment.folder / "state" / "audit.sqlite3"
-    first = start("audit", "serve", str(deployment.blueprint), log=deployment.folder / "audit1.log",
-                  cwd=deployment.folder, env=deployment.env)  # fmt: skip
+@dataclass
+class Traffic:
+    deployment: Deployment
+    sent: Counter[str]
+    analytics: subprocess.Popen[bytes]
+
+
+@pytest.fixture(scope="module")
+def traffic(deployment: Deployment) -> Iterator[Traffic]:
+    """The load, sent while the first audit subscriber and the analytics service run."""
+    folder, env = deployment.folder, deployment.env
+    analytics = start("analytics", "serve", str(deployment.blueprint), log=folder / "analytics.log", cwd=folder,
+                      env=env)  # fmt: skip
+    first = start("audit", "serve", str(deployment.blueprint), log=folder / "audit1.log", cwd=folder, env=env)
     try:
         sent = asyncio.run(load(deployment.base))
-        assert set(sent) == {"2xx", "4xx", "5xx"}, sent
-        total = settled(deployment, store)
+        settled(deployment, folder / "state" / "audit.sqlite3")
     finally:
         stop(first)
+    try:
+        yield Traffic(deployment, sent, analytics)
+    finally:
+        stop(analytics)
+
+
+def test_every_event_is_one_verified_record_across_restarts_and_a_late_second_subscriber(traffic: Traffic) -> None:
+    deployment, sent = traffic.deployment, traffic.sent
+    store = deployment.folder / "state" / "audit.sqlite3"
+    assert set(sent) == {"2xx", "4xx", "5xx"}, sent
+    total = records(store)
     assert total >= REQUESTS * 2  # at least received and responded per request that reached the pipeline
     verified = deployment.cli("audit", "verify", str(deployment.blueprint), "--format", "json")
     assert verified.returncode == 0, verified.stdout + verified.stderr
@@ -186,3 +205,31 @@ def test_every_event_is_one_verified_record_across_restarts_and_a_late_second_su
     broken = deployment.cli("audit", "verify", str(deployment.blueprint))
     assert broken.returncode == 1
     assert f"record {seq} (event {event_id})" in broken.stdout
+
+
+def test_the_report_counts_equal_the_requests_sent_by_status_class(traffic: Traffic) -> None:
+    deployment, sent = traffic.deployment, traffic.sent
+
+    def counted(report: dict[str, Any]) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for row in report["endpoints"].values():
+            total.update(row["statuses"])
+        return total
+
+    def report() -> dict[str, Any]:
+        found: dict[str, Any] = httpx.get(f"{deployment.base}/_backworks/report?since=15m", timeout=5).json()
+        return found
+
+    asyncio.run(eventually(lambda: "endpoints" in report() and counted(report()) == sent, timeout=30, interval=0.5))
+    body = report()
+    notes = body["endpoints"]["notes"]
+    assert notes["count"] == sum(notes["statuses"].values())
+    assert notes["error_rate"] == round(notes["statuses"].get("5xx", 0) / notes["count"], 4)
+    assert 0 < notes["p50_ms"] <= notes["p95_ms"] <= notes["p99_ms"]
+    assert body["consumers"]["alice"]["count"] > 0
+    assert body["instances"]["chaos"]["failures"].get("error", 0) > 0
+    cli = deployment.cli("report", "--since", "15m", "--format", "json", "--nats", deployment.nats_url())
+    assert cli.returncode == 0, cli.stderr
+    assert counted(json.loads(cli.stdout)) == sent
+    text = deployment.cli("report", "--nats", deployment.nats_url())
+    assert "notes" in text.stdout and "p99 ms" in text.stdout

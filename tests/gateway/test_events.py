@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
+from pydantic import BaseModel
 
+from backworks.contracts.events import RequestReceived, RequestResponded, SecurityEvent, StageCompleted
 from backworks.contracts.names import (
     REQUEST_RECEIVED_SUBJECT,
     REQUEST_RESPONDED_SUBJECT,
@@ -66,23 +68,33 @@ async def test_a_request_gives_received_stage_completed_and_responded_events(
         await eventually(lambda: state.forwarder is not None and state.forwarder.events.confirmed >= 4)
         health = (await http.get("/_backworks/health")).json()
     events = of_request(await stream_events(js), "req-plain")
-    subjects = [subject for subject, _ in events]
+    subjects = [subject for subject, _ in events if not subject.startswith("bw.evt.security.")]  # from the stage
     assert subjects[0] == REQUEST_RECEIVED_SUBJECT
     assert subjects.count(STAGE_COMPLETED_SUBJECT) == 2
     assert subjects[-1] == REQUEST_RESPONDED_SUBJECT
     assert len({event["event_id"] for _, event in events}) == len(events)
     assert all(event["trace_id"] == TRACE for _, event in events if event.get("v") == 1)
-    received = events[0][1]
+    flow = [(subject, event) for subject, event in events if subject in subjects]
+    received = flow[0][1]
     assert received["route"] == "plain"
     assert received["query"] == [["api_key", MASK], ["x", "1"]]
     assert received["body"] is None
     stages = {event["stage"]: event["ms"] for subject, event in events if subject == STAGE_COMPLETED_SUBJECT}
     assert set(stages) == {"keys.request", "plain-handler.request"}
     assert all(ms >= 0 for ms in stages.values())
-    responded = events[-1][1]
+    responded = flow[-1][1]
     assert (responded["status"], responded["consumer"], responded["degraded"]) == (200, "alice", [])
     assert responded["total_ms"] > 0 and responded["body"] is None
     assert KEY not in str(events)
+    assert responded["stages"] == [{"stage": s, "ms": stages[s]} for s in ("keys.request", "plain-handler.request")]
+    contracts: dict[str, type[BaseModel]] = {
+        REQUEST_RECEIVED_SUBJECT: RequestReceived,
+        STAGE_COMPLETED_SUBJECT: StageCompleted,
+        REQUEST_RESPONDED_SUBJECT: RequestResponded,
+        "bw.evt.security.allowed": SecurityEvent,
+    }
+    for subject, event in events:
+        contracts[subject].model_validate(event)  # what the gateway builds as dicts is what the contracts say
     gateway_events = health["events"]["gateway"]
     assert gateway_events["lost"] == 0 and gateway_events["emitted"] >= 4
 
@@ -130,3 +142,21 @@ async def test_events_can_be_switched_off_for_a_comparison(
         assert state.forwarder is not None and state.forwarder.events.emitted == 0
     subjects = {subject for subject, _ in of_request(await stream_events(js), "req-off")}
     assert subjects == {"bw.evt.security.allowed"}  # security decisions are published either way
+
+
+async def test_without_stage_completed_events_a_request_costs_two(
+    gateway: Gateway, nats_client: Client, tmp_path: Path
+) -> None:
+    loaded = blueprints.load(write_blueprint(tmp_path, BLUEPRINT + "events: {stage_completed: false}\n"))
+    js = broker.jetstream(nats_client)
+    async with running_stages(loaded, nats_client), gateway(loaded) as (http, state):
+        await wait_live(state, replicas={"keys": 1, "plain-handler": 1})
+        response = await http.post(f"/plain?api_key={KEY}", headers={"x-request-id": "req-compact"})
+        assert response.status_code == 200
+        await eventually(lambda: state.forwarder is not None and state.forwarder.events.confirmed >= 2)
+    events = dict(of_request(await stream_events(js), "req-compact"))
+    assert set(events) == {REQUEST_RECEIVED_SUBJECT, REQUEST_RESPONDED_SUBJECT, "bw.evt.security.allowed"}
+    assert [s["stage"] for s in events[REQUEST_RESPONDED_SUBJECT]["stages"]] == [
+        "keys.request",
+        "plain-handler.request",
+    ]
