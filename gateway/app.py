@@ -21,6 +21,7 @@ from backworks.contracts.types import FailureKind
 from backworks.gateway.endpoint import Pipeline, request_id_of
 from backworks.gateway.errors import ProblemError
 from backworks.gateway.health import HEALTH_PATH, health_report
+from backworks.gateway.metrics import CONTENT_TYPE, METRICS_PATH, GatewayMetrics
 from backworks.gateway.openapi import OPENAPI_PATH
 from backworks.gateway.openapi import build as build_openapi
 from backworks.gateway.preflight import preflight_routes
@@ -40,6 +41,7 @@ DEFAULT_REPORT_WINDOW = "15m"
 
 def build_app(state: GatewayState) -> Starlette:
     """The Starlette app for a loaded blueprint."""
+    gauges = state.metrics = GatewayMetrics(state)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -54,6 +56,9 @@ def build_app(state: GatewayState) -> Starlette:
     async def health(request: Request) -> Response:
         body, status = health_report(state)
         return JSONResponse(body, status_code=status)
+
+    async def metrics(request: Request) -> Response:
+        return Response(await gauges.render(), media_type=CONTENT_TYPE)
 
     async def report(request: Request) -> Response:
         """The analytics service's aggregates (``?since=15m``), asked over NATS: 503 when none answers."""
@@ -94,6 +99,7 @@ def build_app(state: GatewayState) -> Starlette:
         Route(HEALTH_PATH, health, methods=["GET"]),
         Route(OPENAPI_PATH, openapi, methods=["GET"]),
         Route(REPORT_PATH, report, methods=["GET"]),
+        Route(METRICS_PATH, metrics, methods=["GET"]),
     ]
     handlers: dict[str, Callable[[Request], Awaitable[Response]]] = {
         name: Pipeline(state, name).handle for name in state.blueprint.model.endpoints

@@ -18,7 +18,7 @@ from backworks.contracts.types import FailureKind
 from backworks.gateway.errors import ProblemError
 from backworks.gateway.problems import from_stage_error, problem_response
 from backworks.gateway.state import GatewayState
-from backworks.gateway.tap import RequestTap, Served, events_switched_off, trace_id_of
+from backworks.gateway.tap import RequestTap, Served, TraceContext, events_switched_off
 from backworks.pipeline import credentials
 from backworks.pipeline.deadletters import record_event
 from backworks.pipeline.errors import PipelineError
@@ -29,6 +29,8 @@ STALL_PROBE_TIMEOUT = 0.1
 """Seconds the timeout path spends asking JetStream where a request is stuck."""
 REQUEST_ID_HEADER = "x-request-id"
 SKIPPED_HEADER = "x-backworks-skipped"
+TRACEPARENT_HEADER = "traceparent"
+TRACERESPONSE_HEADER = "traceresponse"
 VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 CLIENT_CLOSED_REQUEST = 499
 """The status logged for a request whose client disconnected before it could be answered (nginx's 499)."""
@@ -87,12 +89,16 @@ class Pipeline:
         request_id = request_id_of(request)
         # Every line logged while serving this request carries its id (reset after, for callers sharing a task).
         # bind/reset rather than structlog's bound_contextvars(), which copies the whole context: ~11 µs vs ~2 µs.
-        bound = structlog.contextvars.bind_contextvars(request_id=request_id)
+        trace = TraceContext.of(request.headers.get(TRACEPARENT_HEADER))
+        bound = structlog.contextvars.bind_contextvars(request_id=request_id, trace_id=trace.trace_id)
         served = Served()
         tap = self.tap()
+        metrics = self.state.metrics
+        if metrics is not None:
+            metrics.inflight.inc()
         try:
             try:
-                response = await self._run(request, request_id, started, served, tap)
+                response = await self._run(request, request_id, started, served, tap, trace)
             except ProblemError as problem:
                 response = problem_response(problem, instance=request.url.path, request_id=request_id)
                 response.headers[REQUEST_ID_HEADER] = request_id
@@ -103,7 +109,11 @@ class Pipeline:
                 # The client went away while sending its body: nobody to answer, nothing failed on our side.
                 log.info("client disconnected", method=request.method, path=request.url.path)
                 response = Response(status_code=CLIENT_CLOSED_REQUEST)
+            response.headers[TRACERESPONSE_HEADER] = trace.traceparent
             total_ms = (time.perf_counter() - started) * 1000
+            if metrics is not None:
+                metrics.observe(self.endpoint, response.status_code, total_ms / 1000,
+                                served.reply.timings if served.reply is not None else [])  # fmt: skip
             if tap is not None:
                 tap.responded(served, route=self.endpoint, method=request.method, path=request.url.path,
                               request_id=request_id, status=response.status_code, total_ms=total_ms)  # fmt: skip
@@ -112,6 +122,8 @@ class Pipeline:
                          ms=round(total_ms, 3))  # fmt: skip
         finally:
             structlog.contextvars.reset_contextvars(**bound)
+            if metrics is not None:
+                metrics.inflight.dec()
         return response
 
     def _record_own_failure(self, problem: ProblemError, request_id: str) -> None:
@@ -141,11 +153,16 @@ class Pipeline:
             body=body,
             client=client[0] if client else None,
             itinerary=list(self.itinerary),
-            trace_id=trace_id_of(request.headers.get("traceparent")),
         )
 
     async def _run(
-        self, request: Request, request_id: str, started: float, served: Served, tap: RequestTap | None
+        self,
+        request: Request,
+        request_id: str,
+        started: float,
+        served: Served,
+        tap: RequestTap | None,
+        trace: TraceContext,
     ) -> Response:
         state = self.state
         client, inbox, forwarder = state.client, state.inbox, state.forwarder
@@ -159,6 +176,7 @@ class Pipeline:
             raise ProblemError(503, "Plugin unavailable", f"stage {stage.label}: {reason}", stage=stage.label,
                                cause=FailureKind.UNAVAILABLE)  # fmt: skip
         envelope = self.envelope(request, request_id, body)
+        envelope.trace_id, envelope.traceparent = trace.trace_id, trace.traceparent
         served.sent = envelope
         if tap is not None:
             tap.received(envelope)

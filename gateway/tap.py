@@ -24,8 +24,11 @@ from backworks.pipeline.secrets import MASK
 EVENTS_SWITCH = "BACKWORKS_EVENTS"
 """Environment variable: ``off`` (or ``0``, ``false``) turns the per-request events off, whatever the blueprint."""
 OFF_VALUES = frozenset({"off", "0", "false", "no"})
-TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 INVALID_TRACE_ID = "0" * 32
+INVALID_SPAN_ID = "0" * 16
+UNSUPPORTED_VERSION = "ff"
+SAMPLED = "01"
 
 
 def events_switched_off() -> bool:
@@ -34,12 +37,35 @@ def events_switched_off() -> bool:
 
 def trace_id_of(traceparent: str | None) -> str | None:
     """The trace id of a W3C ``traceparent`` header, or None when absent or malformed."""
-    if not traceparent:
+    found = TRACEPARENT.match(traceparent.strip().lower()) if traceparent else None
+    if found is None or found.group(1) == UNSUPPORTED_VERSION:
         return None
-    found = TRACEPARENT.match(traceparent.strip().lower())
-    if found is None or found.group(1) == INVALID_TRACE_ID:
+    if found.group(2) == INVALID_TRACE_ID or found.group(3) == INVALID_SPAN_ID:
         return None
-    return found.group(1)
+    return found.group(2)
+
+
+@dataclass(frozen=True)
+class TraceContext:
+    """The request's W3C trace context at the gateway: the client's trace continued, or a new one."""
+
+    trace_id: str
+    span_id: str
+    """The gateway's own span (the parent of the stages' work)."""
+    flags: str
+
+    @classmethod
+    def of(cls, traceparent: str | None) -> TraceContext:
+        span = os.urandom(8).hex()
+        trace_id = trace_id_of(traceparent)
+        if trace_id is None or traceparent is None:
+            return cls(os.urandom(16).hex(), span, SAMPLED)
+        return cls(trace_id, span, traceparent.strip()[-2:].lower())
+
+    @property
+    def traceparent(self) -> str:
+        """``traceparent`` for the stages (NATS headers) and ``traceresponse`` for the client (Trace Context L2)."""
+        return f"00-{self.trace_id}-{self.span_id}-{self.flags}"
 
 
 @dataclass

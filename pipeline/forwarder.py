@@ -46,6 +46,16 @@ RETRY_WINDOW = 10.0
 on a cluster, the time for a stream to elect a new leader after losing one (~2-5 s measured on loopback)."""
 
 
+TRACEPARENT_HEADER = "traceparent"
+
+
+def trace_headers(envelope: Envelope, headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` with the request's W3C ``traceparent`` (OpenTelemetry messaging conventions), when it has one."""
+    if envelope.traceparent:
+        headers[TRACEPARENT_HEADER] = envelope.traceparent
+    return headers
+
+
 class Forwarder:
     """Sends envelopes to their next available stage, and owns the wiring that decision needs.
 
@@ -143,7 +153,7 @@ class Forwarder:
         ack = await self.publisher.publish(
             stage_subject(nxt.instance, nxt.phase),
             data,
-            {MSG_ID_HEADER: message_id(envelope.id, envelope.cursor)},
+            trace_headers(envelope, {MSG_ID_HEADER: message_id(envelope.id, envelope.cursor)}),
             self.publish_timeout,
             retry_for=min(RETRY_WINDOW, envelope.remaining()),
             on_retry=on_retry,

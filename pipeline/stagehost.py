@@ -232,7 +232,7 @@ class StageHost:
             self.dropped[FailureKind.INVALID.value] += 1
             return Term("unreadable envelope")
         # Each message runs in its own task (``PullConsumer``): the bindings live exactly as long as its work.
-        structlog.contextvars.bind_contextvars(request_id=envelope.request_id)
+        structlog.contextvars.bind_contextvars(request_id=envelope.request_id, trace_id=envelope.trace_id)
         credentials.bind(envelope)  # no log line of this work shows the request's credentials
         stage = envelope.current
         if stage is None or stage.instance != self.instance.name or stage.phase is not phase:
