@@ -66,6 +66,16 @@ async def test_a_request_gives_received_stage_completed_and_responded_events(
         response = await http.post(f"/plain?api_key={KEY}&x=1", content=f"secret {KEY}", headers=headers)
         assert response.status_code == 200
         await eventually(lambda: state.forwarder is not None and state.forwarder.events.confirmed >= 4)
+
+        async def replica_events() -> dict[str, int]:
+            health = (await http.get("/_backworks/health")).json()
+            found: dict[str, int] = health["stages"]["keys.request"]["replicas"][0]["events"]
+            return found
+
+        async def heartbeat_shows_the_decision() -> bool:
+            return (await replica_events()).get("confirmed", 0) >= 1  # the stage's security decision
+
+        await eventually(heartbeat_shows_the_decision)
         health = (await http.get("/_backworks/health")).json()
     events = of_request(await stream_events(js), "req-plain")
     subjects = [subject for subject, _ in events if not subject.startswith("bw.evt.security.")]  # from the stage
@@ -97,6 +107,7 @@ async def test_a_request_gives_received_stage_completed_and_responded_events(
         contracts[subject].model_validate(event)  # what the gateway builds as dicts is what the contracts say
     gateway_events = health["events"]["gateway"]
     assert gateway_events["lost"] == 0 and gateway_events["emitted"] >= 4
+    assert health["events"]["lost_by_replicas"] == 0
 
 
 async def test_an_endpoint_that_opts_in_gets_bodies_with_credentials_masked(
