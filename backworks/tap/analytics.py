@@ -52,7 +52,6 @@ class AnalyticsService:
     def __init__(self, loaded: LoadedBlueprint) -> None:
         self.loaded = loaded
         self.aggregates = Aggregates()
-        self.started_at = time.time()
 
     def store(self, batch: Sequence[Incoming]) -> None:
         for item in batch:
