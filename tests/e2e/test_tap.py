@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import nats
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from backworks.contracts.names import EVENTS_STREAM
 from backworks.local.ports import free_port
@@ -233,3 +234,9 @@ def test_the_report_counts_equal_the_requests_sent_by_status_class(traffic: Traf
     assert counted(json.loads(cli.stdout)) == sent
     text = deployment.cli("report", "--nats", deployment.nats_url())
     assert "notes" in text.stdout and "p99 ms" in text.stdout
+    metrics: Counter[str] = Counter()
+    for family in text_string_to_metric_families(httpx.get(f"{deployment.base}/_backworks/metrics").text):
+        for sample in family.samples:
+            if sample.name == "backworks_requests_total":
+                metrics[sample.labels["status"]] += int(sample.value)
+    assert metrics == sent, "the gateway's Prometheus counters agree with the report"
