@@ -38,7 +38,6 @@ DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_KEEPALIVE_TIMEOUT_S = 5.0
 DEFAULT_BODY_TIMEOUT_S = 30.0
 DEFAULT_EVENTS_MAX_AGE_S = 7 * 24 * 3600.0
-DEFAULT_EVENTS_MAX_BYTES = 1024**3
 DEFAULT_EVENT_BODY_BYTES = 16 * 1024
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 """Instance and endpoint names become NATS subject tokens and durable names."""
@@ -151,10 +150,12 @@ class EventSettings(BaseModel):
     max_age_s: float = Field(
         default=DEFAULT_EVENTS_MAX_AGE_S, gt=0, description="Seconds an event stays on the stream (default 7 days)."
     )
-    max_bytes: int = Field(
-        default=DEFAULT_EVENTS_MAX_BYTES,
+    max_bytes: int | None = Field(
+        default=None,
         ge=1024 * 1024,
-        description="Bytes the stream keeps at most (default 1 GiB); beyond it the oldest events are discarded.",
+        description="Bytes the stream keeps at most; beyond it the oldest events are discarded. Default: no size "
+        "limit (max_age_s bounds it). NATS reserves this much of the broker's JetStream storage (times the "
+        "replicas) when the stream is declared.",
     )
     body_bytes: int = Field(
         default=DEFAULT_EVENT_BODY_BYTES,

@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, BadRequestError, NotFoundError
 
-from backworks.contracts.blueprint import DEFAULT_EVENTS_MAX_AGE_S, DEFAULT_EVENTS_MAX_BYTES
+from backworks.contracts.blueprint import DEFAULT_EVENTS_MAX_AGE_S
 from backworks.contracts.names import (
     BREAKERS_BUCKET,
     CACHE_BUCKET,
@@ -42,7 +42,8 @@ DUPLICATE_WINDOW = 120.0
 PIPELINE_MAX_AGE = 3600.0
 EVENTS_MAX_AGE = DEFAULT_EVENTS_MAX_AGE_S
 """Defaults of the blueprint's ``events:`` section, for a declare without a blueprint."""
-EVENTS_MAX_BYTES = DEFAULT_EVENTS_MAX_BYTES
+UNLIMITED = -1
+"""JetStream's value for a stream limit that is not set."""
 DLQ_MAX_AGE = 14 * 24 * 3600.0
 REGISTRY_TTL = 30.0
 """Registry entries older than this are purged; liveness itself is judged from heartbeats (see liveness.py)."""
@@ -100,7 +101,7 @@ async def connect(
 
 
 def _stream_configs(
-    storage: StorageType, replicas: int, events_max_age: float, events_max_bytes: int
+    storage: StorageType, replicas: int, events_max_age: float, events_max_bytes: int | None
 ) -> list[StreamConfig]:
     return [
         StreamConfig(
@@ -120,7 +121,7 @@ def _stream_configs(
             storage=storage,
             num_replicas=replicas,
             max_age=events_max_age,
-            max_bytes=events_max_bytes,
+            max_bytes=UNLIMITED if events_max_bytes is None else events_max_bytes,
             discard=DiscardPolicy.OLD,
             duplicate_window=DUPLICATE_WINDOW,
         ),
@@ -160,7 +161,7 @@ async def declare(
     storage: str = "file",
     replicas: int = 1,
     events_max_age: float = EVENTS_MAX_AGE,
-    events_max_bytes: int = EVENTS_MAX_BYTES,
+    events_max_bytes: int | None = None,
 ) -> None:
     """Create (or bring up to date) every stream and KV bucket. Called only by the owning component.
 
@@ -185,7 +186,7 @@ async def declare(
 
 
 async def _declare(
-    js: JetStreamContext, storage: str, replicas: int, events_max_age: float, events_max_bytes: int
+    js: JetStreamContext, storage: str, replicas: int, events_max_age: float, events_max_bytes: int | None
 ) -> None:
     kind = StorageType.FILE if storage == "file" else StorageType.MEMORY
     for config in _stream_configs(kind, replicas, events_max_age, events_max_bytes):
@@ -207,16 +208,17 @@ async def _declare(
             log.info("bucket exists with another configuration; kept", bucket=bucket.bucket)
 
 
-async def apply_event_limits(js: JetStreamContext, max_age: float, max_bytes: int) -> None:
+async def apply_event_limits(js: JetStreamContext, max_age: float, max_bytes: int | None) -> None:
     """Give ``BW_EVENTS`` the blueprint's limits (``events.max_age_s``, ``events.max_bytes``) if it has others.
 
     ``backworks up`` calls it after the streams exist, whoever declared them (an embedded broker declares with
     the defaults)."""
     info = await js.stream_info(EVENTS_STREAM)
     config = info.config
-    if config.max_age == max_age and config.max_bytes == max_bytes:
+    wanted = UNLIMITED if max_bytes is None else max_bytes
+    if config.max_age == max_age and (config.max_bytes or UNLIMITED) == wanted:
         return
-    config.max_age, config.max_bytes, config.discard = max_age, max_bytes, DiscardPolicy.OLD
+    config.max_age, config.max_bytes, config.discard = max_age, wanted, DiscardPolicy.OLD
     await js.update_stream(config)
     log.info("event stream limits applied", stream=EVENTS_STREAM, max_age_s=max_age, max_bytes=max_bytes)
 

@@ -46,3 +46,14 @@ async def test_a_full_buffer_drops_and_counts_without_waiting(nats_client: Clien
         publisher.emit(STAGE_COMPLETED_SUBJECT, completed(number))
     assert publisher.report()["lost_overflow"] == 3
     assert publisher.report()["pending"] == 5
+
+
+async def test_the_event_stream_takes_the_blueprints_limits(nats_client: Client) -> None:
+    js = broker.jetstream(nats_client)
+    before = (await js.stream_info(EVENTS_STREAM)).config
+    assert before.max_bytes in (None, -1), "no size limit unless the blueprint sets one"
+    await broker.apply_event_limits(js, 3600.0, 8 * 1024 * 1024)
+    after = (await js.stream_info(EVENTS_STREAM)).config
+    assert (after.max_age, after.max_bytes, after.discard) == (3600.0, 8 * 1024 * 1024, "old")
+    await broker.apply_event_limits(js, 3600.0, None)
+    assert (await js.stream_info(EVENTS_STREAM)).config.max_bytes == -1
