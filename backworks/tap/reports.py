@@ -45,8 +45,9 @@ def tables(report: dict[str, Any]) -> list[Table]:
             table.add_column(column, justify="left" if column == label else "right")
         for name, row in rows.items():
             statuses = row.get("statuses", {})
+            by_class = [str(statuses.get(c, 0)) if statuses else "-" for c in ("2xx", "4xx", "5xx")]  # stages: none
             table.add_row(
-                name, str(row["count"]), *(str(statuses.get(c, 0)) for c in ("2xx", "4xx", "5xx")),
+                name, str(row["count"]), *by_class,
                 f"{100 * row['error_rate']:.1f}", str(row["skips"]),
                 *(f"{row[p]:.3f}" if row[p] is not None else "-" for p in ("p50_ms", "p95_ms", "p99_ms")),
             )  # fmt: skip
