@@ -143,9 +143,10 @@ class EventSettings(BaseModel):
         "them off (for a benchmark's comparison).",
     )
     stage_completed: bool = Field(
-        default=True,
-        description="Also publish one bw.evt.stage.completed event per stage run (the responded event carries "
-        "every stage's duration either way); off, a request costs 2 events instead of 2 + its stages.",
+        default=False,
+        description="Also publish one bw.evt.stage.completed event per stage run. The responded event carries every "
+        "stage's duration either way; on, a request costs 2 + its stages events instead of 2 (measured with 4 "
+        "stages: -33 % gateway throughput instead of -6 %).",
     )
     max_age_s: float = Field(
         default=DEFAULT_EVENTS_MAX_AGE_S, gt=0, description="Seconds an event stays on the stream (default 7 days)."

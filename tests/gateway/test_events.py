@@ -30,6 +30,7 @@ TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 BLUEPRINT = f"""
 name: evented
+events: {{stage_completed: true}}
 plugins:
   keys:
     type: api-key
@@ -155,10 +156,12 @@ async def test_events_can_be_switched_off_for_a_comparison(
     assert subjects == {"bw.evt.security.allowed"}  # security decisions are published either way
 
 
-async def test_without_stage_completed_events_a_request_costs_two(
+async def test_by_default_a_request_costs_two_events_with_every_stage_duration_in_the_second(
     gateway: Gateway, nats_client: Client, tmp_path: Path
 ) -> None:
-    loaded = blueprints.load(write_blueprint(tmp_path, BLUEPRINT + "events: {stage_completed: false}\n"))
+    default = BLUEPRINT.replace("events: {stage_completed: true}\n", "")
+    assert "events:" not in default.split("plugins:")[0]
+    loaded = blueprints.load(write_blueprint(tmp_path, default))
     js = broker.jetstream(nats_client)
     async with running_stages(loaded, nats_client), gateway(loaded) as (http, state):
         await wait_live(state, replicas={"keys": 1, "plain-handler": 1})
