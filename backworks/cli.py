@@ -17,11 +17,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from backworks import __version__
+from backworks.audit_commands import audit_app
 from backworks.console import Format, FormatOption, console, fail
 from backworks.dlq_commands import dlq_app
 from backworks.keys_commands import keys_app
 from backworks.nats_commands import declare_streams, nats_app, print_permissions
 from backworks.plugin_commands import register as register_plugin_commands
+from backworks.tap_commands import analytics_app
+from backworks.tap_commands import report as report_command
 
 if TYPE_CHECKING:
     from backworks.pipeline.blueprints import LoadedBlueprint
@@ -191,7 +194,8 @@ def declare_command(blueprint: BlueprintArg, nats: NatsOption = None, format: Fo
     loaded = load_or_exit(blueprint)
     servers = resolve_servers(loaded, nats)
     try:
-        asyncio.run(declare_streams(servers, loaded.model.nats.storage, loaded.model.nats.replicas, loaded.model.nats))
+        model = loaded.model
+        asyncio.run(declare_streams(servers, model.nats.storage, model.nats.replicas, model.nats, model.events))
     except PipelineError as exc:
         raise fail(str(exc)) from None
     admit_services(loaded, servers, "gateway")
@@ -312,12 +316,15 @@ def up(
     try:
         plan = orchestration.plan(loaded, str(blueprint), external, host, port, nats_port, counts)
         orchestration.trust(loaded, plan)
-        orchestration.run(plan, loaded.model.nats, console.rich)
+        orchestration.run(plan, loaded.model.nats, console.rich, loaded.model.events)
     except LocalError as exc:
         raise fail(str(exc)) from None
 
 
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(audit_app, name="audit")
+app.add_typer(analytics_app, name="analytics")
+app.command("report")(report_command)
 app.add_typer(nats_app, name="nats")
 app.add_typer(keys_app, name="keys")
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from backworks.console import Format, FormatOption, console, fail, output
+from backworks.contracts.blueprint import EventSettings
 
 if TYPE_CHECKING:
     from backworks.local.cluster import LocalCluster
@@ -31,14 +32,24 @@ NatsUrl = Annotated[
 ]
 
 
-async def declare_streams(servers: list[str], storage: str, replicas: int = 1, settings: Any = None) -> None:
+async def declare_streams(
+    servers: list[str], storage: str, replicas: int = 1, settings: Any = None, events: EventSettings | None = None
+) -> None:
     """Declare Backworks' streams and KV buckets on ``servers`` (``replicas``: R1, R3…), as the admin identity
-    (``settings``: the blueprint's ``NatsSettings``, for an external broker's credentials)."""
+    (``settings``: the blueprint's ``NatsSettings``, for an external broker's credentials; ``events``: the event
+    stream's limits from a blueprint)."""
     from backworks.pipeline import broker
 
+    events = events or EventSettings()
     client = await broker.connect(servers, name="backworks-declare", settings=settings)
     try:
-        await broker.declare(broker.jetstream(client), storage=storage, replicas=replicas)
+        await broker.declare(
+            broker.jetstream(client),
+            storage=storage,
+            replicas=replicas,
+            events_max_age=events.max_age_s,
+            events_max_bytes=events.max_bytes,
+        )
     finally:
         await client.drain()
 

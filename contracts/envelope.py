@@ -110,6 +110,11 @@ class Envelope(BaseModel):
     id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     correlation_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     request_id: str = ""
+    trace_id: str | None = None
+    """W3C trace id (32 hex digits) of the request: the client's ``traceparent``'s, or one the gateway made. In the
+    request's events and log lines."""
+    traceparent: str | None = None
+    """The gateway's W3C ``traceparent`` (its span as parent), also sent as a NATS header with each hand-off."""
     deadline: float = 0.0
     """Unix time (seconds) after which nobody waits for this envelope any more."""
     reply_to: str = ""

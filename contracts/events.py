@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
 from enum import Enum
 from typing import Literal
@@ -11,6 +13,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from backworks.contracts.envelope import Envelope
 from backworks.contracts.types import FailureKind
 
+_PROCESS_PREFIX = os.urandom(8).hex()
+_SEQUENCE = itertools.count()
+
+
+def new_event_id() -> str:
+    """A fresh ``event_id``: unique per event, the key idempotent consumers deduplicate on.
+
+    64 random bits drawn once per process, then a counter: unique across processes like a uuid4, without a
+    system call per event (a uuid4 reads ``os.urandom`` each time, which is most of what an event costs)."""
+    return f"{_PROCESS_PREFIX}{next(_SEQUENCE):x}"
+
+
+EVENT_ID_DESCRIPTION = "Unique per event: a consumer that sees it twice (a redelivery) stores it once."
+TRACE_ID_DESCRIPTION = "W3C trace id (32 hex digits) of the request, when it has one."
+
 
 class StageEvent(BaseModel):
     """Something that happened to one envelope at one stage (``bw.evt.stage.<kind>``)."""
@@ -18,6 +35,8 @@ class StageEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     v: Literal[1] = 1
+    event_id: str = Field(default_factory=new_event_id, description=EVENT_ID_DESCRIPTION)
+    trace_id: str | None = Field(default=None, description=TRACE_ID_DESCRIPTION)
     kind: FailureKind
     stage: str
     envelope_id: str
@@ -44,6 +63,8 @@ class SecurityEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     v: Literal[1] = 1
+    event_id: str = Field(default_factory=new_event_id, description=EVENT_ID_DESCRIPTION)
+    trace_id: str | None = Field(default=None, description=TRACE_ID_DESCRIPTION)
     decision: SecurityDecision
     stage: str
     """Stage label, ``instance.phase``."""
@@ -61,6 +82,117 @@ class SecurityEvent(BaseModel):
     client: str | None
     envelope_id: str
     request_id: str
+    at: float = Field(default_factory=time.time)
+
+
+class RequestReceived(BaseModel):
+    """The gateway accepted a request and sent it into the pipeline (``bw.evt.request.received``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    v: Literal[1] = 1
+    event_id: str = Field(default_factory=new_event_id, description=EVENT_ID_DESCRIPTION)
+    trace_id: str | None = Field(default=None, description=TRACE_ID_DESCRIPTION)
+    request_id: str
+    envelope_id: str
+    route: str
+    """The endpoint's name in the blueprint."""
+    method: str
+    path: str
+    query: list[tuple[str, str]] = Field(default_factory=list)
+    """Query parameters, credentials masked."""
+    client: str | None = None
+    body: str | None = None
+    """The request body (UTF-8, credentials masked, cut at the body limit): only for endpoints with
+    ``events: {bodies: true}``."""
+    at: float = Field(default_factory=time.time)
+
+
+class StageCompleted(BaseModel):
+    """A stage ran its hook for a request (``bw.evt.stage.completed``); failures and skips are ``StageEvent``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    v: Literal[1] = 1
+    event_id: str = Field(default_factory=new_event_id, description=EVENT_ID_DESCRIPTION)
+    trace_id: str | None = Field(default=None, description=TRACE_ID_DESCRIPTION)
+    request_id: str
+    envelope_id: str
+    route: str
+    stage: str
+    """Stage label, ``instance.phase``."""
+    ms: float
+    """How long the stage's hook took, in milliseconds."""
+    at: float = Field(default_factory=time.time)
+
+
+class StageDuration(BaseModel):
+    """How long one stage's hook took for a request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: str
+    """Stage label, ``instance.phase``."""
+    ms: float
+
+
+class RequestResponded(BaseModel):
+    """The gateway answered a request (``bw.evt.request.responded``): one per request, whatever its fate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    v: Literal[1] = 1
+    event_id: str = Field(default_factory=new_event_id, description=EVENT_ID_DESCRIPTION)
+    trace_id: str | None = Field(default=None, description=TRACE_ID_DESCRIPTION)
+    request_id: str
+    envelope_id: str | None = None
+    """None when the gateway answered before building an envelope (413, broker unavailable...)."""
+    route: str
+    method: str
+    path: str
+    status: int
+    total_ms: float
+    """From the request's arrival to its response, in milliseconds."""
+    stages: list[StageDuration] = Field(default_factory=list)
+    """Every stage that ran, with its duration, in order (also published one by one as ``StageCompleted`` unless
+    ``events.stage_completed`` is off)."""
+    degraded: list[str] = Field(default_factory=list)
+    """Optional stages the request went on without (skipped: unavailable, failed, breaker open)."""
+    failed_stage: str | None = None
+    """The stage whose failure decided the answer, if one did."""
+    consumer: str | None = None
+    """The authenticated caller, when a security stage named one."""
+    body: str | None = None
+    """The response body (UTF-8, cut at the body limit): only for endpoints with ``events: {bodies: true}``."""
+    at: float = Field(default_factory=time.time)
+
+
+class AlertState(str, Enum):
+    """Where an alert rule stands."""
+
+    FIRING = "firing"
+    """The rule's condition holds."""
+    RESOLVED = "resolved"
+    """The condition held and no longer does."""
+
+
+class AlertEvent(BaseModel):
+    """An alert rule of the blueprint changed state (``bw.evt.alert.<state>``), per the analytics service."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    v: Literal[1] = 1
+    event_id: str = Field(default_factory=new_event_id, description=EVENT_ID_DESCRIPTION)
+    trace_id: str | None = Field(default=None, description=TRACE_ID_DESCRIPTION)
+    rule: str
+    """The rule's name in the blueprint's ``alerts:``."""
+    state: AlertState
+    condition: str
+    """The rule, in words (``error rate of notes above 5 % over 300 s``)."""
+    value: float | None = None
+    """What was measured (a rate in %, a latency in ms, a count), when the condition is a measure."""
+    subject: str = ""
+    """What it is about: an endpoint, an instance, the DLQ."""
     at: float = Field(default_factory=time.time)
 
 

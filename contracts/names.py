@@ -32,6 +32,17 @@ ALL_BUCKETS = (BREAKERS_BUCKET, REGISTRY_BUCKET, CONFIG_BUCKET, CACHE_BUCKET, RA
 PLUGIN_BUCKETS = (CACHE_BUCKET, RATELIMIT_BUCKET)
 """Buckets a plugin may open with ``Plugin.kv`` (its keys live under ``<instance>.``); the others are the runtime's."""
 
+REQUEST_RECEIVED_SUBJECT = "bw.evt.request.received"
+REQUEST_RESPONDED_SUBJECT = "bw.evt.request.responded"
+STAGE_COMPLETED_SUBJECT = "bw.evt.stage.completed"
+AUDIT_DURABLE = "bw-audit"
+"""Durable consumer of ``BW_EVENTS`` the audit subscribers share (``backworks audit serve``)."""
+ANALYTICS_DURABLE = "bw-analytics"
+"""Durable consumer of ``BW_EVENTS`` the analytics subscriber reads (``backworks analytics serve``)."""
+
+REPORT_SUBJECT = "bw.tap.report"
+"""Core-NATS request subject the analytics service answers with its aggregates (``{"since_s": 900}``)."""
+
 INBOX_PREFIX = "_INBOX.bw"
 MSG_ID_HEADER = "Nats-Msg-Id"
 DLQ_QUEUE_GROUP = "bw-dlq"
@@ -61,6 +72,11 @@ def reply_subject(gateway_id: str, correlation_id: str) -> str:
 def event_subject(kind: str) -> str:
     """Subject of an event on ``BW_EVENTS``: ``bw.evt.<kind>``."""
     return f"bw.evt.{kind}"
+
+
+def alert_subject(state: str) -> str:
+    """Subject of an alert event: ``bw.evt.alert.<state>`` (``firing`` or ``resolved``)."""
+    return f"bw.evt.alert.{state}"
 
 
 def stage_event_subject(kind: FailureKind) -> str:

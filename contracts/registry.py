@@ -29,4 +29,6 @@ class ReplicaInfo(BaseModel):
     failed: int = 0
     dropped: dict[str, int] = Field(default_factory=dict)
     """Envelopes this replica ended without handing them on, per reason (a ``FailureKind`` value)."""
+    events: dict[str, int] = Field(default_factory=dict)
+    """What this replica's event publisher emitted, confirmed and lost (``EventPublisher.report``)."""
     metrics: dict[str, float] = Field(default_factory=dict)

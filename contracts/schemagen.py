@@ -15,7 +15,15 @@ from pydantic import BaseModel
 from backworks.contracts.blueprint import Blueprint
 from backworks.contracts.breakers import ProbeRecord, StateRecord, WindowRecord
 from backworks.contracts.envelope import Envelope
-from backworks.contracts.events import DeadLetter, SecurityEvent, StageEvent
+from backworks.contracts.events import (
+    AlertEvent,
+    DeadLetter,
+    RequestReceived,
+    RequestResponded,
+    SecurityEvent,
+    StageCompleted,
+    StageEvent,
+)
 from backworks.contracts.registry import ReplicaInfo
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -26,6 +34,10 @@ MODELS: dict[str, type[BaseModel]] = {
     "stage-event.v1.json": StageEvent,
     "dead-letter.v1.json": DeadLetter,
     "security-event.v1.json": SecurityEvent,
+    "request-received.v1.json": RequestReceived,
+    "stage-completed.v1.json": StageCompleted,
+    "request-responded.v1.json": RequestResponded,
+    "alert-event.v1.json": AlertEvent,
     "breaker-state.v1.json": StateRecord,
     "breaker-window.v1.json": WindowRecord,
     "breaker-probe.v1.json": ProbeRecord,

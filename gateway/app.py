@@ -21,20 +21,27 @@ from backworks.contracts.types import FailureKind
 from backworks.gateway.endpoint import Pipeline, request_id_of
 from backworks.gateway.errors import ProblemError
 from backworks.gateway.health import HEALTH_PATH, health_report
+from backworks.gateway.metrics import CONTENT_TYPE, METRICS_PATH, GatewayMetrics
 from backworks.gateway.openapi import OPENAPI_PATH
 from backworks.gateway.openapi import build as build_openapi
 from backworks.gateway.preflight import preflight_routes
 from backworks.gateway.problems import problem_response
 from backworks.gateway.state import GatewayState, connect, disconnect
 from backworks.pipeline.lifecycle import freeze_startup_objects
+from backworks.tap.filters import FilterError, seconds
+from backworks.tap.reports import AnalyticsUnavailable, ask
 
 __all__ = ["HEALTH_PATH", "GatewayState", "build_app"]
 
 log = structlog.get_logger("backworks.gateway")
 
+REPORT_PATH = "/_backworks/report"
+DEFAULT_REPORT_WINDOW = "15m"
+
 
 def build_app(state: GatewayState) -> Starlette:
     """The Starlette app for a loaded blueprint."""
+    gauges = state.metrics = GatewayMetrics(state)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -49,6 +56,23 @@ def build_app(state: GatewayState) -> Starlette:
     async def health(request: Request) -> Response:
         body, status = health_report(state)
         return JSONResponse(body, status_code=status)
+
+    async def metrics(request: Request) -> Response:
+        return Response(await gauges.render(), media_type=CONTENT_TYPE)
+
+    async def report(request: Request) -> Response:
+        """The analytics service's aggregates (``?since=15m``), asked over NATS: 503 when none answers."""
+        client = state.client
+        try:
+            since = seconds(request.query_params.get("since", DEFAULT_REPORT_WINDOW))
+            if client is None or not client.is_connected:
+                raise AnalyticsUnavailable("the message broker (NATS) is not reachable")
+            return JSONResponse(await ask(client, since))
+        except FilterError as exc:
+            problem = ProblemError(400, "Bad report window", str(exc))
+        except AnalyticsUnavailable as exc:
+            problem = ProblemError(503, "Report unavailable", str(exc))
+        return problem_response(problem, instance=request.url.path, request_id=request_id_of(request))
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -71,7 +95,12 @@ def build_app(state: GatewayState) -> Starlette:
             document.update(build_openapi(state.blueprint, __version__))
         return JSONResponse(document)
 
-    routes = [Route(HEALTH_PATH, health, methods=["GET"]), Route(OPENAPI_PATH, openapi, methods=["GET"])]
+    routes = [
+        Route(HEALTH_PATH, health, methods=["GET"]),
+        Route(OPENAPI_PATH, openapi, methods=["GET"]),
+        Route(REPORT_PATH, report, methods=["GET"]),
+        Route(METRICS_PATH, metrics, methods=["GET"]),
+    ]
     handlers: dict[str, Callable[[Request], Awaitable[Response]]] = {
         name: Pipeline(state, name).handle for name in state.blueprint.model.endpoints
     }

@@ -18,6 +18,7 @@ from backworks.contracts.types import FailureKind
 from backworks.gateway.errors import ProblemError
 from backworks.gateway.problems import from_stage_error, problem_response
 from backworks.gateway.state import GatewayState
+from backworks.gateway.tap import RequestTap, Served, TraceContext, events_switched_off
 from backworks.pipeline import credentials
 from backworks.pipeline.deadletters import record_event
 from backworks.pipeline.errors import PipelineError
@@ -28,6 +29,8 @@ STALL_PROBE_TIMEOUT = 0.1
 """Seconds the timeout path spends asking JetStream where a request is stuck."""
 REQUEST_ID_HEADER = "x-request-id"
 SKIPPED_HEADER = "x-backworks-skipped"
+TRACEPARENT_HEADER = "traceparent"
+TRACERESPONSE_HEADER = "traceresponse"
 VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 CLIENT_CLOSED_REQUEST = 499
 """The status logged for a request whose client disconnected before it could be answered (nginx's 499)."""
@@ -68,43 +71,71 @@ class Pipeline:
         self.timeout_ms = state.blueprint.model.timeout_ms(endpoint)
         self.max_body = state.blueprint.model.gateway.max_body_bytes
         self.expose_errors = state.blueprint.model.gateway.expose_errors
+        model = state.blueprint.model
+        self.flow_events = model.events.enabled and not events_switched_off()
+        """Per-request events (received, stage completed, responded); failures are evented either way."""
+        self.bodies = model.endpoints[endpoint].events.bodies
+        self.body_bytes = model.events.body_bytes
+        self.stage_completed = model.events.stage_completed
+
+    def tap(self) -> RequestTap | None:
+        forwarder = self.state.forwarder
+        if not self.flow_events or forwarder is None:
+            return None
+        return RequestTap(forwarder.events, self.bodies, self.body_bytes, self.stage_completed)
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
         request_id = request_id_of(request)
         # Every line logged while serving this request carries its id (reset after, for callers sharing a task).
         # bind/reset rather than structlog's bound_contextvars(), which copies the whole context: ~11 µs vs ~2 µs.
-        bound = structlog.contextvars.bind_contextvars(request_id=request_id)
+        trace = TraceContext.of(request.headers.get(TRACEPARENT_HEADER))
+        bound = structlog.contextvars.bind_contextvars(request_id=request_id, trace_id=trace.trace_id)
+        served = Served()
+        tap = self.tap()
+        metrics = self.state.metrics
+        if metrics is not None:
+            metrics.inflight.inc()
         try:
             try:
-                response = await self._run(request, request_id, started)
+                response = await self._run(request, request_id, started, served, tap, trace)
             except ProblemError as problem:
                 response = problem_response(problem, instance=request.url.path, request_id=request_id)
                 response.headers[REQUEST_ID_HEADER] = request_id
                 log.warning("request failed", status=problem.status, stage=problem.stage, detail=problem.detail)
                 if problem.status >= 500:
-                    await self._record_own_failure(problem, request_id)
+                    self._record_own_failure(problem, request_id)
             except ClientDisconnect:
                 # The client went away while sending its body: nobody to answer, nothing failed on our side.
                 log.info("client disconnected", method=request.method, path=request.url.path)
                 response = Response(status_code=CLIENT_CLOSED_REQUEST)
+            response.headers[TRACERESPONSE_HEADER] = trace.traceparent
+            total_ms = (time.perf_counter() - started) * 1000
+            if metrics is not None:
+                metrics.observe(self.endpoint, response.status_code, total_ms / 1000,
+                                served.reply.timings if served.reply is not None else [])  # fmt: skip
+            if tap is not None:
+                tap.responded(served, route=self.endpoint, method=request.method, path=request.url.path,
+                              request_id=request_id, status=response.status_code, total_ms=total_ms)  # fmt: skip
             if self.state.access_log:
                 log.info("request", method=request.method, path=request.url.path, status=response.status_code,
-                         ms=round((time.perf_counter() - started) * 1000, 3))  # fmt: skip
+                         ms=round(total_ms, 3))  # fmt: skip
         finally:
             structlog.contextvars.reset_contextvars(**bound)
+            if metrics is not None:
+                metrics.inflight.dec()
         return response
 
-    async def _record_own_failure(self, problem: ProblemError, request_id: str) -> None:
+    def _record_own_failure(self, problem: ProblemError, request_id: str) -> None:
         """A request the gateway itself failed (503, 504) ends on record: counted for health, and an event."""
         cause = problem.cause or FailureKind.GATEWAY
         self.state.dropped[cause.value] += 1
-        client = self.state.client
-        if client is None or not client.is_connected:
-            return  # the broker is the problem: the counter is the record
+        forwarder = self.state.forwarder
+        if forwarder is None:
+            return  # never connected: the counter is the record
         error = StageError(stage=problem.stage or "gateway", kind=cause, message=problem.detail, skipped=False)
         placeholder = Envelope(id="", request_id=request_id, route=self.endpoint, method="", path="")
-        await record_event(client, placeholder, error)
+        record_event(forwarder.events, placeholder, error)
 
     def envelope(self, request: Request, request_id: str, body: bytes) -> Envelope:
         """The envelope for ``request``, its itinerary attached and its cursor at the first stage."""
@@ -124,7 +155,15 @@ class Pipeline:
             itinerary=list(self.itinerary),
         )
 
-    async def _run(self, request: Request, request_id: str, started: float) -> Response:
+    async def _run(
+        self,
+        request: Request,
+        request_id: str,
+        started: float,
+        served: Served,
+        tap: RequestTap | None,
+        trace: TraceContext,
+    ) -> Response:
         state = self.state
         client, inbox, forwarder = state.client, state.inbox, state.forwarder
         if client is None or forwarder is None or inbox is None or not client.is_connected:
@@ -137,6 +176,10 @@ class Pipeline:
             raise ProblemError(503, "Plugin unavailable", f"stage {stage.label}: {reason}", stage=stage.label,
                                cause=FailureKind.UNAVAILABLE)  # fmt: skip
         envelope = self.envelope(request, request_id, body)
+        envelope.trace_id, envelope.traceparent = trace.trace_id, trace.traceparent
+        served.sent = envelope
+        if tap is not None:
+            tap.received(envelope)
         credentials.bind(envelope)  # this request's task: no line it logs shows the request's credentials
         envelope.reply_to = inbox.subject(envelope.correlation_id)
         future = inbox.expect(envelope.correlation_id, envelope.remaining())
@@ -159,6 +202,7 @@ class Pipeline:
                 raise await self._deadline_problem(envelope) from None
         finally:
             inbox.forget(envelope.correlation_id)
+        served.reply = reply
         return self._respond(reply, request_id, started)
 
     async def _deadline_problem(self, envelope: Envelope) -> ProblemError:

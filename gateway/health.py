@@ -35,11 +35,13 @@ def health_report(state: GatewayState) -> tuple[dict[str, Any], int]:
     breakers = state.breakers.snapshot() if state.breakers else {}
     stages: dict[str, Any] = {}
     dropped: dict[str, int] = dict(state.dropped)
+    events_lost = 0
     for name, instance in state.blueprint.instances.items():
         live = state.liveness.live(name) if state.liveness else []
         for replica in live:
             for reason, count in replica.dropped.items():
                 dropped[reason] = dropped.get(reason, 0) + count
+            events_lost += replica.events.get("lost", 0)
         breaker = breakers.get(name, {"state": BreakerState.CLOSED.value})
         instance_status = _instance_status(
             instance.critical, len(live), str(breaker.get("state")), [r.health for r in live]
@@ -65,6 +67,7 @@ def health_report(state: GatewayState) -> tuple[dict[str, Any], int]:
                         "processed": r.processed,
                         "failed": r.failed,
                         "dropped": r.dropped,
+                        "events": r.events,
                         "metrics": r.metrics,
                     }
                     for r in live
@@ -77,6 +80,10 @@ def health_report(state: GatewayState) -> tuple[dict[str, Any], int]:
         "nats": broker.describe(state.client) if state.client else {"connected": False, "url": None},
         "stages": stages,
         "dropped": dropped,
+        "events": {
+            "gateway": state.forwarder.events.report() if state.forwarder else None,
+            "lost_by_replicas": events_lost,
+        },
         "edge": state.edge.report(),
         "inbox": state.inbox.report() if state.inbox else None,
     }

@@ -7,6 +7,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import structlog
 from nats.aio.client import Client
@@ -20,6 +21,9 @@ from backworks.pipeline.breakers import FleetBreakers
 from backworks.pipeline.forwarder import Forwarder
 from backworks.pipeline.liveness import LivenessView
 from backworks.pipeline.permissions import GATEWAY
+
+if TYPE_CHECKING:
+    from backworks.gateway.metrics import GatewayMetrics
 
 log = structlog.get_logger("backworks.gateway")
 
@@ -48,6 +52,8 @@ class GatewayState:
     access_log: bool = False
     dropped: Counter[str] = field(default_factory=Counter)
     """Requests the gateway itself answered with a 5xx, per cause: what health shows beside the replicas' drops."""
+    metrics: GatewayMetrics | None = None
+    """Prometheus metrics (``/_backworks/metrics``), set by the app."""
     edge: EdgeStats = field(default_factory=EdgeStats)
     """What the HTTP edge counted (refused, evicted, timed-out connections...), filled by the server."""
 

@@ -18,7 +18,7 @@ from backworks.contracts.events import SecurityDecision, SecurityEvent
 from backworks.contracts.names import security_event_subject
 
 if TYPE_CHECKING:
-    from nats.aio.client import Client
+    from backworks.pipeline.events import EventPublisher
 
 SECURITY_ANNOTATION = "security"
 """``envelope.annotations`` key of the decisions security stages noted (a list of ``SecurityEvent`` fields)."""
@@ -82,12 +82,13 @@ def events_since(envelope: Envelope, count: int) -> list[SecurityEvent]:
             client=envelope.client,
             envelope_id=envelope.id,
             request_id=envelope.request_id,
+            trace_id=envelope.trace_id,
         )
         for entry in entries[count:]
     ]
 
 
-async def publish_decisions(client: Client, envelope: Envelope, count: int) -> None:
-    """Publish the decisions noted on ``envelope`` after the first ``count`` (core publish: no round trip)."""
+def publish_decisions(events: EventPublisher, envelope: Envelope, count: int) -> None:
+    """Publish the decisions noted on ``envelope`` after the first ``count`` (through the process's publisher)."""
     for event in events_since(envelope, count):
-        await client.publish(security_event_subject(event.decision.value), event.model_dump_json().encode())
+        events.emit(security_event_subject(event.decision.value), event)

@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, BadRequestError, NotFoundError
 
-from backworks.contracts.blueprint import NatsSettings
+from backworks.contracts.blueprint import DEFAULT_EVENTS_MAX_AGE_S, NatsSettings
 from backworks.contracts.names import (
     BREAKERS_BUCKET,
     CACHE_BUCKET,
@@ -42,7 +42,10 @@ MAX_PINGS = 2
 DUPLICATE_WINDOW = 120.0
 """Seconds JetStream remembers a ``Nats-Msg-Id``: longer than any request deadline."""
 PIPELINE_MAX_AGE = 3600.0
-EVENTS_MAX_AGE = 7 * 24 * 3600.0
+EVENTS_MAX_AGE = DEFAULT_EVENTS_MAX_AGE_S
+"""Defaults of the blueprint's ``events:`` section, for a declare without a blueprint."""
+UNLIMITED = -1
+"""JetStream's value for a stream limit that is not set."""
 DLQ_MAX_AGE = 14 * 24 * 3600.0
 REGISTRY_TTL = 30.0
 """Registry entries older than this are purged; liveness itself is judged from heartbeats (see liveness.py)."""
@@ -119,7 +122,9 @@ async def connect(
     return client
 
 
-def _stream_configs(storage: StorageType, replicas: int) -> list[StreamConfig]:
+def _stream_configs(
+    storage: StorageType, replicas: int, events_max_age: float, events_max_bytes: int | None
+) -> list[StreamConfig]:
     return [
         StreamConfig(
             name=PIPELINE_STREAM,
@@ -137,7 +142,9 @@ def _stream_configs(storage: StorageType, replicas: int) -> list[StreamConfig]:
             retention=RetentionPolicy.LIMITS,
             storage=storage,
             num_replicas=replicas,
-            max_age=EVENTS_MAX_AGE,
+            max_age=events_max_age,
+            max_bytes=UNLIMITED if events_max_bytes is None else events_max_bytes,
+            discard=DiscardPolicy.OLD,
             duplicate_window=DUPLICATE_WINDOW,
         ),
         StreamConfig(
@@ -170,14 +177,21 @@ NO_SUITABLE_PEERS = 10005
 """JetStream's error code when the cluster has fewer JetStream nodes than the replicas asked for."""
 
 
-async def declare(js: JetStreamContext, *, storage: str = "file", replicas: int = 1) -> None:
+async def declare(
+    js: JetStreamContext,
+    *,
+    storage: str = "file",
+    replicas: int = 1,
+    events_max_age: float = EVENTS_MAX_AGE,
+    events_max_bytes: int | None = None,
+) -> None:
     """Create (or bring up to date) every stream and KV bucket. Called only by the owning component.
 
     Raises ``ReplicasUnavailable`` when ``replicas`` exceeds what the broker can hold (a single node asked
     for R3, or a cluster with fewer JetStream nodes than replicas).
     """
     try:
-        await _declare(js, storage, replicas)
+        await _declare(js, storage, replicas, events_max_age, events_max_bytes)
     except APIError as exc:
         if exc.err_code == NOT_CLUSTERED:
             raise ReplicasUnavailable(
@@ -193,9 +207,11 @@ async def declare(js: JetStreamContext, *, storage: str = "file", replicas: int 
         raise
 
 
-async def _declare(js: JetStreamContext, storage: str, replicas: int) -> None:
+async def _declare(
+    js: JetStreamContext, storage: str, replicas: int, events_max_age: float, events_max_bytes: int | None
+) -> None:
     kind = StorageType.FILE if storage == "file" else StorageType.MEMORY
-    for config in _stream_configs(kind, replicas):
+    for config in _stream_configs(kind, replicas, events_max_age, events_max_bytes):
         try:
             await js.add_stream(config)
         except BadRequestError as exc:
@@ -212,6 +228,21 @@ async def _declare(js: JetStreamContext, storage: str, replicas: int) -> None:
             await js.create_key_value(bucket)
         except BadRequestError:
             log.info("bucket exists with another configuration; kept", bucket=bucket.bucket)
+
+
+async def apply_event_limits(js: JetStreamContext, max_age: float, max_bytes: int | None) -> None:
+    """Give ``BW_EVENTS`` the blueprint's limits (``events.max_age_s``, ``events.max_bytes``) if it has others.
+
+    ``backworks up`` calls it after the streams exist, whoever declared them (an embedded broker declares with
+    the defaults)."""
+    info = await js.stream_info(EVENTS_STREAM)
+    config = info.config
+    wanted = UNLIMITED if max_bytes is None else max_bytes
+    if config.max_age == max_age and (config.max_bytes or UNLIMITED) == wanted:
+        return
+    config.max_age, config.max_bytes, config.discard = max_age, wanted, DiscardPolicy.OLD
+    await js.update_stream(config)
+    log.info("event stream limits applied", stream=EVENTS_STREAM, max_age_s=max_age, max_bytes=max_bytes)
 
 
 async def attach(js: JetStreamContext, stream: str = PIPELINE_STREAM, timeout: float = ATTACH_TIMEOUT) -> None:

@@ -54,6 +54,7 @@ from backworks.contracts.names import (
 from backworks.contracts.types import FailureKind, Headers, QueryParams
 from backworks.pipeline import credentials, sealing
 from backworks.pipeline.errors import PipelineError
+from backworks.pipeline.events import EventPublisher
 from backworks.pipeline.secrets import MASK
 
 log = structlog.get_logger("backworks.dlq")
@@ -134,24 +135,20 @@ def without_credentials(letter: DeadLetter) -> Envelope:
     return envelope
 
 
-async def record_event(client: Client, envelope: Envelope, error: StageError) -> None:
-    """Put a stage failure on the event stream (core publish: captured by ``BW_EVENTS``, no round trip).
-
-    Never raises: an event that cannot be sent (the broker is gone) is logged, and the caller's counters
-    (``dropped`` in health) still show what happened."""
+def record_event(events: EventPublisher, envelope: Envelope, error: StageError) -> None:
+    """Put a stage failure on the event stream (through the process's publisher: never blocks, never raises;
+    a loss is counted in its report)."""
     event = StageEvent(
         kind=error.kind,
         stage=error.stage,
         envelope_id=envelope.id,
         request_id=envelope.request_id,
+        trace_id=envelope.trace_id,
         route=envelope.route,
         message=error.message,
         skipped=error.skipped,
     )
-    try:
-        await client.publish(stage_event_subject(error.kind), event.model_dump_json().encode())
-    except Exception as exc:
-        log.warning("event not recorded", stage=error.stage, kind=error.kind.value, error=repr(exc))
+    events.emit(stage_event_subject(error.kind), event)
 
 
 async def went_on(js: JetStreamContext, envelope: Envelope) -> bool | None:
@@ -174,6 +171,7 @@ async def went_on(js: JetStreamContext, envelope: Envelope) -> bool | None:
 async def bury(
     client: Client,
     js: JetStreamContext,
+    events: EventPublisher,
     envelope: Envelope,
     subject: str,
     attempts: int,
@@ -200,7 +198,7 @@ async def bury(
         headers={MSG_ID_HEADER: dlq_message_id(envelope.id, envelope.cursor)},
     )
     error = envelope.fail_stage(kind, reason, skip=False)
-    await record_event(client, envelope, error)
+    record_event(events, envelope, error)
     if envelope.reply_to and envelope.remaining() > 0:
         await client.publish(envelope.reply_to, envelope.to_json())
     log.warning("envelope dead-lettered", stage=label, attempts=attempts, reason=reason)
@@ -210,9 +208,10 @@ async def bury(
 class DeadLetterWatch:
     """Handles MAX_DELIVERIES advisories for the pipeline stream (one handler per advisory, fleet-wide)."""
 
-    def __init__(self, client: Client, js: JetStreamContext) -> None:
+    def __init__(self, client: Client, js: JetStreamContext, events: EventPublisher) -> None:
         self.client = client
         self.js = js
+        self.events = events
         self._sub: Subscription | None = None
         self.handled = 0
 
@@ -247,7 +246,9 @@ class DeadLetterWatch:
             return
         # Advisories of one subscription share a task: bind for this one and unbind after.
         with structlog.contextvars.bound_contextvars(request_id=envelope.request_id):
-            await bury(self.client, self.js, envelope, raw.subject or "", attempts, reason, FailureKind.EXHAUSTED)
+            await bury(
+                self.client, self.js, self.events, envelope, raw.subject or "", attempts, reason, FailureKind.EXHAUSTED
+            )
         with contextlib.suppress(NotFoundError):  # acknowledged late by a replica that went on: gone either way
             await self.js.delete_msg(PIPELINE_STREAM, sequence)
         self.handled += 1

@@ -28,6 +28,7 @@ from backworks.contracts.names import MSG_ID_HEADER, message_id, stage_subject
 from backworks.contracts.types import FailureKind
 from backworks.pipeline.breakers import FleetBreakers
 from backworks.pipeline.deadletters import DeadLetterWatch, bury, record_event
+from backworks.pipeline.events import EventPublisher
 from backworks.pipeline.gate import StageGate
 from backworks.pipeline.liveness import LivenessView
 from backworks.pipeline.publisher import AckedPublisher, stream_sequence
@@ -43,6 +44,16 @@ READY_POLL = 0.05
 RETRY_WINDOW = 10.0
 """Seconds (at most, and never past the request's deadline) a hand-off is tried again while no stream answers:
 on a cluster, the time for a stream to elect a new leader after losing one (~2-5 s measured on loopback)."""
+
+
+TRACEPARENT_HEADER = "traceparent"
+
+
+def trace_headers(envelope: Envelope, headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` with the request's W3C ``traceparent`` (OpenTelemetry messaging conventions), when it has one."""
+    if envelope.traceparent:
+        headers[TRACEPARENT_HEADER] = envelope.traceparent
+    return headers
 
 
 class Forwarder:
@@ -70,16 +81,19 @@ class Forwarder:
         self.gated = gated
         self.publish_timeout = publish_timeout
         self.publisher = AckedPublisher(client)
+        self.events = EventPublisher(client)
+        """The process's one event publisher (``bw.evt.>``): the forwarder's owner emits through it too."""
         self.liveness = LivenessView(js)
         self.instances = tuple(breaker_settings)
         """The stages this forwarder may send to."""
         self.breakers = FleetBreakers(js, dict(breaker_settings), owner, owned)
         """Breakers of every stage this forwarder may send to (``owner`` names it in shared breaker state)."""
-        self.dead_letters = DeadLetterWatch(client, js)
+        self.dead_letters = DeadLetterWatch(client, js, self.events)
         self.gate = StageGate(self.liveness, self.breakers) if gated else StageGate()
         self.stalls = StallWatch(js, self._route_around, self.liveness.count)
 
     async def start(self) -> None:
+        await self.events.start()
         await self.publisher.start()
         if self.gated:
             await self.liveness.start()
@@ -95,6 +109,7 @@ class Forwarder:
             await self.breakers.stop()
             await self.liveness.stop()
         await self.publisher.stop()
+        await self.events.stop()
 
     async def ready(self, timeout: float) -> list[str]:
         """Wait (at most ``timeout`` s) until every stage this forwarder may send to has a live replica, or the
@@ -141,7 +156,7 @@ class Forwarder:
         ack = await self.publisher.publish(
             stage_subject(nxt.instance, nxt.phase),
             data,
-            {MSG_ID_HEADER: message_id(envelope.id, envelope.cursor)},
+            trace_headers(envelope, {MSG_ID_HEADER: message_id(envelope.id, envelope.cursor)}),
             self.publish_timeout,
             retry_for=min(RETRY_WINDOW, envelope.remaining()),
             on_retry=on_retry,
@@ -156,7 +171,7 @@ class Forwarder:
     async def _record(self, envelope: Envelope, *groups: Sequence[StageError]) -> None:
         for group in groups:
             for error in group:
-                await record_event(self.client, envelope, error)
+                record_event(self.events, envelope, error)
 
     async def _route_around(self, held: Held, critical: bool) -> None:
         """A stage held ``held`` past its time limit: go on without it (optional) or fail the request (critical)."""
@@ -169,7 +184,7 @@ class Forwarder:
         log.warning("stage stalled", stage=held.stage.label, request_id=envelope.request_id, detail=message)
         if critical:  # the request fails: what it carried goes to the dead letters, replayable, and the client is told
             subject = stage_subject(held.stage.instance, held.stage.phase)
-            await bury(self.client, self.js, envelope, subject, 1, message, FailureKind.TIMEOUT)
+            await bury(self.client, self.js, self.events, envelope, subject, 1, message, FailureKind.TIMEOUT)
             return
         error = envelope.fail_stage(FailureKind.TIMEOUT, message, skip=True)
         await self.forward(envelope, failures=[error])

@@ -32,6 +32,7 @@ from typing import Any
 from backworks.contracts.envelope import Stage
 from backworks.contracts.names import (
     BREAKERS_BUCKET,
+    DLQ_STREAM,
     DLQ_SUBJECTS,
     EVENTS_STREAM,
     EVENTS_SUBJECTS,
@@ -39,6 +40,7 @@ from backworks.contracts.names import (
     PIPELINE_STREAM,
     PLUGIN_BUCKETS,
     REGISTRY_BUCKET,
+    REPORT_SUBJECT,
     Phase,
     identity_inbox,
     max_deliveries_advisory,
@@ -205,7 +207,9 @@ def gateway(loaded: LoadedBlueprint) -> Identity:
         durables |= {stage_durable(stage.instance, stage.phase) for stage in itinerary}
     # The stall probe on the timeout path reads the consumer info of every stage of the itinerary.
     probes = [f"{JS_API}.CONSUMER.INFO.{PIPELINE_STREAM}.{durable}" for durable in sorted(durables)]
-    publish = [*sorted(first), *probes, *forwarder_publish()]
+    # The analytics service's report (``/_backworks/report``) and the DLQ size in its metrics.
+    tap = [REPORT_SUBJECT, f"{JS_API}.STREAM.INFO.{DLQ_STREAM}"]
+    publish = [*sorted(first), *probes, *tap, *forwarder_publish()]
     subscribe = [REPLY_SUBJECTS, *forwarder_subscribe(GATEWAY)]
     return Identity(GATEWAY, Role.GATEWAY, Permissions(tuple(publish), tuple(subscribe)))
 

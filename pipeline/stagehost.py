@@ -212,6 +212,7 @@ class StageHost:
             processed=self.processed,
             failed=self.failed,
             dropped=dict(self.dropped),
+            events=self.forwarder.events.report(),
             metrics=metrics,
         )
 
@@ -237,7 +238,7 @@ class StageHost:
             self.dropped[FailureKind.INVALID.value] += 1
             return Term("unreadable envelope")
         # Each message runs in its own task (``PullConsumer``): the bindings live exactly as long as its work.
-        structlog.contextvars.bind_contextvars(request_id=envelope.request_id)
+        structlog.contextvars.bind_contextvars(request_id=envelope.request_id, trace_id=envelope.trace_id)
         credentials.bind(envelope)  # no log line of this work shows the request's credentials
         stage = envelope.current
         if stage is None or stage.instance != self.instance.name or stage.phase is not phase:
@@ -255,11 +256,22 @@ class StageHost:
             self.dropped[FailureKind.EXPIRED.value] += 1
             if attempt > 1 and await self._still_pending(msg):  # no replica finished it: that work must not vanish
                 reason = f"deadline passed after {attempt} deliveries (a replica crashed, hung or was killed)"
-                await bury(self.client, self.js, envelope, msg.subject, attempt, reason, FailureKind.EXPIRED)
+                await bury(
+                    self.client,
+                    self.js,
+                    self.forwarder.events,
+                    envelope,
+                    msg.subject,
+                    attempt,
+                    reason,
+                    FailureKind.EXPIRED,
+                )
             else:  # it waited in the stream past its deadline: the gateway answered 504; on record, not in the DLQ
                 reason = "deadline passed while it waited for this stage; dropped (the client had its 504)"
                 log.info("expired envelope dropped", stage=stage.label)
-                await record_event(self.client, envelope, envelope.fail_stage(FailureKind.EXPIRED, reason, skip=False))
+                record_event(
+                    self.forwarder.events, envelope, envelope.fail_stage(FailureKind.EXPIRED, reason, skip=False)
+                )
             return ACK
         keeper = self._keep_alive(msg)
         decided = audit.noted(envelope) if self.audits else 0
@@ -272,7 +284,7 @@ class StageHost:
                 keeper.cancel()
         self.processed += 1
         if self.audits and not outcome.failure:
-            await audit.publish_decisions(self.client, outcome.envelope, decided)
+            audit.publish_decisions(self.forwarder.events, outcome.envelope, decided)
         failures = []
         if outcome.failure:
             self.failed += 1

@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from backworks.contracts.blueprint import NatsSettings
+from backworks.contracts.blueprint import EventSettings, NatsSettings
 from backworks.local.errors import NotReady
 from backworks.local.ports import LOOPBACK, accepts, ensure_free, free_port
 from backworks.local.servers import address
@@ -115,7 +115,7 @@ def trust(loaded: LoadedBlueprint, plan: Plan) -> None:
         nats_auth.keyring().admit(identities(loaded).values(), replace=True)
 
 
-def run(plan: Plan, nats: NatsSettings, console: Console) -> None:
+def run(plan: Plan, nats: NatsSettings, console: Console, events: EventSettings | None = None) -> None:
     """Start everything, wait until it is ready, supervise until a signal; always stop every child."""
     # Children inherit the state directory as an absolute path: extra processes run in the blueprint's folder
     # and must find the same files (e.g. a database a handler module keeps there).
@@ -127,7 +127,7 @@ def run(plan: Plan, nats: NatsSettings, console: Console) -> None:
         with console.status("starting NATS") as status:
             if broker_child:
                 broker_child.start()
-            if not wait_for_streams(plan.servers, supervisor, status.update, nats):
+            if not wait_for_streams(plan.servers, supervisor, status.update, nats, events or EventSettings()):
                 if supervisor.stopping:
                     return
                 raise NotReady("NATS did not come up; see .backworks/nats-server.log")
@@ -146,7 +146,9 @@ def run(plan: Plan, nats: NatsSettings, console: Console) -> None:
         console.print("stopped", highlight=False)
 
 
-def wait_for_streams(servers: list[str], supervisor: Supervisor, progress: Any, nats: NatsSettings) -> bool:
+def wait_for_streams(
+    servers: list[str], supervisor: Supervisor, progress: Any, nats: NatsSettings, events: EventSettings
+) -> bool:
     """Wait until the broker accepts connections and Backworks' streams exist (declaring them if external)."""
 
     async def probe() -> bool:
@@ -160,6 +162,7 @@ def wait_for_streams(servers: list[str], supervisor: Supervisor, progress: Any, 
             if supervisor.broker is None:
                 await broker.declare(js, storage=nats.storage, replicas=nats.replicas)
             await broker.attach(js, timeout=5.0)
+            await broker.apply_event_limits(js, events.max_age_s, events.max_bytes)
             return True
         finally:
             await client.drain()

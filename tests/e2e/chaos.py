@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import httpx
 
 from backworks.contracts.events import DeadLetter, StageEvent
-from backworks.contracts.names import EVENTS_STREAM
+from backworks.contracts.names import EVENTS_STREAM, STAGE_COMPLETED_SUBJECT
 from backworks.local.ports import free_port
 from backworks.pipeline import broker, deadletters
 from tests.e2e.processes import children_of, pid_alive, start, stop, wait_healthy
@@ -80,8 +80,12 @@ def running(blueprint: Path, tmp_path: Path, *args: str) -> Iterator[Stack]:
     assert leftovers == [], f"orphaned processes: {leftovers}"
 
 
+STAGE_EVENTS = "bw.evt.stage."
+
+
 def stage_events(nats_url: str) -> list[StageEvent]:
-    """Every stage event on the event stream ``BW_EVENTS``, oldest first."""
+    """Every stage failure or skip event on the event stream ``BW_EVENTS``, oldest first (request flow events
+    and stage completions are left out)."""
 
     async def read() -> list[StageEvent]:
         client = await broker.connect([nats_url], name="test-events")
@@ -91,7 +95,8 @@ def stage_events(nats_url: str) -> list[StageEvent]:
             found = []
             for sequence in range(info.state.first_seq, info.state.last_seq + 1):
                 raw = await js.get_msg(EVENTS_STREAM, sequence)
-                if (raw.subject or "").startswith(STAGE_EVENTS):  # other kinds share the stream
+                subject = raw.subject or ""
+                if subject.startswith(STAGE_EVENTS) and subject != STAGE_COMPLETED_SUBJECT:
                     found.append(StageEvent.model_validate_json(raw.data or b""))
             return found
         finally:
@@ -113,7 +118,6 @@ def dead_letters(nats_url: str) -> list[DeadLetter]:
     return asyncio.run(read())
 
 
-STAGE_EVENTS = "bw.evt.stage."
 REPORT_NAME = "chaos-report.json"
 """Figures the chaos tests measure (how fast a dead stage is detected, ...), one JSON file per pytest run."""
 REPORT_ENV = "BACKWORKS_CHAOS_REPORT"

@@ -26,6 +26,7 @@ from backworks.local.state import state_dir
 from backworks.pipeline import blueprints, broker, credentials, sealing, secrets
 from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.deadletters import DeadLetterWatch, dead_letter, letters
+from backworks.pipeline.events import EventPublisher
 from backworks.pipeline.secrets import MASK
 from tests.files import write_blueprint
 from tests.replies import Replies
@@ -77,7 +78,9 @@ async def exhaust(js: JetStreamContext, client: Client, loaded: LoadedBlueprint,
     durable = stage_durable(first.instance, first.phase)
     config = ConsumerConfig(durable_name=durable, ack_policy=AckPolicy.EXPLICIT, ack_wait=0.3, max_deliver=2)
     poisoned = await js.pull_subscribe(stage_subject(first.instance, first.phase), durable, config=config)
-    watch = DeadLetterWatch(client, js)
+    events = EventPublisher(client)
+    await events.start()
+    watch = DeadLetterWatch(client, js, events)
     await watch.start()
     await js.publish(stage_subject(first.instance, first.phase), request(loaded, "req-dead").to_json())
     for _ in range(2):
@@ -87,6 +90,7 @@ async def exhaust(js: JetStreamContext, client: Client, loaded: LoadedBlueprint,
     waiting.cancel()
     assert failed.errors[0].kind == "exhausted"
     await watch.stop()
+    await events.stop()
     await poisoned.unsubscribe()
     await js.delete_consumer(PIPELINE_STREAM, durable)  # the stage host below declares its own
     ((seq, _),) = [item async for item in letters(js)]

@@ -11,6 +11,7 @@ from backworks.contracts.names import MSG_ID_HEADER, message_id, stage_durable, 
 from backworks.pipeline import broker
 from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.deadletters import DeadLetterWatch, letters
+from backworks.pipeline.events import EventPublisher
 from tests.replies import Replies
 from tests.stages import running_stages
 from tests.waiting import eventually
@@ -28,7 +29,9 @@ async def test_exhausted_deliveries_are_dead_lettered_and_the_gateway_answered_a
     poisoned = await js.pull_subscribe(
         stage_subject("stamp", example.itinerary("hello")[0].phase), durable, config=config
     )
-    watch = DeadLetterWatch(nats_client, js)
+    events = EventPublisher(nats_client)
+    await events.start()
+    watch = DeadLetterWatch(nats_client, js, events)
     await watch.start()
     envelope = Envelope(
         route="hello", method="GET", path="/hello/x", request_id="req-dlq",
@@ -52,6 +55,7 @@ async def test_exhausted_deliveries_are_dead_lettered_and_the_gateway_answered_a
     pipeline = await js.stream_info("BW_PIPELINE")
     assert pipeline.state.messages == 0, "moved, not copied"
     await watch.stop()
+    await events.stop()
     await poisoned.unsubscribe()
 
 
@@ -91,7 +95,9 @@ async def _exhaust(nats_client: Client, example: LoadedBlueprint, position: int,
     durable = stage_durable(stage.instance, stage.phase)
     config = ConsumerConfig(durable_name=durable, ack_policy=AckPolicy.EXPLICIT, ack_wait=0.3, max_deliver=2)
     frozen = await js.pull_subscribe(stage_subject(stage.instance, stage.phase), durable, config=config)
-    watch = DeadLetterWatch(nats_client, js)
+    events = EventPublisher(nats_client)
+    await events.start()
+    watch = DeadLetterWatch(nats_client, js, events)
     await watch.start()
     envelope = Envelope(
         route="hello", method="GET", path="/hello/x", request_id="req-answered",

@@ -1,0 +1,1 @@
+"""Subscribers of the event stream (``BW_EVENTS``): the audit trail and the analytics, off the request path."""

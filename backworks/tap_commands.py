@@ -1,0 +1,92 @@
+"""``backworks analytics serve`` and ``backworks report``: aggregates of the event stream and their report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from backworks.console import Format, FormatOption, fail, output
+
+analytics_app = typer.Typer(help="Rolling aggregates of the event stream, and alerts.", no_args_is_help=True)
+
+BlueprintArg = Annotated[Path, typer.Argument(help="Path to the blueprint YAML file.", show_default=False)]
+NatsUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--nats", help="NATS URL(s). Default: the blueprint's, or the broker started here.", show_default=False
+    ),
+]
+
+
+@analytics_app.command("serve")
+def serve(blueprint: BlueprintArg, nats: NatsUrl = None) -> None:
+    """Keep per-endpoint, per-instance and per-consumer aggregates, answer reports, evaluate `alerts:`."""
+    import asyncio
+    import signal
+
+    from backworks.cli import configure_logs, load_or_exit, resolve_servers
+    from backworks.pipeline.errors import PipelineError
+    from backworks.tap.analytics import AnalyticsService
+
+    configure_logs("analytics")
+    loaded = load_or_exit(blueprint)
+    servers = resolve_servers(loaded, nats)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await AnalyticsService(loaded).serve(servers, stop)
+
+    try:
+        asyncio.run(main())
+    except PipelineError as exc:
+        raise fail(str(exc)) from None
+
+
+def report(
+    since: Annotated[str, typer.Option(help="Window: 90s, 15m, 1h (at most 1h).")] = "15m",
+    nats: Annotated[
+        str | None,
+        typer.Option("--nats", help="NATS URL(s). Default: the broker started in this state directory."),
+    ] = None,
+    format: FormatOption = Format.TEXT,
+) -> None:
+    """Print the analytics service's aggregates: per endpoint, plugin instance and consumer."""
+    import asyncio
+
+    from backworks.dlq_commands import servers_from
+    from backworks.pipeline import broker
+    from backworks.pipeline.errors import PipelineError
+    from backworks.tap.filters import seconds
+    from backworks.tap.reports import ask, tables
+
+    try:
+        window = seconds(since)
+    except PipelineError as exc:
+        raise fail(str(exc), 2) from None
+    servers = servers_from(nats)
+
+    async def fetch() -> dict[str, object]:
+        client = await broker.connect(servers, name="backworks-report")
+        try:
+            return await ask(client, window)
+        finally:
+            await client.drain()
+
+    try:
+        found = asyncio.run(fetch())
+    except PipelineError as exc:
+        raise fail(str(exc)) from None
+    if format is Format.JSON:
+        print(json.dumps(found))
+        return
+    shown = tables(found)
+    if not shown:
+        output().print(f"no requests in the last {window:g} s", highlight=False)
+    for table in shown:
+        output().print(table)
