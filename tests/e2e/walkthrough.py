@@ -23,6 +23,8 @@ VOLATILE_HEADERS = re.compile(
 )
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00")
 REQUEST_ID = re.compile(r'"request_id": "[0-9a-f]+"')
+TRACE_RESPONSE = re.compile(r"^traceresponse: .*\n?", re.MULTILINE | re.IGNORECASE)
+"""W3C Trace Context's response header: new on every response, left out of the walkthrough's outputs."""
 REQUEST_ID_TEXT = re.compile(r"\(request [0-9a-f]+\)")
 
 
@@ -54,7 +56,7 @@ def steps(readme: str) -> list[Step]:
 
 def normalise(text: str) -> str:
     """``text`` without what changes from run to run."""
-    text = text.replace("\r\n", "\n").strip()
+    text = TRACE_RESPONSE.sub("", text.replace("\r\n", "\n")).strip()
     text = VOLATILE_HEADERS.sub(lambda match: f"{match.group(1).lower()}: ...", text)
     text = TIMESTAMP.sub("<time>", text)
     text = REQUEST_ID.sub('"request_id": "..."', text)
