@@ -45,6 +45,9 @@ REPORT_SUBJECT = "bw.tap.report"
 
 INBOX_PREFIX = "_INBOX.bw"
 MSG_ID_HEADER = "Nats-Msg-Id"
+FENCE_SUBJECT = "bw.stage._fence"
+"""In the pipeline stream, read by no consumer: a dead-letter check publishes a later hand-off's ``Nats-Msg-Id``
+there to learn whether that hand-off was stored (``pipeline.deadletters.went_on``), and deletes it at once."""
 DLQ_QUEUE_GROUP = "bw-dlq"
 """Queue group every service joins for max-deliveries advisories: one handler per dead letter, fleet-wide."""
 

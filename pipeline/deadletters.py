@@ -43,6 +43,7 @@ from backworks.contracts.names import (
     DLQ_QUEUE_GROUP,
     DLQ_STREAM,
     DLQ_SUBJECTS,
+    FENCE_SUBJECT,
     MSG_ID_HEADER,
     PIPELINE_STREAM,
     dlq_message_id,
@@ -61,9 +62,6 @@ log = structlog.get_logger("backworks.dlq")
 
 ADVISORY_SUBJECT = max_deliveries_advisory(PIPELINE_STREAM)
 QUEUE_GROUP = DLQ_QUEUE_GROUP
-FENCE_SUBJECT = "bw.stage._fence"
-"""In the pipeline stream (``bw.stage.>``) but no stage's subject (``bw.stage.<instance>.<phase>``): no consumer
-ever receives a fence."""
 
 
 class SealedRequest(BaseModel):

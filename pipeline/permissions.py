@@ -36,6 +36,7 @@ from backworks.contracts.names import (
     DLQ_SUBJECTS,
     EVENTS_STREAM,
     EVENTS_SUBJECTS,
+    FENCE_SUBJECT,
     INBOX_PREFIX,
     PIPELINE_STREAM,
     PLUGIN_BUCKETS,
@@ -188,6 +189,7 @@ def forwarder_publish() -> list[str]:
         # Dead letters (DeadLetterWatch): read the exhausted message, store it in BW_DLQ, delete it, answer.
         f"{JS_API}.STREAM.MSG.GET.{PIPELINE_STREAM}",
         f"{JS_API}.STREAM.MSG.DELETE.{PIPELINE_STREAM}",
+        FENCE_SUBJECT,  # whether a request went on before it is buried
         DLQ_SUBJECTS,
         EVENTS_SUBJECTS,
         REPLY_SUBJECTS,

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from backworks.contracts.blueprint import EventSettings, NatsSettings
+from backworks.contracts.names import EVENTS_STREAM
 from backworks.local.errors import NotReady
 from backworks.local.ports import LOOPBACK, accepts, ensure_free, free_port
 from backworks.local.servers import address
@@ -162,6 +163,8 @@ def wait_for_streams(
             if supervisor.broker is None:
                 await broker.declare(js, storage=nats.storage, replicas=nats.replicas)
             await broker.attach(js, timeout=5.0)
+            # The embedded broker declares the streams one after the other: wait for the event stream as well.
+            await broker.attach(js, EVENTS_STREAM, timeout=5.0)
             await broker.apply_event_limits(js, events.max_age_s, events.max_bytes)
             return True
         finally:
