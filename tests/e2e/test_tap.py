@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from backworks.contracts.names import EVENTS_STREAM
 from backworks.local.ports import free_port
+from backworks.pipeline import broker
+from backworks.pipeline.nats_auth import NatsAuth, keyring
+from backworks.pipeline.permissions import ADMIN
 from tests.e2e.processes import BACKWORKS, start, stop, wait_healthy
 from tests.waiting import eventually
 
@@ -109,8 +111,9 @@ async def load(base: str) -> Counter[str]:
     return sent
 
 
-async def stream_count(url: str) -> int:
-    client = await nats.connect(url)
+async def stream_count(url: str, state: Path) -> int:
+    admin = NatsAuth(ADMIN, "test", nkey_seed_file=str(keyring(state).seed_file(ADMIN)))
+    client = await broker.connect([url], name="test-tap", auth=admin)
     try:
         info = await client.jetstream().stream_info(EVENTS_STREAM)
         return int(info.state.messages)
@@ -130,7 +133,7 @@ def settled(deployment: Deployment, store: Path) -> int:
     last = {"count": -1}
 
     async def caught_up() -> bool:
-        events = await stream_count(deployment.nats_url())
+        events = await stream_count(deployment.nats_url(), deployment.folder / "state")
         held = records(store)
         same = events == held == last["count"]
         last["count"] = events if events == held else -1
