@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from backworks.contracts.envelope import Stage
-from backworks.contracts.names import Phase
+from backworks.contracts.names import FENCE_SUBJECT, Phase
 from backworks.pipeline import blueprints
 from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.permissions import (
@@ -73,7 +73,7 @@ def test_every_service_gets_its_own_identity(tmp_path: Path) -> None:
 
 def test_the_gateway_publishes_only_the_first_hops(tmp_path: Path) -> None:
     gateway = identities(load(tmp_path))[GATEWAY].permissions
-    stage_subjects = {subject for subject in gateway.publish if subject.startswith("bw.stage.")}
+    stage_subjects = {s for s in gateway.publish if s.startswith("bw.stage.") and s != FENCE_SUBJECT}
     # /guarded starts at the critical guard (nothing can be skipped); /open at note, or its handler when note is out.
     assert stage_subjects == {"bw.stage.guard.request", "bw.stage.note.request", "bw.stage.open-handler.request"}
     assert "_INBOX.bw.*.*" in gateway.subscribe
@@ -87,7 +87,7 @@ def test_a_stage_publishes_only_to_the_stages_that_can_follow_it(tmp_path: Path)
 
     def targets(instance: str) -> set[str]:
         publish = found[stage_identity(instance)].permissions.publish
-        return {subject for subject in publish if subject.startswith("bw.stage.")}
+        return {s for s in publish if s.startswith("bw.stage.") and s != FENCE_SUBJECT}  # the fence feeds no stage
 
     # guard (critical) -> note (optional) -> guarded-handler; answering early jumps to tag.response.
     assert targets("guard") == {
