@@ -23,6 +23,7 @@ from backworks.dlq_commands import dlq_app
 from backworks.keys_commands import keys_app
 from backworks.nats_commands import declare_streams, nats_app, print_permissions
 from backworks.plugin_commands import register as register_plugin_commands
+from backworks.shadow_commands import register as register_shadow_commands
 from backworks.tap_commands import analytics_app
 from backworks.tap_commands import report as report_command
 
@@ -330,6 +331,7 @@ app.add_typer(keys_app, name="keys")
 
 
 register_plugin_commands(app)
+register_shadow_commands(app)
 
 
 def main() -> None:

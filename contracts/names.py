@@ -22,13 +22,18 @@ EVENTS_STREAM = "BW_EVENTS"
 EVENTS_SUBJECTS = "bw.evt.>"
 DLQ_STREAM = "BW_DLQ"
 DLQ_SUBJECTS = "bw.dlq.>"
+RECORD_STREAM = "BW_RECORD"
+"""Recorded requests (``backworks record``): what the gateway sent and answered, for ``backworks replay``."""
+RECORD_SUBJECTS = "bw.rec.>"
 
 BREAKERS_BUCKET = "bw_breakers"
 REGISTRY_BUCKET = "bw_registry"
 CONFIG_BUCKET = "bw_config"
 CACHE_BUCKET = "bw_cache"
 RATELIMIT_BUCKET = "bw_ratelimit"
-ALL_BUCKETS = (BREAKERS_BUCKET, REGISTRY_BUCKET, CONFIG_BUCKET, CACHE_BUCKET, RATELIMIT_BUCKET)
+RECORD_BUCKET = "bw_record"
+"""Recording switches: one key per endpoint being recorded (``backworks record``), which the gateways watch."""
+ALL_BUCKETS = (BREAKERS_BUCKET, REGISTRY_BUCKET, CONFIG_BUCKET, CACHE_BUCKET, RATELIMIT_BUCKET, RECORD_BUCKET)
 PLUGIN_BUCKETS = (CACHE_BUCKET, RATELIMIT_BUCKET)
 """Buckets a plugin may open with ``Plugin.kv`` (its keys live under ``<instance>.``); the others are the runtime's."""
 
@@ -95,6 +100,11 @@ def security_event_subject(decision: str) -> str:
 def dlq_subject(stage_label: str) -> str:
     """Subject a dead letter of stage ``<instance>.<phase>`` is stored under: ``bw.dlq.<instance>.<phase>``."""
     return f"bw.dlq.{stage_label}"
+
+
+def record_subject(endpoint: str, session: str) -> str:
+    """Subject a recorded request of one recording session is stored under: ``bw.rec.<endpoint>.<session>``."""
+    return f"bw.rec.{endpoint}.{session}"
 
 
 def dlq_message_id(envelope_id: str, cursor: int) -> str:

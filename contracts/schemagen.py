@@ -24,6 +24,7 @@ from backworks.contracts.events import (
     StageCompleted,
     StageEvent,
 )
+from backworks.contracts.recordings import Recording, RecordingSwitch
 from backworks.contracts.registry import ReplicaInfo
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -41,6 +42,8 @@ MODELS: dict[str, type[BaseModel]] = {
     "breaker-state.v1.json": StateRecord,
     "breaker-window.v1.json": WindowRecord,
     "breaker-probe.v1.json": ProbeRecord,
+    "recording.v1.json": Recording,
+    "recording-switch.v1.json": RecordingSwitch,
 }
 
 

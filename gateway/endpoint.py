@@ -117,6 +117,8 @@ class Pipeline:
             if tap is not None:
                 tap.responded(served, route=self.endpoint, method=request.method, path=request.url.path,
                               request_id=request_id, status=response.status_code, total_ms=total_ms)  # fmt: skip
+            if (recorder := self.state.recorder) is not None:  # `backworks record`: returns at once
+                recorder.capture(self.endpoint, served.sent, response, total_ms)
             if self.state.access_log:
                 log.info("request", method=request.method, path=request.url.path, status=response.status_code,
                          ms=round(total_ms, 3))  # fmt: skip
@@ -236,25 +238,29 @@ class Pipeline:
         return None
 
     def _respond(self, envelope: Envelope, request_id: str, started: float) -> Response:
-        total_ms = (time.perf_counter() - started) * 1000
-        extra = {REQUEST_ID_HEADER: request_id, "server-timing": server_timing(envelope, total_ms)}
-        skipped = [e.stage for e in envelope.errors if e.skipped]
-        if skipped:
-            extra[SKIPPED_HEADER] = ",".join(skipped)
-        fatal = next((e for e in envelope.errors if not e.skipped), None)
-        if fatal is not None:
-            problem = from_stage_error(fatal, expose=self.expose_errors)
-            log.warning("stage failed", stage=fatal.stage, cause=fatal.kind.value, detail=fatal.message)
-            return problem_response(problem, instance=envelope.path, request_id=request_id, headers=extra)
-        if envelope.response is None:
-            problem = ProblemError(502, "No response", "the pipeline finished without producing a response")
-            return problem_response(problem, instance=envelope.path, request_id=request_id, headers=extra)
-        result = envelope.response
-        response = Response(result.body, status_code=result.status)
-        response.raw_headers.extend(
-            (name.encode("latin-1"), value.encode("latin-1"))
-            for name, value in result.headers
-            if name != "content-length" and name not in extra
-        )
-        response.raw_headers.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in extra.items())
-        return response
+        return client_response(envelope, request_id, (time.perf_counter() - started) * 1000, self.expose_errors)
+
+
+def client_response(envelope: Envelope, request_id: str, total_ms: float, expose_errors: bool) -> Response:
+    """The HTTP response for a finished envelope, as the client gets it (``backworks replay`` builds its own so)."""
+    extra = {REQUEST_ID_HEADER: request_id, "server-timing": server_timing(envelope, total_ms)}
+    skipped = [e.stage for e in envelope.errors if e.skipped]
+    if skipped:
+        extra[SKIPPED_HEADER] = ",".join(skipped)
+    fatal = next((e for e in envelope.errors if not e.skipped), None)
+    if fatal is not None:
+        problem = from_stage_error(fatal, expose=expose_errors)
+        log.warning("stage failed", stage=fatal.stage, cause=fatal.kind.value, detail=fatal.message)
+        return problem_response(problem, instance=envelope.path, request_id=request_id, headers=extra)
+    if envelope.response is None:
+        problem = ProblemError(502, "No response", "the pipeline finished without producing a response")
+        return problem_response(problem, instance=envelope.path, request_id=request_id, headers=extra)
+    result = envelope.response
+    response = Response(result.body, status_code=result.status)
+    response.raw_headers.extend(
+        (name.encode("latin-1"), value.encode("latin-1"))
+        for name, value in result.headers
+        if name != "content-length" and name not in extra
+    )
+    response.raw_headers.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in extra.items())
+    return response

@@ -86,5 +86,6 @@ def health_report(state: GatewayState) -> tuple[dict[str, Any], int]:
         },
         "edge": state.edge.report(),
         "inbox": state.inbox.report() if state.inbox else None,
+        "recording": state.recorder.report() if state.recorder else None,
     }
     return body, 503 if status is HealthStatus.UNHEALTHY else 200

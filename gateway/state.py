@@ -14,6 +14,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from backworks.gateway.connections import EdgeStats
+from backworks.gateway.recording import Recorder
 from backworks.gateway.replies import ReplyInbox
 from backworks.pipeline import broker
 from backworks.pipeline.blueprints import LoadedBlueprint
@@ -56,6 +57,8 @@ class GatewayState:
     """Prometheus metrics (``/_backworks/metrics``), set by the app."""
     edge: EdgeStats = field(default_factory=EdgeStats)
     """What the HTTP edge counted (refused, evicted, timed-out connections...), filled by the server."""
+    recorder: Recorder | None = None
+    """Copies sampled requests of the endpoints being recorded into ``BW_RECORD`` (``backworks record``)."""
 
     @property
     def liveness(self) -> LivenessView | None:
@@ -97,6 +100,8 @@ async def connect(state: GatewayState) -> None:
         owned=frozenset(),  # the gateway calls no plugin: it writes no breaker record
     )
     await state.forwarder.start()
+    state.recorder = Recorder(state.client, state.js)
+    await state.recorder.start()
     missing = await state.forwarder.ready(LIVENESS_READY_TIMEOUT)
     if missing:
         log.warning("stages without a live replica at start", missing=missing)
@@ -123,7 +128,9 @@ def warn_if_limits_exceed_max_payload(state: GatewayState) -> None:
 
 
 async def disconnect(state: GatewayState) -> None:
-    """Undo ``connect``: stop the forwarder and the inbox, then drain the connection."""
+    """Undo ``connect``: stop the recorder, the forwarder and the inbox, then drain the connection."""
+    if state.recorder:
+        await state.recorder.stop()
     if state.forwarder:
         await state.forwarder.stop()
     if state.inbox:

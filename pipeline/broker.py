@@ -28,6 +28,9 @@ from backworks.contracts.names import (
     PIPELINE_STREAM,
     PIPELINE_SUBJECTS,
     RATELIMIT_BUCKET,
+    RECORD_BUCKET,
+    RECORD_STREAM,
+    RECORD_SUBJECTS,
     REGISTRY_BUCKET,
 )
 from backworks.pipeline.errors import BrokerUnavailable, ReplicasUnavailable
@@ -52,6 +55,12 @@ REGISTRY_TTL = 30.0
 ATTACH_TIMEOUT = 30.0
 CACHE_MAX_AGE = 24 * 3600.0
 """The ``cache`` plugin's longest ``ttl_s``: entries nobody overwrote are purged after it."""
+RECORD_MAX_AGE = 7 * 24 * 3600.0
+RECORD_MAX_BYTES = 256 * 1024 * 1024
+"""``BW_RECORD`` keeps a week of recordings and at most this many bytes (the oldest go first): recordings are
+sampled copies of whole requests, and a forgotten ``record --sample 100%`` must not fill the broker's disk."""
+RECORD_SWITCH_MAX_AGE = 24 * 3600.0
+"""A recording switch nobody turned off is purged after a day (each also carries its own end, ``until``)."""
 RATELIMIT_MAX_AGE = 2 * 24 * 3600.0
 """Longer than the ``rate-limit`` plugin's longest window (a day, plus 1/20): idle callers' keys are purged."""
 REFUSED = "authorization violation"
@@ -155,6 +164,16 @@ def _stream_configs(
             num_replicas=replicas,
             max_age=DLQ_MAX_AGE,
         ),
+        StreamConfig(
+            name=RECORD_STREAM,
+            subjects=[RECORD_SUBJECTS],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            max_age=RECORD_MAX_AGE,
+            max_bytes=RECORD_MAX_BYTES,
+            discard=DiscardPolicy.OLD,
+        ),
     ]
 
 
@@ -165,6 +184,7 @@ def _bucket_configs(storage: StorageType, replicas: int) -> list[KeyValueConfig]
         KeyValueConfig(bucket=CONFIG_BUCKET, history=5, storage=StorageType.FILE, replicas=replicas),
         KeyValueConfig(bucket=CACHE_BUCKET, history=1, ttl=CACHE_MAX_AGE, storage=storage, replicas=replicas),
         KeyValueConfig(bucket=RATELIMIT_BUCKET, history=1, ttl=RATELIMIT_MAX_AGE, storage=storage, replicas=replicas),
+        KeyValueConfig(bucket=RECORD_BUCKET, history=1, ttl=RECORD_SWITCH_MAX_AGE, storage=storage, replicas=replicas),
     ]
     return buckets
 

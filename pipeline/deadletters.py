@@ -87,21 +87,32 @@ def dead_letter(
             stage=stage, subject=subject, attempts=attempts, error=error, envelope=envelope,
             answer_unknown=answer_unknown,
         )  # fmt: skip
-    kept = SealedRequest(
-        headers=envelope.headers,
-        query=envelope.query,
-        response_headers=envelope.response.headers if envelope.response else None,
-    )
+    sealed = seal_credentials(envelope, envelope.response.headers if envelope.response else None, "dead letter")
     redacted = credentials.redact_envelope(envelope)
-    try:
-        sealed: str | None = sealing.seal(kept.model_dump_json().encode())
-    except sealing.DeadLetterKeyError as exc:
-        log.warning("dead letter kept without its credentials: they cannot be sealed", error=str(exc))
-        sealed = None
     return DeadLetter(
         stage=stage, subject=subject, attempts=attempts, error=error, envelope=redacted, sealed=sealed,
         credentials_dropped=sealed is None, answer_unknown=answer_unknown,
     )  # fmt: skip
+
+
+def seal_credentials(envelope: Envelope, response_headers: Headers | None, what: str) -> str | None:
+    """The request's headers and query and ``response_headers``, as they are, sealed with the dead-letter key; None
+    (logged, naming ``what`` is kept without them) when there is no key. The one rule for every copy of a request
+    kept at rest: dead letters and recordings (``backworks record``)."""
+    kept = SealedRequest(headers=envelope.headers, query=envelope.query, response_headers=response_headers)
+    try:
+        return sealing.seal(kept.model_dump_json().encode())
+    except sealing.DeadLetterKeyError as exc:
+        log.warning(f"{what} kept without its credentials: they cannot be sealed", error=str(exc))
+        return None
+
+
+def open_seal(sealed: str) -> SealedRequest:
+    """What ``seal_credentials`` sealed; ``CredentialsUnavailable`` when the key here does not open it."""
+    try:
+        return SealedRequest.model_validate_json(sealing.unseal(sealed))
+    except sealing.DeadLetterKeyError as exc:
+        raise CredentialsUnavailable(f"its credentials are sealed and cannot be restored here: {exc}") from None
 
 
 def restore(letter: DeadLetter) -> Envelope:
@@ -115,10 +126,7 @@ def restore(letter: DeadLetter) -> Envelope:
     envelope = letter.envelope.model_copy(deep=True)
     if letter.sealed is None:
         return envelope  # nothing was sealed: no credentials, or a letter stored before sealing existed
-    try:
-        kept = SealedRequest.model_validate_json(sealing.unseal(letter.sealed))
-    except sealing.DeadLetterKeyError as exc:
-        raise CredentialsUnavailable(f"its credentials are sealed and cannot be restored here: {exc}") from None
+    kept = open_seal(letter.sealed)
     envelope.headers, envelope.query = kept.headers, kept.query
     if envelope.response is not None and kept.response_headers is not None:
         envelope.response.headers = kept.response_headers

@@ -7,7 +7,8 @@ Identities:
 
 * ``admin`` (the declaring component and the CLI's dlq/plugins/status commands): everything;
 * ``gateway``: publishes the first hop of every endpoint (the first stage, and those reached by skipping optional
-  stages, as ``pipeline.gate`` does); subscribes to the gateway reply inboxes ``_INBOX.bw.<gateway>.<id>``;
+  stages, as ``pipeline.gate`` does); subscribes to the gateway reply inboxes ``_INBOX.bw.<gateway>.<id>``; watches
+  the recording switches (``bw_record``) and publishes recorded requests to ``BW_RECORD``, which only admin reads;
 * ``stage-<instance>`` (every replica of one plugin instance): pulls from its own durables only, publishes to the
   stages that can follow it in some itinerary, writes only its own registry and breaker keys;
 * ``tap`` (audit/analytics subscribers): reads the event stream only.
@@ -40,6 +41,8 @@ from backworks.contracts.names import (
     INBOX_PREFIX,
     PIPELINE_STREAM,
     PLUGIN_BUCKETS,
+    RECORD_BUCKET,
+    RECORD_SUBJECTS,
     REGISTRY_BUCKET,
     REPORT_SUBJECT,
     Phase,
@@ -211,7 +214,9 @@ def gateway(loaded: LoadedBlueprint) -> Identity:
     probes = [f"{JS_API}.CONSUMER.INFO.{PIPELINE_STREAM}.{durable}" for durable in sorted(durables)]
     # The analytics service's report (``/_backworks/report``) and the DLQ size in its metrics.
     tap = [REPORT_SUBJECT, f"{JS_API}.STREAM.INFO.{DLQ_STREAM}"]
-    publish = [*sorted(first), *probes, *tap, *forwarder_publish()]
+    # Recording (``backworks record``): it watches the switches and stores sampled requests; it cannot read them.
+    recording = [*kv_api(RECORD_BUCKET), RECORD_SUBJECTS]
+    publish = [*sorted(first), *probes, *tap, *recording, *forwarder_publish()]
     subscribe = [REPLY_SUBJECTS, *forwarder_subscribe(GATEWAY)]
     return Identity(GATEWAY, Role.GATEWAY, Permissions(tuple(publish), tuple(subscribe)))
 
