@@ -236,10 +236,17 @@ def print_report(report: DiffReport) -> None:
         say(f"  error ({count}): {error}", highlight=False, markup=False)
     from backworks.shadowdiff import distribution
 
-    say("latency (ms)                        p50      p95      p99", highlight=False)
-    for name, values in sorted(report.latency.items()):
-        found = distribution(values) or {}
-        say(f"  {name:<30} {found['p50']:>8.3f} {found['p95']:>8.3f} {found['p99']:>8.3f}", highlight=False)
+    labels = {
+        "recorded_total": "live, whole request (gateway)",
+        "replayed_total": "replay, whole itinerary (in-process)",
+        "recorded_stage": f"live, {report.replacing}",
+        "replayed_stage": f"replay, {report.against}",
+    }
+    say(f"{'latency (ms)':<40} {'p50':>8} {'p95':>8} {'p99':>8}", highlight=False)
+    for name, label in labels.items():
+        if found := distribution(report.latency.get(name, [])):
+            say(f"  {label:<38} {found['p50']:>8.3f} {found['p95']:>8.3f} {found['p99']:>8.3f}", highlight=False,
+                markup=False)  # fmt: skip
     listed = [item for item in report.compared if item.kinds][:TEXT_EXAMPLES]
     for item in listed:
         say(f"  {item.request_id} {item.method} {item.path}: {'; '.join(item.kinds)}", highlight=False, markup=False)
