@@ -157,8 +157,9 @@ def record(
 
 
 async def revision(js: JetStreamContext, live: LoadedBlueprint, number: int) -> LoadedBlueprint:
-    """Blueprint revision ``number`` from ``bw_config`` (key ``rev.<number>``): the blueprint document (YAML or
-    JSON), or a JSON object holding it under ``blueprint``. Relative paths resolve from the live blueprint's folder."""
+    """Blueprint revision ``number`` from ``bw_config`` (key ``rev.<number>``): a stored revision (a JSON object
+    holding the blueprint under ``blueprint`` and its file under ``source``, where relative paths resolve), or the
+    blueprint document itself (YAML or JSON; relative paths resolve from the live blueprint's folder)."""
     import yaml
     from nats.js.errors import KeyNotFoundError, NotFoundError
 
@@ -172,10 +173,12 @@ async def revision(js: JetStreamContext, live: LoadedBlueprint, number: int) -> 
     except (KeyNotFoundError, NotFoundError):
         raise ReplayError(f"no revision {number} in {CONFIG_BUCKET} (key {key}): see `backworks history`") from None
     data = yaml.safe_load(entry.value or b"")
-    if isinstance(data, dict) and "blueprint" in data and "endpoints" not in data:
+    where = str(live.path.parent / f"{CONFIG_BUCKET}:{key}")
+    if isinstance(data, dict) and "blueprint" in data and "endpoints" not in data:  # a stored ``Revision``
+        where = str(data.get("source") or where)
         data = data["blueprint"]
         data = yaml.safe_load(data) if isinstance(data, str) else data
-    return blueprints.validate(data, str(live.path.parent / f"{CONFIG_BUCKET}:{key}"))
+    return blueprints.validate(data, where)
 
 
 async def _replay(

@@ -3,11 +3,13 @@ restored, and a candidate configured by another blueprint file or a ``bw_config`
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from nats.aio.client import Client
 
 from backworks.contracts.envelope import Envelope
@@ -123,5 +125,11 @@ async def test_the_candidate_config_can_come_from_a_bw_config_revision(
     await kv.put("rev.2", BLUEPRINT.replace('set: {x-version: "1"}', 'set: {x-version: "4"}').encode())
     source = await revision(js, live, 2)
     assert plan(live, source, "notes", "stamp").instances["stamp"].config.model_dump()["set"] == {"x-version": "4"}
-    with pytest.raises(ReplayError, match="no revision 3"):
-        await revision(js, live, 3)
+    # A revision as `backworks apply` stores it: the parsed blueprint and the file it came from.
+    data = yaml.safe_load(BLUEPRINT.replace('set: {x-version: "1"}', 'set: {x-version: "5"}'))
+    stored = {"v": 1, "number": 3, "created_at": 0.0, "source": str(live.path), "blueprint": data}
+    await kv.put("rev.3", json.dumps(stored).encode())
+    source = await revision(js, live, 3)
+    assert plan(live, source, "notes", "stamp").instances["stamp"].config.model_dump()["set"] == {"x-version": "5"}
+    with pytest.raises(ReplayError, match="no revision 4"):
+        await revision(js, live, 4)
