@@ -183,6 +183,7 @@ function showEmpty(id, empty, text) {
 }
 
 function clearAnalytics(text) {
+  byId("routes-window").textContent = "";
   byId("routes").tBodies[0].replaceChildren();
   byId("recent").replaceChildren();
   showEmpty("routes-empty", true, text);
