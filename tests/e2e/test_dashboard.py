@@ -9,6 +9,7 @@ Never skipped: without ``chromium`` the test fails and says how to install it (`
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 from collections import Counter
@@ -48,8 +49,13 @@ endpoints:
     methods: [GET]
     handler: {type: mock, config: {status: 404, body: {error: none}}}
 """
-PLAN = {"/hello": 150, "/broken": 40, "/missing": 30}
+PLAN = {"/hello": 100, "/broken": 30, "/missing": 20}
+REPLICAS = {"stamp.request": 2, "hello-handler.request": 1, "broken-handler.request": 1,
+            "missing-handler.request": 1}  # fmt: skip
+"""Each stage's live replicas under ``BLUEPRINT`` (``replicas: 2`` for stamp)."""
 CONCURRENCY = 8
+PAGE_WAIT_MS = 30_000
+"""How long the page may take to show a change: a bound for a loaded machine (it refreshes every 2 s)."""
 SHOWN_REQUESTS = 20
 """The page's ``SHOWN_REQUESTS``: the newest requests it lists."""
 INSTALL_HINT = "the dashboard test needs Debian's chromium: apt-get install -y chromium (.ci/run installs it)"
@@ -170,7 +176,7 @@ def reported_routes(found: dict[str, Any]) -> dict[str, dict[str, float | None]]
 def read_after_next_refresh(page: Page) -> dict[str, Any]:
     """What the page shows once it has refreshed by itself (no reload) after this call."""
     before = int(page.evaluate("() => Number(document.body.dataset.refreshes)"))
-    page.wait_for_function(f"() => Number(document.body.dataset.refreshes) > {before}", timeout=15_000)
+    page.wait_for_function(f"() => Number(document.body.dataset.refreshes) > {before}", timeout=PAGE_WAIT_MS)
     shown: dict[str, Any] = page.evaluate(READ_PAGE)
     return shown
 
@@ -184,11 +190,11 @@ def chromium() -> str:
     return found
 
 
+@pytest.mark.timeout(240)  # a whole stack and a browser on 2 shared cores: ~15 s idle, 50 s seen under load
 def test_the_dashboard_shows_the_reports_numbers_live_in_a_real_browser(chromium: str, stack: Stack) -> None:
     sent = run(load(stack.base, PLAN))
-    assert sent == {"2xx": 150, "5xx": 40, "4xx": 30}, sent
+    assert sent == {"2xx": 100, "5xx": 30, "4xx": 20}, sent
     settle(stack.base, sent)
-    health = httpx.get(f"{stack.base}/_backworks/health", timeout=5).json()
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium)
@@ -206,17 +212,26 @@ def test_the_dashboard_shows_the_reports_numbers_live_in_a_real_browser(chromium
             assert shown_routes(shown) == reported_routes(found)
             assert {kind: sum(int(row[kind] or 0) for row in shown_routes(shown).values())
                     for kind in ("2xx", "4xx", "5xx")} == sent  # fmt: skip
-            assert shown["routes"]["hello"]["count"]["text"] == "150", "the number a person reads"
+            assert shown["routes"]["hello"]["count"]["text"] == "100", "the number a person reads"
             assert shown["routes"]["broken"]["error_rate"]["text"] == "100.0"
-            rates = {route: number(cells["rate"]["value"]) for route, cells in shown["routes"].items()}
-            assert all(rate is not None and rate > 0 for rate in rates.values()), rates
+            rate = number(shown["routes"]["hello"]["rate"]["value"])  # hello had the load's last requests
+            assert rate is not None and rate > 0, shown["routes"]["hello"]
 
-            # The stages, with their live replicas as the gateway's health sees them.
-            stages = {label: int(cells["live_replicas"]["value"]) for label, cells in shown["stages"].items()}
-            assert stages == {label: stage["live_replicas"] for label, stage in health["stages"].items()}
-            assert stages["stamp.request"] == 2
-            assert {cells["breaker"]["value"] for cells in shown["stages"].values()} == {"closed"}
-            assert {cells["pending"]["value"] for cells in shown["stages"].values()} == {"0"}
+            # The stages, with their live replicas as the gateway's health sees them, nothing pending. Waited for:
+            # on a busy machine one refresh may miss a heartbeat or JetStream's answer (then it shows a dash).
+            page.wait_for_function(
+                f"""() => {{
+                  const expected = {json.dumps(REPLICAS)};
+                  const rows = [...document.querySelectorAll('#stages tr[data-stage]')];
+                  const value = (row, field) => row.querySelector(`td[data-field=${{field}}]`).dataset.value;
+                  return rows.length === Object.keys(expected).length && rows.every((row) =>
+                    value(row, 'live_replicas') === String(expected[row.dataset.stage]) &&
+                    value(row, 'pending') === '0' && value(row, 'breaker') === 'closed');
+                }}""",
+                timeout=PAGE_WAIT_MS,
+            )
+            health = httpx.get(f"{stack.base}/_backworks/health", timeout=5).json()
+            assert {label: stage["live_replicas"] for label, stage in health["stages"].items()} == REPLICAS
 
             # The last requests, newest first, each with its stages' timeline from the report.
             recent = found["recent"][:SHOWN_REQUESTS]
@@ -234,14 +249,14 @@ def test_the_dashboard_shows_the_reports_numbers_live_in_a_real_browser(chromium
             settle(stack.base, sent)
             page.wait_for_function(
                 """() => document.querySelector('#routes tr[data-route=hello] td[data-field=count]')
-                   ?.dataset.value === '175'""",
-                timeout=15_000,
+                   ?.dataset.value === '125'""",
+                timeout=PAGE_WAIT_MS,
             )
 
             # The analytics service stops: the page says so (and how to start it), and keeps the stages.
             stop(stack.analytics)
             page.wait_for_function("() => document.getElementById('status').dataset.state === 'no-analytics'",
-                                   timeout=20_000)  # fmt: skip
+                                   timeout=PAGE_WAIT_MS)  # fmt: skip
             gone = page.evaluate(READ_PAGE)
             assert "backworks analytics serve" in gone["status"], gone["status"]
             assert gone["routes"] == {} and "analytics service is not running" in gone["empty"]
@@ -251,7 +266,7 @@ def test_the_dashboard_shows_the_reports_numbers_live_in_a_real_browser(chromium
             stop(stack.up, timeout=15)
             page.wait_for_function(
                 "() => ['unreachable', 'stale'].includes(document.getElementById('status').dataset.state)",
-                timeout=20_000,
+                timeout=PAGE_WAIT_MS,
             )
             assert page.evaluate("() => document.body.dataset.stale") == "true"
             assert page.evaluate(READ_PAGE)["stages"], "the last stages seen stay on the page"
