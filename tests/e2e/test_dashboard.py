@@ -9,6 +9,7 @@ Never skipped: without ``chromium`` the test fails and says how to install it (`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -94,25 +95,32 @@ class Stack:
     analytics: Any
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    blueprint = tmp_path / "blueprint.yaml"
-    blueprint.write_text(BLUEPRINT)
+@contextlib.contextmanager
+def deployed(folder: Path, text: str, *, analytics: bool) -> Iterator[Stack]:
+    """``backworks up`` on ``text`` (and ``backworks analytics serve`` when asked), stopped on exit."""
+    blueprint = folder / "blueprint.yaml"
+    blueprint.write_text(text)
     port = free_port()
-    env = {**os.environ, "BACKWORKS_STATE_DIR": str(tmp_path / "state")}
-    log = tmp_path / "up.log"
-    up = start("up", str(blueprint), "--port", str(port), log=log, cwd=tmp_path, env=env)
-    analytics = None
+    env = {**os.environ, "BACKWORKS_STATE_DIR": str(folder / "state")}
+    log = folder / "up.log"
+    up = start("up", str(blueprint), "--port", str(port), log=log, cwd=folder, env=env)
+    tap = None
     try:
         base = f"http://127.0.0.1:{port}"
         wait_healthy(base, process=up, log=log)
-        analytics = start("analytics", "serve", str(blueprint), log=tmp_path / "analytics.log", cwd=tmp_path,
-                          env=env)  # fmt: skip
-        yield Stack(base, tmp_path, blueprint, env, up, analytics)
+        if analytics:
+            tap = start("analytics", "serve", str(blueprint), log=folder / "analytics.log", cwd=folder, env=env)
+        yield Stack(base, folder, blueprint, env, up, tap)
     finally:
-        if analytics is not None:
-            stop(analytics)
+        if tap is not None:
+            stop(tap)
         stop(up, timeout=15)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    with deployed(tmp_path, BLUEPRINT, analytics=True) as running:
+        yield running
 
 
 def run(work: Coroutine[Any, Any, T]) -> T:
@@ -273,3 +281,35 @@ def test_the_dashboard_shows_the_reports_numbers_live_in_a_real_browser(chromium
             assert [e for e in errors if "Failed to load resource" not in e] == [], errors
         finally:
             browser.close()
+
+
+QUIET = """
+name: quiet
+events: {enabled: false}
+endpoints:
+  hello:
+    path: /hello
+    handler: {type: mock}
+"""
+
+
+@pytest.mark.timeout(180)  # a stack and a browser on 2 shared cores
+def test_without_analytics_or_events_the_page_says_why_instead_of_staying_blank(chromium: str, tmp_path: Path) -> None:
+    with deployed(tmp_path, QUIET, analytics=False) as running, sync_playwright() as playwright:
+        assert httpx.get(f"{running.base}/hello", timeout=10).status_code == 200
+        browser = playwright.chromium.launch(executable_path=chromium)
+        try:
+            page = browser.new_page()
+            page.goto(f"{running.base}/_backworks/")
+            page.wait_for_function("() => Number(document.body.dataset.refreshes) >= 1", timeout=PAGE_WAIT_MS)
+            shown = page.evaluate(READ_PAGE)
+            notice = page.evaluate("() => document.getElementById('notice').textContent")
+            visible = page.is_visible("#notice")
+        finally:
+            browser.close()
+    assert shown["state"] == "no-analytics", shown["status"]
+    assert "start `backworks analytics serve BLUEPRINT`" in shown["status"]
+    assert shown["routes"] == {} and shown["recent"] == []
+    assert "analytics service is not running" in shown["empty"]
+    assert visible and "Per-request events are off" in notice, notice
+    assert shown["stages"]["hello-handler.request"]["live_replicas"]["value"] == "1"
