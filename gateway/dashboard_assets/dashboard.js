@@ -64,7 +64,7 @@ function setStatus(state, text) {
 function renderRoutes(report, rates) {
   const body = byId("routes").tBodies[0];
   const rows = Object.entries(report.endpoints || {});
-  const span = Math.max(rates.generated_at - rates.window_start, 1);
+  const span = Math.max(rates.generated_at - rates.window_start || 0, 1); // whole minutes: 60-120 s
   body.replaceChildren(
     ...rows.map(([name, route]) => {
       const statuses = route.statuses || {};
