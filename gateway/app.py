@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from backworks import __version__
 from backworks.contracts.types import FailureKind
+from backworks.gateway.dashboard import dashboard_routes
 from backworks.gateway.endpoint import Pipeline, request_id_of
 from backworks.gateway.errors import ProblemError
 from backworks.gateway.health import HEALTH_PATH, health_report
@@ -100,6 +101,7 @@ def build_app(state: GatewayState) -> Starlette:
         Route(OPENAPI_PATH, openapi, methods=["GET"]),
         Route(REPORT_PATH, report, methods=["GET"]),
         Route(METRICS_PATH, metrics, methods=["GET"]),
+        *dashboard_routes(state),
     ]
     handlers: dict[str, Callable[[Request], Awaitable[Response]]] = {
         name: Pipeline(state, name).handle for name in state.blueprint.model.endpoints

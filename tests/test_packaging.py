@@ -101,6 +101,9 @@ def test_a_built_wheel_holds_one_top_level_package(tmp_path: Path) -> None:
     # The design's folders are inside it, with their data files, as real files (not links).
     for path in (
         "backworks/gateway/app.py",
+        "backworks/gateway/dashboard_assets/index.html",
+        "backworks/gateway/dashboard_assets/dashboard.js",
+        "backworks/gateway/dashboard_assets/dashboard.css",
         "backworks/pipeline/stagehost.py",
         "backworks/plugins/mock/__init__.py",
         "backworks/contracts/envelope.py",

@@ -17,6 +17,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from backworks.contracts.names import REQUEST_RESPONDED_SUBJECT, STAGE_COMPLETED_SUBJECT
+from backworks.tap.recent import RecentRequests
 
 BUCKET_S = 60
 RETENTION_S = 3600
@@ -95,6 +96,8 @@ class Aggregates:
         self.seen: dict[str, float] = {}
         self.events = 0
         self.duplicates = 0
+        self.recent = RecentRequests()
+        """The last requests answered, with their stages' timelines (the dashboard's list)."""
 
     def add(self, subject: str, event: dict[str, Any]) -> None:
         """Count one event (once, however often it is delivered)."""
@@ -110,6 +113,7 @@ class Aggregates:
         bucket = self.buckets.setdefault(int(at // BUCKET_S), {})
         if subject == REQUEST_RESPONDED_SUBJECT:
             self._responded(bucket, event)
+            self.recent.add(event)
         elif subject == STAGE_COMPLETED_SUBJECT:
             pass  # counted from the responded event's ``stages`` (published whether or not these are)
         elif subject.startswith(STAGE_FAILURE_PREFIX) and "kind" in event:
@@ -152,10 +156,15 @@ class Aggregates:
             found = bucket[(dimension, key)] = Tally()
         return found
 
+    @staticmethod
+    def first_bucket(since_s: float, now: float) -> int:
+        """The oldest minute bucket a window of ``since_s`` seconds ending ``now`` covers."""
+        return int((now - min(since_s, RETENTION_S)) // BUCKET_S)
+
     def window(self, since_s: float, now: float | None = None) -> dict[Dimension, dict[str, Tally]]:
         """Tallies merged over the buckets of the last ``since_s`` seconds (whole minutes, the current included)."""
         now = time.time() if now is None else now
-        first = int((now - min(since_s, RETENTION_S)) // BUCKET_S)
+        first = self.first_bucket(since_s, now)
         merged: dict[Dimension, dict[str, Tally]] = {dimension: {} for dimension in Dimension}
         for minute, bucket in self.buckets.items():
             if minute < first:
@@ -165,10 +174,15 @@ class Aggregates:
         return merged
 
     def report(self, since_s: float, now: float | None = None) -> dict[str, Any]:
-        """The window as JSON: per dimension, per key, its summary."""
+        """The window as JSON: per dimension, per key, its summary; the window's actual start (whole minutes, so
+        a rate is ``count / (now - window_start)``) and the last requests answered within it."""
+        now = time.time() if now is None else now
         merged = self.window(since_s, now)
+        window_start = self.first_bucket(since_s, now) * BUCKET_S
         return {
             "since_s": since_s,
+            "window_start": window_start,
+            "recent": self.recent.since(window_start),
             "events": self.events,
             "duplicates": self.duplicates,
             **{
