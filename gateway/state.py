@@ -24,6 +24,7 @@ from backworks.pipeline.permissions import GATEWAY
 
 if TYPE_CHECKING:
     from backworks.gateway.metrics import GatewayMetrics
+    from backworks.gateway.rollback import SplitRollbacks
 
 log = structlog.get_logger("backworks.gateway")
 
@@ -56,6 +57,8 @@ class GatewayState:
     """Prometheus metrics (``/_backworks/metrics``), set by the app."""
     edge: EdgeStats = field(default_factory=EdgeStats)
     """What the HTTP edge counted (refused, evicted, timed-out connections...), filled by the server."""
+    rollbacks: SplitRollbacks | None = None
+    """Canary splits rolled back (``gateway.rollback``); None when the blueprint has no split."""
 
     @property
     def liveness(self) -> LivenessView | None:
@@ -97,6 +100,7 @@ async def connect(state: GatewayState) -> None:
         owned=frozenset(),  # the gateway calls no plugin: it writes no breaker record
     )
     await state.forwarder.start()
+    await start_rollbacks(state)
     missing = await state.forwarder.ready(LIVENESS_READY_TIMEOUT)
     if missing:
         log.warning("stages without a live replica at start", missing=missing)
@@ -122,8 +126,20 @@ def warn_if_limits_exceed_max_payload(state: GatewayState) -> None:
         )
 
 
+async def start_rollbacks(state: GatewayState) -> None:
+    """Watch the canary rollbacks when the blueprint has splits (``gateway.rollback``)."""
+    from backworks.gateway.rollback import SplitRollbacks
+
+    rollbacks = SplitRollbacks(state.blueprint, state.gateway_id, state.forwarder.events if state.forwarder else None)
+    if rollbacks.needed and state.js is not None:
+        await rollbacks.start(state.js)
+        state.rollbacks = rollbacks
+
+
 async def disconnect(state: GatewayState) -> None:
     """Undo ``connect``: stop the forwarder and the inbox, then drain the connection."""
+    if state.rollbacks:
+        await state.rollbacks.stop()
     if state.forwarder:
         await state.forwarder.stop()
     if state.inbox:

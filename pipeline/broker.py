@@ -29,6 +29,7 @@ from backworks.contracts.names import (
     PIPELINE_SUBJECTS,
     RATELIMIT_BUCKET,
     REGISTRY_BUCKET,
+    SPLITS_BUCKET,
 )
 from backworks.pipeline.errors import BrokerUnavailable, ReplicasUnavailable
 from backworks.pipeline.nats_auth import NatsAuth, resolve
@@ -165,6 +166,7 @@ def _bucket_configs(storage: StorageType, replicas: int) -> list[KeyValueConfig]
         KeyValueConfig(bucket=CONFIG_BUCKET, history=5, storage=StorageType.FILE, replicas=replicas),
         KeyValueConfig(bucket=CACHE_BUCKET, history=1, ttl=CACHE_MAX_AGE, storage=storage, replicas=replicas),
         KeyValueConfig(bucket=RATELIMIT_BUCKET, history=1, ttl=RATELIMIT_MAX_AGE, storage=storage, replicas=replicas),
+        KeyValueConfig(bucket=SPLITS_BUCKET, history=5, storage=StorageType.FILE, replicas=replicas),
     ]
     return buckets
 
