@@ -213,8 +213,9 @@ def gateway(loaded: LoadedBlueprint) -> Identity:
     probes = [f"{JS_API}.CONSUMER.INFO.{PIPELINE_STREAM}.{durable}" for durable in sorted(durables)]
     # The analytics service's report (``/_backworks/report``) and the DLQ size in its metrics.
     tap = [REPORT_SUBJECT, f"{JS_API}.STREAM.INFO.{DLQ_STREAM}"]
-    # Canary splits it rolled back (``gateway.rollback``): the gateways alone read and write them.
-    rollbacks = [*kv_api(SPLITS_BUCKET), f"$KV.{SPLITS_BUCKET}.>"]
+    # Canary splits rolled back (``gateway.rollback``): the gateways alone read and write them, when there are splits.
+    has_splits = any(loaded.model.splits(endpoint) for endpoint in loaded.model.endpoints)
+    rollbacks = [*kv_api(SPLITS_BUCKET), f"$KV.{SPLITS_BUCKET}.>"] if has_splits else []
     publish = [*sorted(first), *probes, *tap, *rollbacks, *forwarder_publish()]
     subscribe = [REPLY_SUBJECTS, *forwarder_subscribe(GATEWAY)]
     return Identity(GATEWAY, Role.GATEWAY, Permissions(tuple(publish), tuple(subscribe)))
