@@ -23,6 +23,7 @@ from backworks.dlq_commands import dlq_app
 from backworks.keys_commands import keys_app
 from backworks.nats_commands import declare_streams, nats_app, print_permissions
 from backworks.plugin_commands import register as register_plugin_commands
+from backworks.split_commands import split_app
 from backworks.tap_commands import analytics_app
 from backworks.tap_commands import report as report_command
 
@@ -327,6 +328,7 @@ app.add_typer(analytics_app, name="analytics")
 app.command("report")(report_command)
 app.add_typer(nats_app, name="nats")
 app.add_typer(keys_app, name="keys")
+app.add_typer(split_app, name="split")
 
 
 register_plugin_commands(app)

@@ -239,13 +239,18 @@ def order(
         raise typer.Exit(2) from None
     plans = {name: [stage.label for stage in loaded.itinerary(name)] for name in loaded.model.endpoints}
     added = {name: [i for i in loaded.chain(name) if i not in loaded.model.chain(name)] for name in plans}
+    # A canary split shows its baseline in the stages, and its branches and weights beside them.
+    splits = {name: {split: dict(spec.split) for split, spec in loaded.model.splits(name).items()} for name in plans}
     if format is Format.JSON:
-        print(json.dumps({"endpoints": plans, "added_for_dependencies": added}, indent=2))
+        print(json.dumps({"endpoints": plans, "added_for_dependencies": added, "splits": splits}, indent=2))
         return
     out = output()
     for name, stages in plans.items():
         note = f"  (added for dependencies: {', '.join(added[name])})" if added[name] else ""
         out.print(f"{name}: {' -> '.join(stages)}{note}", highlight=False)
+        for split, weights in splits[name].items():
+            shares = " / ".join(f"{branch} {weight}" for branch, weight in weights.items())
+            out.print(f"  split {split}: {shares}", highlight=False)
 
 
 def new_plugin(
