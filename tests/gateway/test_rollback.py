@@ -70,13 +70,14 @@ async def test_a_failing_branch_is_rolled_back_for_every_gateway_until_reset(
     await nats_client.subscribe(alert_subject("firing"), cb=on_alert)
     kv = await broker.jetstream(nats_client).key_value(SPLITS_BUCKET)
     async with running_stages(loaded, nats_client), gateway(loaded) as (http, state):
-        assert state.rollbacks is not None
+        rollbacks = state.rollbacks
+        assert rollbacks is not None
         before: Counter[int] = Counter()
         for _ in range(MAX_REQUESTS):
             before[(await http.get("/x")).status_code] += 1
-            if state.rollbacks.records:
+            if rollbacks.records:
                 break
-        assert state.rollbacks.records, f"not rolled back after {MAX_REQUESTS} requests: {before}"
+        assert rollbacks.records, f"not rolled back after {MAX_REQUESTS} requests: {before}"
         assert before[500] >= 10 and before[200] >= 10, before
 
         async def stored() -> bool:
@@ -101,6 +102,6 @@ async def test_a_failing_branch_is_rolled_back_for_every_gateway_until_reset(
             assert {(await other.get("/x")).status_code for _ in range(50)} == {200}
 
         await kv.delete("e.canary")  # what `backworks split reset e canary` does
-        await eventually(lambda: not state.rollbacks.records)
+        await eventually(lambda: not rollbacks.records)
         resumed = Counter([(await http.get("/x")).status_code for _ in range(30)])
         assert resumed[500] > 0, "the canary resumed after the reset"
