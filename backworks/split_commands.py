@@ -97,4 +97,4 @@ def reset(
         console.print(f"no rolled-back split of endpoint {endpoint!r}{f' named {split!r}' if split else ''}")
         return
     for key in removed:
-        console.print(f"reset {key}: its requests follow the split's weights again", highlight=False)
+        output().print(f"reset {key}: its requests follow the split's weights again", highlight=False)
