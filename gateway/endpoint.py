@@ -117,8 +117,9 @@ class Pipeline:
             if metrics is not None:
                 metrics.observe(self.endpoint, response.status_code, total_ms / 1000,
                                 served.reply.timings if served.reply is not None else [])  # fmt: skip
-            if served.branches and self.state.rollbacks is not None:
-                self.state.rollbacks.observe(self.endpoint, served.branches, response.status_code, total_ms)
+            if self.splits is not None and served.branches and self.state.rollbacks is not None:
+                self.state.rollbacks.observe(self.endpoint, self.splits.splits, served.branches, response.status_code,
+                                             total_ms)  # fmt: skip
             if tap is not None:
                 tap.responded(served, route=self.endpoint, method=request.method, path=request.url.path,
                               request_id=request_id, status=response.status_code, total_ms=total_ms)  # fmt: skip

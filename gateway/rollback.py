@@ -20,6 +20,7 @@ import contextlib
 import math
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import structlog
@@ -98,14 +99,9 @@ def fingerprint_of(value: bytes | None) -> str | None:
 class SplitRollbacks:
     """One gateway's view of the rolled-back splits (watched from KV), and its judge of the splits with a rule."""
 
-    def __init__(self, loaded: LoadedBlueprint, gateway_id: str, events: EventPublisher | None = None) -> None:
+    def __init__(self, gateway_id: str, events: EventPublisher | None = None) -> None:
         self.gateway_id = gateway_id
         self.events = events
-        self.splits: dict[tuple[str, str], Split] = {
-            (endpoint, name): split
-            for endpoint in loaded.model.endpoints
-            for name, split in loaded.model.splits(endpoint).items()
-        }
         self.records: dict[tuple[str, str], RolledBack] = {}
         """Rollbacks recorded in the bucket (or decided here and being written), by (endpoint, split)."""
         self.windows: dict[tuple[str, str, str], Outcomes] = {}
@@ -115,9 +111,10 @@ class SplitRollbacks:
         self._watch: asyncio.Task[None] | None = None
         self._writes: set[asyncio.Task[None]] = set()
 
-    @property
-    def needed(self) -> bool:
-        return bool(self.splits)
+    @staticmethod
+    def needed(loaded: LoadedBlueprint) -> bool:
+        """Whether ``loaded`` has a split (a rollback record can hold any split, with a rule or not)."""
+        return any(loaded.model.splits(endpoint) for endpoint in loaded.model.endpoints)
 
     async def start(self, js: JetStreamContext) -> None:
         """Watch the bucket; wait (a bounded time) for the rollbacks already recorded."""
@@ -137,11 +134,13 @@ class SplitRollbacks:
             return None
         return split.baseline
 
-    def observe(self, endpoint: str, picks: dict[str, str], status: int, ms: float) -> None:
-        """Record one response of a request that took ``picks``; judge its splits now and then."""
+    def observe(self, endpoint: str, splits: Mapping[str, Split], picks: Mapping[str, str], status: int,
+                ms: float) -> None:  # fmt: skip
+        """Record one response of a request that took ``picks`` at ``splits`` (the splits of the blueprint revision
+        it was served by); judge them now and then."""
         now = time.monotonic()
         for name, branch in picks.items():
-            split = self.splits.get((endpoint, name))
+            split = splits.get(name)
             if split is None or split.rollback is None or self.held(endpoint, name, split) is not None:
                 continue
             self.windows.setdefault((endpoint, name, branch), Outcomes()).samples.append(

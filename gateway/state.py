@@ -130,8 +130,8 @@ async def start_rollbacks(state: GatewayState) -> None:
     """Watch the canary rollbacks when the blueprint has splits (``gateway.rollback``)."""
     from backworks.gateway.rollback import SplitRollbacks
 
-    rollbacks = SplitRollbacks(state.blueprint, state.gateway_id, state.forwarder.events if state.forwarder else None)
-    if rollbacks.needed and state.js is not None:
+    rollbacks = SplitRollbacks(state.gateway_id, state.forwarder.events if state.forwarder else None)
+    if SplitRollbacks.needed(state.blueprint) and state.js is not None:
         await rollbacks.start(state.js)
         state.rollbacks = rollbacks
 
