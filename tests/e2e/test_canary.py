@@ -34,9 +34,10 @@ TOLERANCE = 0.03
 """±3 points: with 2,000 requests at 10 %, sigma is 0.67 points, so this is a 4.5-sigma band."""
 CONCURRENCY = 16
 USERS = 60
-SPLIT_TIMEOUT_S = 300
-"""2,000 requests through real processes took 48 s on the shared 2-core machine at load average 17 (42 req/s), and
-the first test of the module also pays for starting ``backworks up``: more than the default 120 s may be needed."""
+SPLIT_TIMEOUT_S = 480
+"""2,000 requests through real processes took 48 s to 116 s on the shared 2-core machine at load average 17-19 (42 to
+18 req/s), and the first test of the module also pays for starting ``backworks up`` (22 s): more than the default
+120 s is needed there."""
 BLUEPRINT = """
 name: canary
 plugins:
