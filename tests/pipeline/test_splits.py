@@ -11,7 +11,7 @@ from backworks.contracts.names import SPLITS_BUCKET, Phase, stage_subject
 from backworks.contracts.splits import Split
 from backworks.pipeline import blueprints, permissions
 from backworks.pipeline.splits import variants
-from tests.files import write_blueprint
+from tests.files import ROOT, write_blueprint
 
 SPLIT_BLUEPRINT = """name: api
 plugins:
@@ -129,3 +129,10 @@ def test_rollback_margins_read_percent_and_a_fingerprint_names_branches_and_weig
     same = Split.model_validate({"split": {"a": 90, "b": 10}, "sticky": "consumer"})
     other = Split.model_validate({"split": {"a": 50, "b": 50}})
     assert split.fingerprint() == same.fingerprint() != other.fingerprint()
+
+
+def test_the_canary_example_is_valid() -> None:
+    loaded = blueprints.load(ROOT / "examples" / "canary" / "blueprint.yaml")
+    split = loaded.model.splits("greet")["greeting"]
+    assert split.rollback is not None and split.rollback.max_error_rate_increase == 5.0
+    assert split.sticky_header == "x-user"
