@@ -24,11 +24,14 @@ from backworks.keys_commands import keys_app
 from backworks.nats_commands import declare_streams, nats_app, print_permissions
 from backworks.plugin_commands import register as register_plugin_commands
 from backworks.shadow_commands import register as register_shadow_commands
+from backworks.split_commands import split_app
 from backworks.tap_commands import analytics_app
 from backworks.tap_commands import report as report_command
 
 if TYPE_CHECKING:
-    from backworks.pipeline.blueprints import LoadedBlueprint
+    from collections.abc import Iterable
+
+    from backworks.pipeline.blueprints import LoadedBlueprint, ResolvedInstance
 
 app = typer.Typer(
     help="Backworks: an API declared in a YAML blueprint, extended by plugins running as NATS JetStream services.",
@@ -107,6 +110,17 @@ def admit_services(loaded: LoadedBlueprint, servers: list[str], identity: str) -
         wait_accepted(servers[0], nats_auth.resolve(identity, servers, loaded.model.nats), ADMIT_TIMEOUT)
     except Exception as exc:
         raise fail(f"the embedded broker did not take the blueprint's identities: {exc}") from None
+
+
+def refuse_pinned_out(instances: Iterable[ResolvedInstance]) -> None:
+    """Exit (code 2) when this environment's plugin version is outside an instance's ``version`` pin."""
+    from backworks.pipeline import pins
+
+    try:
+        for instance in instances:
+            pins.check(instance)
+    except pins.VersionRefused as exc:
+        raise fail(str(exc), 2) from None
 
 
 @app.callback()
@@ -248,11 +262,12 @@ def serve(
     loaded = load_or_exit(blueprint)
     if instance not in loaded.instances:
         raise fail(f"no plugin instance {instance!r} in {blueprint}; instances: {', '.join(sorted(loaded.instances))}")
+    resolved = loaded.instances[instance]
+    refuse_pinned_out([resolved])
     servers = resolve_servers(loaded, nats)
     from backworks.pipeline.permissions import stage_identity
 
     admit_services(loaded, servers, stage_identity(instance))
-    resolved = loaded.instances[instance]
     applied = limits.apply(resolved.spec.limits)
     if applied:
         structlog.get_logger("backworks.limits").info("resource limits applied", instance=instance, **applied)
@@ -312,6 +327,7 @@ def up(
 
     configure_logs("up")
     loaded = load_or_exit(blueprint)
+    refuse_pinned_out(loaded.instances.values())  # up's replicas run this environment's plugins
     counts = parse_replicas(replicas or [], loaded)
     external = resolve_servers(loaded, nats) if nats or not loaded.model.nats.embedded else None
     try:
@@ -328,6 +344,7 @@ app.add_typer(analytics_app, name="analytics")
 app.command("report")(report_command)
 app.add_typer(nats_app, name="nats")
 app.add_typer(keys_app, name="keys")
+app.add_typer(split_app, name="split")
 
 
 register_plugin_commands(app)

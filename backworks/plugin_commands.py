@@ -65,8 +65,12 @@ def servers_for(blueprint: Path | None, given: str | None) -> list[str]:
     return resolve(given, peek(blueprint)[1] if blueprint else EMBEDDED)
 
 
-def live_counts(servers: list[str]) -> dict[str, int] | None:
-    """Live replicas per plugin, or ``None`` when there is no broker to ask (or it cannot be reached)."""
+Live = dict[str, dict[str, int]]
+"""Per plugin, live replicas per plugin version (replicas may run different versions side by side)."""
+
+
+def live_counts(servers: list[str]) -> Live | None:
+    """Live replicas per plugin and version, or ``None`` when there is no broker to ask (or it cannot be reached)."""
     if not servers:
         return None
     import asyncio
@@ -75,23 +79,36 @@ def live_counts(servers: list[str]) -> dict[str, int] | None:
     from backworks.pipeline.errors import BrokerUnavailable
 
     try:
-        return dict(census.per_plugin(asyncio.run(census.snapshot(servers))))
+        return census.per_plugin_version(asyncio.run(census.snapshot(servers)))
     except BrokerUnavailable as exc:
         console.print(f"[yellow]live counts unknown:[/] {exc}", highlight=False)
         return None
 
 
-def row_of(entry: PluginEntry, live: dict[str, int] | None) -> dict[str, Any]:
+def row_of(entry: PluginEntry, live: Live | None) -> dict[str, Any]:
     """One row of ``plugins list`` as data."""
     cls = entry.cls
+    versions = None if live is None else live.get(entry.name, {})
     return {
         "name": entry.name,
         "version": cls.version,
         "category": cls.category.value,
         "source": entry.origin,
         "critical": cls.is_critical,
-        "live": None if live is None else live.get(entry.name, 0),
+        "live": None if versions is None else sum(versions.values()),
+        "live_versions": versions,
     }
+
+
+def live_text(row: dict[str, Any]) -> str:
+    """``2`` or, when a live replica runs another version than the one installed here, ``2 (1.0.0: 1, 2.0.0: 1)``."""
+    versions: dict[str, int] | None = row["live_versions"]
+    if versions is None:
+        return "-"
+    text = str(row["live"])
+    if set(versions) - {row["version"]}:
+        text += " (" + ", ".join(f"{version}: {count}" for version, count in sorted(versions.items())) + ")"
+    return text
 
 
 @plugins_app.command("list")
@@ -102,7 +119,10 @@ def list_plugins(
     ] = None,
     format: FormatOption = Format.TEXT,
 ) -> None:
-    """List plugins: name, version, category, source, critical, live replicas ("-" without a broker)."""
+    """List plugins: name, version, category, source, critical, live replicas ("-" without a broker).
+
+    Live replicas running another version than the one installed here are counted per version.
+    """
     from rich.table import Table
 
     found = catalog_for(blueprint)
@@ -116,9 +136,8 @@ def list_plugins(
         for column in ("name", "version", "category", "source", "critical", "instances live"):
             table.add_column(column, justify="right" if column == "instances live" else "left", no_wrap=True)
         for row in rows:
-            live_text = "-" if row["live"] is None else str(row["live"])
             table.add_row(row["name"], row["version"], row["category"], row["source"],
-                          "yes" if row["critical"] else "no", live_text)  # fmt: skip
+                          "yes" if row["critical"] else "no", live_text(row))  # fmt: skip
         output().print(table)
         for name, message in failures.items():
             console.print(f"[red]plugin {name} cannot be used:[/] {message}", highlight=False, markup=True)
@@ -220,13 +239,18 @@ def order(
         raise typer.Exit(2) from None
     plans = {name: [stage.label for stage in loaded.itinerary(name)] for name in loaded.model.endpoints}
     added = {name: [i for i in loaded.chain(name) if i not in loaded.model.chain(name)] for name in plans}
+    # A canary split shows its baseline in the stages, and its branches and weights beside them.
+    splits = {name: {split: dict(spec.split) for split, spec in loaded.model.splits(name).items()} for name in plans}
     if format is Format.JSON:
-        print(json.dumps({"endpoints": plans, "added_for_dependencies": added}, indent=2))
+        print(json.dumps({"endpoints": plans, "added_for_dependencies": added, "splits": splits}, indent=2))
         return
     out = output()
     for name, stages in plans.items():
         note = f"  (added for dependencies: {', '.join(added[name])})" if added[name] else ""
         out.print(f"{name}: {' -> '.join(stages)}{note}", highlight=False)
+        for split, weights in splits[name].items():
+            shares = " / ".join(f"{branch} {weight}" for branch, weight in weights.items())
+            out.print(f"  split {split}: {shares}", highlight=False)
 
 
 def new_plugin(

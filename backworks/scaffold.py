@@ -16,7 +16,7 @@ from pathlib import Path
 from string import Template
 
 from backworks import __version__
-from backworks.contracts.blueprint import NAME_PATTERN
+from backworks.contracts.names import NAME_PATTERN
 from backworks.pipeline.contract import parse_constraint
 from backworks.pipeline.errors import PipelineError
 from backworks.pipeline.plugin import Category

@@ -21,12 +21,15 @@ Unknown keys are errors. Plugin configs are checked against each plugin's own sc
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import Enum
 from typing import Annotated, Any, Literal
 
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator, model_validator
 
-from backworks.contracts.names import Phase
+from backworks.contracts.names import NAME_PATTERN, Phase
+from backworks.contracts.splits import ChainEntry, Split, entry_split
 
 BLUEPRINT_VERSION: Literal[1] = 1
 DEFAULT_TIMEOUT_MS = 5000
@@ -40,8 +43,6 @@ DEFAULT_KEEPALIVE_TIMEOUT_S = 5.0
 DEFAULT_BODY_TIMEOUT_S = 30.0
 DEFAULT_EVENTS_MAX_AGE_S = 7 * 24 * 3600.0
 DEFAULT_EVENT_BODY_BYTES = 16 * 1024
-NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-"""Instance and endpoint names become NATS subject tokens and durable names."""
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 EMBEDDED = "embedded"
@@ -371,6 +372,22 @@ class PluginInstance(BaseModel):
     """How many replicas ``backworks up`` and the compose file start."""
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     limits: ResourceLimits = Field(default_factory=ResourceLimits)
+    version: str | None = Field(
+        default=None,
+        description="Plugin versions allowed to serve this instance (`>=2,<3`, PEP 440 specifiers): a replica whose "
+        "plugin version is outside refuses to start. Default: any.",
+    )
+
+    @field_validator("version")
+    @classmethod
+    def _version_range(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                SpecifierSet(value, prereleases=True)
+            except InvalidSpecifier:
+                example = "write e.g. '>=2,<3' or '==1.4.*'"
+                raise ValueError(f"version {value!r} is not a version range; {example}") from None
+        return value
 
 
 class Endpoint(BaseModel):
@@ -380,7 +397,8 @@ class Endpoint(BaseModel):
 
     path: str
     methods: list[str] = Field(default_factory=lambda: ["GET"])
-    plugins: list[str] = Field(default_factory=list)
+    plugins: list[ChainEntry] = Field(default_factory=list)
+    """Instance names, or splits (``{auth: {split: {auth-v1: 90, auth-v2: 10}}}``, see ``contracts.splits``)."""
     handler: PluginInstance
     timeout_ms: int | None = Field(default=None, gt=0, le=600_000)
     description: str = ""
@@ -451,13 +469,23 @@ class Blueprint(BaseModel):
             found[handler_instance(name)] = endpoint.handler
         return found
 
-    def chain(self, endpoint: str) -> list[str]:
-        """Instance names an endpoint runs before its handler, defaults first, without repeats."""
+    def chain(self, endpoint: str, picks: Mapping[str, str] | None = None) -> list[str]:
+        """Instance names an endpoint runs before its handler, defaults first, without repeats.
+
+        A split contributes the branch ``picks`` names for it, else its baseline (its first branch).
+        """
         ordered: list[str] = []
-        for name in [*self.defaults.plugins, *self.endpoints[endpoint].plugins]:
-            if name not in ordered:
+        for entry in [*self.defaults.plugins, *self.endpoints[endpoint].plugins]:
+            found = entry_split(entry)
+            name = entry if found is None else (picks or {}).get(found[0], found[1].baseline)
+            if isinstance(name, str) and name not in ordered:
                 ordered.append(name)
         return ordered
+
+    def splits(self, endpoint: str) -> dict[str, Split]:
+        """The splits of an endpoint's chain, by name, in chain order."""
+        found = (entry_split(entry) for entry in self.endpoints[endpoint].plugins)
+        return dict(item for item in found if item is not None)
 
     def timeout_ms(self, endpoint: str) -> int:
         return self.endpoints[endpoint].timeout_ms or self.defaults.timeout_ms
@@ -483,6 +511,7 @@ __all__ = [
     "Phase",
     "PluginInstance",
     "ResourceLimits",
+    "Split",
     "TlsSettings",
     "handler_instance",
 ]

@@ -133,6 +133,8 @@ class Envelope(BaseModel):
     itinerary: list[Stage] = Field(default_factory=list)
     cursor: int = 0
     """Index into ``itinerary`` of the stage that should handle the envelope next."""
+    branches: dict[str, str] = Field(default_factory=dict)
+    """The branch this request took at each canary split of its chain: split name -> instance (``contracts.splits``)."""
 
     annotations: dict[str, Any] = Field(default_factory=dict)
     principal: Principal | None = None

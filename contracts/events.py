@@ -162,6 +162,8 @@ class RequestResponded(BaseModel):
     """The stage whose failure decided the answer, if one did."""
     consumer: str | None = None
     """The authenticated caller, when a security stage named one."""
+    branches: dict[str, str] = Field(default_factory=dict)
+    """The branch the request took at each canary split of its chain: split name -> instance."""
     body: str | None = None
     """The response body (UTF-8, cut at the body limit): only for endpoints with ``events: {bodies: true}``."""
     at: float = Field(default_factory=time.time)

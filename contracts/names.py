@@ -16,6 +16,9 @@ class Phase(str, Enum):
     """Runs after the handler, in reverse chain order."""
 
 
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+"""Instance and endpoint names become NATS subject tokens and durable names."""
+
 PIPELINE_STREAM = "BW_PIPELINE"
 PIPELINE_SUBJECTS = "bw.stage.>"
 EVENTS_STREAM = "BW_EVENTS"
@@ -33,7 +36,17 @@ CACHE_BUCKET = "bw_cache"
 RATELIMIT_BUCKET = "bw_ratelimit"
 RECORD_BUCKET = "bw_record"
 """Recording switches: one key per endpoint being recorded (``backworks record``), which the gateways watch."""
-ALL_BUCKETS = (BREAKERS_BUCKET, REGISTRY_BUCKET, CONFIG_BUCKET, CACHE_BUCKET, RATELIMIT_BUCKET, RECORD_BUCKET)
+SPLITS_BUCKET = "bw_splits"
+"""Canary splits the gateway rolled back (key ``<endpoint>.<split>``): every gateway replica and restart sees them."""
+ALL_BUCKETS = (
+    BREAKERS_BUCKET,
+    REGISTRY_BUCKET,
+    CONFIG_BUCKET,
+    CACHE_BUCKET,
+    RATELIMIT_BUCKET,
+    RECORD_BUCKET,
+    SPLITS_BUCKET,
+)
 PLUGIN_BUCKETS = (CACHE_BUCKET, RATELIMIT_BUCKET)
 """Buckets a plugin may open with ``Plugin.kv`` (its keys live under ``<instance>.``); the others are the runtime's."""
 

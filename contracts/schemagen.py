@@ -26,6 +26,7 @@ from backworks.contracts.events import (
 )
 from backworks.contracts.recordings import Recording, RecordingSwitch
 from backworks.contracts.registry import ReplicaInfo
+from backworks.contracts.splits import RolledBack
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 MODELS: dict[str, type[BaseModel]] = {
@@ -39,6 +40,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "stage-completed.v1.json": StageCompleted,
     "request-responded.v1.json": RequestResponded,
     "alert-event.v1.json": AlertEvent,
+    "split-rollback.v1.json": RolledBack,
     "breaker-state.v1.json": StateRecord,
     "breaker-window.v1.json": WindowRecord,
     "breaker-probe.v1.json": ProbeRecord,

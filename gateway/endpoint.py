@@ -17,6 +17,7 @@ from backworks.contracts.names import PIPELINE_STREAM, stage_durable
 from backworks.contracts.types import FailureKind
 from backworks.gateway.errors import ProblemError
 from backworks.gateway.problems import from_stage_error, problem_response
+from backworks.gateway.splits import EndpointSplits
 from backworks.gateway.state import GatewayState
 from backworks.gateway.tap import RequestTap, Served, TraceContext, events_switched_off
 from backworks.pipeline import credentials
@@ -77,6 +78,8 @@ class Pipeline:
         self.bodies = model.endpoints[endpoint].events.bodies
         self.body_bytes = model.events.body_bytes
         self.stage_completed = model.events.stage_completed
+        self.splits = EndpointSplits.of(state.blueprint, endpoint)
+        """The endpoint's canary splits (None without): each request's branches are chosen as it is sent."""
 
     def tap(self) -> RequestTap | None:
         forwarder = self.state.forwarder
@@ -114,6 +117,9 @@ class Pipeline:
             if metrics is not None:
                 metrics.observe(self.endpoint, response.status_code, total_ms / 1000,
                                 served.reply.timings if served.reply is not None else [])  # fmt: skip
+            if self.splits is not None and served.branches and self.state.rollbacks is not None:
+                self.state.rollbacks.observe(self.endpoint, self.splits.splits, served.branches, response.status_code,
+                                             total_ms)  # fmt: skip
             if tap is not None:
                 tap.responded(served, route=self.endpoint, method=request.method, path=request.url.path,
                               request_id=request_id, status=response.status_code, total_ms=total_ms)  # fmt: skip
@@ -173,11 +179,15 @@ class Pipeline:
                 503, "Broker unavailable", "the message broker (NATS) is not reachable", cause=FailureKind.BROKER
             )
         body = await read_body(request, self.max_body)
-        if blocked := forwarder.blocked_critical(self.itinerary):  # refuse at once: the request cannot succeed
+        envelope = self.envelope(request, request_id, body)
+        if self.splits is not None:
+            rollbacks = state.rollbacks
+            self.splits.route(envelope, rollbacks.held if rollbacks is not None else None)
+            served.branches = envelope.branches
+        if blocked := forwarder.blocked_critical(envelope.itinerary):  # refuse at once: the request cannot succeed
             stage, reason = blocked
             raise ProblemError(503, "Plugin unavailable", f"stage {stage.label}: {reason}", stage=stage.label,
                                cause=FailureKind.UNAVAILABLE)  # fmt: skip
-        envelope = self.envelope(request, request_id, body)
         envelope.trace_id, envelope.traceparent = trace.trace_id, trace.traceparent
         served.sent = envelope
         if tap is not None:

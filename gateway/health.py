@@ -59,6 +59,8 @@ def health_report(state: GatewayState) -> tuple[dict[str, Any], int]:
                 "replicas": [
                     {
                         "replica": r.replica,
+                        "plugin": r.plugin,
+                        "version": r.version,
                         "pid": r.pid,
                         "host": r.host,
                         "health": r.health,

@@ -25,6 +25,7 @@ from backworks.pipeline.permissions import GATEWAY
 
 if TYPE_CHECKING:
     from backworks.gateway.metrics import GatewayMetrics
+    from backworks.gateway.rollback import SplitRollbacks
 
 log = structlog.get_logger("backworks.gateway")
 
@@ -59,6 +60,8 @@ class GatewayState:
     """What the HTTP edge counted (refused, evicted, timed-out connections...), filled by the server."""
     recorder: Recorder | None = None
     """Copies sampled requests of the endpoints being recorded into ``BW_RECORD`` (``backworks record``)."""
+    rollbacks: SplitRollbacks | None = None
+    """Canary splits rolled back (``gateway.rollback``); None when the blueprint has no split."""
 
     @property
     def liveness(self) -> LivenessView | None:
@@ -102,6 +105,7 @@ async def connect(state: GatewayState) -> None:
     await state.forwarder.start()
     state.recorder = Recorder(state.client, state.js)
     await state.recorder.start()
+    await start_rollbacks(state)
     missing = await state.forwarder.ready(LIVENESS_READY_TIMEOUT)
     if missing:
         log.warning("stages without a live replica at start", missing=missing)
@@ -127,10 +131,22 @@ def warn_if_limits_exceed_max_payload(state: GatewayState) -> None:
         )
 
 
+async def start_rollbacks(state: GatewayState) -> None:
+    """Watch the canary rollbacks when the blueprint has splits (``gateway.rollback``)."""
+    from backworks.gateway.rollback import SplitRollbacks
+
+    rollbacks = SplitRollbacks(state.gateway_id, state.forwarder.events if state.forwarder else None)
+    if SplitRollbacks.needed(state.blueprint) and state.js is not None:
+        await rollbacks.start(state.js)
+        state.rollbacks = rollbacks
+
+
 async def disconnect(state: GatewayState) -> None:
-    """Undo ``connect``: stop the recorder, the forwarder and the inbox, then drain the connection."""
+    """Undo ``connect``: stop the recorder, the rollbacks, the forwarder and the inbox, then drain the connection."""
     if state.recorder:
         await state.recorder.stop()
+    if state.rollbacks:
+        await state.rollbacks.stop()
     if state.forwarder:
         await state.forwarder.stop()
     if state.inbox:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from backworks.contracts.envelope import Envelope
 from backworks.contracts.events import new_event_id
@@ -74,6 +74,8 @@ class Served:
 
     sent: Envelope | None = None
     reply: Envelope | None = None
+    branches: dict[str, str] = field(default_factory=dict)
+    """The branch taken at each canary split (``Envelope.branches``), known once the itinerary is chosen."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,7 @@ class RequestTap:
                 "degraded": [e.stage for e in errors if e.skipped],
                 "failed_stage": next((e.stage for e in errors if not e.skipped), None),
                 "consumer": reply.principal.consumer if reply is not None and reply.principal is not None else None,
+                "branches": served.branches,
                 "body": body,
                 "at": now,
             },

@@ -26,7 +26,8 @@ from backworks.contracts.blueprint import Blueprint, PluginInstance, handler_ins
 from backworks.contracts.envelope import Stage
 from backworks.contracts.errors import BlueprintError, ConfigIssue
 from backworks.contracts.names import Phase
-from backworks.pipeline import credentials, registry, secrets
+from backworks.contracts.splits import UNION_TAGS, Split
+from backworks.pipeline import credentials, registry, secrets, splits
 from backworks.pipeline.capabilities import ALLOW_FAULT_ENV, CORS_PREFLIGHT, FAULT_INJECTION, faults_allowed
 from backworks.pipeline.configs import ConfigContext, validate_config
 from backworks.pipeline.dependencies import plan_endpoint, type_problems
@@ -90,15 +91,24 @@ class LoadedBlueprint:
     """Per endpoint, the instances run before its handler, in resolved order (dependencies first)."""
     catalog: Catalog | None = None
     """The plugins available to this blueprint (installed and from its plugin folders)."""
+    variant_chains: dict[tuple[str, splits.SplitKey], list[str]] = field(default_factory=dict)
+    """Per endpoint with splits and per combination of branches (``splits.variants``), the resolved chain."""
 
-    def chain(self, endpoint: str) -> list[str]:
-        """Instances an endpoint runs before its handler, in resolved order."""
+    def chain(self, endpoint: str, picks: splits.Picks | None = None) -> list[str]:
+        """Instances an endpoint runs before its handler, in resolved order; with ``picks``, those branches."""
+        if picks:
+            found = self.variant_chains.get((endpoint, splits.split_key(picks)))
+            return found if found is not None else self.model.chain(endpoint, picks)
         return self.chains.get(endpoint) or self.model.chain(endpoint)
 
-    def itinerary(self, endpoint: str) -> list[Stage]:
+    def itineraries(self, endpoint: str) -> list[tuple[dict[str, str], list[Stage]]]:
+        """Every itinerary the endpoint can take, with the branches it takes (one, ``{}``, without splits)."""
+        return [(picks, self.itinerary(endpoint, picks)) for picks in splits.variants(self.model, endpoint)]
+
+    def itinerary(self, endpoint: str, picks: splits.Picks | None = None) -> list[Stage]:
         """Ordered stages of an endpoint: the request phase of its chain, the handler, then the response
-        phase of its chain in reverse."""
-        chain = [self.instances[name] for name in self.chain(endpoint)]
+        phase of its chain in reverse. ``picks`` chooses the branch of each split (default: the baselines)."""
+        chain = [self.instances[name] for name in self.chain(endpoint, picks)]
         stages = [item.stage(Phase.REQUEST) for item in chain if Phase.REQUEST in item.cls.phases]
         stages.append(self.instances[handler_instance(endpoint)].stage(Phase.REQUEST))
         stages.extend(item.stage(Phase.RESPONSE) for item in reversed(chain) if Phase.RESPONSE in item.cls.phases)
@@ -147,7 +157,7 @@ class _Report:
         for item in error.errors():
             loc = list(item["loc"])
             is_key = item["type"] == "extra_forbidden" or (bool(loc) and loc[-1] == "[key]")
-            loc = [part for part in loc if part != "[key]"]
+            loc = [part for part in loc if part != "[key]" and part not in UNION_TAGS]
             message = item["msg"]
             if item["type"] == "extra_forbidden":
                 message = f"unknown key {loc[-1]!r}"
@@ -251,8 +261,11 @@ def _resolve(
 def _instance_pointer(model: Blueprint, endpoint: str, instance: str) -> str:
     if instance == handler_instance(endpoint):
         return f"/endpoints/{escape(endpoint)}/handler/type"
-    if instance in model.endpoints[endpoint].plugins:
-        return f"/endpoints/{escape(endpoint)}/plugins/{model.endpoints[endpoint].plugins.index(instance)}"
+    for index, entry in enumerate(model.endpoints[endpoint].plugins):
+        if entry == instance:
+            return f"/endpoints/{escape(endpoint)}/plugins/{index}"
+        if isinstance(entry, dict) and instance in (found := next(iter(entry.items())))[1].split:
+            return splits.branch_pointer(f"/endpoints/{escape(endpoint)}", index, escape(found[0]), escape(instance))
     if instance in model.defaults.plugins:
         return f"/defaults/plugins/{model.defaults.plugins.index(instance)}"
     return f"/plugins/{escape(instance)}/type"
@@ -269,7 +282,12 @@ class _Usable(Container[str]):
 
 
 def _resolve_dependencies(
-    report: _Report, model: Blueprint, resolved: dict[str, ResolvedInstance], found: Catalog, where: dict[str, str]
+    report: _Report,
+    model: Blueprint,
+    resolved: dict[str, ResolvedInstance],
+    found: Catalog,
+    where: dict[str, str],
+    variant_chains: dict[tuple[str, splits.SplitKey], list[str]],
 ) -> dict[str, list[str]]:
     classes = Classes(found)
     checked: dict[str, list[str]] = {}
@@ -282,20 +300,29 @@ def _resolve_dependencies(
     instances = {name: item.cls for name, item in resolved.items()}
     chains: dict[str, list[str]] = {}
     for endpoint in model.endpoints:
-        plan = plan_endpoint(
-            endpoint, model.chain(endpoint), handler_instance(endpoint), instances, list(model.plugins), usable
-        )
-        for problem in plan.problems:
-            report.add(_instance_pointer(model, endpoint, problem.instance), problem.message, problem.instance)
-        chains[endpoint] = plan.chain
+        reported: set[tuple[str, str]] = set()
+        for picks in splits.variants(model, endpoint):  # the baseline first: that is ``chains[endpoint]``
+            plan = plan_endpoint(
+                endpoint, model.chain(endpoint, picks), handler_instance(endpoint), instances, list(model.plugins),
+                usable,
+            )  # fmt: skip
+            for problem in plan.problems:
+                if (problem.instance, problem.message) not in reported:
+                    reported.add((problem.instance, problem.message))
+                    report.add(_instance_pointer(model, endpoint, problem.instance), problem.message, problem.instance)
+            chains.setdefault(endpoint, plan.chain)
+            if picks:
+                variant_chains[(endpoint, splits.split_key(picks))] = plan.chain
     return chains
 
 
 def _check_references(report: _Report, model: Blueprint, resolved: dict[str, ResolvedInstance]) -> None:
-    lists = [("/defaults/plugins", model.defaults.plugins)]
+    lists: list[tuple[str, list[str | dict[str, Split]]]] = [("/defaults/plugins", list(model.defaults.plugins))]
     lists += [(f"/endpoints/{escape(name)}/plugins", endpoint.plugins) for name, endpoint in model.endpoints.items()]
     for at, names in lists:
         for index, name in enumerate(names):
+            if not isinstance(name, str):
+                continue  # a split: ``splits.check`` reports its branches
             if name not in model.plugins:
                 known = ", ".join(sorted(model.plugins)) or "none"
                 report.add(f"{at}/{index}", f"unknown plugin instance {name!r}; declared under /plugins: {known}")
@@ -405,14 +432,16 @@ def validate(data: Any, file: str, positions: dict[str, Position] | None = None)
         if item:
             resolved[name] = item
     _check_references(report, model, resolved)
+    splits.check(report.add, model, {name: item.cls for name, item in resolved.items()}, escape)
     _check_fault_opt_in(report, resolved, where)
     _check_routes(report, model)
-    chains = _resolve_dependencies(report, model, resolved, found, where)
+    variant_chains: dict[tuple[str, splits.SplitKey], list[str]] = {}
+    chains = _resolve_dependencies(report, model, resolved, found, where, variant_chains)
     _declare_credentials(report, resolved, where)
     _check_preflight_first(report, model, resolved, chains)
     if report.issues:
         raise BlueprintError(report.issues)
-    return LoadedBlueprint(Path(file), model, resolved, chains, found)
+    return LoadedBlueprint(Path(file), model, resolved, chains, found, variant_chains)
 
 
 def load(path: str | Path) -> LoadedBlueprint:

@@ -32,6 +32,7 @@ from backworks.contracts.names import (
     RECORD_STREAM,
     RECORD_SUBJECTS,
     REGISTRY_BUCKET,
+    SPLITS_BUCKET,
 )
 from backworks.pipeline.errors import BrokerUnavailable, ReplicasUnavailable
 from backworks.pipeline.nats_auth import NatsAuth, resolve
@@ -185,6 +186,7 @@ def _bucket_configs(storage: StorageType, replicas: int) -> list[KeyValueConfig]
         KeyValueConfig(bucket=CACHE_BUCKET, history=1, ttl=CACHE_MAX_AGE, storage=storage, replicas=replicas),
         KeyValueConfig(bucket=RATELIMIT_BUCKET, history=1, ttl=RATELIMIT_MAX_AGE, storage=storage, replicas=replicas),
         KeyValueConfig(bucket=RECORD_BUCKET, history=1, ttl=RECORD_SWITCH_MAX_AGE, storage=storage, replicas=replicas),
+        KeyValueConfig(bucket=SPLITS_BUCKET, history=5, storage=StorageType.FILE, replicas=replicas),
     ]
     return buckets
 

@@ -17,7 +17,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel
 
-from backworks.contracts.blueprint import NAME_PATTERN
+from backworks.contracts.names import NAME_PATTERN
 from backworks.pipeline.configs import schema_problems
 from backworks.pipeline.errors import PluginContractError
 from backworks.pipeline.plugin import (

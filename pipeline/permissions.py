@@ -7,8 +7,9 @@ Identities:
 
 * ``admin`` (the declaring component and the CLI's dlq/plugins/status commands): everything;
 * ``gateway``: publishes the first hop of every endpoint (the first stage, and those reached by skipping optional
-  stages, as ``pipeline.gate`` does); subscribes to the gateway reply inboxes ``_INBOX.bw.<gateway>.<id>``; watches
-  the recording switches (``bw_record``) and publishes recorded requests to ``BW_RECORD``, which only admin reads;
+  stages, as ``pipeline.gate`` does; every branch of a split); subscribes to the gateway reply inboxes
+  ``_INBOX.bw.<gateway>.<id>``; watches the recording switches (``bw_record``) and publishes recorded requests to
+  ``BW_RECORD``, which only admin reads; reads and writes the canary rollbacks in ``bw_splits``;
 * ``stage-<instance>`` (every replica of one plugin instance): pulls from its own durables only, publishes to the
   stages that can follow it in some itinerary, writes only its own registry and breaker keys;
 * ``tap`` (audit/analytics subscribers): reads the event stream only.
@@ -45,6 +46,7 @@ from backworks.contracts.names import (
     RECORD_SUBJECTS,
     REGISTRY_BUCKET,
     REPORT_SUBJECT,
+    SPLITS_BUCKET,
     Phase,
     identity_inbox,
     max_deliveries_advisory,
@@ -207,16 +209,19 @@ def gateway(loaded: LoadedBlueprint) -> Identity:
     first: set[str] = set()
     durables: set[str] = set()
     for endpoint in loaded.model.endpoints:
-        itinerary = loaded.itinerary(endpoint)
-        first |= _subjects(itinerary, reachable(itinerary, 0).stages)
-        durables |= {stage_durable(stage.instance, stage.phase) for stage in itinerary}
+        for _, itinerary in loaded.itineraries(endpoint):  # every branch of a split may be the first hop
+            first |= _subjects(itinerary, reachable(itinerary, 0).stages)
+            durables |= {stage_durable(stage.instance, stage.phase) for stage in itinerary}
     # The stall probe on the timeout path reads the consumer info of every stage of the itinerary.
     probes = [f"{JS_API}.CONSUMER.INFO.{PIPELINE_STREAM}.{durable}" for durable in sorted(durables)]
     # The analytics service's report (``/_backworks/report``) and the DLQ size in its metrics.
     tap = [REPORT_SUBJECT, f"{JS_API}.STREAM.INFO.{DLQ_STREAM}"]
     # Recording (``backworks record``): it watches the switches and stores sampled requests; it cannot read them.
     recording = [*kv_api(RECORD_BUCKET), RECORD_SUBJECTS]
-    publish = [*sorted(first), *probes, *tap, *recording, *forwarder_publish()]
+    # Canary splits rolled back (``gateway.rollback``): the gateways alone read and write them, when there are splits.
+    has_splits = any(loaded.model.splits(endpoint) for endpoint in loaded.model.endpoints)
+    rollbacks = [*kv_api(SPLITS_BUCKET), f"$KV.{SPLITS_BUCKET}.>"] if has_splits else []
+    publish = [*sorted(first), *probes, *tap, *recording, *rollbacks, *forwarder_publish()]
     subscribe = [REPLY_SUBJECTS, *forwarder_subscribe(GATEWAY)]
     return Identity(GATEWAY, Role.GATEWAY, Permissions(tuple(publish), tuple(subscribe)))
 
@@ -225,10 +230,10 @@ def stage(loaded: LoadedBlueprint, instance: str) -> Identity:
     name = stage_identity(instance)
     following: set[str] = set()
     for endpoint in loaded.model.endpoints:
-        itinerary = loaded.itinerary(endpoint)
-        for position, step in enumerate(itinerary):
-            if step.instance == instance:
-                following |= _subjects(itinerary, next_hops(itinerary, position).stages)
+        for _, itinerary in loaded.itineraries(endpoint):  # after a split, the stage before it hands to any branch
+            for position, step in enumerate(itinerary):
+                if step.instance == instance:
+                    following |= _subjects(itinerary, next_hops(itinerary, position).stages)
     own: list[str] = []
     for phase in loaded.instances[instance].cls.phases:
         durable = stage_durable(instance, phase)

@@ -33,7 +33,7 @@ from backworks.contracts.envelope import Envelope
 from backworks.contracts.names import PIPELINE_STREAM, Phase, stage_durable, stage_subject
 from backworks.contracts.registry import ReplicaInfo
 from backworks.contracts.types import FailureKind
-from backworks.pipeline import audit, broker, credentials, secrets
+from backworks.pipeline import audit, broker, credentials, pins, secrets
 from backworks.pipeline.blueprints import ResolvedInstance
 from backworks.pipeline.breakers import FleetBreakers
 from backworks.pipeline.consumer import PullConsumer
@@ -95,6 +95,7 @@ class StageHost:
         max_deliver: int = DEFAULT_MAX_DELIVER,
         breaker_settings: dict[str, BreakerSettings] | None = None,
     ) -> None:
+        pins.check(instance)  # a replica outside the instance's version pin never consumes
         self.instance = instance
         self.client = client
         self.js: JetStreamContext = broker.jetstream(client, timeout=PUBLISH_TIMEOUT)
@@ -358,6 +359,7 @@ async def serve(
 
     It connects as the instance's own identity (``stage-<instance>``), with the blueprint's ``settings``.
     """
+    pins.check(instance)  # before connecting: a replica of the wrong plugin version exits at once
     host: StageHost | None = None
 
     async def reconnected() -> None:

@@ -60,6 +60,14 @@ def per_plugin(replicas: list[ReplicaInfo]) -> Counter[str]:
     return Counter(info.plugin for info in replicas)
 
 
+def per_plugin_version(replicas: list[ReplicaInfo]) -> dict[str, dict[str, int]]:
+    """Live replica count per plugin type and plugin version."""
+    found: dict[str, Counter[str]] = {}
+    for info in replicas:
+        found.setdefault(info.plugin, Counter())[info.version] += 1
+    return {plugin: dict(counts) for plugin, counts in found.items()}
+
+
 async def snapshot(servers: list[str], timeout: float = CENSUS_TIMEOUT) -> list[ReplicaInfo]:
     """Connect once, read the live replicas, disconnect; ``BrokerUnavailable`` when NATS cannot be reached."""
     if not any(accepts(*address(server)) for server in servers):

@@ -40,6 +40,8 @@ class Dimension(str, Enum):
     """Per plugin instance, from the stage durations of responded events and from stage failed/skipped events."""
     CONSUMER = "consumers"
     """Per authenticated caller, from responded events that name one."""
+    BRANCH = "branches"
+    """Per branch of a canary split (``<endpoint>/<split>=<instance>``), from responded events."""
 
 
 def new_histogram() -> HdrHistogram:
@@ -138,6 +140,9 @@ class Aggregates:
         keys = [(Dimension.ENDPOINT, str(event.get("route") or "?"))]
         if consumer := event.get("consumer"):
             keys.append((Dimension.CONSUMER, str(consumer)))
+        branches = event.get("branches")
+        if isinstance(branches, dict):
+            keys += [(Dimension.BRANCH, branch_key(event.get("route"), name, b)) for name, b in branches.items()]
         for dimension, key in keys:
             tally = self._tally(bucket, dimension, key)
             tally.count += 1
@@ -199,6 +204,11 @@ class Aggregates:
             del self.buckets[minute]
         for event_id in [e for e, at in self.seen.items() if at < oldest]:
             del self.seen[event_id]
+
+
+def branch_key(route: object, split: object, branch: object) -> str:
+    """Row of one split branch in the report: ``notes/auth=auth-v2``."""
+    return f"{route or '?'}/{split}={branch}"
 
 
 def instance_of(stage: object) -> str:

@@ -14,7 +14,12 @@ from backworks.contracts.names import REPORT_SUBJECT
 from backworks.pipeline.errors import PipelineError
 
 REPORT_TIMEOUT_S = 2.0
-DIMENSIONS = (("endpoints", "endpoint"), ("instances", "plugin instance"), ("consumers", "consumer"))
+DIMENSIONS = (
+    ("endpoints", "endpoint", "endpoints"),
+    ("branches", "split branch", "canary split branches, side by side"),
+    ("instances", "plugin instance", "plugin instances"),
+    ("consumers", "consumer", "consumers"),
+)
 
 
 class AnalyticsUnavailable(PipelineError):
@@ -36,11 +41,11 @@ async def ask(client: Client, since_s: float, timeout: float = REPORT_TIMEOUT_S)
 def tables(report: dict[str, Any]) -> list[Table]:
     """One rich table per dimension that has rows."""
     built = []
-    for key, label in DIMENSIONS:
+    for key, label, title in DIMENSIONS:
         rows = report.get(key) or {}
         if not rows:
             continue
-        table = Table(title=f"{label}s, last {report['since_s']:g} s", title_justify="left")
+        table = Table(title=f"{title}, last {report['since_s']:g} s", title_justify="left")
         for column in (label, "count", "2xx", "4xx", "5xx", "error %", "skips", "p50 ms", "p95 ms", "p99 ms"):
             table.add_column(column, justify="left" if column == label else "right")
         for name, row in rows.items():

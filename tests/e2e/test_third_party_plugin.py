@@ -73,7 +73,8 @@ def test_a_scaffolded_plugin_is_installed_validated_ordered_served_and_listed(
     listed = json.loads(backworks("plugins", "list", "--format", "json").stdout)
     (row,) = [row for row in listed["plugins"] if row["name"] == name]
     assert row == {"name": name, "version": "0.1.0", "category": "request-processor",
-                   "source": f"backworks-plugin-{name} 0.1.0", "critical": False, "live": None}  # fmt: skip
+                   "source": f"backworks-plugin-{name} 0.1.0", "critical": False, "live": None,
+                   "live_versions": None}  # fmt: skip
     shown = json.loads(backworks("plugins", "show", name, "--format", "json").stdout)
     assert shown["dependencies"] == [
         {"name": "request-headers", "constraint": ">=1.0,<2", "installed": "1.0.0", "satisfied": True}

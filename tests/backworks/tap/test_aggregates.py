@@ -51,6 +51,21 @@ def test_a_window_counts_status_classes_errors_and_latency_once_per_event() -> N
     assert aggregates.report(3600, now=NOW)["endpoints"]["notes"]["count"] == 101
 
 
+def test_a_split_gets_one_row_per_branch_with_its_error_rate_and_latency_side_by_side() -> None:
+    aggregates = Aggregates()
+    for number in range(100):
+        branch = "auth-v2" if number % 10 == 0 else "auth-v1"
+        status = 500 if branch == "auth-v2" and number % 20 == 0 else 200
+        event = {**responded(number, status, ms=30.0 if branch == "auth-v2" else 10.0, at=NOW),
+                 "branches": {"auth": branch}}  # fmt: skip
+        aggregates.add(REQUEST_RESPONDED_SUBJECT, event)
+    rows = aggregates.report(900, now=NOW)["branches"]
+    assert set(rows) == {"notes/auth=auth-v1", "notes/auth=auth-v2"}
+    old, new = rows["notes/auth=auth-v1"], rows["notes/auth=auth-v2"]
+    assert (old["count"], old["error_rate"], new["count"], new["error_rate"]) == (90, 0.0, 10, 0.5)
+    assert old["p99_ms"] < 11 and 29 < new["p99_ms"] < 31
+
+
 def test_stage_events_tally_per_instance() -> None:
     aggregates = Aggregates()
     for number in range(4):
