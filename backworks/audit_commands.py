@@ -25,28 +25,10 @@ NatsUrl = Annotated[
 @audit_app.command("serve")
 def serve(blueprint: BlueprintArg, nats: NatsUrl = None) -> None:
     """Append every event to the audit store (`audit.store`), from the stream's first event, until stopped."""
-    import asyncio
-    import signal
-
-    from backworks.cli import configure_logs, load_or_exit, resolve_servers
-    from backworks.pipeline.errors import PipelineError
+    from backworks.subscribers import run_subscriber
     from backworks.tap import audit
 
-    configure_logs("audit")
-    loaded = load_or_exit(blueprint)
-    servers = resolve_servers(loaded, nats)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        await audit.serve(loaded, servers, stop)
-
-    try:
-        asyncio.run(main())
-    except PipelineError as exc:
-        raise fail(str(exc)) from None
+    run_subscriber("audit", blueprint, nats, audit.serve)
 
 
 @audit_app.command("verify")

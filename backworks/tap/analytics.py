@@ -25,6 +25,7 @@ from backworks.pipeline import broker
 from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.events import EventPublisher
 from backworks.pipeline.liveness import LivenessView
+from backworks.pipeline.permissions import TAP
 from backworks.pipeline.tasks import cancel
 from backworks.tap.aggregates import RETENTION_S, Aggregates
 from backworks.tap.alerts import AlertRules
@@ -61,7 +62,9 @@ class AnalyticsService:
         return {"blueprint": self.loaded.model.name, "generated_at": time.time(), **self.aggregates.report(since_s)}
 
     async def serve(self, servers: list[str], stop: asyncio.Event) -> None:
-        client = await broker.connect(servers, name="backworks-analytics")
+        client = await broker.connect(
+            servers, name="backworks-analytics", identity=TAP, settings=self.loaded.model.nats
+        )
         js = broker.jetstream(client)
         events = EventPublisher(client)
         liveness = LivenessView(js)
@@ -101,3 +104,8 @@ class AnalyticsService:
             await liveness.stop()
             await events.stop()
             await client.drain()
+
+
+async def serve(loaded: LoadedBlueprint, servers: list[str], stop: asyncio.Event) -> None:
+    """``backworks analytics serve``: aggregate, answer reports and alert until ``stop`` is set."""
+    await AnalyticsService(loaded).serve(servers, stop)

@@ -11,6 +11,7 @@ import structlog
 from backworks.local.state import state_dir
 from backworks.pipeline import broker
 from backworks.pipeline.blueprints import LoadedBlueprint
+from backworks.pipeline.permissions import TAP
 from backworks.tap.auditstore import AuditStore, Incoming
 from backworks.tap.subscriber import consume
 
@@ -32,7 +33,7 @@ async def serve(loaded: LoadedBlueprint, servers: list[str], stop: asyncio.Event
     """Read events with this store's durable consumer and append them until ``stop`` is set."""
     store = AuditStore(store_path(loaded))
     durable = store.durable()
-    client = await broker.connect(servers, name=f"backworks-audit-{durable}")
+    client = await broker.connect(servers, name=f"backworks-audit-{durable}", identity=TAP, settings=loaded.model.nats)
 
     async def append(batch: Sequence[Incoming]) -> None:
         added = await asyncio.to_thread(store.append, batch)  # SQLite's fsync off the loop: pings keep flowing
