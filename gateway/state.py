@@ -13,6 +13,7 @@ import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from backworks.gateway.backpressure import BackpressureWatch
 from backworks.gateway.connections import EdgeStats
 from backworks.gateway.replies import ReplyInbox
 from backworks.pipeline import broker
@@ -56,6 +57,8 @@ class GatewayState:
     """Prometheus metrics (``/_backworks/metrics``), set by the app."""
     edge: EdgeStats = field(default_factory=EdgeStats)
     """What the HTTP edge counted (refused, evicted, timed-out connections...), filled by the server."""
+    backpressure: BackpressureWatch | None = None
+    """Each stage's pending / unacknowledged work, polled in the background (health, metrics)."""
 
     @property
     def liveness(self) -> LivenessView | None:
@@ -100,6 +103,8 @@ async def connect(state: GatewayState) -> None:
     missing = await state.forwarder.ready(LIVENESS_READY_TIMEOUT)
     if missing:
         log.warning("stages without a live replica at start", missing=missing)
+    state.backpressure = BackpressureWatch(state.js, state.blueprint)
+    await state.backpressure.start()
 
 
 def warn_if_limits_exceed_max_payload(state: GatewayState) -> None:
@@ -124,6 +129,8 @@ def warn_if_limits_exceed_max_payload(state: GatewayState) -> None:
 
 async def disconnect(state: GatewayState) -> None:
     """Undo ``connect``: stop the forwarder and the inbox, then drain the connection."""
+    if state.backpressure:
+        await state.backpressure.stop()
     if state.forwarder:
         await state.forwarder.stop()
     if state.inbox:
