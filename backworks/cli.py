@@ -18,7 +18,15 @@ import typer
 
 from backworks import __version__
 from backworks.audit_commands import audit_app
-from backworks.console import Format, FormatOption, console, fail
+from backworks.console import (
+    DEFAULT_METRICS_HOST,
+    Format,
+    FormatOption,
+    MetricsHostOption,
+    MetricsPortOption,
+    console,
+    fail,
+)
 from backworks.dlq_commands import dlq_app
 from backworks.keys_commands import keys_app
 from backworks.nats_commands import declare_streams, nats_app, print_permissions
@@ -232,6 +240,8 @@ def serve(
     max_inflight: Annotated[
         int | None, typer.Option(help="Messages this replica works on at once. Default: limits.max_concurrent or 64.")
     ] = None,
+    metrics_port: MetricsPortOption = None,
+    metrics_host: MetricsHostOption = DEFAULT_METRICS_HOST,
 ) -> None:
     """Run one replica of one plugin instance as a JetStream pull consumer (start more to scale)."""
     import asyncio
@@ -272,6 +282,8 @@ def serve(
                 settings=loaded.model.nats,
                 max_inflight=max_inflight,
                 breaker_settings=breakers,
+                metrics_port=metrics_port,
+                metrics_host=metrics_host,
             )
         finally:
             watchdog.stop()
@@ -304,6 +316,13 @@ def up(
         list[str] | None, typer.Option(help="INSTANCE=N: replicas of one plugin instance (repeatable).")
     ] = None,
     nats_port: Annotated[int, typer.Option(help="Port of the embedded NATS; 0 picks a free one.")] = 0,
+    metrics_ports: Annotated[
+        bool,
+        typer.Option(
+            "--metrics-ports",
+            help="Give each plugin replica a free 127.0.0.1 port for its Prometheus metrics (shown in the table).",
+        ),
+    ] = False,
 ) -> None:
     """Run everything: the embedded NATS, the gateway and one process per plugin replica, supervised."""
     from backworks.local import up as orchestration
@@ -314,7 +333,7 @@ def up(
     counts = parse_replicas(replicas or [], loaded)
     external = resolve_servers(loaded, nats) if nats or not loaded.model.nats.embedded else None
     try:
-        plan = orchestration.plan(loaded, str(blueprint), external, host, port, nats_port, counts)
+        plan = orchestration.plan(loaded, str(blueprint), external, host, port, nats_port, counts, metrics_ports)
         orchestration.trust(loaded, plan)
         orchestration.run(plan, loaded.model.nats, console.rich, loaded.model.events)
     except LocalError as exc:

@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from backworks.console import Format, FormatOption, fail, output
+from backworks.console import (
+    DEFAULT_METRICS_HOST,
+    Format,
+    FormatOption,
+    MetricsHostOption,
+    MetricsPortOption,
+    fail,
+    output,
+)
 
 analytics_app = typer.Typer(help="Rolling aggregates of the event stream, and alerts.", no_args_is_help=True)
 
@@ -22,12 +30,17 @@ NatsUrl = Annotated[
 
 
 @analytics_app.command("serve")
-def serve(blueprint: BlueprintArg, nats: NatsUrl = None) -> None:
+def serve(
+    blueprint: BlueprintArg,
+    nats: NatsUrl = None,
+    metrics_port: MetricsPortOption = None,
+    metrics_host: MetricsHostOption = DEFAULT_METRICS_HOST,
+) -> None:
     """Keep per-endpoint, per-instance and per-consumer aggregates, answer reports, evaluate `alerts:`."""
     from backworks.subscribers import run_subscriber
     from backworks.tap.analytics import serve as serve_analytics
 
-    run_subscriber("analytics", blueprint, nats, serve_analytics)
+    run_subscriber("analytics", blueprint, nats, serve_analytics, metrics_port, metrics_host)
 
 
 def report(

@@ -44,6 +44,7 @@ from backworks.pipeline.lifecycle import freeze_startup_objects
 from backworks.pipeline.liveness import Heartbeat, LivenessView
 from backworks.pipeline.permissions import stage_identity
 from backworks.pipeline.plugin import Category, Plugin
+from backworks.pipeline.servicemetrics import DEFAULT_METRICS_HOST, StageMetrics, serve_metrics
 from backworks.pipeline.settlement import ACK, Nak, Settlement, Term, settle
 from backworks.pipeline.stores import NatsRuntime
 
@@ -127,6 +128,8 @@ class StageHost:
         self.exhausted = asyncio.Event()
         self.exhausted_resource = ""
         """What a plugin used up (``memory``, ``open files``): the replica exits to be restarted."""
+        self.metrics: StageMetrics | None = None
+        """Prometheus metrics, only with ``--metrics-port`` (``servicemetrics``)."""
 
     def consumer_config(self, phase: Phase) -> ConsumerConfig:
         durable = stage_durable(self.instance.name, phase)
@@ -283,6 +286,8 @@ class StageHost:
             if keeper is not None:
                 keeper.cancel()
         self.processed += 1
+        if self.metrics is not None:
+            self.metrics.ran(outcome)
         if self.audits and not outcome.failure:
             audit.publish_decisions(self.forwarder.events, outcome.envelope, decided)
         failures = []
@@ -352,11 +357,14 @@ async def serve(
     servers: list[str],
     stop: asyncio.Event,
     settings: NatsSettings | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = DEFAULT_METRICS_HOST,
     **options: Any,
 ) -> int:
     """Run one replica until ``stop`` is set; returns the process exit code.
 
-    It connects as the instance's own identity (``stage-<instance>``), with the blueprint's ``settings``.
+    It connects as the instance's own identity (``stage-<instance>``), with the blueprint's ``settings``. With
+    ``metrics_port`` (0: any free port) its Prometheus metrics are served on ``metrics_host``.
     """
     host: StageHost | None = None
 
@@ -372,6 +380,12 @@ async def serve(
         on_reconnect=reconnected,
     )
     host = StageHost(instance, client, **options)
+    stop_metrics = None
+    if metrics_port is not None:
+        host.metrics = StageMetrics(host)
+        served = serve_metrics(host.metrics.registry, metrics_port, metrics_host)
+        stop_metrics = served.stop
+        log.info("metrics served", instance=instance.name, url=served.url)
     code = 0
     try:
         await host.start()
@@ -388,4 +402,6 @@ async def serve(
     finally:
         await host.stop()
         await client.drain()
+        if stop_metrics is not None:
+            stop_metrics()
     return code

@@ -12,6 +12,7 @@ from backworks.local.state import state_dir
 from backworks.pipeline import broker
 from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.permissions import TAP
+from backworks.pipeline.servicemetrics import SubscriberMetrics
 from backworks.tap.auditstore import AuditStore, Incoming
 from backworks.tap.subscriber import consume
 
@@ -29,7 +30,9 @@ def store_path(loaded: LoadedBlueprint) -> Path:
     return path if path.is_absolute() else (loaded.path.parent / path).resolve()
 
 
-async def serve(loaded: LoadedBlueprint, servers: list[str], stop: asyncio.Event) -> None:
+async def serve(
+    loaded: LoadedBlueprint, servers: list[str], stop: asyncio.Event, metrics: SubscriberMetrics | None = None
+) -> None:
     """Read events with this store's durable consumer and append them until ``stop`` is set."""
     store = AuditStore(store_path(loaded))
     durable = store.durable()
@@ -42,7 +45,7 @@ async def serve(loaded: LoadedBlueprint, servers: list[str], stop: asyncio.Event
 
     try:
         log.info("audit store open", store=str(store.path), records=store.count())
-        await consume(client, durable, append, stop)
+        await consume(client, durable, append, stop, metrics=metrics)
     finally:
         await client.drain()
         store.close()
