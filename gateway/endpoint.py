@@ -69,6 +69,7 @@ class Pipeline:
         self.endpoint = endpoint
         self.itinerary: list[Stage] = state.blueprint.itinerary(endpoint)
         self.timeout_ms = state.blueprint.model.timeout_ms(endpoint)
+        self.route_path = state.blueprint.model.endpoints[endpoint].path
         self.max_body = state.blueprint.model.gateway.max_body_bytes
         self.expose_errors = state.blueprint.model.gateway.expose_errors
         model = state.blueprint.model
@@ -117,6 +118,12 @@ class Pipeline:
             if tap is not None:
                 tap.responded(served, route=self.endpoint, method=request.method, path=request.url.path,
                               request_id=request_id, status=response.status_code, total_ms=total_ms)  # fmt: skip
+            if self.state.tracing is not None:
+                self.state.tracing.request_done(
+                    method=request.method, route=self.route_path, path=request.url.path, status=response.status_code,
+                    seconds=total_ms / 1000, traceparent=trace.traceparent,
+                    client_traceparent=request.headers.get(TRACEPARENT_HEADER),
+                )  # fmt: skip
             if self.state.access_log:
                 log.info("request", method=request.method, path=request.url.path, status=response.status_code,
                          ms=round(total_ms, 3))  # fmt: skip

@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from backworks.gateway.backpressure import BackpressureWatch
 from backworks.gateway.connections import EdgeStats
 from backworks.gateway.replies import ReplyInbox
-from backworks.pipeline import broker
+from backworks.pipeline import broker, tracing
 from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.breakers import FleetBreakers
 from backworks.pipeline.forwarder import Forwarder
@@ -25,6 +25,7 @@ from backworks.pipeline.permissions import GATEWAY
 
 if TYPE_CHECKING:
     from backworks.gateway.metrics import GatewayMetrics
+    from backworks.pipeline.otel import Tracing
 
 log = structlog.get_logger("backworks.gateway")
 
@@ -59,6 +60,8 @@ class GatewayState:
     """What the HTTP edge counted (refused, evicted, timed-out connections...), filled by the server."""
     backpressure: BackpressureWatch | None = None
     """Each stage's pending / unacknowledged work, polled in the background (health, metrics)."""
+    tracing: Tracing | None = None
+    """The OTLP span exporter, when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (``pipeline.tracing``)."""
 
     @property
     def liveness(self) -> LivenessView | None:
@@ -105,6 +108,7 @@ async def connect(state: GatewayState) -> None:
         log.warning("stages without a live replica at start", missing=missing)
     state.backpressure = BackpressureWatch(state.js, state.blueprint)
     await state.backpressure.start()
+    state.tracing = tracing.start("backworks-gateway", state.gateway_id)
 
 
 def warn_if_limits_exceed_max_payload(state: GatewayState) -> None:
@@ -131,6 +135,8 @@ async def disconnect(state: GatewayState) -> None:
     """Undo ``connect``: stop the forwarder and the inbox, then drain the connection."""
     if state.backpressure:
         await state.backpressure.stop()
+    if state.tracing:
+        state.tracing.shutdown()  # flushes the spans still batched
     if state.forwarder:
         await state.forwarder.stop()
     if state.inbox:

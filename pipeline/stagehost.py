@@ -18,7 +18,7 @@ import socket
 import time
 import uuid
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from nats.aio.client import Client
@@ -33,7 +33,7 @@ from backworks.contracts.envelope import Envelope
 from backworks.contracts.names import PIPELINE_STREAM, Phase, stage_durable, stage_subject
 from backworks.contracts.registry import ReplicaInfo
 from backworks.contracts.types import FailureKind
-from backworks.pipeline import audit, broker, credentials, secrets
+from backworks.pipeline import audit, broker, credentials, secrets, tracing
 from backworks.pipeline.blueprints import ResolvedInstance
 from backworks.pipeline.breakers import FleetBreakers
 from backworks.pipeline.consumer import PullConsumer
@@ -47,6 +47,9 @@ from backworks.pipeline.plugin import Category, Plugin
 from backworks.pipeline.servicemetrics import DEFAULT_METRICS_HOST, StageMetrics, serve_metrics
 from backworks.pipeline.settlement import ACK, Nak, Settlement, Term, settle
 from backworks.pipeline.stores import NatsRuntime
+
+if TYPE_CHECKING:
+    from backworks.pipeline.otel import Tracing
 
 log = structlog.get_logger("backworks.stage")
 
@@ -130,6 +133,8 @@ class StageHost:
         """What a plugin used up (``memory``, ``open files``): the replica exits to be restarted."""
         self.metrics: StageMetrics | None = None
         """Prometheus metrics, only with ``--metrics-port`` (``servicemetrics``)."""
+        self.tracing: Tracing | None = None
+        """The OTLP span exporter, only with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set (``pipeline.tracing``)."""
 
     def consumer_config(self, phase: Phase) -> ConsumerConfig:
         durable = stage_durable(self.instance.name, phase)
@@ -288,6 +293,8 @@ class StageHost:
         self.processed += 1
         if self.metrics is not None:
             self.metrics.ran(outcome)
+        if self.tracing is not None:
+            self.tracing.stage_done(msg, outcome, stage_durable(self.instance.name, phase))
         if self.audits and not outcome.failure:
             audit.publish_decisions(self.forwarder.events, outcome.envelope, decided)
         failures = []
@@ -380,6 +387,7 @@ async def serve(
         on_reconnect=reconnected,
     )
     host = StageHost(instance, client, **options)
+    host.tracing = tracing.start(f"backworks-{instance.name}", host.replica)
     stop_metrics = None
     if metrics_port is not None:
         host.metrics = StageMetrics(host)
@@ -404,4 +412,6 @@ async def serve(
         await client.drain()
         if stop_metrics is not None:
             stop_metrics()
+        if host.tracing is not None:
+            host.tracing.shutdown()  # flushes the spans still batched
     return code
