@@ -33,6 +33,7 @@ from backworks.nats_commands import declare_streams, nats_app, print_permissions
 from backworks.plugin_commands import register as register_plugin_commands
 from backworks.tap_commands import analytics_app
 from backworks.tap_commands import report as report_command
+from backworks.top_commands import top as top_command
 
 if TYPE_CHECKING:
     from backworks.pipeline.blueprints import LoadedBlueprint
@@ -344,6 +345,7 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(audit_app, name="audit")
 app.add_typer(analytics_app, name="analytics")
 app.command("report")(report_command)
+app.command("top")(top_command)
 app.add_typer(nats_app, name="nats")
 app.add_typer(keys_app, name="keys")
 
