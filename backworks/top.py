@@ -58,11 +58,15 @@ class Top:
         self.client = client
         self.js = js
         self.liveness = LivenessView(js)
-        self.stages = {
+        # Itinerary order (what a request goes through first comes first), then any stage no endpoint uses.
+        labels = [stage.label for endpoint in loaded.model.endpoints for stage in loaded.itinerary(endpoint)]
+        every = {
             f"{name}.{phase.value}": (name, stage_durable(name, phase))
             for name, instance in loaded.instances.items()
             for phase in instance.cls.phases
         }
+        self.stages = {label: every[label] for label in dict.fromkeys(labels) if label in every}
+        self.stages.update(every)
         self._last: dict[str, tuple[float, int]] = {}
 
     async def start(self) -> None:

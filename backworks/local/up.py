@@ -212,7 +212,7 @@ def print_ready(
     table.add_column("pid", justify="right")
     table.add_column("state")
     if metrics_ports:
-        table.add_column("metrics")
+        table.add_column("metrics", overflow="fold")  # whole URLs, even in a narrow terminal
     for child in supervisor.children:
         row = [child.name, str(child.pid), "[green]running[/]" if child.alive else "[red]down[/]"]
         if metrics_ports:
