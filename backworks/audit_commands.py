@@ -9,7 +9,15 @@ from typing import Annotated
 
 import typer
 
-from backworks.console import Format, FormatOption, fail, output
+from backworks.console import (
+    DEFAULT_METRICS_HOST,
+    Format,
+    FormatOption,
+    MetricsHostOption,
+    MetricsPortOption,
+    fail,
+    output,
+)
 
 audit_app = typer.Typer(help="The audit trail: every event of BW_EVENTS, hash-chained in SQLite.", no_args_is_help=True)
 
@@ -23,30 +31,17 @@ NatsUrl = Annotated[
 
 
 @audit_app.command("serve")
-def serve(blueprint: BlueprintArg, nats: NatsUrl = None) -> None:
+def serve(
+    blueprint: BlueprintArg,
+    nats: NatsUrl = None,
+    metrics_port: MetricsPortOption = None,
+    metrics_host: MetricsHostOption = DEFAULT_METRICS_HOST,
+) -> None:
     """Append every event to the audit store (`audit.store`), from the stream's first event, until stopped."""
-    import asyncio
-    import signal
-
-    from backworks.cli import configure_logs, load_or_exit, resolve_servers
-    from backworks.pipeline.errors import PipelineError
+    from backworks.subscribers import run_subscriber
     from backworks.tap import audit
 
-    configure_logs("audit")
-    loaded = load_or_exit(blueprint)
-    servers = resolve_servers(loaded, nats)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        await audit.serve(loaded, servers, stop)
-
-    try:
-        asyncio.run(main())
-    except PipelineError as exc:
-        raise fail(str(exc)) from None
+    run_subscriber("audit", blueprint, nats, audit.serve, metrics_port, metrics_host)
 
 
 @audit_app.command("verify")

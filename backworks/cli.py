@@ -18,7 +18,15 @@ import typer
 
 from backworks import __version__
 from backworks.audit_commands import audit_app
-from backworks.console import Format, FormatOption, console, fail
+from backworks.console import (
+    DEFAULT_METRICS_HOST,
+    Format,
+    FormatOption,
+    MetricsHostOption,
+    MetricsPortOption,
+    console,
+    fail,
+)
 from backworks.dlq_commands import dlq_app
 from backworks.keys_commands import keys_app
 from backworks.nats_commands import declare_streams, nats_app, print_permissions
@@ -27,6 +35,7 @@ from backworks.shadow_commands import register as register_shadow_commands
 from backworks.split_commands import split_app
 from backworks.tap_commands import analytics_app
 from backworks.tap_commands import report as report_command
+from backworks.top_commands import top as top_command
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -247,6 +256,8 @@ def serve(
     max_inflight: Annotated[
         int | None, typer.Option(help="Messages this replica works on at once. Default: limits.max_concurrent or 64.")
     ] = None,
+    metrics_port: MetricsPortOption = None,
+    metrics_host: MetricsHostOption = DEFAULT_METRICS_HOST,
 ) -> None:
     """Run one replica of one plugin instance as a JetStream pull consumer (start more to scale)."""
     import asyncio
@@ -288,6 +299,8 @@ def serve(
                 settings=loaded.model.nats,
                 max_inflight=max_inflight,
                 breaker_settings=breakers,
+                metrics_port=metrics_port,
+                metrics_host=metrics_host,
             )
         finally:
             watchdog.stop()
@@ -320,6 +333,13 @@ def up(
         list[str] | None, typer.Option(help="INSTANCE=N: replicas of one plugin instance (repeatable).")
     ] = None,
     nats_port: Annotated[int, typer.Option(help="Port of the embedded NATS; 0 picks a free one.")] = 0,
+    metrics_ports: Annotated[
+        bool,
+        typer.Option(
+            "--metrics-ports",
+            help="Give each plugin replica a free 127.0.0.1 port for its Prometheus metrics (shown in the table).",
+        ),
+    ] = False,
 ) -> None:
     """Run everything: the embedded NATS, the gateway and one process per plugin replica, supervised."""
     from backworks.local import up as orchestration
@@ -331,7 +351,7 @@ def up(
     counts = parse_replicas(replicas or [], loaded)
     external = resolve_servers(loaded, nats) if nats or not loaded.model.nats.embedded else None
     try:
-        plan = orchestration.plan(loaded, str(blueprint), external, host, port, nats_port, counts)
+        plan = orchestration.plan(loaded, str(blueprint), external, host, port, nats_port, counts, metrics_ports)
         orchestration.trust(loaded, plan)
         orchestration.run(plan, loaded.model.nats, console.rich, loaded.model.events)
     except LocalError as exc:
@@ -342,6 +362,7 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(audit_app, name="audit")
 app.add_typer(analytics_app, name="analytics")
 app.command("report")(report_command)
+app.command("top")(top_command)
 app.add_typer(nats_app, name="nats")
 app.add_typer(keys_app, name="keys")
 app.add_typer(split_app, name="split")

@@ -16,6 +16,8 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
+DEFAULT_METRICS_HOST = "127.0.0.1"
+"""Where ``--metrics-port`` binds unless ``--metrics-host`` says otherwise (``pipeline.servicemetrics``'s default)."""
 TABLE_WIDTH = 200
 """Width of tables written to a pipe or file, so that no column is cut."""
 
@@ -52,6 +54,17 @@ class Format(str, Enum):
 
 
 FormatOption = Annotated[Format, typer.Option("--format", help="Output format: text or json.", case_sensitive=False)]
+MetricsPortOption = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        help="Serve Prometheus metrics on this port (0: any free port, logged). Default: none.",
+        show_default=False,
+    ),
+]
+MetricsHostOption = Annotated[
+    str, typer.Option("--metrics-host", help="Address the metrics port binds (with --metrics-port).")
+]
 
 
 def output() -> Console:

@@ -244,9 +244,8 @@ def print_permissions(loaded: Any, format: Format) -> None:
         table.add_column(column, overflow="fold")
     for identity in found.values():
         permissions = identity.permissions
-        table.add_row(
-            identity.name, identity.inbox_prefix, "\n".join(permissions.publish), "\n".join(permissions.subscribe)
-        )
+        publish = [*permissions.publish, *(["(allow_responses: true)"] if permissions.responses else [])]
+        table.add_row(identity.name, identity.inbox_prefix, "\n".join(publish), "\n".join(permissions.subscribe))
     output().print(table)
 
 

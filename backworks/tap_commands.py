@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from backworks.console import Format, FormatOption, fail, output
+from backworks.console import (
+    DEFAULT_METRICS_HOST,
+    Format,
+    FormatOption,
+    MetricsHostOption,
+    MetricsPortOption,
+    fail,
+    output,
+)
 
 analytics_app = typer.Typer(help="Rolling aggregates of the event stream, and alerts.", no_args_is_help=True)
 
@@ -22,30 +30,17 @@ NatsUrl = Annotated[
 
 
 @analytics_app.command("serve")
-def serve(blueprint: BlueprintArg, nats: NatsUrl = None) -> None:
+def serve(
+    blueprint: BlueprintArg,
+    nats: NatsUrl = None,
+    metrics_port: MetricsPortOption = None,
+    metrics_host: MetricsHostOption = DEFAULT_METRICS_HOST,
+) -> None:
     """Keep per-endpoint, per-instance and per-consumer aggregates, answer reports, evaluate `alerts:`."""
-    import asyncio
-    import signal
+    from backworks.subscribers import run_subscriber
+    from backworks.tap.analytics import serve as serve_analytics
 
-    from backworks.cli import configure_logs, load_or_exit, resolve_servers
-    from backworks.pipeline.errors import PipelineError
-    from backworks.tap.analytics import AnalyticsService
-
-    configure_logs("analytics")
-    loaded = load_or_exit(blueprint)
-    servers = resolve_servers(loaded, nats)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        await AnalyticsService(loaded).serve(servers, stop)
-
-    try:
-        asyncio.run(main())
-    except PipelineError as exc:
-        raise fail(str(exc)) from None
+    run_subscriber("analytics", blueprint, nats, serve_analytics, metrics_port, metrics_host)
 
 
 def report(
@@ -62,6 +57,7 @@ def report(
     from backworks.dlq_commands import servers_from
     from backworks.pipeline import broker
     from backworks.pipeline.errors import PipelineError
+    from backworks.pipeline.permissions import TAP
     from backworks.tap.filters import seconds
     from backworks.tap.reports import ask, tables
 
@@ -72,7 +68,7 @@ def report(
     servers = servers_from(nats)
 
     async def fetch() -> dict[str, object]:
-        client = await broker.connect(servers, name="backworks-report")
+        client = await broker.connect(servers, name="backworks-report", identity=TAP)
         try:
             return await ask(client, window)
         finally:

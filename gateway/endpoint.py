@@ -70,6 +70,7 @@ class Pipeline:
         self.endpoint = endpoint
         self.itinerary: list[Stage] = state.blueprint.itinerary(endpoint)
         self.timeout_ms = state.blueprint.model.timeout_ms(endpoint)
+        self.route_path = state.blueprint.model.endpoints[endpoint].path
         self.max_body = state.blueprint.model.gateway.max_body_bytes
         self.expose_errors = state.blueprint.model.gateway.expose_errors
         model = state.blueprint.model
@@ -125,6 +126,12 @@ class Pipeline:
                               request_id=request_id, status=response.status_code, total_ms=total_ms)  # fmt: skip
             if (recorder := self.state.recorder) is not None:  # `backworks record`: returns at once
                 recorder.capture(self.endpoint, served.sent, response, total_ms)
+            if self.state.tracing is not None:
+                self.state.tracing.request_done(
+                    method=request.method, route=self.route_path, path=request.url.path, status=response.status_code,
+                    seconds=total_ms / 1000, traceparent=trace.traceparent,
+                    client_traceparent=request.headers.get(TRACEPARENT_HEADER),
+                )  # fmt: skip
             if self.state.access_log:
                 log.info("request", method=request.method, path=request.url.path, status=response.status_code,
                          ms=round(total_ms, 3))  # fmt: skip

@@ -56,6 +56,7 @@ def health_report(state: GatewayState) -> tuple[dict[str, Any], int]:
                 "status": instance_status.value,
                 "live_replicas": len(live),
                 "breaker": breaker,
+                "backpressure": state.backpressure.report(f"{name}.{phase.value}") if state.backpressure else None,
                 "replicas": [
                     {
                         "replica": r.replica,

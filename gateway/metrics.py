@@ -4,12 +4,12 @@ Labels are bounded by the blueprint: ``route`` is an endpoint name, ``stage`` a 
 plugin instance, ``status`` a class (``2xx``...), ``reason`` a loss reason: never a path, a client or a
 consumer id. Request counts and latencies are recorded as requests end; everything else (breakers, live
 replicas, each stage's pending and unacknowledged messages and redeliveries, dead letters, event losses) is
-read when Prometheus scrapes, so the request path pays nothing for it.
+read when Prometheus scrapes (backlog and dead letters from the gateway's background poll,
+``gateway.backpressure``), so the request path pays nothing for it.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,13 +19,10 @@ from prometheus_client.registry import Collector
 
 from backworks.contracts.breakers import BreakerState
 from backworks.contracts.envelope import Timing
-from backworks.contracts.names import DLQ_STREAM, PIPELINE_STREAM, stage_durable
 from backworks.gateway.state import GatewayState
 
 METRICS_PATH = "/_backworks/metrics"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-PROBE_TIMEOUT_S = 1.0
-"""Seconds a scrape waits for JetStream's consumer and stream figures."""
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BREAKER_VALUE = {BreakerState.CLOSED.value: 0, BreakerState.HALF_OPEN.value: 1, BreakerState.OPEN.value: 2}
 
@@ -59,39 +56,15 @@ class GatewayMetrics:
             self.stage_latency.labels(timing.stage).observe(timing.ms / 1000)
 
     async def render(self) -> bytes:
-        await self.scraped.refresh()
         return generate_latest(self.registry)
 
 
 class ScrapeCollector(Collector):
-    """Figures read when Prometheus scrapes: breakers, replicas, JetStream backpressure, dead letters, events."""
+    """Figures read when Prometheus scrapes: breakers, replicas, and the last backpressure poll (stage backlog,
+    dead letters), events."""
 
     def __init__(self, state: GatewayState) -> None:
         self.state = state
-        self.consumers: dict[str, tuple[int, int, int]] = {}
-        self.dead_letters: int | None = None
-
-    async def refresh(self) -> None:
-        js = self.state.js
-        if js is None:
-            return
-        stages = {
-            f"{name}.{phase.value}": stage_durable(name, phase)
-            for name, item in self.state.blueprint.instances.items()
-            for phase in item.cls.phases
-        }
-
-        async def consumer(durable: str) -> tuple[int, int, int]:
-            info = await js.consumer_info(PIPELINE_STREAM, durable, timeout=PROBE_TIMEOUT_S)
-            return int(info.num_pending or 0), int(info.num_ack_pending or 0), int(info.num_redelivered or 0)
-
-        found = await asyncio.gather(*(consumer(d) for d in stages.values()), return_exceptions=True)
-        self.consumers = {label: value for label, value in zip(stages, found, strict=True) if isinstance(value, tuple)}
-        try:
-            info = await asyncio.wait_for(js.stream_info(DLQ_STREAM), PROBE_TIMEOUT_S)
-            self.dead_letters = int(info.state.messages)
-        except Exception:
-            self.dead_letters = None
 
     def collect(self) -> Iterator[Any]:
         state = self.state
@@ -104,22 +77,7 @@ class ScrapeCollector(Collector):
             live.add_metric([name], state.liveness.count(name) if state.liveness else 0)
         yield breakers
         yield live
-        pending = GaugeMetricFamily("backworks_stage_pending", "Messages waiting for a stage.", labels=["stage"])
-        acking = GaugeMetricFamily(
-            "backworks_stage_ack_pending", "Messages a stage took and has not acknowledged.", labels=["stage"]
-        )
-        redelivered = GaugeMetricFamily(
-            "backworks_stage_redelivered", "Messages of a stage delivered more than once.", labels=["stage"]
-        )
-        for label, (waiting, unacked, again) in self.consumers.items():
-            pending.add_metric([label], waiting)
-            acking.add_metric([label], unacked)
-            redelivered.add_metric([label], again)
-        yield pending
-        yield acking
-        yield redelivered
-        if self.dead_letters is not None:
-            yield GaugeMetricFamily("backworks_dead_letters", "Envelopes in BW_DLQ.", value=self.dead_letters)
+        yield from self.backpressure()
         dropped = CounterMetricFamily(
             "backworks_gateway_failures", "Requests the gateway failed itself.", labels=["cause"]
         )
@@ -140,3 +98,33 @@ class ScrapeCollector(Collector):
             for reason, count in state.forwarder.events.lost.items():
                 lost.add_metric([reason], count)
             yield lost
+
+    def backpressure(self) -> Iterator[Any]:
+        watch = self.state.backpressure
+        if watch is None:
+            return
+        pending = GaugeMetricFamily("backworks_stage_pending", "Messages waiting for a stage.", labels=["stage"])
+        acking = GaugeMetricFamily(
+            "backworks_stage_ack_pending", "Messages a stage took and has not acknowledged.", labels=["stage"]
+        )
+        redelivered = GaugeMetricFamily(
+            "backworks_stage_redelivered",
+            "Unacknowledged messages of a stage delivered more than once.",
+            labels=["stage"],
+        )
+        oldest = GaugeMetricFamily(
+            "backworks_stage_oldest_pending_seconds",
+            "Age of the oldest message a stage has not acknowledged (0: nothing waits).",
+            labels=["stage"],
+        )
+        for label, load in watch.loads.items():
+            pending.add_metric([label], load.pending)
+            acking.add_metric([label], load.ack_pending)
+            redelivered.add_metric([label], load.redelivered)
+            oldest.add_metric([label], load.oldest_pending_age_s or 0.0)
+        yield pending
+        yield acking
+        yield redelivered
+        yield oldest
+        if watch.dead_letters is not None:
+            yield GaugeMetricFamily("backworks_dead_letters", "Envelopes in BW_DLQ.", value=watch.dead_letters)

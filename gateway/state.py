@@ -13,10 +13,11 @@ import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from backworks.gateway.backpressure import BackpressureWatch
 from backworks.gateway.connections import EdgeStats
 from backworks.gateway.recording import Recorder
 from backworks.gateway.replies import ReplyInbox
-from backworks.pipeline import broker
+from backworks.pipeline import broker, tracing
 from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.breakers import FleetBreakers
 from backworks.pipeline.forwarder import Forwarder
@@ -26,6 +27,7 @@ from backworks.pipeline.permissions import GATEWAY
 if TYPE_CHECKING:
     from backworks.gateway.metrics import GatewayMetrics
     from backworks.gateway.rollback import SplitRollbacks
+    from backworks.pipeline.otel import Tracing
 
 log = structlog.get_logger("backworks.gateway")
 
@@ -62,6 +64,10 @@ class GatewayState:
     """Copies sampled requests of the endpoints being recorded into ``BW_RECORD`` (``backworks record``)."""
     rollbacks: SplitRollbacks | None = None
     """Canary splits rolled back (``gateway.rollback``); None when the blueprint has no split."""
+    backpressure: BackpressureWatch | None = None
+    """Each stage's pending / unacknowledged work, polled in the background (health, metrics)."""
+    tracing: Tracing | None = None
+    """The OTLP span exporter, when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (``pipeline.tracing``)."""
 
     @property
     def liveness(self) -> LivenessView | None:
@@ -109,6 +115,9 @@ async def connect(state: GatewayState) -> None:
     missing = await state.forwarder.ready(LIVENESS_READY_TIMEOUT)
     if missing:
         log.warning("stages without a live replica at start", missing=missing)
+    state.backpressure = BackpressureWatch(state.js, state.blueprint)
+    await state.backpressure.start()
+    state.tracing = tracing.start("backworks-gateway", state.gateway_id)
 
 
 def warn_if_limits_exceed_max_payload(state: GatewayState) -> None:
@@ -142,11 +151,16 @@ async def start_rollbacks(state: GatewayState) -> None:
 
 
 async def disconnect(state: GatewayState) -> None:
-    """Undo ``connect``: stop the recorder, the rollbacks, the forwarder and the inbox, then drain the connection."""
+    """Undo ``connect``: stop the recorder, the rollbacks, the backpressure watch and the tracer, the forwarder and
+    the inbox, then drain the connection."""
     if state.recorder:
         await state.recorder.stop()
     if state.rollbacks:
         await state.rollbacks.stop()
+    if state.backpressure:
+        await state.backpressure.stop()
+    if state.tracing:
+        state.tracing.shutdown()  # flushes the spans still batched
     if state.forwarder:
         await state.forwarder.stop()
     if state.inbox:

@@ -28,6 +28,10 @@ class ReplicasUnavailable(BrokerUnavailable):
     """The blueprint asks for more stream replicas than the broker has JetStream nodes."""
 
 
+class MetricsPortUnavailable(PipelineError):
+    """The ``--metrics-port`` of a service cannot be bound."""
+
+
 class EmbeddedNatsError(PipelineError):
     """The embedded nats-server could not be found or did not start."""
 

@@ -164,6 +164,7 @@ class Keyring:
                 "permissions": {
                     "publish": {"allow": entry["publish"]},
                     "subscribe": {"allow": entry["subscribe"]},
+                    **({"allow_responses": True} if entry.get("allow_responses") else {}),
                 },
             }
             for _, entry in sorted(self.entries().items())

@@ -12,7 +12,8 @@ Identities:
   ``BW_RECORD``, which only admin reads; reads and writes the canary rollbacks in ``bw_splits``;
 * ``stage-<instance>`` (every replica of one plugin instance): pulls from its own durables only, publishes to the
   stages that can follow it in some itinerary, writes only its own registry and breaker keys;
-* ``tap`` (audit/analytics subscribers): reads the event stream only.
+* ``tap`` (``audit serve``, ``analytics serve``, ``report``, ``top``): its own consumers of the event stream, the
+  alert events analytics raises, the registry (who is live), the DLQ's size, and the report request/reply.
 
 Every identity has a private inbox prefix (``_BW_INBOX.<identity>``, nats-py's ``inbox_prefix``): JetStream's
 answers come back there, and no other identity may subscribe to it.
@@ -48,6 +49,7 @@ from backworks.contracts.names import (
     REPORT_SUBJECT,
     SPLITS_BUCKET,
     Phase,
+    alert_subject,
     identity_inbox,
     max_deliveries_advisory,
     pull_request_subject,
@@ -84,9 +86,14 @@ class Permissions:
 
     publish: tuple[str, ...]
     subscribe: tuple[str, ...]
+    responses: bool = False
+    """May answer requests it received (nats-server's ``allow_responses``: only their reply subjects, only once)."""
 
-    def as_dict(self) -> dict[str, list[str]]:
-        return {"publish": list(self.publish), "subscribe": list(self.subscribe)}
+    def as_dict(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"publish": list(self.publish), "subscribe": list(self.subscribe)}
+        if self.responses:
+            found["allow_responses"] = True
+        return found
 
 
 @dataclass(frozen=True)
@@ -259,7 +266,17 @@ def admin() -> Identity:
 
 
 def tap() -> Identity:
-    """Reads ``BW_EVENTS`` through its own consumers; nothing else."""
+    """The event-stream subscribers and the CLI's read-outs: nothing on the pipeline, no KV writes.
+
+    * its consumers of ``BW_EVENTS`` (audit stores' ``bw-audit-*``, ``bw-analytics``): create, read, pull, ack,
+      and delete (analytics replays the stream at start);
+    * the alert events analytics raises (``bw.evt.alert.*``) and nothing else on the event subjects;
+    * watching ``bw_registry`` (the "no live replica" alert, ``backworks top``) and ``bw_breakers`` (``top``), the
+      size of ``BW_DLQ`` (the "DLQ growing" alert) and the stages' consumer figures (``top``: ``CONSUMER.INFO``
+      only; never a pipeline message, which holds request bodies and credentials);
+    * the report: analytics subscribes to ``bw.tap.report`` and answers the requester (``allow_responses``);
+      ``backworks report`` / ``top`` publish the request.
+    """
     api = f"{JS_API}.CONSUMER"
     publish = (
         f"{JS_API}.STREAM.INFO.{EVENTS_STREAM}",
@@ -271,8 +288,15 @@ def tap() -> Identity:
         f"{api}.MSG.NEXT.{EVENTS_STREAM}.*",
         f"$JS.ACK.{EVENTS_STREAM}.>",
         f"$JS.FC.{EVENTS_STREAM}.>",
+        alert_subject("*"),
+        REPORT_SUBJECT,
+        f"{JS_API}.STREAM.INFO.{DLQ_STREAM}",
+        f"{api}.INFO.{PIPELINE_STREAM}.*",
+        *kv_api(REGISTRY_BUCKET),
+        *kv_api(BREAKERS_BUCKET),
     )
-    return Identity(TAP, Role.TAP, Permissions(publish, (f"{identity_inbox(TAP)}.>",)))
+    subscribe = (f"{identity_inbox(TAP)}.>", REPORT_SUBJECT)
+    return Identity(TAP, Role.TAP, Permissions(publish, subscribe, responses=True))
 
 
 def identities(loaded: LoadedBlueprint) -> dict[str, Identity]:

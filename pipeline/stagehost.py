@@ -18,7 +18,7 @@ import socket
 import time
 import uuid
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from nats.aio.client import Client
@@ -33,7 +33,7 @@ from backworks.contracts.envelope import Envelope
 from backworks.contracts.names import PIPELINE_STREAM, Phase, stage_durable, stage_subject
 from backworks.contracts.registry import ReplicaInfo
 from backworks.contracts.types import FailureKind
-from backworks.pipeline import audit, broker, credentials, pins, secrets
+from backworks.pipeline import audit, broker, credentials, pins, secrets, tracing
 from backworks.pipeline.blueprints import ResolvedInstance
 from backworks.pipeline.breakers import FleetBreakers
 from backworks.pipeline.consumer import PullConsumer
@@ -44,8 +44,12 @@ from backworks.pipeline.lifecycle import freeze_startup_objects
 from backworks.pipeline.liveness import Heartbeat, LivenessView
 from backworks.pipeline.permissions import stage_identity
 from backworks.pipeline.plugin import Category, Plugin
+from backworks.pipeline.servicemetrics import DEFAULT_METRICS_HOST, StageMetrics, serve_metrics
 from backworks.pipeline.settlement import ACK, Nak, Settlement, Term, settle
 from backworks.pipeline.stores import NatsRuntime
+
+if TYPE_CHECKING:
+    from backworks.pipeline.otel import Tracing
 
 log = structlog.get_logger("backworks.stage")
 
@@ -128,6 +132,10 @@ class StageHost:
         self.exhausted = asyncio.Event()
         self.exhausted_resource = ""
         """What a plugin used up (``memory``, ``open files``): the replica exits to be restarted."""
+        self.metrics: StageMetrics | None = None
+        """Prometheus metrics, only with ``--metrics-port`` (``servicemetrics``)."""
+        self.tracing: Tracing | None = None
+        """The OTLP span exporter, only with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set (``pipeline.tracing``)."""
 
     def consumer_config(self, phase: Phase) -> ConsumerConfig:
         durable = stage_durable(self.instance.name, phase)
@@ -284,6 +292,10 @@ class StageHost:
             if keeper is not None:
                 keeper.cancel()
         self.processed += 1
+        if self.metrics is not None:
+            self.metrics.ran(outcome)
+        if self.tracing is not None:
+            self.tracing.stage_done(msg, outcome, stage_durable(self.instance.name, phase))
         if self.audits and not outcome.failure:
             audit.publish_decisions(self.forwarder.events, outcome.envelope, decided)
         failures = []
@@ -353,11 +365,14 @@ async def serve(
     servers: list[str],
     stop: asyncio.Event,
     settings: NatsSettings | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = DEFAULT_METRICS_HOST,
     **options: Any,
 ) -> int:
     """Run one replica until ``stop`` is set; returns the process exit code.
 
-    It connects as the instance's own identity (``stage-<instance>``), with the blueprint's ``settings``.
+    It connects as the instance's own identity (``stage-<instance>``), with the blueprint's ``settings``. With
+    ``metrics_port`` (0: any free port) its Prometheus metrics are served on ``metrics_host``.
     """
     pins.check(instance)  # before connecting: a replica of the wrong plugin version exits at once
     host: StageHost | None = None
@@ -374,6 +389,13 @@ async def serve(
         on_reconnect=reconnected,
     )
     host = StageHost(instance, client, **options)
+    host.tracing = tracing.start(f"backworks-{instance.name}", host.replica)
+    stop_metrics = None
+    if metrics_port is not None:
+        host.metrics = StageMetrics(host)
+        served = serve_metrics(host.metrics.registry, metrics_port, metrics_host)
+        stop_metrics = served.stop
+        log.info("metrics served", instance=instance.name, url=served.url)
     code = 0
     try:
         await host.start()
@@ -390,4 +412,8 @@ async def serve(
     finally:
         await host.stop()
         await client.drain()
+        if stop_metrics is not None:
+            stop_metrics()
+        if host.tracing is not None:
+            host.tracing.shutdown()  # flushes the spans still batched
     return code

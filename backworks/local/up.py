@@ -52,6 +52,8 @@ class Plan:
     """The blueprint's ``processes``: name -> command (``python`` already replaced by this interpreter)."""
     folder: Path | None = None
     """The blueprint's folder: where the extra processes run."""
+    metrics_ports: dict[str, int] = field(default_factory=dict)
+    """``up --metrics-ports``: the Prometheus port of each stage replica, by its child's name."""
 
     @property
     def url(self) -> str:
@@ -66,8 +68,12 @@ def plan(
     port: int | None,
     nats_port: int,
     replicas: dict[str, int],
+    metrics_ports: bool = False,
 ) -> Plan:
-    """Decide the ports and the broker; raise ``PortInUse`` for a port that is taken, before anything starts."""
+    """Decide the ports and the broker; raise ``PortInUse`` for a port that is taken, before anything starts.
+
+    ``metrics_ports``: give every stage replica a free loopback port for its Prometheus metrics.
+    """
     settings = loaded.model.gateway
     bind = host or settings.host
     http_port = settings.port if port is None else port
@@ -82,9 +88,18 @@ def plan(
         embedded_port = nats_port or free_port()
         servers = [f"nats://{LOOPBACK}:{embedded_port}"]
     extras = {name: _command(spec.command) for name, spec in loaded.model.processes.items()}
+    ports = {}
+    if metrics_ports:
+        ports = {replica_name(name, i, count): free_port() for name, count in replicas.items() for i in range(count)}
     return Plan(
-        path, bind, http_port, servers, replicas, embedded_port, loaded.model.nats.storage, extras, loaded.path.parent
-    )
+        path, bind, http_port, servers, replicas, embedded_port, loaded.model.nats.storage, extras, loaded.path.parent,
+        ports,
+    )  # fmt: skip
+
+
+def replica_name(instance: str, index: int, count: int) -> str:
+    """The child name of replica ``index`` (from 0) of ``instance``, as ``up``'s table shows it."""
+    return f"serve {instance}" + (f" #{index + 1}" if count > 1 else "")
 
 
 def _command(command: list[str]) -> list[str]:
@@ -104,8 +119,11 @@ def children(plan: Plan) -> tuple[Child | None, list[Child]]:
     ]
     for name, count in plan.replicas.items():
         for index in range(count):
-            label = f"serve {name}" + (f" #{index + 1}" if count > 1 else "")
-            services.append(Child(label, ["serve", name, plan.blueprint, "--nats", plan.url]))
+            label = replica_name(name, index, count)
+            args = ["serve", name, plan.blueprint, "--nats", plan.url]
+            if label in plan.metrics_ports:
+                args += ["--metrics-port", str(plan.metrics_ports[label])]
+            services.append(Child(label, args))
     return broker_child, services
 
 
@@ -139,7 +157,7 @@ def run(plan: Plan, nats: NatsSettings, console: Console, events: EventSettings 
             ready = wait_until_ready(health, plan.replicas, READY_TIMEOUT, supervisor, status.update)
         if supervisor.stopping:
             return
-        print_ready(console, supervisor, ready, f"http://{plan.host}:{plan.port}", plan.url)
+        print_ready(console, supervisor, ready, f"http://{plan.host}:{plan.port}", plan.url, plan.metrics_ports)
         supervisor.run()
     finally:
         console.print("stopping…", highlight=False)
@@ -182,14 +200,26 @@ def wait_for_streams(
 
 
 def print_ready(
-    console: Console, supervisor: Supervisor, ready: dict[str, Any] | None, url: str, nats_url: str
+    console: Console,
+    supervisor: Supervisor,
+    ready: dict[str, Any] | None,
+    url: str,
+    nats_url: str,
+    metrics_ports: dict[str, int] | None = None,
 ) -> None:
     table = Table(title="backworks up", title_justify="left")
     table.add_column("process")
     table.add_column("pid", justify="right")
     table.add_column("state")
+    if metrics_ports:
+        table.add_column("metrics", overflow="fold")  # whole URLs, even in a narrow terminal
     for child in supervisor.children:
-        table.add_row(child.name, str(child.pid), "[green]running[/]" if child.alive else "[red]down[/]")
+        row = [child.name, str(child.pid), "[green]running[/]" if child.alive else "[red]down[/]"]
+        if metrics_ports:
+            port = metrics_ports.get(child.name)
+            gateway_metrics = f"{url}/_backworks/metrics" if child.name == "gateway" else ""
+            row.append(f"http://{LOOPBACK}:{port}/metrics" if port else gateway_metrics)
+        table.add_row(*row)
     console.print(table)
     if ready is None:
         console.print("[yellow]not every stage reported live in time; see the logs above[/]")

@@ -25,6 +25,8 @@ from backworks.pipeline import broker
 from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.events import EventPublisher
 from backworks.pipeline.liveness import LivenessView
+from backworks.pipeline.permissions import TAP
+from backworks.pipeline.servicemetrics import SubscriberMetrics
 from backworks.pipeline.tasks import cancel
 from backworks.tap.aggregates import RETENTION_S, Aggregates
 from backworks.tap.alerts import AlertRules
@@ -60,10 +62,14 @@ class AnalyticsService:
     def report(self, since_s: float) -> dict[str, Any]:
         return {"blueprint": self.loaded.model.name, "generated_at": time.time(), **self.aggregates.report(since_s)}
 
-    async def serve(self, servers: list[str], stop: asyncio.Event) -> None:
-        client = await broker.connect(servers, name="backworks-analytics")
+    async def serve(self, servers: list[str], stop: asyncio.Event, metrics: SubscriberMetrics | None = None) -> None:
+        client = await broker.connect(
+            servers, name="backworks-analytics", identity=TAP, settings=self.loaded.model.nats
+        )
         js = broker.jetstream(client)
         events = EventPublisher(client)
+        if metrics is not None:
+            metrics.publisher = events
         liveness = LivenessView(js)
         rules = AlertRules(
             self.loaded.model.alerts, self.aggregates, events,
@@ -93,7 +99,7 @@ class AnalyticsService:
         alerting = asyncio.create_task(alert_loop(), name="alerts")
         log.info("analytics ready", report_subject=REPORT_SUBJECT, alert_rules=len(rules.rules))
         try:
-            await consume(client, ANALYTICS_DURABLE, store, stop, replay=True)
+            await consume(client, ANALYTICS_DURABLE, store, stop, replay=True, metrics=metrics)
         finally:
             await cancel(alerting)
             with contextlib.suppress(Exception):
@@ -101,3 +107,10 @@ class AnalyticsService:
             await liveness.stop()
             await events.stop()
             await client.drain()
+
+
+async def serve(
+    loaded: LoadedBlueprint, servers: list[str], stop: asyncio.Event, metrics: SubscriberMetrics | None = None
+) -> None:
+    """``backworks analytics serve``: aggregate, answer reports and alert until ``stop`` is set."""
+    await AnalyticsService(loaded).serve(servers, stop, metrics)

@@ -11,6 +11,8 @@ import structlog
 from backworks.local.state import state_dir
 from backworks.pipeline import broker
 from backworks.pipeline.blueprints import LoadedBlueprint
+from backworks.pipeline.permissions import TAP
+from backworks.pipeline.servicemetrics import SubscriberMetrics
 from backworks.tap.auditstore import AuditStore, Incoming
 from backworks.tap.subscriber import consume
 
@@ -28,11 +30,13 @@ def store_path(loaded: LoadedBlueprint) -> Path:
     return path if path.is_absolute() else (loaded.path.parent / path).resolve()
 
 
-async def serve(loaded: LoadedBlueprint, servers: list[str], stop: asyncio.Event) -> None:
+async def serve(
+    loaded: LoadedBlueprint, servers: list[str], stop: asyncio.Event, metrics: SubscriberMetrics | None = None
+) -> None:
     """Read events with this store's durable consumer and append them until ``stop`` is set."""
     store = AuditStore(store_path(loaded))
     durable = store.durable()
-    client = await broker.connect(servers, name=f"backworks-audit-{durable}")
+    client = await broker.connect(servers, name=f"backworks-audit-{durable}", identity=TAP, settings=loaded.model.nats)
 
     async def append(batch: Sequence[Incoming]) -> None:
         added = await asyncio.to_thread(store.append, batch)  # SQLite's fsync off the loop: pings keep flowing
@@ -41,7 +45,7 @@ async def serve(loaded: LoadedBlueprint, servers: list[str], stop: asyncio.Event
 
     try:
         log.info("audit store open", store=str(store.path), records=store.count())
-        await consume(client, durable, append, stop)
+        await consume(client, durable, append, stop, metrics=metrics)
     finally:
         await client.drain()
         store.close()

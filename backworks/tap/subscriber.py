@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
@@ -24,6 +25,7 @@ from nats.js.errors import NotFoundError
 
 from backworks.contracts.names import EVENTS_STREAM, EVENTS_SUBJECTS
 from backworks.pipeline import broker
+from backworks.pipeline.servicemetrics import SubscriberMetrics
 from backworks.tap.auditstore import Incoming
 
 log = structlog.get_logger("backworks.tap")
@@ -34,6 +36,8 @@ FETCH_WAIT = 1.0
 ACK_WAIT = 30.0
 """Seconds a fetched batch may take to be stored before JetStream delivers it again."""
 RETRY_DELAY = 1.0
+PENDING_EVERY_S = 5.0
+"""Seconds between two readings of the consumer's backlog for the metrics (only with ``--metrics-port``)."""
 
 Store = Callable[[Sequence[Incoming]], Awaitable[None]]
 
@@ -50,10 +54,18 @@ def incoming(msg: Msg) -> Incoming:
     return Incoming(subject=msg.subject, stream_seq=sequence, event=event)
 
 
-async def consume(client: Client, durable: str, store: Store, stop: asyncio.Event, *, replay: bool = False) -> None:
+async def consume(
+    client: Client,
+    durable: str,
+    store: Store,
+    stop: asyncio.Event,
+    *,
+    replay: bool = False,
+    metrics: SubscriberMetrics | None = None,
+) -> None:
     """Feed every event of ``BW_EVENTS`` to ``store`` in batches, acknowledging each batch after it is stored,
     until ``stop`` is set. ``replay`` deletes the durable first: the stream is read again from its start (what a
-    service that keeps its state in memory needs after a restart)."""
+    service that keeps its state in memory needs after a restart). ``metrics`` counts what it does."""
     js = broker.jetstream(client, timeout=5.0)
     await broker.attach(js, EVENTS_STREAM)
     if replay:
@@ -68,24 +80,37 @@ async def consume(client: Client, durable: str, store: Store, stop: asyncio.Even
     )
     subscription = await js.pull_subscribe(EVENTS_SUBJECTS, durable, stream=EVENTS_STREAM, config=config)
     log.info("reading events", stream=EVENTS_STREAM, durable=durable)
+    backlog_read = 0.0
     while not stop.is_set():
+        if metrics is not None and time.monotonic() - backlog_read > PENDING_EVERY_S:
+            backlog_read = time.monotonic()
+            with contextlib.suppress(Exception):  # a missed reading leaves the last one
+                metrics.pending.set((await subscription.consumer_info()).num_pending or 0)
         try:
             messages = await subscription.fetch(FETCH_BATCH, timeout=FETCH_WAIT)
         except (TimeoutError, NatsTimeoutError):
             continue
         except Exception as exc:
             log.warning("fetching events failed; retrying", error=repr(exc))
+            if metrics is not None:
+                metrics.failures.labels("fetch").inc()
             await asyncio.sleep(RETRY_DELAY)
             continue
         if not messages:
             continue
+        started = time.perf_counter()
         try:
             await store([incoming(msg) for msg in messages])
         except Exception as exc:
+            if metrics is not None:
+                metrics.failures.labels("store").inc()
             # Not acknowledged: JetStream delivers them again after ACK_WAIT.
             log.error("storing events failed; they will be delivered again", count=len(messages), error=repr(exc))
             await asyncio.sleep(RETRY_DELAY)
             continue
+        if metrics is not None:
+            metrics.batches.observe(time.perf_counter() - started)
+            metrics.events.inc(len(messages))
         for msg in messages:
             await msg.ack()
     await subscription.unsubscribe()

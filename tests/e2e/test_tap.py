@@ -19,14 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 import pytest
+from nats.errors import TimeoutError as NatsTimeout
 from prometheus_client.parser import text_string_to_metric_families
 
 from backworks.contracts.names import EVENTS_STREAM
 from backworks.local.ports import free_port
 from backworks.pipeline import broker
 from backworks.pipeline.nats_auth import NatsAuth, keyring
-from backworks.pipeline.permissions import ADMIN
+from backworks.pipeline.permissions import ADMIN, TAP
 from tests.e2e.processes import BACKWORKS, start, stop, wait_healthy
 from tests.waiting import eventually
 
@@ -243,3 +245,28 @@ def test_the_report_counts_equal_the_requests_sent_by_status_class(traffic: Traf
             if sample.name == "backworks_requests_total":
                 metrics[sample.labels["status"]] += int(sample.value)
     assert metrics == sent, "the gateway's Prometheus counters agree with the report"
+
+
+def test_the_subscribers_tap_identity_is_refused_the_pipeline_under_up(traffic: Traffic) -> None:
+    """The identity audit and analytics ran as above (``up``'s keyring) may not feed a stage or forge an event."""
+    deployment = traffic.deployment
+
+    async def attempt() -> list[str]:
+        errors: list[str] = []
+
+        async def on_error(exc: Exception) -> None:
+            errors.append(str(exc))
+
+        tap = NatsAuth(TAP, "test", nkey_seed_file=str(keyring(deployment.folder / "state").seed_file(TAP)))
+        client = await nats.connect(servers=[deployment.nats_url()], error_cb=on_error, **tap.options())
+        try:
+            js = client.jetstream(timeout=1)
+            for subject in ("bw.stage.chaos.request", "bw.evt.request.responded"):
+                with pytest.raises(NatsTimeout):  # refused: never stored, so no acknowledgement comes
+                    await js.publish(subject, b"{}")
+            await eventually(lambda: sum("permissions violation" in e.lower() for e in errors) >= 2)
+        finally:
+            await client.close()
+        return errors
+
+    assert asyncio.run(attempt())

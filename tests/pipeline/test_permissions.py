@@ -122,7 +122,12 @@ def test_only_the_admin_may_declare(tmp_path: Path) -> None:
         assert declares == (name == ADMIN), name
 
 
-def test_the_tap_reads_only_the_event_stream(tmp_path: Path) -> None:
+def test_the_tap_reads_the_event_stream_and_touches_the_pipeline_only_to_read_consumer_figures(tmp_path: Path) -> None:
     tap = identities(load(tmp_path))[TAP].permissions
-    assert all("BW_EVENTS" in subject for subject in tap.publish)
-    assert tap.subscribe == ("_BW_INBOX.tap.>",)
+    pipeline = [s for s in tap.publish if "BW_PIPELINE" in s]
+    assert pipeline == ["$JS.API.CONSUMER.INFO.BW_PIPELINE.*"]  # never a message: they hold bodies and credentials
+    assert not any(s.startswith(("bw.stage.", "bw.dlq.", "_INBOX.")) for s in tap.publish)
+    assert not any(s.startswith("$KV.") for s in tap.publish), "reads KV, never writes it"
+    assert [s for s in tap.publish if s.startswith("bw.evt.")] == ["bw.evt.alert.*"]
+    assert tap.subscribe == ("_BW_INBOX.tap.>", "bw.tap.report")
+    assert tap.responses and "allow_responses" in identities(load(tmp_path))[TAP].as_dict()
