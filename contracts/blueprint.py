@@ -371,6 +371,12 @@ class PluginInstance(BaseModel):
     """How many replicas ``backworks up`` and the compose file start."""
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     limits: ResourceLimits = Field(default_factory=ResourceLimits)
+    colocate: Name | None = Field(
+        default=None,
+        description="Co-location group: the instances naming the same group run in one process (`backworks serve "
+        "GROUP`), and an envelope moving from one of them to the next stage of its itinerary in the same group is "
+        "handed on in memory instead of through JetStream. Faster; the members share the process's fate.",
+    )
 
 
 class Endpoint(BaseModel):
@@ -449,6 +455,14 @@ class Blueprint(BaseModel):
         found = dict(self.plugins)
         for name, endpoint in self.endpoints.items():
             found[handler_instance(name)] = endpoint.handler
+        return found
+
+    def groups(self) -> dict[str, list[str]]:
+        """Co-location groups (``colocate:``): group name -> its member instances, in declaration order."""
+        found: dict[str, list[str]] = {}
+        for name, spec in self.instances().items():
+            if spec.colocate is not None:
+                found.setdefault(spec.colocate, []).append(name)
         return found
 
     def chain(self, endpoint: str) -> list[str]:

@@ -10,6 +10,8 @@ Identities:
   stages, as ``pipeline.gate`` does); subscribes to the gateway reply inboxes ``_INBOX.bw.<gateway>.<id>``;
 * ``stage-<instance>`` (every replica of one plugin instance): pulls from its own durables only, publishes to the
   stages that can follow it in some itinerary, writes only its own registry and breaker keys;
+* ``group-<group>`` (every replica of a co-location group, ``colocate: <group>``): what each member's stage
+  identity may do, except publishing to the group's own stage subjects (the group hands those on in memory);
 * ``tap`` (audit/analytics subscribers): reads the event stream only.
 
 Every identity has a private inbox prefix (``_BW_INBOX.<identity>``, nats-py's ``inbox_prefix``): JetStream's
@@ -55,6 +57,7 @@ ADMIN = "admin"
 GATEWAY = "gateway"
 TAP = "tap"
 STAGE_PREFIX = "stage-"
+GROUP_PREFIX = "group-"
 JS_API = "$JS.API"
 REPLY_SUBJECTS = f"{INBOX_PREFIX}.*.*"
 """Every gateway reply subject ``_INBOX.bw.<gateway>.<correlation>``."""
@@ -69,6 +72,8 @@ class Role(str, Enum):
     """The HTTP edge: first hops and reply inboxes."""
     STAGE = "stage"
     """The replicas of one plugin instance."""
+    GROUP = "group"
+    """The replicas of one co-location group: several plugin instances in one process."""
     TAP = "tap"
     """A reader of the event stream (audit, analytics)."""
 
@@ -124,6 +129,11 @@ def subject_durable(subject: str) -> str:
 def stage_identity(instance: str) -> str:
     """The identity every replica of ``instance`` connects as."""
     return f"{STAGE_PREFIX}{instance}"
+
+
+def group_identity(group: str) -> str:
+    """The identity every replica of co-location group ``group`` connects as."""
+    return f"{GROUP_PREFIX}{group}"
 
 
 def reachable(itinerary: list[Stage], cursor: int) -> Hops:
@@ -244,6 +254,18 @@ def stage(loaded: LoadedBlueprint, instance: str) -> Identity:
     return Identity(name, Role.STAGE, Permissions(tuple(publish), tuple(forwarder_subscribe(name))), instance)
 
 
+def group(loaded: LoadedBlueprint, name: str) -> Identity:
+    """The union of the members' stage identities, without publishing to the members' own subjects."""
+    members = loaded.model.groups()[name]
+    inside = {stage_subject(m, phase) for m in members for phase in loaded.instances[m].cls.phases}
+    publish: dict[str, None] = {}
+    for member in members:
+        allowed = stage(loaded, member).permissions.publish
+        publish.update((subject, None) for subject in allowed if subject not in inside)
+    identity = group_identity(name)
+    return Identity(identity, Role.GROUP, Permissions(tuple(publish), tuple(forwarder_subscribe(identity))))
+
+
 def admin() -> Identity:
     return Identity(ADMIN, Role.ADMIN, Permissions((">",), (">",)))
 
@@ -266,8 +288,11 @@ def tap() -> Identity:
 
 
 def identities(loaded: LoadedBlueprint) -> dict[str, Identity]:
-    """Every identity a deployment of ``loaded`` needs, by name: admin, gateway, one per instance, tap."""
-    found = [admin(), gateway(loaded), *(stage(loaded, name) for name in sorted(loaded.instances)), tap()]
+    """Every identity a deployment of ``loaded`` needs, by name: admin, gateway, one per instance, one per
+    co-location group, tap."""
+    stages = [stage(loaded, name) for name in sorted(loaded.instances)]
+    groups = [group(loaded, name) for name in sorted(loaded.model.groups())]
+    found = [admin(), gateway(loaded), *stages, *groups, tap()]
     return {identity.name: identity for identity in found}
 
 
@@ -276,4 +301,14 @@ def base_identities() -> dict[str, Identity]:
     return {ADMIN: admin(), TAP: tap()}
 
 
-__all__ = ["ADMIN", "GATEWAY", "TAP", "Identity", "Permissions", "Role", "identities", "stage_identity"]
+__all__ = [
+    "ADMIN",
+    "GATEWAY",
+    "TAP",
+    "Identity",
+    "Permissions",
+    "Role",
+    "group_identity",
+    "identities",
+    "stage_identity",
+]

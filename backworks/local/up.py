@@ -45,6 +45,7 @@ class Plan:
     port: int
     servers: list[str]
     replicas: dict[str, int]
+    """Live replicas expected per instance (a co-located instance: its group's)."""
     nats_port: int | None
     """Port of the embedded broker to start, ``None`` when the servers are external."""
     storage: str
@@ -52,6 +53,8 @@ class Plan:
     """The blueprint's ``processes``: name -> command (``python`` already replaced by this interpreter)."""
     folder: Path | None = None
     """The blueprint's folder: where the extra processes run."""
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    """Co-location groups: name -> member instances, served by one process per group replica."""
 
     @property
     def url(self) -> str:
@@ -82,8 +85,23 @@ def plan(
         embedded_port = nats_port or free_port()
         servers = [f"nats://{LOOPBACK}:{embedded_port}"]
     extras = {name: _command(spec.command) for name, spec in loaded.model.processes.items()}
+    groups = loaded.model.groups()
+    replicas = dict(replicas)
+    for members in groups.values():
+        # A group runs as many replicas as its most replicated member asks for (each replica serves every member).
+        count = max(replicas.get(member, 1) for member in members)
+        replicas.update(dict.fromkeys(members, count))
     return Plan(
-        path, bind, http_port, servers, replicas, embedded_port, loaded.model.nats.storage, extras, loaded.path.parent
+        path,
+        bind,
+        http_port,
+        servers,
+        replicas,
+        embedded_port,
+        loaded.model.nats.storage,
+        extras,
+        loaded.path.parent,
+        groups,
     )
 
 
@@ -102,7 +120,10 @@ def children(plan: Plan) -> tuple[Child | None, list[Child]]:
     services += [
         Child("gateway", ["gateway", plan.blueprint, "--nats", plan.url, "--port", str(plan.port), "--host", plan.host])
     ]
-    for name, count in plan.replicas.items():
+    grouped = {member for members in plan.groups.values() for member in members}
+    served = {name: count for name, count in plan.replicas.items() if name not in grouped}
+    served.update({group: plan.replicas[members[0]] for group, members in plan.groups.items()})
+    for name, count in served.items():
         for index in range(count):
             label = f"serve {name}" + (f" #{index + 1}" if count > 1 else "")
             services.append(Child(label, ["serve", name, plan.blueprint, "--nats", plan.url]))
