@@ -19,9 +19,12 @@ from backworks.local.embedded import EmbeddedNats
 from backworks.pipeline import blueprints, broker
 from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.colocation import GroupHost, members_of
+from backworks.pipeline.permissions import group_identity, identities
 from tests.files import write_blueprint
+from tests.pipeline.test_broker_permissions import connected_as, nothing_arrives
 from tests.pipeline.test_stagehost import send
 from tests.replies import Replies
+from tests.serving import serving
 from tests.stages import running_stages
 from tests.waiting import eventually
 
@@ -221,3 +224,20 @@ async def test_a_group_killed_after_handing_on_is_redelivered_run_again_and_the_
     assert ran_outside == 1, "the successor's hand-off carried the same Nats-Msg-Id: JetStream dropped it"
     assert done.response is not None and done.response.status == 200
     assert [t.attempt for t in done.timings if t.stage == "first.request"] == [1], "the stored hand-off won"
+
+
+async def test_a_group_serves_as_its_own_identity_and_may_not_publish_to_its_members(
+    nats_server: EmbeddedNats, nats_client: Client, loaded: LoadedBlueprint
+) -> None:
+    nats_server.admit(identities(loaded).values())
+    async with connected_as(nats_server, group_identity("g")) as connection:
+        async with running_group(loaded, connection.client), serving(loaded, nats_server) as (http, _):
+            answered = await http.get("/all")
+            assert answered.status_code == 200 and answered.text == "ok"
+            assert answered.headers["x-secure"] == "1"
+            timing = answered.headers["server-timing"]
+        assert connection.errors == [], "every consume, heartbeat, breaker record and reply was allowed"
+        act = connection.client.publish("bw.stage.crit.request", b"{}")
+        assert await nothing_arrives(nats_client, "bw.stage.crit.request", act) == []
+        await eventually(connection.refused)
+    assert all(stage in timing for stage in GROUP_STAGES), "each member's Server-Timing entry"
