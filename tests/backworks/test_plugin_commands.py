@@ -130,6 +130,7 @@ def test_order_shows_dependencies_first_and_what_was_added(tmp_path: Path) -> No
     assert json.loads(out) == {
         "endpoints": {"e": ["stamp.request", "note.request", "e-handler.request"]},
         "added_for_dependencies": {"e": ["stamp"]},
+        "groups": {},
     }
     broken = write_blueprint(tmp_path, BLUEPRINT.replace("type: notify", "type: notice"), "broken.yaml")
     code, _, err = invoke("plugins", "order", str(broken))
