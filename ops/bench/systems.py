@@ -213,11 +213,12 @@ class PipelineSystem(System):
             self.scale(service, max(1, self.replicas.get(service, 1)))
 
     def services(self) -> list[str]:
-        """What ``backworks serve`` runs: each co-location group, and each instance outside a group."""
+        """What ``backworks serve`` runs: each co-location group of the bench's instances, each instance outside one."""
         assert self.bench is not None
-        groups = self.bench.loaded.model.groups()
-        grouped = {member for members in groups.values() for member in members}
-        return [*groups, *(name for name in self.bench.instances() if name not in grouped)]
+        used = self.bench.instances()
+        groups = [name for name, members in self.bench.loaded.model.groups().items() if set(members) & set(used)]
+        grouped = {member for name in groups for member in self.bench.loaded.model.groups()[name]}
+        return [*groups, *(name for name in used if name not in grouped)]
 
     def scale(self, instance: str, count: int) -> None:
         """Start replicas of ``instance`` (or of a co-location group) until it has ``count``."""

@@ -11,8 +11,9 @@ import psutil
 import pytest
 
 from ops.bench.floor import SINGLE_PREFIX
+from ops.bench.processes import Children
 from ops.bench.stats import cdf, summarize
-from ops.bench.systems import BENCH_QUERY, colocated, derive, request_path
+from ops.bench.systems import BENCH_QUERY, PipelineSystem, colocated, derive, request_path
 from tests.files import ROOT
 
 SMOKE_TIMEOUT = 150
@@ -54,6 +55,9 @@ def test_the_co_located_twin_runs_the_same_chain_under_its_own_names_in_one_grou
     ]  # fmt: skip
     assert twin.full_path == f"/co{bench.full_path}" and twin.single_path == f"/co{bench.single_path}"
     assert twin.loaded.instances["co-limit"].config == bench.loaded.instances["limit"].config
+    services = PipelineSystem("co-located", Children(tmp_path), bench=twin).services()
+    assert services == ["cheap", "co-bench-single-handler"], "one process for the group"
+    assert PipelineSystem("pipeline", Children(tmp_path), bench=same).services() == bench.instances(), "not the twin's"
     _, partial = colocated(bench, ["keys", "secure"], tmp_path / "partial.yaml")
     assert partial.loaded.model.groups() == {"cheap": ["co-keys", "co-secure"]}
 
