@@ -7,7 +7,9 @@ was skipped, or on the response path after a stage outside the group). What chan
 member is done and the next stage the gate lets through (``gate.advance``, the same skips for an open breaker or
 an absent instance as between processes) belongs to the group, that member runs at once, in memory, on the same
 envelope; only a stage outside the group, or the reply, is published (``Forwarder.forward``), and only then is the
-message the group was entered with acknowledged.
+message the group was entered with acknowledged. Members need not be consecutive in a chain: a stage outside the
+group between two members is published to as usual, and the group is entered again at the next member's durable.
+A group runs as many replicas as its most replicated member asks for (``local.up``); each replica serves every member.
 
 A crash of the group process loses nothing: the message it was entered with is not acknowledged, so JetStream
 redelivers it and the group runs again from that stage; the publish to the stage after the group carries the
