@@ -249,7 +249,12 @@ def gateway(
 @app.command()
 def serve(
     instance: Annotated[
-        str, typer.Argument(help="Plugin instance name (or `<endpoint>-handler`).", show_default=False)
+        str,
+        typer.Argument(
+            help="Plugin instance name (or `<endpoint>-handler`), or a co-location group (`colocate:`) to run all "
+            "its instances in this process.",
+            show_default=False,
+        ),
     ],
     blueprint: BlueprintArg,
     nats: NatsOption = None,
@@ -259,27 +264,34 @@ def serve(
     metrics_port: MetricsPortOption = None,
     metrics_host: MetricsHostOption = DEFAULT_METRICS_HOST,
 ) -> None:
-    """Run one replica of one plugin instance as a JetStream pull consumer (start more to scale)."""
+    """Run one replica of one plugin instance (or of a co-location group) as JetStream pull consumers (start more
+    to scale)."""
     import asyncio
 
     import structlog
     import uvloop
 
     from backworks.pipeline import limits
+    from backworks.pipeline.colocation import members_of, serve_group
     from backworks.pipeline.errors import PipelineError
+    from backworks.pipeline.permissions import group_identity, stage_identity
     from backworks.pipeline.stagehost import serve as serve_stage
 
     configure_logs(f"serve:{instance}")
     loaded = load_or_exit(blueprint)
-    if instance not in loaded.instances:
-        raise fail(f"no plugin instance {instance!r} in {blueprint}; instances: {', '.join(sorted(loaded.instances))}")
-    resolved = loaded.instances[instance]
-    refuse_pinned_out([resolved])
+    members = members_of(loaded, instance)
+    if instance not in loaded.instances and not members:
+        groups = sorted(loaded.model.groups())
+        known = ", ".join(sorted(loaded.instances)) + (f"; co-location groups: {', '.join(groups)}" if groups else "")
+        raise fail(f"no plugin instance or co-location group {instance!r} in {blueprint}; instances: {known}")
     servers = resolve_servers(loaded, nats)
-    from backworks.pipeline.permissions import stage_identity
-
-    admit_services(loaded, servers, stage_identity(instance))
-    applied = limits.apply(resolved.spec.limits)
+    admit_services(loaded, servers, group_identity(instance) if members else stage_identity(instance))
+    if members and metrics_port is not None:
+        raise fail(f"--metrics-port: a co-location group ({instance}) serves no metrics port; its members' hook "
+                   "times are in the gateway's /_backworks/metrics", 2)  # fmt: skip
+    served = members or [loaded.instances[instance]]
+    refuse_pinned_out(served)
+    applied = limits.apply(served[0].spec.limits)  # a group's members agree on them (``blueprints._check_groups``)
     if applied:
         structlog.get_logger("backworks.limits").info("resource limits applied", instance=instance, **applied)
 
@@ -288,15 +300,20 @@ def serve(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        watchdog = limits.LoopWatchdog(stall_after=resolved.timeout * 10)
+        watchdog = limits.LoopWatchdog(stall_after=max(item.timeout for item in served) * 10)
         watchdog.start()
         try:
             breakers = {name: item.spec.breaker for name, item in loaded.instances.items()}
+            settings = loaded.model.nats
+            if members:
+                return await serve_group(
+                    instance, members, servers, stop, settings, max_inflight=max_inflight, breaker_settings=breakers
+                )
             return await serve_stage(
-                resolved,
+                served[0],
                 servers,
                 stop,
-                settings=loaded.model.nats,
+                settings,
                 max_inflight=max_inflight,
                 breaker_settings=breakers,
                 metrics_port=metrics_port,
@@ -314,12 +331,15 @@ def serve(
 
 
 def parse_replicas(values: list[str], loaded: LoadedBlueprint) -> dict[str, int]:
+    """Replicas per instance: the blueprint's, then ``INSTANCE=N`` or ``GROUP=N`` (every member of the group)."""
     counts = {name: item.spec.replicas for name, item in loaded.instances.items()}
+    groups = loaded.model.groups()
     for value in values:
         name, _, number = value.partition("=")
-        if name not in counts or not number.isdigit() or int(number) < 1:
-            raise fail(f"--replicas expects INSTANCE=N with a known instance and N >= 1, got {value!r}")
-        counts[name] = int(number)
+        if (name not in counts and name not in groups) or not number.isdigit() or int(number) < 1:
+            raise fail(f"--replicas expects INSTANCE=N or GROUP=N with a known name and N >= 1, got {value!r}")
+        for member in groups.get(name, [name]):
+            counts[member] = int(number)
     return counts
 
 
@@ -330,7 +350,10 @@ def up(
     host: Annotated[str | None, typer.Option(help="Address to bind. Default: the blueprint's gateway.host.")] = None,
     nats: NatsOption = None,
     replicas: Annotated[
-        list[str] | None, typer.Option(help="INSTANCE=N: replicas of one plugin instance (repeatable).")
+        list[str] | None,
+        typer.Option(
+            help="INSTANCE=N: replicas of one plugin instance; GROUP=N: of one co-location group (repeatable)."
+        ),
     ] = None,
     nats_port: Annotated[int, typer.Option(help="Port of the embedded NATS; 0 picks a free one.")] = 0,
     metrics_ports: Annotated[
@@ -341,7 +364,8 @@ def up(
         ),
     ] = False,
 ) -> None:
-    """Run everything: the embedded NATS, the gateway and one process per plugin replica, supervised."""
+    """Run everything: the embedded NATS, the gateway and one process per plugin replica (per co-location group
+    replica for co-located instances), supervised."""
     from backworks.local import up as orchestration
     from backworks.local.errors import LocalError
 

@@ -228,7 +228,8 @@ def order(
     blueprint: Annotated[Path, typer.Argument(help="Path to the blueprint YAML file.", show_default=False)],
     format: FormatOption = Format.TEXT,
 ) -> None:
-    """Show each endpoint's resolved stages: blueprint order, dependencies first, then priority."""
+    """Show each endpoint's resolved stages: blueprint order, dependencies first, then priority; co-located stages
+    carry their group (`[group]`), and the groups are listed with their members."""
     from backworks.contracts.errors import BlueprintError
     from backworks.pipeline import blueprints
 
@@ -241,16 +242,22 @@ def order(
     added = {name: [i for i in loaded.chain(name) if i not in loaded.model.chain(name)] for name in plans}
     # A canary split shows its baseline in the stages, and its branches and weights beside them.
     splits = {name: {split: dict(spec.split) for split, spec in loaded.model.splits(name).items()} for name in plans}
+    groups = loaded.model.groups()
     if format is Format.JSON:
-        print(json.dumps({"endpoints": plans, "added_for_dependencies": added, "splits": splits}, indent=2))
+        document = {"endpoints": plans, "added_for_dependencies": added, "splits": splits, "groups": groups}
+        print(json.dumps(document, indent=2))
         return
     out = output()
-    for name, stages in plans.items():
+    for name in plans:
+        stages = [s.label + (f" [{s.colocate}]" if s.colocate else "") for s in loaded.itinerary(name)]
         note = f"  (added for dependencies: {', '.join(added[name])})" if added[name] else ""
-        out.print(f"{name}: {' -> '.join(stages)}{note}", highlight=False)
+        out.print(f"{name}: {' -> '.join(stages)}{note}", highlight=False, markup=False)
         for split, weights in splits[name].items():
             shares = " / ".join(f"{branch} {weight}" for branch, weight in weights.items())
-            out.print(f"  split {split}: {shares}", highlight=False)
+            out.print(f"  split {split}: {shares}", highlight=False, markup=False)
+    for group, members in groups.items():
+        line = f"co-located [{group}]: {', '.join(members)} (one process; in-memory hand-off)"
+        out.print(line, highlight=False, markup=False)
 
 
 def new_plugin(

@@ -389,6 +389,13 @@ class PluginInstance(BaseModel):
                 raise ValueError(f"version {value!r} is not a version range; {example}") from None
         return value
 
+    colocate: Name | None = Field(
+        default=None,
+        description="Co-location group: the instances naming the same group run in one process (`backworks serve "
+        "GROUP`), and an envelope moving from one of them to the next stage of its itinerary in the same group is "
+        "handed on in memory instead of through JetStream. Faster; the members share the process's fate.",
+    )
+
 
 class Endpoint(BaseModel):
     """One route and the chain that serves it."""
@@ -467,6 +474,14 @@ class Blueprint(BaseModel):
         found = dict(self.plugins)
         for name, endpoint in self.endpoints.items():
             found[handler_instance(name)] = endpoint.handler
+        return found
+
+    def groups(self) -> dict[str, list[str]]:
+        """Co-location groups (``colocate:``): group name -> its member instances, in declaration order."""
+        found: dict[str, list[str]] = {}
+        for name, spec in self.instances().items():
+            if spec.colocate is not None:
+                found.setdefault(spec.colocate, []).append(name)
         return found
 
     def chain(self, endpoint: str, picks: Mapping[str, str] | None = None) -> list[str]:

@@ -36,6 +36,9 @@ class Stage(BaseModel):
     """A critical stage that fails ends the request; a non-critical one is skipped and noted."""
     timeout_ms: int = 100
     """The plugin's ``max_execution_time``, so forwarders know what to expect."""
+    colocate: str | None = None
+    """The instance's co-location group: consecutive stages of one group are run by one process, handed on in
+    memory, so a forwarder handing work to the first of them expects it held for all of their time limits."""
 
     @property
     def label(self) -> str:

@@ -53,6 +53,7 @@ def health_report(state: GatewayState) -> tuple[dict[str, Any], int]:
                 "plugin": instance.cls.name,
                 "phase": phase.value,
                 "critical": instance.critical,
+                "colocate": instance.spec.colocate,
                 "status": instance_status.value,
                 "live_replicas": len(live),
                 "breaker": breaker,
@@ -82,6 +83,7 @@ def health_report(state: GatewayState) -> tuple[dict[str, Any], int]:
         "blueprint": state.blueprint.model.name,
         "nats": broker.describe(state.client) if state.client else {"connected": False, "url": None},
         "stages": stages,
+        "groups": state.blueprint.model.groups(),
         "dropped": dropped,
         "events": {
             "gateway": state.forwarder.events.report() if state.forwarder else None,

@@ -77,7 +77,13 @@ class ResolvedInstance:
         return self.spec.timeout_ms / 1000 if self.spec.timeout_ms else float(self.cls.max_execution_time)
 
     def stage(self, phase: Phase) -> Stage:
-        return Stage(instance=self.name, phase=phase, critical=self.critical, timeout_ms=round(self.timeout * 1000))
+        return Stage(
+            instance=self.name,
+            phase=phase,
+            critical=self.critical,
+            timeout_ms=round(self.timeout * 1000),
+            colocate=self.spec.colocate,
+        )
 
 
 @dataclass(frozen=True)
@@ -372,6 +378,27 @@ def _check_preflight_first(
             ), name)  # fmt: skip
 
 
+PROCESS_LIMITS = ("memory_mb", "cpu_seconds", "open_files")
+"""Resource limits that apply to a whole process: the members of a co-location group must agree on them."""
+
+
+def _check_groups(report: _Report, model: Blueprint, where: dict[str, str]) -> None:
+    """A group's name must not be an instance's (``backworks serve NAME`` takes either); its members share one
+    process, so they must agree on that process's limits."""
+    instances = model.instances()
+    for group, members in model.groups().items():
+        first = where[members[0]]
+        if group in instances:
+            report.add(f"{first}/colocate", f"co-location group {group!r} has the name of a plugin instance; "
+                       "`backworks serve` takes both: rename the group", members[0])  # fmt: skip
+        for limit in PROCESS_LIMITS:
+            values = {name: getattr(instances[name].limits, limit) for name in members}
+            if len(set(values.values())) > 1:
+                given = ", ".join(f"{name}: {value}" for name, value in values.items())
+                message = f"the members of co-location group {group!r} run in one process and must set the same "
+                report.add(f"{first}/limits/{limit}", f"{message}limits.{limit} (or none), got {given}", members[0])
+
+
 def _check_routes(report: _Report, model: Blueprint) -> None:
     seen: dict[tuple[str, str], str] = {}
     for name, endpoint in model.endpoints.items():
@@ -435,6 +462,7 @@ def validate(data: Any, file: str, positions: dict[str, Position] | None = None)
     splits.check(report.add, model, {name: item.cls for name, item in resolved.items()}, escape)
     _check_fault_opt_in(report, resolved, where)
     _check_routes(report, model)
+    _check_groups(report, model, where)
     variant_chains: dict[tuple[str, splits.SplitKey], list[str]] = {}
     chains = _resolve_dependencies(report, model, resolved, found, where, variant_chains)
     _declare_credentials(report, resolved, where)

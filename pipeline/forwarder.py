@@ -32,7 +32,7 @@ from backworks.pipeline.events import EventPublisher
 from backworks.pipeline.gate import StageGate
 from backworks.pipeline.liveness import LivenessView
 from backworks.pipeline.publisher import AckedPublisher, stream_sequence
-from backworks.pipeline.stalls import Held, StallWatch
+from backworks.pipeline.stalls import Held, StallWatch, expected_hold_ms
 
 log = structlog.get_logger("backworks.forwarder")
 
@@ -165,7 +165,7 @@ class Forwarder:
             return nxt
         await self._record(envelope, failures, skipped)
         if self.gated and (sequence := stream_sequence(ack)) is not None:
-            self.stalls.watch(nxt, sequence, data)
+            self.stalls.watch(nxt, sequence, data, expected_hold_ms(envelope.itinerary, envelope.cursor))
         return nxt
 
     async def _record(self, envelope: Envelope, *groups: Sequence[StageError]) -> None:

@@ -12,6 +12,8 @@ Identities:
   ``BW_RECORD``, which only admin reads; reads and writes the canary rollbacks in ``bw_splits``;
 * ``stage-<instance>`` (every replica of one plugin instance): pulls from its own durables only, publishes to the
   stages that can follow it in some itinerary, writes only its own registry and breaker keys;
+* ``group-<group>`` (every replica of a co-location group, ``colocate: <group>``): what each member's stage
+  identity may do, except publishing to the group's own stage subjects (the group hands those on in memory);
 * ``tap`` (``audit serve``, ``analytics serve``, ``report``, ``top``): its own consumers of the event stream, the
   alert events analytics raises, the registry (who is live), the DLQ's size, and the report request/reply.
 
@@ -62,6 +64,7 @@ ADMIN = "admin"
 GATEWAY = "gateway"
 TAP = "tap"
 STAGE_PREFIX = "stage-"
+GROUP_PREFIX = "group-"
 JS_API = "$JS.API"
 REPLY_SUBJECTS = f"{INBOX_PREFIX}.*.*"
 """Every gateway reply subject ``_INBOX.bw.<gateway>.<correlation>``."""
@@ -76,6 +79,8 @@ class Role(str, Enum):
     """The HTTP edge: first hops and reply inboxes."""
     STAGE = "stage"
     """The replicas of one plugin instance."""
+    GROUP = "group"
+    """The replicas of one co-location group: several plugin instances in one process."""
     TAP = "tap"
     """A reader of the event stream (audit, analytics)."""
 
@@ -136,6 +141,11 @@ def subject_durable(subject: str) -> str:
 def stage_identity(instance: str) -> str:
     """The identity every replica of ``instance`` connects as."""
     return f"{STAGE_PREFIX}{instance}"
+
+
+def group_identity(group: str) -> str:
+    """The identity every replica of co-location group ``group`` connects as."""
+    return f"{GROUP_PREFIX}{group}"
 
 
 def reachable(itinerary: list[Stage], cursor: int) -> Hops:
@@ -261,6 +271,18 @@ def stage(loaded: LoadedBlueprint, instance: str) -> Identity:
     return Identity(name, Role.STAGE, Permissions(tuple(publish), tuple(forwarder_subscribe(name))), instance)
 
 
+def group(loaded: LoadedBlueprint, name: str) -> Identity:
+    """The union of the members' stage identities, without publishing to the members' own subjects."""
+    members = loaded.model.groups()[name]
+    inside = {stage_subject(m, phase) for m in members for phase in loaded.instances[m].cls.phases}
+    publish: dict[str, None] = {}
+    for member in members:
+        allowed = stage(loaded, member).permissions.publish
+        publish.update((subject, None) for subject in allowed if subject not in inside)
+    identity = group_identity(name)
+    return Identity(identity, Role.GROUP, Permissions(tuple(publish), tuple(forwarder_subscribe(identity))))
+
+
 def admin() -> Identity:
     return Identity(ADMIN, Role.ADMIN, Permissions((">",), (">",)))
 
@@ -300,8 +322,11 @@ def tap() -> Identity:
 
 
 def identities(loaded: LoadedBlueprint) -> dict[str, Identity]:
-    """Every identity a deployment of ``loaded`` needs, by name: admin, gateway, one per instance, tap."""
-    found = [admin(), gateway(loaded), *(stage(loaded, name) for name in sorted(loaded.instances)), tap()]
+    """Every identity a deployment of ``loaded`` needs, by name: admin, gateway, one per instance, one per
+    co-location group, tap."""
+    stages = [stage(loaded, name) for name in sorted(loaded.instances)]
+    groups = [group(loaded, name) for name in sorted(loaded.model.groups())]
+    found = [admin(), gateway(loaded), *stages, *groups, tap()]
     return {identity.name: identity for identity in found}
 
 
@@ -310,4 +335,14 @@ def base_identities() -> dict[str, Identity]:
     return {ADMIN: admin(), TAP: tap()}
 
 
-__all__ = ["ADMIN", "GATEWAY", "TAP", "Identity", "Permissions", "Role", "identities", "stage_identity"]
+__all__ = [
+    "ADMIN",
+    "GATEWAY",
+    "TAP",
+    "Identity",
+    "Permissions",
+    "Role",
+    "group_identity",
+    "identities",
+    "stage_identity",
+]

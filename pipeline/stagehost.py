@@ -98,7 +98,10 @@ class StageHost:
         max_inflight: int | None = None,
         max_deliver: int = DEFAULT_MAX_DELIVER,
         breaker_settings: dict[str, BreakerSettings] | None = None,
+        forwarder: Forwarder | None = None,
     ) -> None:
+        """``forwarder``: one shared with other hosts of this process (co-located instances, ``colocation``),
+        started and stopped by its owner; by default the host makes, starts and stops its own."""
         pins.check(instance)  # a replica outside the instance's version pin never consumes
         self.instance = instance
         self.client = client
@@ -124,7 +127,8 @@ class StageHost:
         self.heartbeat = Heartbeat(self.js, self.snapshot)
         # Breakers of this instance (admits its calls) and of every stage it may forward to.
         settings = breaker_settings or {instance.name: instance.spec.breaker}
-        self.forwarder = Forwarder(
+        self.owns_forwarder = forwarder is None
+        self.forwarder = forwarder or Forwarder(
             client, self.js, settings, self.replica, publish_timeout=PUBLISH_TIMEOUT, owned=frozenset({instance.name})
         )
         self.breakers: FleetBreakers = self.forwarder.breakers
@@ -154,7 +158,8 @@ class StageHost:
     async def start(self) -> None:
         await broker.attach(self.js)
         await self.plugin.startup()
-        await self.forwarder.start()
+        if self.owns_forwarder:
+            await self.forwarder.start()
         for phase in self.instance.cls.phases:
             consumer = PullConsumer(
                 self.client,
@@ -185,7 +190,8 @@ class StageHost:
         await self.heartbeat.stop()
         for consumer in self.consumers:
             await consumer.stop()
-        await self.forwarder.stop()
+        if self.owns_forwarder:
+            await self.forwarder.stop()
         try:
             await self.plugin.shutdown()
         except Exception:

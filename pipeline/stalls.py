@@ -5,7 +5,8 @@ loop is blocked, or that is starved keeps the message un-acked and nothing happe
 deadline redelivers it (to the same frozen replica, if it is the only one) or the request's deadline passes.
 The forwarder that handed the envelope to a stage knows its time limit, so it watches each hand-off:
 
-- ``timeout_ms`` + ``STALL_MARGIN`` after the hand-off, the stage's durable consumer is asked once (for every
+- ``timeout_ms`` + ``STALL_MARGIN`` after the hand-off (for a co-located stage, plus the time limits of the stages
+  its process runs in memory after it: ``expected_hold_ms``), the stage's durable consumer is asked once (for every
   hand-off due at that moment together) how far it has acknowledged; a message at or below its ack floor is done.
 - A message still in the stream is claimed by deleting it (work-queue retention: a deleted message is never
   delivered again; a message the stage acknowledged meanwhile is already gone and the delete says so).
@@ -62,6 +63,20 @@ class Held:
     stalled_for: float = field(default=0.0, compare=False)
 
 
+def expected_hold_ms(itinerary: list[Stage], cursor: int) -> int:
+    """How long the stage at ``cursor`` may hold a hand-off: its time limit, plus those of the stages after it in
+    the same co-location group (one process runs them all, in memory, before it hands on or acknowledges)."""
+    first = itinerary[cursor]
+    hold = first.timeout_ms
+    if first.colocate is None:
+        return hold
+    for stage in itinerary[cursor + 1 :]:
+        if stage.colocate != first.colocate:
+            break
+        hold += stage.timeout_ms
+    return hold
+
+
 Stalled = Callable[[Held, bool], Awaitable[None]]
 """Called with a hand-off claimed back from a stage that held it, and whether the stage was critical-and-alone."""
 
@@ -90,8 +105,9 @@ class StallWatch:
         await cancel(self._task)
         self._heap.clear()
 
-    def watch(self, stage: Stage, sequence: int, data: bytes) -> None:
-        due = time.monotonic() + stage.timeout_ms / 1000 + STALL_MARGIN
+    def watch(self, stage: Stage, sequence: int, data: bytes, hold_ms: int | None = None) -> None:
+        """Watch a hand-off to ``stage``, expected back within ``hold_ms`` (default: the stage's time limit)."""
+        due = time.monotonic() + (stage.timeout_ms if hold_ms is None else hold_ms) / 1000 + STALL_MARGIN
         heapq.heappush(self._heap, Held(due, next(self._order), stage, sequence, data))
         if len(self._heap) == 1:
             self._wake.set()

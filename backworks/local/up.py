@@ -45,6 +45,7 @@ class Plan:
     port: int
     servers: list[str]
     replicas: dict[str, int]
+    """Live replicas expected per instance (a co-located instance: its group's)."""
     nats_port: int | None
     """Port of the embedded broker to start, ``None`` when the servers are external."""
     storage: str
@@ -54,6 +55,8 @@ class Plan:
     """The blueprint's folder: where the extra processes run."""
     metrics_ports: dict[str, int] = field(default_factory=dict)
     """``up --metrics-ports``: the Prometheus port of each stage replica, by its child's name."""
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    """Co-location groups: name -> member instances, served by one process per group replica."""
 
     @property
     def url(self) -> str:
@@ -88,17 +91,33 @@ def plan(
         embedded_port = nats_port or free_port()
         servers = [f"nats://{LOOPBACK}:{embedded_port}"]
     extras = {name: _command(spec.command) for name, spec in loaded.model.processes.items()}
+    groups = loaded.model.groups()
+    replicas = dict(replicas)
+    for members in groups.values():
+        # A group runs as many replicas as its most replicated member asks for (each replica serves every member).
+        count = max(replicas.get(member, 1) for member in members)
+        replicas.update(dict.fromkeys(members, count))
     ports = {}
     if metrics_ports:
-        ports = {replica_name(name, i, count): free_port() for name, count in replicas.items() for i in range(count)}
+        # Co-location groups serve no metrics port of their own yet (``serve GROUP`` refuses ``--metrics-port``).
+        ports = {replica_name(name, i, count): free_port() for name, count in served(replicas, groups).items()
+                 if name not in groups for i in range(count)}  # fmt: skip
     return Plan(
         path, bind, http_port, servers, replicas, embedded_port, loaded.model.nats.storage, extras, loaded.path.parent,
-        ports,
+        ports, groups,
     )  # fmt: skip
 
 
+def served(replicas: dict[str, int], groups: dict[str, list[str]]) -> dict[str, int]:
+    """Processes to run: name -> replicas, a co-location group counted once under its own name."""
+    grouped = {member for members in groups.values() for member in members}
+    processes = {name: count for name, count in replicas.items() if name not in grouped}
+    processes.update({group: replicas[members[0]] for group, members in groups.items()})
+    return processes
+
+
 def replica_name(instance: str, index: int, count: int) -> str:
-    """The child name of replica ``index`` (from 0) of ``instance``, as ``up``'s table shows it."""
+    """The child name of replica ``index`` (from 0) of ``instance`` (or group), as ``up``'s table shows it."""
     return f"serve {instance}" + (f" #{index + 1}" if count > 1 else "")
 
 
@@ -117,7 +136,7 @@ def children(plan: Plan) -> tuple[Child | None, list[Child]]:
     services += [
         Child("gateway", ["gateway", plan.blueprint, "--nats", plan.url, "--port", str(plan.port), "--host", plan.host])
     ]
-    for name, count in plan.replicas.items():
+    for name, count in served(plan.replicas, plan.groups).items():
         for index in range(count):
             label = replica_name(name, index, count)
             args = ["serve", name, plan.blueprint, "--nats", plan.url]

@@ -26,16 +26,22 @@ if TYPE_CHECKING:
     from ops.bench.runner import Options
     from ops.bench.systems import Bench
 
-SYSTEMS = ("pipeline", "floor", "in-process")
+SYSTEMS = ("pipeline", "floor", "in-process", "co-located")
 LOADS = ("sequential", "concurrent")
 GOAL_SEQ_P50 = 1.25
 GOAL_THROUGHPUT = 0.8
 GOAL_STAGE_MS = 0.35
+GOAL_COLOCATED_THROUGHPUT = 0.5
+"""Co-located/in-process throughput at concurrency, at least."""
+GOAL_COLOCATED_SEQ_P50 = 3.0
+"""Co-located/in-process sequential p50, at most."""
 PACKAGES = ("nats-py", "pydantic", "pydantic-core", "starlette", "uvicorn", "uvloop", "httptools", "structlog")
-COLOURS = {"pipeline": "tab:blue", "floor": "tab:green", "in-process": "tab:orange"}
+COLOURS = {"pipeline": "tab:blue", "floor": "tab:green", "in-process": "tab:orange", "co-located": "tab:purple"}
 LOADGEN_BUSY = 0.8
 """Share of one core above which the load generator may itself limit the measurement."""
 NOT_ACCOUNTED = ("loadgen",)
+PAIRS = (("pipeline", "floor"), ("pipeline", "in-process"), ("co-located", "in-process"), ("co-located", "pipeline"))
+"""The ratios computed (system / other), when the system was measured."""
 """Processes whose CPU is reported but not charged to the system under test."""
 
 
@@ -97,6 +103,7 @@ def assemble(
     processes: dict[str, list[str]],
     measurements: list[Measurement],
     scaleout: dict[str, Any] | None,
+    colocated: Bench | None = None,
 ) -> dict[str, Any]:
     """The whole run as one JSON-able document: environment, raw measurements, summaries, ratios."""
     summary: dict[str, dict[str, Any]] = {}
@@ -124,7 +131,7 @@ def assemble(
     ratios = _ratios(summary, measurements, stages - single_stages)
     goals = _goals(ratios, per_stage)
     return {
-        "benchmark": "backworks pipeline vs raw NATS floor vs in-process",
+        "benchmark": "backworks pipeline vs raw NATS floor vs in-process vs co-located",
         "command": "python ops/bench/run.py " + " ".join(options.argv),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "wall_seconds": round(time.time() - started, 1),
@@ -140,6 +147,7 @@ def assemble(
         },
         "stages": [s.label for s in bench.loaded.itinerary(bench.endpoint)],
         "single_stages": [s.label for s in bench.loaded.itinerary(bench.single)],
+        "colocated": _colocated(colocated),
         "hop_sizes_bytes": hop_sizes,
         "response_body_bytes": response_size,
         "processes": processes,
@@ -154,21 +162,32 @@ def assemble(
     }
 
 
+def _colocated(bench: Bench | None) -> dict[str, Any] | None:
+    """The co-located system's chain (each stage with its group) and groups."""
+    if bench is None:
+        return None
+    itinerary = bench.loaded.itinerary(bench.endpoint)
+    stages = [f"{s.label} [{s.colocate}]" if s.colocate else s.label for s in itinerary]
+    return {"blueprint": relative(bench.path), "stages": stages, "groups": bench.loaded.model.groups()}
+
+
 def _ratios(summary: dict[str, dict[str, Any]], measurements: list[Measurement], extra_stages: int) -> dict[str, Any]:
     def figure(system: str, kind: str, key: str) -> float:
         return float(summary.get(system, {}).get(kind, {}).get(key, 0.0))
 
     result: dict[str, Any] = {}
-    for other in ("floor", "in-process"):
-        result[f"pipeline/{other}"] = {
-            "sequential_p50": ratio(figure("pipeline", "sequential", "p50"), figure(other, "sequential", "p50")),
-            "sequential_p99": ratio(figure("pipeline", "sequential", "p99"), figure(other, "sequential", "p99")),
-            "concurrent_p50": ratio(figure("pipeline", "concurrent", "p50"), figure(other, "concurrent", "p50")),
+    for system, other in PAIRS:
+        if system not in summary:
+            continue
+        result[f"{system}/{other}"] = {
+            "sequential_p50": ratio(figure(system, "sequential", "p50"), figure(other, "sequential", "p50")),
+            "sequential_p99": ratio(figure(system, "sequential", "p99"), figure(other, "sequential", "p99")),
+            "concurrent_p50": ratio(figure(system, "concurrent", "p50"), figure(other, "concurrent", "p50")),
             "concurrent_throughput": ratio(
-                figure("pipeline", "concurrent", "throughput"), figure(other, "concurrent", "throughput")
+                figure(system, "concurrent", "throughput"), figure(other, "concurrent", "throughput")
             ),
             "cpu_per_request_concurrent": ratio(
-                figure("pipeline", "concurrent", "cpu_seconds_per_request_total"),
+                figure(system, "concurrent", "cpu_seconds_per_request_total"),
                 figure(other, "concurrent", "cpu_seconds_per_request_total"),
             ),
         }
@@ -183,6 +202,8 @@ def _ratios(summary: dict[str, dict[str, Any]], measurements: list[Measurement],
         seq_p, seq_f = one("pipeline", "sequential"), one("floor", "sequential")
         con_p, con_f = one("pipeline", "concurrent"), one("floor", "concurrent")
         single_p = one("pipeline", "single")
+        seq_c, seq_i = one("co-located", "sequential"), one("in-process", "sequential")
+        con_c, con_i = one("co-located", "concurrent"), one("in-process", "concurrent")
         by_round.append({
             "round": number,
             "sequential_p50_pipeline/floor": ratio(seq_p.p50, seq_f.p50) if seq_p and seq_f else None,
@@ -191,6 +212,10 @@ def _ratios(summary: dict[str, dict[str, Any]], measurements: list[Measurement],
             ),
             "added_p50_ms_per_stage_pipeline": (
                 round((seq_p.p50 - single_p.p50) / extra_stages, 4) if seq_p and single_p and extra_stages else None
+            ),
+            "sequential_p50_co-located/in-process": ratio(seq_c.p50, seq_i.p50) if seq_c and seq_i else None,
+            "concurrent_throughput_co-located/in-process": (
+                ratio(con_c.throughput, con_i.throughput) if con_c and con_i else None
             ),
         })  # fmt: skip
     result["pipeline/floor_by_round"] = by_round
@@ -208,6 +233,14 @@ def _goals(ratios: dict[str, Any], per_stage: dict[str, Any]) -> list[dict[str, 
         ("added p50 per pipeline stage (ms)", stage, "added_p50_ms_per_stage_pipeline", f"<= {GOAL_STAGE_MS}",
          GOAL_STAGE_MS, True),
     ]  # fmt: skip
+    if (co_located := ratios.get("co-located/in-process")) is not None:
+        goals += [
+            ("sequential p50, co-located/in-process", co_located["sequential_p50"],
+             "sequential_p50_co-located/in-process", f"<= {GOAL_COLOCATED_SEQ_P50}", GOAL_COLOCATED_SEQ_P50, True),
+            ("throughput at concurrency, co-located/in-process", co_located["concurrent_throughput"],
+             "concurrent_throughput_co-located/in-process", f">= {GOAL_COLOCATED_THROUGHPUT}",
+             GOAL_COLOCATED_THROUGHPUT, False),
+        ]  # fmt: skip
     found = []
     for name, value, key, target, bound, at_most in goals:
         rounds = [r[key] for r in ratios["pipeline/floor_by_round"] if r.get(key) is not None]
@@ -436,6 +469,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"{options['concurrency']} in flight {_x(in_process['concurrent_throughput'])}, "
         f"CPU per request {_x(in_process['cpu_per_request_concurrent'])}",
         f"- **per pipeline stage**: +{per_stage.get('added_p50_ms_per_stage', float('nan')):.3f} ms p50",
+        *_colocated_lines(results),
         "",
         "### Goals",
         "",
@@ -468,6 +502,22 @@ def markdown(results: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(parts)
+
+
+def _colocated_lines(results: dict[str, Any]) -> list[str]:
+    """The co-located system's line of the summary: its chain, and its ratios to in-process and the pipeline."""
+    described, ratios = results.get("colocated"), results["ratios"]
+    if not described or "co-located/in-process" not in ratios:
+        return []
+    in_process, pipeline = ratios["co-located/in-process"], ratios["co-located/pipeline"]
+    concurrency = results["options"]["concurrency"]
+    return [
+        f"- **co-located/in-process** ({' -> '.join(described['stages'])}): sequential p50 "
+        f"{_x(in_process['sequential_p50'])}, throughput at {concurrency} in flight "
+        f"{_x(in_process['concurrent_throughput'])}, CPU per request {_x(in_process['cpu_per_request_concurrent'])}",
+        f"- **co-located/pipeline**: sequential p50 {_x(pipeline['sequential_p50'])}, throughput at {concurrency} in "
+        f"flight {_x(pipeline['concurrent_throughput'])}, CPU per request {_x(pipeline['cpu_per_request_concurrent'])}",
+    ]
 
 
 def chart(results: dict[str, Any], target: Path) -> None:

@@ -4,7 +4,8 @@ Order of a run:
 1. an embedded nats-server (the same one for every system), Backworks' streams and the floor's stream
    declared with the blueprint's storage;
 2. the load generator's ceiling against a bare endpoint;
-3. the pipeline, then (with the payload sizes measured on it) the raw floor and the in-process baseline;
+3. the pipeline, then (with the payload sizes measured on it) the raw floor and the in-process baseline, and the
+   pipeline's co-located twin (the same chain, its stages in one ``colocate:`` group, one process);
 4. ``rounds`` rounds; in each, every kind of load (sequential, concurrent, handler-only sequential) is
    run on every system back to back, the system order rotating from round to round, so slow drift of a
    shared machine spreads over all systems instead of biasing one;
@@ -45,6 +46,7 @@ from ops.bench.systems import (
     InProcessSystem,
     PipelineSystem,
     System,
+    colocated,
     derive,
 )
 
@@ -52,7 +54,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_BLUEPRINT = BENCH_DIR / "bench.yaml"
 DEFAULT_SCALE_BLUEPRINT = BENCH_DIR / "scaleout.yaml"
 DEFAULT_OUT = ROOT / "bench-results"
-SYSTEMS = ("pipeline", "floor", "in-process")
+SYSTEMS = ("pipeline", "floor", "in-process", "co-located")
 KINDS = ("sequential", "concurrent", "single")
 """``single``: sequential on the handler-only chain, to price one stage."""
 LOADGEN_TIMEOUT_MARGIN = 60.0
@@ -72,6 +74,8 @@ class Options:
     slow_stage: str
     slow_inflight: int
     scale_duration: float
+    colocate: list[str] | None = None
+    """Instances the co-located system puts in its group (None: every stage of the measured chain)."""
     argv: list[str] = field(default_factory=list)
 
 
@@ -93,6 +97,10 @@ def parse(argv: list[str]) -> Options:
     parser.add_argument("--slow-stage", default="slow", help="instance of the scale-out blueprint to replicate")
     parser.add_argument("--slow-inflight", type=int, default=4, help="messages one slow replica works on at once")
     parser.add_argument("--scale-duration", type=float, help="seconds per replica count (default: --duration)")
+    parser.add_argument(
+        "--colocate",
+        help="comma-separated instances the co-located system runs in one process (default: every stage of the chain)",
+    )
     args = parser.parse_args(argv)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return Options(
@@ -108,6 +116,7 @@ def parse(argv: list[str]) -> Options:
         slow_stage=args.slow_stage,
         slow_inflight=args.slow_inflight,
         scale_duration=args.scale_duration if args.scale_duration is not None else args.duration,
+        colocate=[name.strip() for name in args.colocate.split(",") if name.strip()] if args.colocate else None,
         argv=argv,
     )
 
@@ -242,7 +251,8 @@ class Run:
     def execute(self) -> dict[str, Any]:
         options = self.options
         options.out.mkdir(parents=True, exist_ok=True)
-        bench = derive(options.blueprint, options.endpoint, self.work / "bench.yaml")
+        bench = derive(options.blueprint, options.endpoint, self.work / "derived.yaml")
+        bench, twin = colocated(bench, options.colocate, self.work / "bench.yaml")
         load_before = _loadavg()
         started = time.time()
         chain = " -> ".join(s.label for s in bench.loaded.itinerary(bench.endpoint))
@@ -261,11 +271,14 @@ class Run:
         floor_system = FloorSystem("floor", self.children, nats=url, sizes=sizes, response_size=response_size)
         floor_system.full_path, floor_system.single_path = pipeline.full_path, pipeline.single_path
         in_process = InProcessSystem("in-process", self.children, bench=bench)
+        co_located = PipelineSystem("co-located", self.children, bench=twin, nats=url)
         floor_system.start()
         in_process.start()
+        co_located.start()
         floor_system.wait_ready()
         in_process.wait_ready()
-        systems: list[System] = [pipeline, floor_system, in_process]
+        co_located.wait_ready()
+        systems: list[System] = [pipeline, floor_system, in_process, co_located]
         print(f"measuring {len(systems)} systems x {len(KINDS)} loads x {options.rounds} rounds:", flush=True)
         for round_ in range(1, options.rounds + 1):
             order = systems[(round_ - 1) % len(systems) :] + systems[: (round_ - 1) % len(systems)]
@@ -288,6 +301,7 @@ class Run:
             hop_sizes=sizes,
             response_size=response_size,
             processes=processes,
+            colocated=twin,
             measurements=self.measurements,
             scaleout=scaleout,
         )

@@ -1,6 +1,7 @@
 """The systems under test, each started as real processes on loopback.
 
-- ``PipelineSystem``: ``backworks gateway`` plus one ``backworks serve`` process per stage replica;
+- ``PipelineSystem``: ``backworks gateway`` plus one ``backworks serve`` process per stage replica (``co-located``:
+  the same chain with its stages in one ``colocate:`` group, served by one process: see ``colocated``);
 - ``FloorSystem``: ``ops.bench.floor`` gateway and hops (bare nats-py, same hops and payload sizes);
 - ``InProcessSystem``: ``ops.bench.inprocess`` (one Starlette app, the plugin chain as middleware);
 - ``BareSystem``: ``ops.bench.bare``, a fixed response, to find the load generator's own ceiling.
@@ -11,6 +12,7 @@ prices one stage (the difference, divided by the extra stages, is the per-stage 
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import time
@@ -21,6 +23,7 @@ from typing import Any
 import httpx
 import yaml
 
+from backworks.contracts.blueprint import handler_instance
 from backworks.local.ports import LOOPBACK, free_port
 from backworks.pipeline import blueprints
 from backworks.pipeline.blueprints import LoadedBlueprint
@@ -100,6 +103,48 @@ def derive(source: Path, endpoint: str | None, target: Path) -> Bench:
     return Bench(target, blueprints.load(target), name, single)
 
 
+COLOCATED_PREFIX = "co-"
+"""Instance and endpoint names of the co-located twin: it runs beside the pipeline on the same broker, so its stages
+need their own subjects, durables, registry and breaker keys."""
+COLOCATED_PATH = "/co"
+"""Path prefix of the twin's endpoints (both gateways load one blueprint, so routes must differ)."""
+COLOCATED_GROUP = "cheap"
+
+
+def colocated(bench: Bench, members: list[str] | None, target: Path) -> tuple[Bench, Bench]:
+    """``bench`` and its co-located twin, both in one blueprint written to ``target``.
+
+    The twin is the same chain with the same configs under prefixed names and paths, with ``members`` (default: every
+    instance of the measured chain; the handler-only twin's handler stays alone) in one ``colocate:`` group. One
+    blueprint for both, because every service admits its blueprint's identities to the run's keyring and both
+    gateways connect as ``gateway``: two blueprints would take each other's rights away.
+    """
+    data: dict[str, Any] = yaml.safe_load(bench.path.read_text())
+    chosen = members if members is not None else [s.instance for s in bench.loaded.itinerary(bench.endpoint)]
+    unknown = [name for name in chosen if name not in bench.loaded.instances]
+    if unknown:
+        raise SystemExit(f"--colocate: no instance {', '.join(unknown)}; instances: {', '.join(bench.instances())}")
+    prefix = COLOCATED_PREFIX
+    originals: dict[str, Any] = data.get("plugins") or {}
+    plugins = {prefix + name: copy.deepcopy(spec) for name, spec in originals.items()}
+    endpoints: dict[str, Any] = {}
+    for name, spec in data["endpoints"].items():
+        twin = copy.deepcopy(spec)
+        twin.update(path=COLOCATED_PATH + spec["path"], plugins=[prefix + item for item in spec.get("plugins", [])])
+        endpoints[prefix + name] = twin
+    for name in chosen:
+        handler = next((e for e in data["endpoints"] if handler_instance(e) == name), None)
+        spec = endpoints[prefix + handler]["handler"] if handler is not None else plugins[prefix + name]
+        spec["colocate"] = COLOCATED_GROUP
+    data.update(plugins={**originals, **plugins}, endpoints={**data["endpoints"], **endpoints})
+    heading = f"# Derived by ops/bench from {bench.path}, with its co-located twin ({prefix}*)\n"
+    target.write_text(heading + yaml.safe_dump(data, sort_keys=False))
+    loaded = blueprints.load(target)
+    return Bench(target, loaded, bench.endpoint, bench.single), Bench(
+        target, loaded, prefix + bench.endpoint, prefix + bench.single
+    )
+
+
 def get(url: str, timeout: float = 2.0) -> httpx.Response:
     return httpx.get(url, timeout=timeout)
 
@@ -164,11 +209,19 @@ class PipelineSystem(System):
         path = str(self.bench.path)
         command = backworks("gateway", path, "--nats", self.nats, "--port", str(self.port), "--host", LOOPBACK)
         self.processes.append(self.children.spawn("gateway", command))
-        for instance in self.bench.instances():
-            self.scale(instance, max(1, self.replicas.get(instance, 1)))
+        for service in self.services():
+            self.scale(service, max(1, self.replicas.get(service, 1)))
+
+    def services(self) -> list[str]:
+        """What ``backworks serve`` runs: each co-location group of the bench's instances, each instance outside one."""
+        assert self.bench is not None
+        used = self.bench.instances()
+        groups = [name for name, members in self.bench.loaded.model.groups().items() if set(members) & set(used)]
+        grouped = {member for name in groups for member in self.bench.loaded.model.groups()[name]}
+        return [*groups, *(name for name in used if name not in grouped)]
 
     def scale(self, instance: str, count: int) -> None:
-        """Start replicas of ``instance`` until it has ``count``."""
+        """Start replicas of ``instance`` (or of a co-location group) until it has ``count``."""
         assert self.bench is not None
         label = f"stage {instance}"
         running = [p for p in self.processes if p.label == label or p.label.startswith(f"{label}#")]

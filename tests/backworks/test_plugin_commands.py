@@ -131,6 +131,7 @@ def test_order_shows_dependencies_first_and_what_was_added(tmp_path: Path) -> No
         "endpoints": {"e": ["stamp.request", "note.request", "e-handler.request"]},
         "added_for_dependencies": {"e": ["stamp"]},
         "splits": {"e": {}},
+        "groups": {},
     }
     broken = write_blueprint(tmp_path, BLUEPRINT.replace("type: notify", "type: notice"), "broken.yaml")
     code, _, err = invoke("plugins", "order", str(broken))

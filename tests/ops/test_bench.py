@@ -11,8 +11,9 @@ import psutil
 import pytest
 
 from ops.bench.floor import SINGLE_PREFIX
+from ops.bench.processes import Children
 from ops.bench.stats import cdf, summarize
-from ops.bench.systems import BENCH_QUERY, derive, request_path
+from ops.bench.systems import BENCH_QUERY, PipelineSystem, colocated, derive, request_path
 from tests.files import ROOT
 
 SMOKE_TIMEOUT = 150
@@ -42,6 +43,25 @@ def test_derived_blueprint_adds_a_handler_only_twin(tmp_path: Path) -> None:
     assert request_path("/a/{x}/b/{y:int}") == "/a/bench/b/bench"
 
 
+def test_the_co_located_twin_runs_the_same_chain_under_its_own_names_in_one_group(tmp_path: Path) -> None:
+    bench = derive(ROOT / "ops" / "bench" / "bench.yaml", None, tmp_path / "bench.yaml")
+    same, twin = colocated(bench, None, tmp_path / "colocated.yaml")
+    assert same.path == twin.path and (same.endpoint, same.single) == (bench.endpoint, bench.single)
+    assert same.loaded.itinerary(same.endpoint) == bench.loaded.itinerary(bench.endpoint), "the pipeline is unchanged"
+    assert (twin.endpoint, twin.single) == ("co-bench", "co-bench-single")
+    assert [(s.label, s.colocate) for s in twin.loaded.itinerary(twin.endpoint)] == [
+        ("co-keys.request", "cheap"), ("co-limit.request", "cheap"), ("co-bench-handler.request", "cheap"),
+        ("co-secure.response", "cheap"), ("co-limit.response", "cheap"),
+    ]  # fmt: skip
+    assert twin.full_path == f"/co{bench.full_path}" and twin.single_path == f"/co{bench.single_path}"
+    assert twin.loaded.instances["co-limit"].config == bench.loaded.instances["limit"].config
+    services = PipelineSystem("co-located", Children(tmp_path), bench=twin).services()
+    assert services == ["cheap", "co-bench-single-handler"], "one process for the group"
+    assert PipelineSystem("pipeline", Children(tmp_path), bench=same).services() == bench.instances(), "not the twin's"
+    _, partial = colocated(bench, ["keys", "secure"], tmp_path / "partial.yaml")
+    assert partial.loaded.model.groups() == {"cheap": ["co-keys", "co-secure"]}
+
+
 @pytest.mark.bench
 @pytest.mark.e2e
 @pytest.mark.timeout(SMOKE_TIMEOUT + 30)
@@ -55,7 +75,7 @@ def test_benchmark_runs_end_to_end_and_writes_every_output(tmp_path: Path) -> No
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     results = json.loads((out / "results.json").read_text())
-    assert set(results["summary"]) == {"pipeline", "floor", "in-process"}
+    assert set(results["summary"]) == {"pipeline", "floor", "in-process", "co-located"}
     for system, kinds in results["summary"].items():
         assert set(kinds) == {"sequential", "concurrent", "single"}, system
         for kind, figures in kinds.items():
@@ -64,13 +84,16 @@ def test_benchmark_runs_end_to_end_and_writes_every_output(tmp_path: Path) -> No
             assert figures["cpu_seconds_per_request"], (system, kind)
     assert len(results["hop_sizes_bytes"]["full"]) == len(results["stages"]) + 1
     assert {"sequential_p50", "concurrent_throughput"} <= set(results["ratios"]["pipeline/floor"])
+    assert {"sequential_p50", "concurrent_throughput"} <= set(results["ratios"]["co-located/in-process"])
+    assert results["colocated"]["groups"] == {"cheap": ["co-keys", "co-limit", "co-secure", "co-bench-handler"]}
+    assert results["processes"]["co-located"] == ["gateway", "stage cheap", "stage co-bench-single-handler"]
     assert [p["replicas"] for p in results["scaleout"]["points"]] == [1, 2]
     assert all(p["count"] > 0 and p["failed"] == 0 for p in results["scaleout"]["points"])
     assert results["environment"]["python"]
 
     assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (out / "table.txt").read_text()
-    assert all(name in table for name in ("pipeline", "floor", "in-process", "Scale-out"))
+    assert all(name in table for name in ("pipeline", "floor", "in-process", "co-located", "Scale-out"))
     assert (out / "report.md").read_text().startswith("## Performance")
 
     left = [pid for pid in results["pids"] if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]

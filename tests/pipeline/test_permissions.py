@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from backworks.contracts.envelope import Stage
-from backworks.contracts.names import FENCE_SUBJECT, Phase
+from backworks.contracts.names import FENCE_SUBJECT, Phase, max_deliveries_advisory
 from backworks.pipeline import blueprints
 from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.permissions import (
@@ -13,6 +13,7 @@ from backworks.pipeline.permissions import (
     GATEWAY,
     TAP,
     Role,
+    group_identity,
     identities,
     next_hops,
     reachable,
@@ -131,3 +132,35 @@ def test_the_tap_reads_the_event_stream_and_touches_the_pipeline_only_to_read_co
     assert [s for s in tap.publish if s.startswith("bw.evt.")] == ["bw.evt.alert.*"]
     assert tap.subscribe == ("_BW_INBOX.tap.>", "bw.tap.report")
     assert tap.responses and "allow_responses" in identities(load(tmp_path))[TAP].as_dict()
+
+
+GROUPED = """
+name: grouped
+plugins:
+  note:  {type: request-headers, colocate: cheap, config: {set: {x-note: "1"}}}
+  guard: {type: request-headers, critical: true, config: {set: {x-guard: "1"}}}
+  tag:   {type: response-headers, colocate: cheap, config: {set: {x-tag: "1"}}}
+endpoints:
+  guarded:
+    path: /guarded
+    plugins: [note, guard, tag]
+    handler: {type: mock, colocate: cheap, config: {status: 200}}
+"""
+
+
+def test_a_group_may_do_what_each_member_may_except_publish_to_its_own_members(tmp_path: Path) -> None:
+    found = identities(load(tmp_path, GROUPED))
+    group = found[group_identity("cheap")]
+    assert group.role is Role.GROUP and group.name == "group-cheap"
+    publish = set(group.permissions.publish)
+    for member in ("note", "tag", "guarded-handler"):
+        durable = f"bw-{member}-{'response' if member == 'tag' else 'request'}"
+        assert f"$JS.API.CONSUMER.MSG.NEXT.BW_PIPELINE.{durable}" in publish, member
+        assert f"$JS.ACK.BW_PIPELINE.{durable}.>" in publish, member
+        assert f"$KV.bw_registry.{member}.>" in publish and f"$KV.bw_breakers.{member}.>" in publish, member
+    # note -> guard leaves the group; the handler hands to tag in memory; only guard's subject is an exit.
+    stage_subjects = {s for s in publish if s.startswith("bw.stage.") and s != FENCE_SUBJECT}
+    assert stage_subjects == {"bw.stage.guard.request"}
+    assert "$KV.bw_registry.guard.>" not in publish, "nothing of the instance outside the group"
+    assert group.permissions.subscribe == ("_BW_INBOX.group-cheap.>", max_deliveries_advisory("BW_PIPELINE"))
+    assert found[stage_identity("note")].permissions.publish, "a member keeps its own identity (served alone)"
