@@ -335,14 +335,22 @@ def scale_rows(results: dict[str, Any], key: str = "scaleout") -> list[list[str]
     if not scaleout or not scaleout["points"]:
         return []
     base = scaleout["points"][0]["throughput"] or 1.0
+    warmup = results["options"]["warmup_s"]
     return [
         [str(p["replicas"]), f"{p['throughput']:.0f}", f"{p['throughput'] / base:.2f}x", _ms(p["p50"]), _ms(p["p99"]),
-         str(p["failed"])]
+         f"{slow_cores(p, scaleout['slow_stage'], warmup):.2f}", str(p["failed"])]
         for p in scaleout["points"]
     ]  # fmt: skip
 
 
-SCALE_HEADERS = ["replicas of slow stage", "req/s", "speed-up", "p50 ms", "p99 ms", "failed"]
+def slow_cores(point: dict[str, Any], stage: str, warmup: float) -> float:
+    """CPU cores the slow stage's replicas used together during a scale-out point (CPU seconds / wall seconds)."""
+    label = f"stage {stage}"
+    used = sum(v for k, v in point["cpu_seconds"].items() if k == label or k.startswith(f"{label}#"))
+    return used / max(1e-9, point["seconds"] + warmup)
+
+
+SCALE_HEADERS = ["replicas of slow stage", "req/s", "speed-up", "p50 ms", "p99 ms", "slow stage cores", "failed"]
 
 
 def ceiling_rows(results: dict[str, Any]) -> list[list[str]]:
