@@ -346,8 +346,8 @@ def scale_rows(results: dict[str, Any], key: str = "scaleout") -> list[list[str]
 def slow_cores(point: dict[str, Any], stage: str, warmup: float) -> float:
     """CPU cores the slow stage's replicas used together during a scale-out point (CPU seconds / wall seconds)."""
     label = f"stage {stage}"
-    used = sum(v for k, v in point["cpu_seconds"].items() if k == label or k.startswith(f"{label}#"))
-    return used / max(1e-9, point["seconds"] + warmup)
+    used = sum(float(v) for k, v in point["cpu_seconds"].items() if k == label or k.startswith(f"{label}#"))
+    return used / max(1e-9, float(point["seconds"]) + warmup)
 
 
 SCALE_HEADERS = ["replicas of slow stage", "req/s", "speed-up", "p50 ms", "p99 ms", "slow stage cores", "failed"]

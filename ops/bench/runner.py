@@ -458,6 +458,7 @@ async def hop_sizes(
         await client.subscribe("bw.stage.>", cb=record),
         await client.subscribe(f"{INBOX_PREFIX}.>", cb=record),
     ]
+    await client.flush()  # the server has both subscriptions before the first request (else it may miss a hop)
     sizes: dict[str, list[int]] = {}
     response_size = 0
     expected = {"full": bench.stages + 1, "single": len(bench.loaded.itinerary(bench.single)) + 1}
