@@ -13,12 +13,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from backworks.contracts.breakers import BreakerState
 from backworks.contracts.envelope import Timing
+from backworks.gateway.requestfigures import RequestFigures
 from backworks.gateway.state import GatewayState
 
 METRICS_PATH = "/_backworks/metrics"
@@ -33,27 +34,15 @@ class GatewayMetrics:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
         self.registry = CollectorRegistry(auto_describe=False)
-        self.requests = Counter(
-            "backworks_requests", "Requests answered, per endpoint and status class.", ["route", "status"],
-            registry=self.registry,
-        )  # fmt: skip
-        self.latency = Histogram(
-            "backworks_request_duration_seconds", "Time from request to response, per endpoint.", ["route"],
-            buckets=LATENCY_BUCKETS_S, registry=self.registry,
-        )  # fmt: skip
-        self.stage_latency = Histogram(
-            "backworks_stage_duration_seconds", "Time of each stage's hook, per stage.", ["stage"],
-            buckets=LATENCY_BUCKETS_S, registry=self.registry,
-        )  # fmt: skip
+        self.figures = RequestFigures(LATENCY_BUCKETS_S)
+        """Request counts and latencies (``backworks_requests``, ``..._duration_seconds``): plain dicts per request."""
+        self.registry.register(self.figures)
         self.inflight = Gauge("backworks_requests_in_flight", "Requests being served.", registry=self.registry)
         self.scraped = ScrapeCollector(state)
         self.registry.register(self.scraped)
 
     def observe(self, route: str, status: int, seconds: float, timings: list[Timing]) -> None:
-        self.requests.labels(route, f"{status // 100}xx").inc()
-        self.latency.labels(route).observe(seconds)
-        for timing in timings:
-            self.stage_latency.labels(timing.stage).observe(timing.ms / 1000)
+        self.figures.observe(route, status, seconds, timings)
 
     async def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import uuid
 from collections import Counter
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+import orjson
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -48,7 +48,9 @@ NO_RESPONDERS = "503"
 
 
 def encode(event: dict[str, Any]) -> bytes:
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact UTF-8 JSON of an event dict (orjson: what ``json.dumps(separators=(",", ":"), ensure_ascii=False)``
+    writes, without its per-call encoder setup; the gateway encodes two such events per request)."""
+    return orjson.dumps(event)
 
 
 class Loss(str, Enum):

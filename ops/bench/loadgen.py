@@ -5,6 +5,8 @@ of JSON on stdout, so the harness keeps a single warm process and can read its C
 measurement. Each connection keeps exactly one request in flight and sends the next one from the
 protocol callback that completes the previous one: no task, future or stream per request, which keeps
 the client's own cost per request a few microseconds (its ceiling is checked against a bare endpoint).
+A job with a ``rate`` runs the open loop instead (``ops.bench.openloop``: fixed arrival rate, no coordinated
+omission).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, cast
+
+from ops.bench import openloop
 
 CONNECT_TIMEOUT = 5.0
 DRAIN_TIMEOUT = 10.0
@@ -168,6 +172,12 @@ async def run(job: Job) -> dict[str, Any]:
     }
 
 
+async def open_loop(data: dict[str, Any]) -> dict[str, Any]:
+    """A job with a ``rate``: the open loop (``ops.bench.openloop``)."""
+    fields = openloop.OpenJob.__dataclass_fields__
+    return await openloop.run(openloop.OpenJob(**{key: data[key] for key in fields if key in data}))
+
+
 async def serve_jobs() -> None:
     """Answer one JSON line per job line until stdin closes."""
     loop = asyncio.get_running_loop()
@@ -176,7 +186,8 @@ async def serve_jobs() -> None:
     print(json.dumps({"ready": True}), flush=True)
     while line := await reader.readline():
         try:
-            result = await run(Job.from_json(json.loads(line)))
+            data = json.loads(line)
+            result = await (open_loop(data) if data.get("rate") else run(Job.from_json(data)))
         except Exception as exc:  # reported to the harness, which stops the benchmark with it
             result = {"fatal": f"{type(exc).__name__}: {exc}"}
         print(json.dumps(result), flush=True)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from ops.bench import ratesearch
 from ops.bench.processes import ROOT
 from ops.bench.stats import Measurement, cdf, ratio, summarize
 
@@ -362,19 +363,27 @@ def goal_rows(results: dict[str, Any]) -> list[list[str]]:
 GOAL_HEADERS = ["ratio", "all rounds pooled", "each round", "target", "met (pooled)"]
 
 
-def scale_rows(results: dict[str, Any]) -> list[list[str]]:
-    scaleout = results.get("scaleout")
+def scale_rows(results: dict[str, Any], key: str = "scaleout") -> list[list[str]]:
+    scaleout = results.get(key)
     if not scaleout or not scaleout["points"]:
         return []
     base = scaleout["points"][0]["throughput"] or 1.0
+    warmup = results["options"]["warmup_s"]
     return [
         [str(p["replicas"]), f"{p['throughput']:.0f}", f"{p['throughput'] / base:.2f}x", _ms(p["p50"]), _ms(p["p99"]),
-         str(p["failed"])]
+         f"{slow_cores(p, scaleout['slow_stage'], warmup):.2f}", str(p["failed"])]
         for p in scaleout["points"]
     ]  # fmt: skip
 
 
-SCALE_HEADERS = ["replicas of slow stage", "req/s", "speed-up", "p50 ms", "p99 ms", "failed"]
+def slow_cores(point: dict[str, Any], stage: str, warmup: float) -> float:
+    """CPU cores the slow stage's replicas used together during a scale-out point (CPU seconds / wall seconds)."""
+    label = f"stage {stage}"
+    used = sum(float(v) for k, v in point["cpu_seconds"].items() if k == label or k.startswith(f"{label}#"))
+    return used / max(1e-9, float(point["seconds"]) + warmup)
+
+
+SCALE_HEADERS = ["replicas of slow stage", "req/s", "speed-up", "p50 ms", "p99 ms", "slow stage cores", "failed"]
 
 
 def ceiling_rows(results: dict[str, Any]) -> list[list[str]]:
@@ -413,6 +422,18 @@ def tables(results: dict[str, Any]) -> list[Table]:
         _table("CPU per request by process (µs)", ["system", "load", "process", "CPU µs/req"], cpu_rows(results)),
         _table("Load generator ceiling (bare endpoint)", CEILING_HEADERS, ceiling_rows(results)),
     ]
+    if scale_rows(results, "scaleout_cpu"):
+        scaleout = results["scaleout_cpu"]
+        found.append(
+            _table(
+                f"Scale-out, CPU-bound: {scaleout['slow_stage']} burns {scaleout['slow_stage_delay_ms']} ms of CPU per "
+                f"request, {scaleout['concurrency']} requests in flight, {scaleout['cpus']} CPUs",
+                SCALE_HEADERS,
+                scale_rows(results, "scaleout_cpu"),
+            )
+        )
+    if ratesearch.rows(results):
+        found.append(_table(ratesearch.title(results), ratesearch.HEADERS, ratesearch.rows(results)))
     if scale_rows(results):
         scaleout = results["scaleout"]
         found.append(
@@ -492,6 +513,20 @@ def markdown(results: dict[str, Any]) -> str:
             _md_table(SCALE_HEADERS, scale_rows(results)),
             "",
         ]
+    if scale_rows(results, "scaleout_cpu"):
+        scaleout = results["scaleout_cpu"]
+        parts += [
+            "### Scale-out of a CPU-bound stage",
+            "",
+            f"The same, with `{scaleout['slow_stage']}` burning {scaleout['slow_stage_delay_ms']} ms of CPU per "
+            f"request on a {scaleout['cpus']}-CPU machine: replicas help until the cores are busy.",
+            "",
+            _md_table(SCALE_HEADERS, scale_rows(results, "scaleout_cpu")),
+            "",
+        ]
+    if ratesearch.rows(results):
+        parts += ["### Open loop", "", ratesearch.title(results) + ".", "",
+                  _md_table(ratesearch.HEADERS, ratesearch.rows(results)), ""]  # fmt: skip
     parts += [
         "### Load generator ceiling",
         "",

@@ -36,7 +36,7 @@ from backworks.local.embedded import EmbeddedNats, find_binary
 from backworks.pipeline import broker, logs, nats_auth
 from backworks.pipeline.nats_auth import NatsAuth
 from backworks.pipeline.permissions import ADMIN, identities
-from ops.bench import floor, report
+from ops.bench import floor, ratesearch, report
 from ops.bench.processes import ROOT, Child, Children, python_module
 from ops.bench.stats import Measurement, summarize
 from ops.bench.systems import (
@@ -53,6 +53,7 @@ from ops.bench.systems import (
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_BLUEPRINT = BENCH_DIR / "bench.yaml"
 DEFAULT_SCALE_BLUEPRINT = BENCH_DIR / "scaleout.yaml"
+DEFAULT_CPU_SCALE_BLUEPRINT = BENCH_DIR / "scaleout-cpu.yaml"
 DEFAULT_OUT = ROOT / "bench-results"
 SYSTEMS = ("pipeline", "floor", "in-process", "co-located")
 KINDS = ("sequential", "concurrent", "single")
@@ -76,6 +77,13 @@ class Options:
     scale_duration: float
     colocate: list[str] | None = None
     """Instances the co-located system puts in its group (None: every stage of the measured chain)."""
+    cpu_scale_blueprint: Path = DEFAULT_CPU_SCALE_BLUEPRINT
+    scale_cpu: bool = True
+    open_loop: bool = False
+    open_loop_p99_ms: float = ratesearch.DEFAULT_P99_BOUND_MS
+    open_loop_duration: float = 0.0
+    open_loop_connections: int = ratesearch.DEFAULT_CONNECTIONS
+    open_loop_steps: int = ratesearch.DEFAULT_MAX_STEPS
     argv: list[str] = field(default_factory=list)
 
 
@@ -101,6 +109,37 @@ def parse(argv: list[str]) -> Options:
         "--colocate",
         help="comma-separated instances the co-located system runs in one process (default: every stage of the chain)",
     )
+    parser.add_argument(
+        "--cpu-scale-blueprint",
+        type=Path,
+        default=DEFAULT_CPU_SCALE_BLUEPRINT,
+        help="the scale-out scenario again with a CPU-bound slow stage (its `--slow-stage`)",
+    )
+    parser.add_argument("--no-cpu-scale", action="store_true", help="skip the CPU-bound scale-out")
+    parser.add_argument(
+        "--open-loop",
+        action="store_true",
+        help="also find each system's highest fixed arrival rate with p99 under --open-loop-p99-ms",
+    )
+    parser.add_argument(
+        "--open-loop-p99-ms",
+        type=float,
+        default=ratesearch.DEFAULT_P99_BOUND_MS,
+        help=f"p99 bound of the open loop (default {ratesearch.DEFAULT_P99_BOUND_MS:g} ms)",
+    )
+    parser.add_argument("--open-loop-duration", type=float, help="seconds per rate tried (default: --duration)")
+    parser.add_argument(
+        "--open-loop-connections",
+        type=int,
+        default=ratesearch.DEFAULT_CONNECTIONS,
+        help=f"connections of the open loop (default {ratesearch.DEFAULT_CONNECTIONS})",
+    )
+    parser.add_argument(
+        "--open-loop-steps",
+        type=int,
+        default=ratesearch.DEFAULT_MAX_STEPS,
+        help=f"rates tried per system at most (default {ratesearch.DEFAULT_MAX_STEPS})",
+    )
     args = parser.parse_args(argv)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return Options(
@@ -117,6 +156,13 @@ def parse(argv: list[str]) -> Options:
         slow_inflight=args.slow_inflight,
         scale_duration=args.scale_duration if args.scale_duration is not None else args.duration,
         colocate=[name.strip() for name in args.colocate.split(",") if name.strip()] if args.colocate else None,
+        cpu_scale_blueprint=args.cpu_scale_blueprint.resolve(),
+        scale_cpu=not args.no_cpu_scale,
+        open_loop=args.open_loop,
+        open_loop_p99_ms=args.open_loop_p99_ms,
+        open_loop_duration=args.open_loop_duration if args.open_loop_duration is not None else args.duration,
+        open_loop_connections=max(1, args.open_loop_connections),
+        open_loop_steps=max(1, args.open_loop_steps),
         argv=argv,
     )
 
@@ -145,6 +191,17 @@ class LoadGenerator:
         stdin = self.child.process.stdin
         assert stdin is not None
         job = {"host": "127.0.0.1", "port": port, "path": path, "connections": connections}
+        stdin.write((json.dumps({**job, "duration": duration, "warmup": warmup}) + "\n").encode())
+        stdin.flush()
+        return self._read()
+
+    def run_open(
+        self, port: int, path: str, rate: float, duration: float, warmup: float, connections: int
+    ) -> dict[str, Any]:
+        """One open-loop job (``ops.bench.openloop``): ``rate`` requests per second, whatever the responses do."""
+        stdin = self.child.process.stdin
+        assert stdin is not None
+        job = {"host": "127.0.0.1", "port": port, "path": path, "rate": rate, "connections": connections}
         stdin.write((json.dumps({**job, "duration": duration, "warmup": warmup}) + "\n").encode())
         stdin.flush()
         return self._read()
@@ -285,11 +342,13 @@ class Run:
             for kind in KINDS:
                 for system in order:
                     self.measure(system, kind, round_, options.duration)
+        open_loop = self.open_loop(systems) if options.open_loop else None
         processes = {s.name: [c.label for c in s.processes] for s in systems}
         for system in systems:
             system.stop()
 
-        scaleout = self.scaleout(url) if options.scale else None
+        scaleout = self.scaleout(url, options.scale_blueprint) if options.scale else None
+        scaleout_cpu = self.scaleout(url, options.cpu_scale_blueprint) if options.scale and options.scale_cpu else None
         self.results = report.assemble(
             options=options,
             bench=bench,
@@ -305,13 +364,44 @@ class Run:
             measurements=self.measurements,
             scaleout=scaleout,
         )
+        self.results["scaleout_cpu"] = scaleout_cpu
+        self.results["open_loop"] = open_loop
         return self.results
 
-    def scaleout(self, url: str) -> dict[str, Any]:
+    def open_loop(self, systems: list[System]) -> dict[str, Any]:
+        """Per system, the highest fixed arrival rate sustained with p99 under the bound (``ratesearch``)."""
         options = self.options
-        bench = derive(options.scale_blueprint, None, self.work / "scaleout.yaml")
+        assert self.loadgen is not None
+        loadgen = self.loadgen
+        print(f"open loop: highest rate with p99 <= {options.open_loop_p99_ms:g} ms per system", flush=True)
+        found: dict[str, Any] = {}
+        for system in systems:
+            closed = [m for m in self.measurements if m.system == system.name and m.kind == "concurrent"]
+            throughput = sum(m.completed for m in closed) / max(1e-9, sum(m.seconds for m in closed)) if closed else 0
+
+            def measure(rate: float, system: System = system) -> dict[str, Any]:
+                system.check()
+                point = loadgen.run_open(system.port, system.full_path, rate, options.open_loop_duration,
+                                         options.warmup, options.open_loop_connections)  # fmt: skip
+                if "fatal" in point:
+                    raise RuntimeError(f"load generator: {point['fatal']}")
+                print(
+                    f"  open loop {system.name:<10} {rate:8.0f} req/s due  {point['achieved']:8.1f} answered/s  "
+                    f"p50 {point['p50']:8.3f} ms  p99 {point['p99']:8.3f} ms  failed {point['failed']}",
+                    flush=True,
+                )
+                return point
+
+            start = max(ratesearch.MIN_RATE, throughput * ratesearch.DEFAULT_START_SHARE)
+            found[system.name] = ratesearch.search(measure, start, options.open_loop_p99_ms,
+                                                   max_steps=options.open_loop_steps)  # fmt: skip
+        return found
+
+    def scaleout(self, url: str, blueprint: Path) -> dict[str, Any]:
+        options = self.options
+        bench = derive(blueprint, None, self.work / blueprint.name)
         if options.slow_stage not in bench.instances():
-            raise SystemExit(f"{options.scale_blueprint}: no stage {options.slow_stage!r} in the measured endpoint")
+            raise SystemExit(f"{blueprint}: no stage {options.slow_stage!r} in the measured endpoint")
         pipeline = PipelineSystem(
             "scale-out", self.children, bench=bench, nats=url, inflight={options.slow_stage: options.slow_inflight}
         )
@@ -334,10 +424,12 @@ class Run:
         self.measurements = [m for m in self.measurements if m.system != "scale-out"]
         stages = [s.label for s in bench.loaded.itinerary(bench.endpoint)]
         return {
-            "blueprint": report.relative(options.scale_blueprint),
+            "blueprint": report.relative(blueprint),
             "stages": stages,
             "slow_stage": options.slow_stage,
             "slow_stage_delay_ms": bench.loaded.instances[options.slow_stage].config.model_dump().get("ms"),
+            "cpu_bound": bool(bench.loaded.instances[options.slow_stage].config.model_dump().get("cpu_bound")),
+            "cpus": os.cpu_count(),
             "slow_inflight_per_replica": options.slow_inflight,
             "concurrency": options.concurrency,
             "points": points,
@@ -380,6 +472,7 @@ async def hop_sizes(
         await client.subscribe("bw.stage.>", cb=record),
         await client.subscribe(f"{INBOX_PREFIX}.>", cb=record),
     ]
+    await client.flush()  # the server has both subscriptions before the first request (else it may miss a hop)
     sizes: dict[str, list[int]] = {}
     response_size = 0
     expected = {"full": bench.stages + 1, "single": len(bench.loaded.itinerary(bench.single)) + 1}

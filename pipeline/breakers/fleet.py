@@ -212,7 +212,7 @@ class FleetBreakers:
 
     async def _count(self, view: FleetView, outcome: int, error: BaseException | str | None) -> None:
         view.own.add(self._clock(), outcome)
-        self._mirror.mark_dirty(view.instance)
+        self._mirror.mark_dirty(view.instance, urgent=outcome != 0)
         await self._maybe_trip(view.instance, _describe(error) if error is not None else "")
 
     async def _maybe_trip(self, instance: str, last_error: str = "") -> None:

@@ -16,7 +16,7 @@ from ops.bench.stats import cdf, summarize
 from ops.bench.systems import BENCH_QUERY, PipelineSystem, colocated, derive, request_path
 from tests.files import ROOT
 
-SMOKE_TIMEOUT = 150
+SMOKE_TIMEOUT = 240
 
 
 def test_percentiles_come_from_the_one_shared_implementation() -> None:
@@ -70,6 +70,7 @@ def test_benchmark_runs_end_to_end_and_writes_every_output(tmp_path: Path) -> No
     command = [
         sys.executable, str(ROOT / "ops" / "bench" / "run.py"), "--out", str(out), "--rounds", "1",
         "--duration", "0.3", "--warmup", "0.1", "--concurrency", "8", "--scale", "1,2", "--scale-duration", "0.5",
+        "--open-loop", "--open-loop-steps", "2", "--open-loop-duration", "0.3", "--open-loop-connections", "8",
     ]  # fmt: skip
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=SMOKE_TIMEOUT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -89,11 +90,21 @@ def test_benchmark_runs_end_to_end_and_writes_every_output(tmp_path: Path) -> No
     assert results["processes"]["co-located"] == ["gateway", "stage cheap", "stage co-bench-single-handler"]
     assert [p["replicas"] for p in results["scaleout"]["points"]] == [1, 2]
     assert all(p["count"] > 0 and p["failed"] == 0 for p in results["scaleout"]["points"])
+    assert [p["replicas"] for p in results["scaleout_cpu"]["points"]] == [1, 2]
+    assert results["scaleout_cpu"]["cpu_bound"] and results["scaleout_cpu"]["cpus"]
+    assert all(p["count"] > 0 and p["failed"] == 0 for p in results["scaleout_cpu"]["points"])
+    assert set(results["open_loop"]) == {"pipeline", "floor", "in-process"}
+    for system, found in results["open_loop"].items():
+        assert 1 <= len(found["points"]) <= 2, system
+        assert all(p["intended"] > 0 and p["rate"] > 0 for p in found["points"]), system
+        sustained = [p["rate"] for p in found["points"] if p["failed"] == 0 and p["p99"] <= found["bound_ms"]]
+        assert found["sustained_rps"] == (max(sustained) if sustained else None), system
     assert results["environment"]["python"]
 
     assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (out / "table.txt").read_text()
-    assert all(name in table for name in ("pipeline", "floor", "in-process", "co-located", "Scale-out"))
+    assert all(name in table for name in ("pipeline", "floor", "in-process", "co-located", "Scale-out", "CPU-bound",
+                                          "Open loop"))  # fmt: skip
     assert (out / "report.md").read_text().startswith("## Performance")
 
     left = [pid for pid in results["pids"] if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]

@@ -58,3 +58,14 @@ async def test_waits_concurrently_without_blocking_the_loop() -> None:
 async def test_zero_delay_passes_straight_through() -> None:
     action = await dispatch(Delay(DelayConfig(ms=0), instance="slow"), Phase.REQUEST, envelope())
     assert isinstance(action, Continue)
+
+
+async def test_cpu_bound_burns_the_cpu_instead_of_awaiting() -> None:
+    plugin = Delay(DelayConfig(ms=30, cpu_bound=True), instance="busy")
+    before = envelope()
+    expected = before.model_dump()
+    cpu_started = time.thread_time()
+    action = await dispatch(plugin, Phase.REQUEST, before)
+    assert isinstance(action, Continue)
+    assert action.envelope.model_dump() == expected
+    assert time.thread_time() - cpu_started >= 0.03, "the time was spent on this thread's CPU, not awaited"
