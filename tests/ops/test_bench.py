@@ -93,7 +93,7 @@ def test_benchmark_runs_end_to_end_and_writes_every_output(tmp_path: Path) -> No
     assert [p["replicas"] for p in results["scaleout_cpu"]["points"]] == [1, 2]
     assert results["scaleout_cpu"]["cpu_bound"] and results["scaleout_cpu"]["cpus"]
     assert all(p["count"] > 0 and p["failed"] == 0 for p in results["scaleout_cpu"]["points"])
-    assert set(results["open_loop"]) == {"pipeline", "floor", "in-process"}
+    assert set(results["open_loop"]) == {"pipeline", "floor", "in-process", "co-located"}
     for system, found in results["open_loop"].items():
         assert 1 <= len(found["points"]) <= 2, system
         assert all(p["intended"] > 0 and p["rate"] > 0 for p in found["points"]), system
