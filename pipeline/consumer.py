@@ -3,8 +3,11 @@
 nats-py's ``fetch(batch>1)`` waits out the pull request's expiry for a full batch, and ``fetch(1)``
 costs a round trip per message. This keeps a standing pull request topped up instead (like nats.go's
 ``Consume``): messages are delivered to an inbox as soon as they exist, each handled in its own task,
-with at most ``max_inflight`` un-acked messages per replica. Idle heartbeats detect a pull request the
-server forgot (a restart); the request is then re-issued.
+with at most ``max_inflight`` un-acked messages per replica. Each pull request expires after ``PULL_EXPIRES`` and
+is re-issued when the server says so (a 408 status): a replica that stops reading (SIGSTOP, a frozen VM) stops
+being handed new messages within that time, so what it holds is all the stall watch has to give to another
+replica (``pipeline.stalls``). Silence for longer (no status, no message) means the server forgot the request (a
+restart); it is then re-issued.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from backworks.contracts.names import pull_request_subject
 
 log = structlog.get_logger("backworks.consumer")
 
-PULL_EXPIRES = 30.0
+PULL_EXPIRES = 1.0
+"""Seconds a pull request stands: about as long as a frozen replica goes on being handed new messages."""
 PULL_HEARTBEAT = 2.0
+"""Seconds between checks that the server still answers our pull requests (a 408 comes every ``PULL_EXPIRES``)."""
 STATUS = "Status"
 PENDING_MESSAGES = "Nats-Pending-Messages"
 
@@ -84,7 +89,6 @@ class PullConsumer:
         request = {
             "batch": wanted,
             "expires": int(PULL_EXPIRES * 1e9),
-            "idle_heartbeat": int(PULL_HEARTBEAT * 1e9),
         }
         self._requested += wanted
         await self.client.publish(self._pull_subject, json.dumps(request).encode(), reply=self._inbox)

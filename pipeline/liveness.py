@@ -49,6 +49,9 @@ RECONNECT_CHECK = 0.25
 class Seen:
     info: ReplicaInfo
     at: float
+    """When its last heartbeat arrived (monotonic)."""
+    first: float
+    """When its first heartbeat arrived (monotonic)."""
 
 
 class LivenessView:
@@ -75,6 +78,22 @@ class LivenessView:
 
     def count(self, instance: str) -> int:
         return len(self.live(instance))
+
+    def others_could_serve(self, instance: str, handed_at: float, now: float | None = None) -> bool:
+        """Whether a replica other than the one holding an envelope handed to ``instance`` at ``handed_at`` (and
+        held past its time limit) may serve it: two replicas that were there at the hand-off are live, or one
+        is and another has stopped heartbeating since (the holder, frozen or dead, may be that one).
+
+        A replica that started after the hand-off does not count: when the only replica dies holding an envelope
+        and is restarted, the envelope that may have killed it is not handed to its successor."""
+        now = time.monotonic() if now is None else now
+        veterans = lapsed = 0
+        for seen in self.replicas.get(instance, {}).values():
+            if now - seen.at <= LIVENESS_TTL:
+                veterans += seen.first <= handed_at
+            elif handed_at - seen.at <= LIVENESS_TTL:
+                lapsed += 1  # live at the hand-off, silent now
+        return veterans >= 1 and veterans + lapsed >= 2
 
     def absent(self, instance: str, now: float | None = None) -> bool:
         """True when ``instance`` has no live replica and this view has watched long enough to know it."""
@@ -139,7 +158,8 @@ class LivenessView:
             return
         now = time.monotonic()
         seen = self.replicas.setdefault(info.instance, {})
-        seen[entry.key] = Seen(info, now)
+        known = seen.get(entry.key)
+        seen[entry.key] = Seen(info, now, known.first if known is not None else now)
         for key in [key for key, item in seen.items() if now - item.at > FORGET_AFTER]:
             del seen[key]  # a replica killed long ago: its key expired from the bucket without a delete
 

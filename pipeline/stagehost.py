@@ -45,6 +45,7 @@ from backworks.pipeline.liveness import Heartbeat, LivenessView
 from backworks.pipeline.permissions import stage_identity
 from backworks.pipeline.plugin import Category, Plugin
 from backworks.pipeline.settlement import ACK, Nak, Settlement, Term, settle
+from backworks.pipeline.stalls import CLAIMED, STALL_MARGIN, may_be_claimed
 from backworks.pipeline.stores import NatsRuntime
 
 log = structlog.get_logger("backworks.stage")
@@ -252,6 +253,8 @@ class StageHost:
             # copy (a hand-off retried across a broker crash that lost its de-duplication state): the work is done.
             log.info("already handed on; acknowledged without running again", stage=stage.label, attempt=attempt)
             return ACK
+        if may_be_claimed(msg.reply, self.timeout) and not await self._still_pending(msg):
+            return self._claimed(stage.label, "before it ran")
         if envelope.remaining() <= 0:
             self.dropped[FailureKind.EXPIRED.value] += 1
             if attempt > 1 and await self._still_pending(msg):  # no replica finished it: that work must not vanish
@@ -275,6 +278,7 @@ class StageHost:
             return ACK
         keeper = self._keep_alive(msg)
         decided = audit.noted(envelope) if self.audits else 0
+        began = time.monotonic()
         try:
             outcome = await execute(
                 self.plugin, phase, raw, envelope, self.timeout, self.replica, attempt, self.breakers
@@ -283,6 +287,8 @@ class StageHost:
             if keeper is not None:
                 keeper.cancel()
         self.processed += 1
+        if time.monotonic() - began > self.timeout + STALL_MARGIN and not await self._still_pending(msg):
+            return self._claimed(stage.label, "while it ran")  # frozen or starved: another replica had it again
         if self.audits and not outcome.failure:
             audit.publish_decisions(self.forwarder.events, outcome.envelope, decided)
         failures = []
@@ -299,6 +305,12 @@ class StageHost:
             log.warning("hand-off failed; will be redelivered", stage=stage.label, error=repr(exc), delay=delay)
             return Nak(delay)
         self.handed_off.add(key)
+        return ACK
+
+    def _claimed(self, stage: str, when: str) -> Settlement:
+        """A stall watch claimed the message back (and went on without this replica): drop this late copy."""
+        self.dropped[CLAIMED] += 1
+        log.info(f"claimed back by a stall watch {when}; dropped without a hand-off", stage=stage)
         return ACK
 
     async def _still_pending(self, msg: Msg) -> bool:
