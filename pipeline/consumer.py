@@ -32,6 +32,9 @@ PULL_EXPIRES = 1.0
 """Seconds a pull request stands: about as long as a frozen replica goes on being handed new messages."""
 PULL_HEARTBEAT = 2.0
 """Seconds between checks that the server still answers our pull requests (a 408 comes every ``PULL_EXPIRES``)."""
+DRAIN_MARGIN = 0.5
+"""Seconds past ``PULL_EXPIRES`` a stopping consumer waits for the server to end its pull request."""
+DRAIN_POLL = 0.05
 STATUS = "Status"
 PENDING_MESSAGES = "Nats-Pending-Messages"
 
@@ -151,11 +154,18 @@ class PullConsumer:
         await self._recreate()
         await self._top_up()
 
-    async def stop(self, drain_timeout: float = 5.0) -> None:
-        """Stop pulling, let in-flight messages finish (unfinished ones are redelivered elsewhere)."""
+    async def stop(self, drain_timeout: float = 5.0, *, wait_pull: bool = False) -> None:
+        """Stop pulling, let in-flight messages finish (unfinished ones are redelivered elsewhere).
+
+        With ``wait_pull``, the standing pull request is left to expire (at most ``PULL_EXPIRES``) before the inbox
+        closes: a message the server sends meanwhile is still run here, not lost in a closed inbox until its ack
+        deadline (a replica stopped by ``backworks scale`` drains without failing what it was sent)."""
         self._stopping = True
         if self._keeper:
             self._keeper.cancel()
+        give_up = time.monotonic() + min(drain_timeout, PULL_EXPIRES + DRAIN_MARGIN)
+        while wait_pull and self._requested > 0 and self.client.is_connected and time.monotonic() < give_up:
+            await asyncio.sleep(DRAIN_POLL)
         if self._sub is not None:
             try:
                 await self._sub.unsubscribe()

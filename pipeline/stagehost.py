@@ -173,10 +173,10 @@ class StageHost:
         for consumer in self.consumers:
             await consumer.reset()
 
-    async def stop(self) -> None:
+    async def stop(self, *, drain: bool = False) -> None:
+        """Stop serving; with ``drain`` (a replica process told to stop), run what the broker still sends first."""
         await self.heartbeat.stop()
-        for consumer in self.consumers:
-            await consumer.stop()
+        await asyncio.gather(*(consumer.stop(wait_pull=drain) for consumer in self.consumers))
         await self.forwarder.stop()
         try:
             await self.plugin.shutdown()
@@ -398,6 +398,6 @@ async def serve(
         exhausted.cancel()
         stopped.cancel()
     finally:
-        await host.stop()
+        await host.stop(drain=True)
         await client.drain()
     return code
