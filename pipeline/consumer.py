@@ -13,6 +13,7 @@ restart); it is then re-issued.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -34,7 +35,6 @@ PULL_HEARTBEAT = 2.0
 """Seconds between checks that the server still answers our pull requests (a 408 comes every ``PULL_EXPIRES``)."""
 DRAIN_MARGIN = 0.5
 """Seconds past ``PULL_EXPIRES`` a stopping consumer waits for the server to end its pull request."""
-DRAIN_POLL = 0.05
 STATUS = "Status"
 PENDING_MESSAGES = "Nats-Pending-Messages"
 
@@ -69,6 +69,8 @@ class PullConsumer:
         self._last_seen = time.monotonic()
         self._keeper: asyncio.Task[None] | None = None
         self._stopping = False
+        self._pull_ended = asyncio.Event()
+        """Set when the server ended our last pull request while stopping (``stop(wait_pull=True)``)."""
 
     @property
     def inflight(self) -> int:
@@ -115,6 +117,8 @@ class PullConsumer:
         # 408 (request expired), 409 (max waiting, leadership change, consumer deleted) end a pull request.
         pending = headers.get(PENDING_MESSAGES)
         self._requested = max(0, self._requested - int(pending)) if pending else 0
+        if self._stopping and self._requested == 0:
+            self._pull_ended.set()
         if status == "409" and "Deleted" in headers.get("Description", ""):
             log.warning("consumer deleted; recreating", consumer=self.durable)
             await self._recreate()
@@ -163,9 +167,9 @@ class PullConsumer:
         self._stopping = True
         if self._keeper:
             self._keeper.cancel()
-        give_up = time.monotonic() + min(drain_timeout, PULL_EXPIRES + DRAIN_MARGIN)
-        while wait_pull and self._requested > 0 and self.client.is_connected and time.monotonic() < give_up:
-            await asyncio.sleep(DRAIN_POLL)
+        if wait_pull and self._requested > 0 and self.client.is_connected:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._pull_ended.wait(), min(drain_timeout, PULL_EXPIRES + DRAIN_MARGIN))
         if self._sub is not None:
             try:
                 await self._sub.unsubscribe()
