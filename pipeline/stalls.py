@@ -177,8 +177,10 @@ class StallWatch:
         for durable, items in due.items():
             try:
                 info = await self.js.consumer_info(PIPELINE_STREAM, durable, timeout=PROBE_TIMEOUT)
-            except NotFoundError:
-                continue  # the stage's consumer is gone: nothing holds these
+            except NotFoundError:  # no replica ever attached (or the consumer is gone): nobody holds these
+                for held in items:
+                    await self._settle(held, False, now)  # an optional stage is skipped; a critical one waits
+                continue
             floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
             delivered = int(info.delivered.stream_seq or 0) if info.delivered else 0
             for held in items:
