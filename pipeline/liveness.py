@@ -10,6 +10,12 @@ not yet had the chance to hear every live replica's heartbeat, so it does not ca
 degraded) and a service whose watch was rebuilt after the broker restarted. The watch is rebuilt at once when
 the NATS client reconnects (nats-py's ordered consumer does not survive a broker restart), and when it has
 been silent for ``WATCH_SILENCE``.
+
+A view that has heard nothing at all for ``LIVENESS_TTL`` (no heartbeat from any replica of any instance)
+although replicas were live when it last heard is deaf rather than surrounded by the dead: its watch broke
+(nats-py's ordered consumer stops when the bucket's stream changes leader on a cluster), and it calls nobody
+absent until it hears again. The price: when every replica of every instance dies at once, forwarders send work
+that waits for its deadline instead of failing at once with "no live replica".
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ HEARTBEAT_INTERVAL = 0.5
 LIVENESS_TTL = 1.75
 """A replica whose last heartbeat is older than this is considered gone."""
 RETRY_DELAY = 0.5
-WATCH_SILENCE = 4 * LIVENESS_TTL
+WATCH_SILENCE = 2 * LIVENESS_TTL
 """Seconds without any registry update after which the watch is rebuilt. Replicas heartbeat every
 ``HEARTBEAT_INTERVAL``, so a silent watch is a broken one: nats-py's ordered consumer can stop for good when its
 stream changed leader (its reset fails during the election and is never retried), leaving every replica looking
@@ -65,6 +71,8 @@ class LivenessView:
         self.ready = asyncio.Event()
         self.watching_since: float | None = None
         """When the current watch delivered its initial values (monotonic); None while it is being (re)built."""
+        self.heard_at = 0.0
+        """When the watch last delivered anything (monotonic)."""
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._watch_forever(), name="liveness-watch")
@@ -99,7 +107,16 @@ class LivenessView:
         """True when ``instance`` has no live replica and this view has watched long enough to know it."""
         now = time.monotonic() if now is None else now
         since = self.watching_since
-        return since is not None and now - since >= LIVENESS_TTL and not self.live(instance, now)
+        if since is None or now - since < LIVENESS_TTL or self._deaf(now):
+            return False  # not watching long enough to know, or deaf (see the module docstring)
+        return not self.live(instance, now)
+
+    def _deaf(self, now: float) -> bool:
+        """Silent for ``LIVENESS_TTL`` although replicas were live when it last heard anything."""
+        heard = self.heard_at
+        if now - heard <= LIVENESS_TTL:
+            return False
+        return any(heard - seen.at <= LIVENESS_TTL for by_key in self.replicas.values() for seen in by_key.values())
 
     def _reconnects(self) -> int:
         client = getattr(self.js, "_nc", None)  # nats-py keeps its client there, with no public accessor
@@ -123,7 +140,7 @@ class LivenessView:
                             if time.monotonic() - heard > WATCH_SILENCE:
                                 raise
                             continue
-                        heard = time.monotonic()
+                        heard = self.heard_at = time.monotonic()
                         if entry is None:  # end of the initial values
                             self.watching_since = heard
                             self.ready.set()
