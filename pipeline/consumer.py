@@ -31,8 +31,12 @@ log = structlog.get_logger("backworks.consumer")
 
 PULL_EXPIRES = 1.0
 """Seconds a pull request stands: about as long as a frozen replica goes on being handed new messages."""
-PULL_HEARTBEAT = 2.0
-"""Seconds between checks that the server still answers our pull requests (a 408 comes every ``PULL_EXPIRES``)."""
+KEEPER_INTERVAL = 0.5
+"""Seconds between checks that the server still answers our pull requests."""
+PULL_SILENCE = PULL_EXPIRES + 1.0
+"""Seconds without a message or status while a pull request stands after which it is taken as lost (the server
+restarted, or the consumer's leader died on a cluster) and re-issued: a live one ends with a 408 every
+``PULL_EXPIRES``."""
 DRAIN_MARGIN = 0.5
 """Seconds past ``PULL_EXPIRES`` a stopping consumer waits for the server to end its pull request."""
 STATUS = "Status"
@@ -141,12 +145,13 @@ class PullConsumer:
             log.warning("cannot recreate consumer", consumer=self.durable, error=repr(exc))
 
     async def _keep_alive(self) -> None:
-        """Re-issue the pull request when heartbeats stop (server restarted, request lost)."""
+        """Re-issue the pull request when the server stops answering it (see ``PULL_SILENCE``)."""
         while not self._stopping:
-            await asyncio.sleep(PULL_HEARTBEAT)
+            await asyncio.sleep(KEEPER_INTERVAL)
             if not self.client.is_connected:
                 continue
-            if time.monotonic() - self._last_seen > 2 * PULL_HEARTBEAT + 1:
+            silent = time.monotonic() - self._last_seen
+            if (self._requested > 0 and silent > PULL_SILENCE) or silent > 2 * PULL_SILENCE + 1:
                 self._requested = 0
                 await self._recreate()
                 self._last_seen = time.monotonic()
