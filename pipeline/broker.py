@@ -39,6 +39,10 @@ log = structlog.get_logger("backworks.broker")
 CONNECT_TIMEOUT = 2.0
 PING_INTERVAL = 1.0
 MAX_PINGS = 2
+RECONNECT_GRACE = 1.0
+"""Seconds a caller may wait for a reconnecting client (``reconnected``): a cluster node restarting hands its
+clients to the next seed within a fraction of that."""
+RECONNECT_POLL = 0.05
 DUPLICATE_WINDOW = 120.0
 """Seconds JetStream remembers a ``Nats-Msg-Id``: longer than any request deadline."""
 PIPELINE_MAX_AGE = 3600.0
@@ -276,3 +280,17 @@ def describe(client: Client) -> dict[str, Any]:
         "connected": client.is_connected,
         "url": str(client.connected_url.geturl()) if client.connected_url else None,
     }
+
+
+async def reconnected(client: Client, grace: float = RECONNECT_GRACE) -> bool:
+    """Whether ``client`` is connected, waiting up to ``grace`` seconds while it is reconnecting (one node of a
+    cluster restarting: a request waits a moment for the next seed instead of failing with "not reachable")."""
+    if client.is_connected:
+        return True
+    for _ in range(round(grace / RECONNECT_POLL)):
+        if not client.is_reconnecting:
+            break
+        await asyncio.sleep(RECONNECT_POLL)
+        if client.is_connected:
+            return True
+    return False
