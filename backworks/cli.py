@@ -382,6 +382,28 @@ def up(
         raise fail(str(exc)) from None
 
 
+@app.command()
+def scale(
+    counts: Annotated[list[str], typer.Argument(help="INSTANCE=N: run N replicas of a plugin instance (N >= 0).")],
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="State directory of the running `backworks up`. Default: $BACKWORKS_STATE_DIR or ./.backworks."
+        ),
+    ] = None,
+) -> None:
+    """Change the number of replicas a running `backworks up` runs; stopped replicas drain their work first."""
+    from backworks.local import scaling
+    from backworks.local.state import state_path
+
+    try:
+        applied = scaling.request((state_dir or state_path()).resolve(), counts)
+    except scaling.ScaleError as exc:
+        raise fail(str(exc)) from None
+    for name, count in sorted(applied.items()):
+        typer.echo(f"{name}: {count} replica{'s' if count != 1 else ''}")
+
+
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(audit_app, name="audit")
 app.add_typer(analytics_app, name="analytics")

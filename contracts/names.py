@@ -145,6 +145,12 @@ def message_id(envelope_id: str, cursor: int) -> str:
     return f"{envelope_id}:{cursor}"
 
 
+def retake_message_id(envelope_id: str, cursor: int, retake: int) -> str:
+    """``Nats-Msg-Id`` of the ``retake``-th hand-off of the same envelope to the same stage (``pipeline.stalls``):
+    distinct from the first, so JetStream stores it, and the same for every forwarder that might send it."""
+    return f"{envelope_id}:{cursor}~{retake}"
+
+
 IDENTITY_INBOX_PREFIX = "_BW_INBOX"
 """Root of the identities' private inboxes (nats-py's ``inbox_prefix``): ``_BW_INBOX.<identity>``."""
 

@@ -20,7 +20,7 @@ from backworks.gateway.problems import from_stage_error, problem_response
 from backworks.gateway.splits import EndpointSplits
 from backworks.gateway.state import GatewayState
 from backworks.gateway.tap import RequestTap, Served, TraceContext, events_switched_off
-from backworks.pipeline import credentials
+from backworks.pipeline import broker, credentials
 from backworks.pipeline.deadletters import record_event
 from backworks.pipeline.errors import PipelineError
 
@@ -181,7 +181,8 @@ class Pipeline:
     ) -> Response:
         state = self.state
         client, inbox, forwarder = state.client, state.inbox, state.forwarder
-        if client is None or forwarder is None or inbox is None or not client.is_connected:
+        connected = client is not None and (client.is_connected or await broker.reconnected(client))
+        if client is None or forwarder is None or inbox is None or not connected:
             raise ProblemError(
                 503, "Broker unavailable", "the message broker (NATS) is not reachable", cause=FailureKind.BROKER
             )

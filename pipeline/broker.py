@@ -43,6 +43,10 @@ log = structlog.get_logger("backworks.broker")
 CONNECT_TIMEOUT = 2.0
 PING_INTERVAL = 1.0
 MAX_PINGS = 2
+RECONNECT_GRACE = 1.0
+"""Seconds a caller may wait for a reconnecting client (``reconnected``): a cluster node restarting hands its
+clients to the next seed within a fraction of that."""
+RECONNECT_POLL = 0.05
 DUPLICATE_WINDOW = 120.0
 """Seconds JetStream remembers a ``Nats-Msg-Id``: longer than any request deadline."""
 PIPELINE_MAX_AGE = 3600.0
@@ -197,6 +201,10 @@ INSUFFICIENT_RESOURCES = 10023
 """JetStream's error code when the cluster has less room than the replicas asked for."""
 NO_SUITABLE_PEERS = 10005
 """JetStream's error code when the cluster has fewer JetStream nodes than the replicas asked for."""
+PLACEMENT_WAIT = 10.0
+"""Seconds ``declare`` tries again while JetStream finds no peers for the replicas: a cluster that has just elected
+its meta leader learns about its other nodes a moment later."""
+PLACEMENT_POLL = 0.5
 
 
 async def declare(
@@ -212,21 +220,32 @@ async def declare(
     Raises ``ReplicasUnavailable`` when ``replicas`` exceeds what the broker can hold (a single node asked
     for R3, or a cluster with fewer JetStream nodes than replicas).
     """
-    try:
-        await _declare(js, storage, replicas, events_max_age, events_max_bytes)
-    except APIError as exc:
-        if exc.err_code == NOT_CLUSTERED:
-            raise ReplicasUnavailable(
-                f"the blueprint asks for nats.replicas: {replicas}, but the NATS server is a single node (not "
-                "clustered): set replicas: 1, or run a cluster (`backworks nats --cluster 3` on one machine, "
-                "ops/nats/ for real hosts) and pass its seed URLs with --nats"
-            ) from None
-        if exc.err_code in (INSUFFICIENT_RESOURCES, NO_SUITABLE_PEERS):
-            raise ReplicasUnavailable(
-                f"the NATS cluster cannot hold {replicas} replicas ({exc.description}): it needs at least "
-                f"{replicas} JetStream nodes with free storage; lower nats.replicas or add nodes"
-            ) from None
-        raise
+    give_up = asyncio.get_running_loop().time() + PLACEMENT_WAIT
+    while True:
+        try:
+            await _declare(js, storage, replicas, events_max_age, events_max_bytes)
+            return
+        except APIError as exc:
+            forming = exc.err_code == NO_SUITABLE_PEERS and asyncio.get_running_loop().time() < give_up
+            if not forming:
+                _explain(exc, replicas)
+                raise
+        await asyncio.sleep(PLACEMENT_POLL)  # a cluster that just started: its leader may not know every peer yet
+
+
+def _explain(exc: APIError, replicas: int) -> None:
+    """Raise ``ReplicasUnavailable`` for JetStream's answers that mean the cluster cannot hold ``replicas``."""
+    if exc.err_code == NOT_CLUSTERED:
+        raise ReplicasUnavailable(
+            f"the blueprint asks for nats.replicas: {replicas}, but the NATS server is a single node (not "
+            "clustered): set replicas: 1, or run a cluster (`backworks nats --cluster 3` on one machine, "
+            "ops/nats/ for real hosts) and pass its seed URLs with --nats"
+        ) from None
+    if exc.err_code in (INSUFFICIENT_RESOURCES, NO_SUITABLE_PEERS):
+        raise ReplicasUnavailable(
+            f"the NATS cluster cannot hold {replicas} replicas ({exc.description}): it needs at least "
+            f"{replicas} JetStream nodes with free storage; lower nats.replicas or add nodes"
+        ) from None
 
 
 async def _declare(
@@ -298,3 +317,17 @@ def describe(client: Client) -> dict[str, Any]:
         "connected": client.is_connected,
         "url": str(client.connected_url.geturl()) if client.connected_url else None,
     }
+
+
+async def reconnected(client: Client, grace: float = RECONNECT_GRACE) -> bool:
+    """Whether ``client`` is connected, waiting up to ``grace`` seconds while it is reconnecting (one node of a
+    cluster restarting: a request waits a moment for the next seed instead of failing with "not reachable")."""
+    if client.is_connected:
+        return True
+    for _ in range(round(grace / RECONNECT_POLL)):
+        if not client.is_reconnecting:
+            break
+        await asyncio.sleep(RECONNECT_POLL)
+        if client.is_connected:
+            return True
+    return False

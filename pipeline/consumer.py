@@ -3,13 +3,17 @@
 nats-py's ``fetch(batch>1)`` waits out the pull request's expiry for a full batch, and ``fetch(1)``
 costs a round trip per message. This keeps a standing pull request topped up instead (like nats.go's
 ``Consume``): messages are delivered to an inbox as soon as they exist, each handled in its own task,
-with at most ``max_inflight`` un-acked messages per replica. Idle heartbeats detect a pull request the
-server forgot (a restart); the request is then re-issued.
+with at most ``max_inflight`` un-acked messages per replica. Each pull request expires after ``PULL_EXPIRES`` and
+is re-issued when the server says so (a 408 status): a replica that stops reading (SIGSTOP, a frozen VM) stops
+being handed new messages within that time, so what it holds is all the stall watch has to give to another
+replica (``pipeline.stalls``). Silence for longer (no status, no message) means the server forgot the request (a
+restart); it is then re-issued.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -25,8 +29,16 @@ from backworks.contracts.names import pull_request_subject
 
 log = structlog.get_logger("backworks.consumer")
 
-PULL_EXPIRES = 30.0
-PULL_HEARTBEAT = 2.0
+PULL_EXPIRES = 1.0
+"""Seconds a pull request stands: about as long as a frozen replica goes on being handed new messages."""
+KEEPER_INTERVAL = 0.5
+"""Seconds between checks that the server still answers our pull requests."""
+PULL_SILENCE = PULL_EXPIRES + 1.0
+"""Seconds without a message or status while a pull request stands after which it is taken as lost (the server
+restarted, or the consumer's leader died on a cluster) and re-issued: a live one ends with a 408 every
+``PULL_EXPIRES``."""
+DRAIN_MARGIN = 0.5
+"""Seconds past ``PULL_EXPIRES`` a stopping consumer waits for the server to end its pull request."""
 STATUS = "Status"
 PENDING_MESSAGES = "Nats-Pending-Messages"
 
@@ -61,6 +73,8 @@ class PullConsumer:
         self._last_seen = time.monotonic()
         self._keeper: asyncio.Task[None] | None = None
         self._stopping = False
+        self._pull_ended = asyncio.Event()
+        """Set when the server ended our last pull request while stopping (``stop(wait_pull=True)``)."""
 
     @property
     def inflight(self) -> int:
@@ -84,7 +98,6 @@ class PullConsumer:
         request = {
             "batch": wanted,
             "expires": int(PULL_EXPIRES * 1e9),
-            "idle_heartbeat": int(PULL_HEARTBEAT * 1e9),
         }
         self._requested += wanted
         await self.client.publish(self._pull_subject, json.dumps(request).encode(), reply=self._inbox)
@@ -108,6 +121,8 @@ class PullConsumer:
         # 408 (request expired), 409 (max waiting, leadership change, consumer deleted) end a pull request.
         pending = headers.get(PENDING_MESSAGES)
         self._requested = max(0, self._requested - int(pending)) if pending else 0
+        if self._stopping and self._requested == 0:
+            self._pull_ended.set()
         if status == "409" and "Deleted" in headers.get("Description", ""):
             log.warning("consumer deleted; recreating", consumer=self.durable)
             await self._recreate()
@@ -130,12 +145,13 @@ class PullConsumer:
             log.warning("cannot recreate consumer", consumer=self.durable, error=repr(exc))
 
     async def _keep_alive(self) -> None:
-        """Re-issue the pull request when heartbeats stop (server restarted, request lost)."""
+        """Re-issue the pull request when the server stops answering it (see ``PULL_SILENCE``)."""
         while not self._stopping:
-            await asyncio.sleep(PULL_HEARTBEAT)
+            await asyncio.sleep(KEEPER_INTERVAL)
             if not self.client.is_connected:
                 continue
-            if time.monotonic() - self._last_seen > 2 * PULL_HEARTBEAT + 1:
+            silent = time.monotonic() - self._last_seen
+            if (self._requested > 0 and silent > PULL_SILENCE) or silent > 2 * PULL_SILENCE + 1:
                 self._requested = 0
                 await self._recreate()
                 self._last_seen = time.monotonic()
@@ -147,11 +163,18 @@ class PullConsumer:
         await self._recreate()
         await self._top_up()
 
-    async def stop(self, drain_timeout: float = 5.0) -> None:
-        """Stop pulling, let in-flight messages finish (unfinished ones are redelivered elsewhere)."""
+    async def stop(self, drain_timeout: float = 5.0, *, wait_pull: bool = False) -> None:
+        """Stop pulling, let in-flight messages finish (unfinished ones are redelivered elsewhere).
+
+        With ``wait_pull``, the standing pull request is left to expire (at most ``PULL_EXPIRES``) before the inbox
+        closes: a message the server sends meanwhile is still run here, not lost in a closed inbox until its ack
+        deadline (a replica stopped by ``backworks scale`` drains without failing what it was sent)."""
         self._stopping = True
         if self._keeper:
             self._keeper.cancel()
+        if wait_pull and self._requested > 0 and self.client.is_connected:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._pull_ended.wait(), min(drain_timeout, PULL_EXPIRES + DRAIN_MARGIN))
         if self._sub is not None:
             try:
                 await self._sub.unsubscribe()

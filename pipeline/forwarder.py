@@ -24,7 +24,7 @@ from nats.js import JetStreamContext
 
 from backworks.contracts.blueprint import BreakerSettings
 from backworks.contracts.envelope import Envelope, Stage, StageError
-from backworks.contracts.names import MSG_ID_HEADER, message_id, stage_subject
+from backworks.contracts.names import MSG_ID_HEADER, message_id, retake_message_id, stage_subject
 from backworks.contracts.types import FailureKind
 from backworks.pipeline.breakers import FleetBreakers
 from backworks.pipeline.deadletters import DeadLetterWatch, bury, record_event
@@ -32,7 +32,7 @@ from backworks.pipeline.events import EventPublisher
 from backworks.pipeline.gate import StageGate
 from backworks.pipeline.liveness import LivenessView
 from backworks.pipeline.publisher import AckedPublisher, stream_sequence
-from backworks.pipeline.stalls import Held, StallWatch, expected_hold_ms
+from backworks.pipeline.stalls import Held, StallWatch, Verdict, expected_hold_ms
 
 log = structlog.get_logger("backworks.forwarder")
 
@@ -90,7 +90,7 @@ class Forwarder:
         """Breakers of every stage this forwarder may send to (``owner`` names it in shared breaker state)."""
         self.dead_letters = DeadLetterWatch(client, js, self.events)
         self.gate = StageGate(self.liveness, self.breakers) if gated else StageGate()
-        self.stalls = StallWatch(js, self._route_around, self.liveness.count)
+        self.stalls = StallWatch(js, self._route_around, self.liveness)
 
     async def start(self) -> None:
         await self.events.start()
@@ -173,17 +173,33 @@ class Forwarder:
             for error in group:
                 record_event(self.events, envelope, error)
 
-    async def _route_around(self, held: Held, critical: bool) -> None:
-        """A stage held ``held`` past its time limit: go on without it (optional) or fail the request (critical)."""
+    async def _route_around(self, held: Held, verdict: Verdict) -> None:
+        """A stage held ``held`` past its time limit: go on without it (optional), give it to the stage again
+        (critical, another replica can serve it) or fail the request (critical, no other replica)."""
         envelope = Envelope.from_json(held.data)
         if envelope.remaining() <= 0:
             return  # nobody waits any more
         limit = held.stage.timeout_ms
+        subject = stage_subject(held.stage.instance, held.stage.phase)
+        if verdict is Verdict.RETAKE:
+            retakes = held.retakes + 1
+            held_ms = round(held.stalled_for * 1000)
+            log.info("stage held the request past its time limit; handed to it again", stage=held.stage.label,
+                     request_id=envelope.request_id, held_ms=held_ms, retake=retakes)  # fmt: skip
+            headers = {MSG_ID_HEADER: retake_message_id(envelope.id, envelope.cursor, retakes)}
+            ack = await self.publisher.publish(
+                subject, held.data, trace_headers(envelope, headers), self.publish_timeout,
+                retry_for=min(RETRY_WINDOW, envelope.remaining()),
+            )  # fmt: skip
+            if DUPLICATE not in ack and (sequence := stream_sequence(ack)) is not None:
+                hold = expected_hold_ms(envelope.itinerary, envelope.cursor)
+                self.stalls.watch(held.stage, sequence, held.data, hold, retakes=retakes)
+            return
+        critical = verdict is Verdict.FAIL
         why = "went on without it" if not critical else "failed the request"
         message = f"held the request for {held.stalled_for * 1000:.0f} ms, past its {limit} ms time limit; {why}"
         log.warning("stage stalled", stage=held.stage.label, request_id=envelope.request_id, detail=message)
         if critical:  # the request fails: what it carried goes to the dead letters, replayable, and the client is told
-            subject = stage_subject(held.stage.instance, held.stage.phase)
             await bury(self.client, self.js, self.events, envelope, subject, 1, message, FailureKind.TIMEOUT)
             return
         error = envelope.fail_stage(FailureKind.TIMEOUT, message, skip=True)

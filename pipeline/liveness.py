@@ -10,6 +10,12 @@ not yet had the chance to hear every live replica's heartbeat, so it does not ca
 degraded) and a service whose watch was rebuilt after the broker restarted. The watch is rebuilt at once when
 the NATS client reconnects (nats-py's ordered consumer does not survive a broker restart), and when it has
 been silent for ``WATCH_SILENCE``.
+
+A view that has heard nothing at all for ``LIVENESS_TTL`` (no heartbeat from any replica of any instance)
+although replicas were live when it last heard is deaf rather than surrounded by the dead: its watch broke
+(nats-py's ordered consumer stops when the bucket's stream changes leader on a cluster), and it calls nobody
+absent until it hears again. The price: when every replica of every instance dies at once, forwarders send work
+that waits for its deadline instead of failing at once with "no live replica".
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ HEARTBEAT_INTERVAL = 0.5
 LIVENESS_TTL = 1.75
 """A replica whose last heartbeat is older than this is considered gone."""
 RETRY_DELAY = 0.5
-WATCH_SILENCE = 4 * LIVENESS_TTL
+WATCH_SILENCE = 2 * LIVENESS_TTL
 """Seconds without any registry update after which the watch is rebuilt. Replicas heartbeat every
 ``HEARTBEAT_INTERVAL``, so a silent watch is a broken one: nats-py's ordered consumer can stop for good when its
 stream changed leader (its reset fails during the election and is never retried), leaving every replica looking
@@ -49,6 +55,9 @@ RECONNECT_CHECK = 0.25
 class Seen:
     info: ReplicaInfo
     at: float
+    """When its last heartbeat arrived (monotonic)."""
+    first: float
+    """When its first heartbeat arrived (monotonic)."""
 
 
 class LivenessView:
@@ -62,6 +71,8 @@ class LivenessView:
         self.ready = asyncio.Event()
         self.watching_since: float | None = None
         """When the current watch delivered its initial values (monotonic); None while it is being (re)built."""
+        self.heard_at = 0.0
+        """When the watch last delivered anything (monotonic)."""
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._watch_forever(), name="liveness-watch")
@@ -76,11 +87,36 @@ class LivenessView:
     def count(self, instance: str) -> int:
         return len(self.live(instance))
 
+    def others_could_serve(self, instance: str, handed_at: float, now: float | None = None) -> bool:
+        """Whether a replica other than the one holding an envelope handed to ``instance`` at ``handed_at`` (and
+        held past its time limit) may serve it: two replicas that were there at the hand-off are live, or one
+        is and another has stopped heartbeating since (the holder, frozen or dead, may be that one).
+
+        A replica that started after the hand-off does not count: when the only replica dies holding an envelope
+        and is restarted, the envelope that may have killed it is not handed to its successor."""
+        now = time.monotonic() if now is None else now
+        veterans = lapsed = 0
+        for seen in self.replicas.get(instance, {}).values():
+            if now - seen.at <= LIVENESS_TTL:
+                veterans += seen.first <= handed_at
+            elif handed_at - seen.at <= LIVENESS_TTL:
+                lapsed += 1  # live at the hand-off, silent now
+        return veterans >= 1 and veterans + lapsed >= 2
+
     def absent(self, instance: str, now: float | None = None) -> bool:
         """True when ``instance`` has no live replica and this view has watched long enough to know it."""
         now = time.monotonic() if now is None else now
         since = self.watching_since
-        return since is not None and now - since >= LIVENESS_TTL and not self.live(instance, now)
+        if since is None or now - since < LIVENESS_TTL or self._deaf(now):
+            return False  # not watching long enough to know, or deaf (see the module docstring)
+        return not self.live(instance, now)
+
+    def _deaf(self, now: float) -> bool:
+        """Silent for ``LIVENESS_TTL`` although replicas were live when it last heard anything."""
+        heard = self.heard_at
+        if now - heard <= LIVENESS_TTL:
+            return False
+        return any(heard - seen.at <= LIVENESS_TTL for by_key in self.replicas.values() for seen in by_key.values())
 
     def _reconnects(self) -> int:
         client = getattr(self.js, "_nc", None)  # nats-py keeps its client there, with no public accessor
@@ -104,7 +140,7 @@ class LivenessView:
                             if time.monotonic() - heard > WATCH_SILENCE:
                                 raise
                             continue
-                        heard = time.monotonic()
+                        heard = self.heard_at = time.monotonic()
                         if entry is None:  # end of the initial values
                             self.watching_since = heard
                             self.ready.set()
@@ -139,7 +175,8 @@ class LivenessView:
             return
         now = time.monotonic()
         seen = self.replicas.setdefault(info.instance, {})
-        seen[entry.key] = Seen(info, now)
+        known = seen.get(entry.key)
+        seen[entry.key] = Seen(info, now, known.first if known is not None else now)
         for key in [key for key, item in seen.items() if now - item.at > FORGET_AFTER]:
             del seen[key]  # a replica killed long ago: its key expired from the bucket without a delete
 

@@ -29,7 +29,7 @@ from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
 from backworks.contracts.blueprint import BreakerSettings, NatsSettings
-from backworks.contracts.envelope import Envelope
+from backworks.contracts.envelope import Envelope, StageError
 from backworks.contracts.names import PIPELINE_STREAM, Phase, stage_durable, stage_subject
 from backworks.contracts.registry import ReplicaInfo
 from backworks.contracts.types import FailureKind
@@ -38,14 +38,16 @@ from backworks.pipeline.blueprints import ResolvedInstance
 from backworks.pipeline.breakers import FleetBreakers
 from backworks.pipeline.consumer import PullConsumer
 from backworks.pipeline.deadletters import bury, record_event
-from backworks.pipeline.executor import execute
+from backworks.pipeline.executor import Outcome, execute
 from backworks.pipeline.forwarder import Forwarder
 from backworks.pipeline.lifecycle import freeze_startup_objects
 from backworks.pipeline.liveness import Heartbeat, LivenessView
 from backworks.pipeline.permissions import stage_identity
 from backworks.pipeline.plugin import Category, Plugin
+from backworks.pipeline.redelivery import HandedOff, Recent
 from backworks.pipeline.servicemetrics import DEFAULT_METRICS_HOST, StageMetrics, serve_metrics
 from backworks.pipeline.settlement import ACK, Nak, Settlement, Term, settle
+from backworks.pipeline.stalls import CLAIMED, STALL_MARGIN, may_be_claimed
 from backworks.pipeline.stores import NatsRuntime
 
 if TYPE_CHECKING:
@@ -59,6 +61,8 @@ MAX_ACK_WAIT = 2.0
 PUBLISH_TIMEOUT = 1.0
 DEFAULT_MAX_DELIVER = 3
 DEFAULT_MAX_INFLIGHT = 64
+UNSENT_KEPT = 1_000
+"""Results kept per replica whose hand-off failed, until a redelivery hands them on."""
 NAK_DELAY = 0.1
 """First retry delay of a failed hand-off; doubles with each delivery."""
 OUT_OF_MEMORY_EXIT = 71
@@ -123,6 +127,10 @@ class StageHost:
         """Envelopes ended here without a hand-off, per reason: in the heartbeat, so health shows them."""
         self.handed_off = HandedOff()
         """Messages this replica already handed on: a redelivered copy (its ack was lost) is not run again."""
+        self.running: set[tuple[str, int]] = set()
+        """Messages this replica is working on: a copy redelivered meanwhile is not run a second time."""
+        self.unsent: Recent[tuple[Outcome, list[StageError]]] = Recent(UNSENT_KEPT)
+        """Results whose hand-off failed (the broker was away): a redelivery hands them on without running again."""
         self.consumers: list[PullConsumer] = []
         self.heartbeat = Heartbeat(self.js, self.snapshot)
         # Breakers of this instance (admits its calls) and of every stage it may forward to.
@@ -186,10 +194,10 @@ class StageHost:
         for consumer in self.consumers:
             await consumer.reset()
 
-    async def stop(self) -> None:
+    async def stop(self, *, drain: bool = False) -> None:
+        """Stop serving; with ``drain`` (a replica process told to stop), run what the broker still sends first."""
         await self.heartbeat.stop()
-        for consumer in self.consumers:
-            await consumer.stop()
+        await asyncio.gather(*(consumer.stop(wait_pull=drain) for consumer in self.consumers))
         if self.owns_forwarder:
             await self.forwarder.stop()
         try:
@@ -267,6 +275,8 @@ class StageHost:
             # copy (a hand-off retried across a broker crash that lost its de-duplication state): the work is done.
             log.info("already handed on; acknowledged without running again", stage=stage.label, attempt=attempt)
             return ACK
+        if may_be_claimed(msg.reply, self.timeout) and not await self._still_pending(msg):
+            return self._claimed(stage.label, "before it ran")
         if envelope.remaining() <= 0:
             self.dropped[FailureKind.EXPIRED.value] += 1
             if attempt > 1 and await self._still_pending(msg):  # no replica finished it: that work must not vanish
@@ -288,36 +298,71 @@ class StageHost:
                     self.forwarder.events, envelope, envelope.fail_stage(FailureKind.EXPIRED, reason, skip=False)
                 )
             return ACK
+        if key in self.running:
+            # Redelivered while this replica still works on it (its ack deadline passed while the broker was away):
+            # that work settles the message; the copy is put back, not run a second time.
+            log.info("a copy of a message still being worked on here; left to that work", stage=stage.label)
+            return Nak(self.ack_wait)
+        self.running.add(key)
+        try:
+            return await self._run(phase, msg, envelope, key, attempt)
+        finally:
+            self.running.discard(key)
+
+    async def _run(self, phase: Phase, msg: Msg, envelope: Envelope, key: tuple[str, int], attempt: int) -> Settlement:
+        """Run the hook (unless an earlier delivery ran it and only its hand-off failed) and hand on the result."""
+        stage = envelope.current
+        label = stage.label if stage is not None else "?"
+        unsent = self.unsent.pop(key, None)
+        if unsent is None:
+            outcome = await self._execute(phase, msg, envelope, attempt)
+            if outcome is None:
+                return self._claimed(label, "while it ran")  # frozen or starved: another replica had it again
+            failures = [outcome.envelope.errors[-1]] if outcome.failure else []
+        else:
+            outcome, failures = unsent  # the hook ran on an earlier delivery: hand on that result, do not run again
+        try:
+            await self.forwarder.forward(outcome.envelope, on_retry=msg.in_progress, failures=failures)
+        except Exception as exc:
+            delay = NAK_DELAY * 2 ** (attempt - 1)
+            log.warning("hand-off failed; will be redelivered", stage=label, error=repr(exc), delay=delay)
+            self.unsent.add(key, (outcome, failures))
+            return Nak(delay)
+        self.handed_off.add(key)
+        return ACK
+
+    async def _execute(self, phase: Phase, msg: Msg, envelope: Envelope, attempt: int) -> Outcome | None:
+        """Run the hook; None when this replica took so long (frozen) that a stall watch gave the envelope on."""
         keeper = self._keep_alive(msg)
         decided = audit.noted(envelope) if self.audits else 0
+        began = time.monotonic()
         try:
             outcome = await execute(
-                self.plugin, phase, raw, envelope, self.timeout, self.replica, attempt, self.breakers
+                self.plugin, phase, msg.data, envelope, self.timeout, self.replica, attempt, self.breakers
             )
         finally:
             if keeper is not None:
                 keeper.cancel()
         self.processed += 1
+        if time.monotonic() - began > self.timeout + STALL_MARGIN and not await self._still_pending(msg):
+            return None
         if self.metrics is not None:
             self.metrics.ran(outcome)
         if self.tracing is not None:
             self.tracing.stage_done(msg, outcome, stage_durable(self.instance.name, phase))
         if self.audits and not outcome.failure:
             audit.publish_decisions(self.forwarder.events, outcome.envelope, decided)
-        failures = []
         if outcome.failure:
             self.failed += 1
-            failures.append(outcome.envelope.errors[-1])
             if outcome.exhausted:
                 self.exhausted_resource = outcome.exhausted
                 self.exhausted.set()
-        try:
-            await self.forwarder.forward(outcome.envelope, on_retry=msg.in_progress, failures=failures)
-        except Exception as exc:
-            delay = NAK_DELAY * 2 ** (attempt - 1)
-            log.warning("hand-off failed; will be redelivered", stage=stage.label, error=repr(exc), delay=delay)
-            return Nak(delay)
-        self.handed_off.add(key)
+        return outcome
+
+    def _claimed(self, stage: str, when: str) -> Settlement:
+        """A stall watch claimed the message back (and went on without this replica): drop this late copy."""
+        self.dropped[CLAIMED] += 1
+        log.info(f"claimed back by a stall watch {when}; dropped without a hand-off", stage=stage)
         return ACK
 
     async def _still_pending(self, msg: Msg) -> bool:
@@ -328,22 +373,6 @@ class StageHost:
         except NotFoundError:
             return False
         return True
-
-
-class HandedOff:
-    """The last ``size`` (envelope id, cursor) pairs this replica handed on: one dict insert per message."""
-
-    def __init__(self, size: int = 10_000) -> None:
-        self.size = size
-        self._keys: dict[tuple[str, int], None] = {}
-
-    def add(self, key: tuple[str, int]) -> None:
-        self._keys[key] = None
-        if len(self._keys) > self.size:
-            del self._keys[next(iter(self._keys))]  # dicts keep insertion order: the oldest goes
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._keys
 
 
 class InProgress:
@@ -416,7 +445,7 @@ async def serve(
         exhausted.cancel()
         stopped.cancel()
     finally:
-        await host.stop()
+        await host.stop(drain=True)
         await client.drain()
         if stop_metrics is not None:
             stop_metrics()

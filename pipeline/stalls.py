@@ -11,13 +11,19 @@ The forwarder that handed the envelope to a stage knows its time limit, so it wa
 - A message still in the stream is claimed by deleting it (work-queue retention: a deleted message is never
   delivered again; a message the stage acknowledged meanwhile is already gone and the delete says so).
 - An optional stage is then skipped (``timeout``, noted and recorded as for any failed optional stage) and the
-  envelope goes on to the next stage. A critical stage that has one live replica holding the message (frozen,
-  or crashed before its heartbeat went stale) fails the request at once with ``timeout`` naming the stage (a 504)
-  instead of at the request's deadline, and the envelope goes to the dead letters (``dlq replay`` can run it
-  again); with more live replicas, JetStream's redelivery to another replica is left to save the request.
+  envelope goes on to the next stage (``Verdict.SKIP``).
+- A critical stage with another replica that can serve it (``Liveness.others_could_serve``: a second live
+  replica, or the one that stopped heartbeating since the hand-off was not the only one) gets the envelope again
+  (``Verdict.RETAKE``): it is published anew to the same stage, where a replica that pulls work takes it (a
+  frozen one no longer asks for any: its pull request expires, see ``consumer.PULL_EXPIRES``), and watched again,
+  at most ``MAX_RETAKES`` times, so that one poisonous envelope cannot stop every replica in turn.
+- A critical stage whose only replica holds the message (frozen, or crashed before its heartbeat went stale)
+  fails the request at once with ``timeout`` naming the stage (a 504) instead of at the request's deadline, and
+  the envelope goes to the dead letters (``Verdict.FAIL``; ``dlq replay`` can run it again).
 
-A late result of the stage, if the replica ever resumes, is dropped harmlessly: its hand-off to the next stage
-carries the same ``Nats-Msg-Id`` the forwarder used (JetStream de-duplicates it), and a late reply finds no
+A late result of the stage, if the replica ever resumes, is dropped harmlessly: a message it finds claimed back
+(deleted) before it runs is acknowledged without running (``StageHost``); its hand-off to the next stage carries
+the same ``Nats-Msg-Id`` the retaken copy's hand-off does (JetStream de-duplicates it), and a late reply finds no
 gateway waiting for it. Hand-offs cost one dict entry and one heap push; the sweep costs one consumer-info
 request per stage and sweep, not per message.
 """
@@ -30,10 +36,12 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
 
 import structlog
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from backworks.contracts.envelope import Stage
 from backworks.contracts.names import PIPELINE_STREAM, stage_durable
@@ -47,6 +55,50 @@ SWEEP_INTERVAL = 0.05
 """Seconds between sweeps while hand-offs are being watched."""
 PROBE_TIMEOUT = 0.5
 """Seconds a consumer-info or delete request of a sweep may take."""
+MAX_RETAKES = 3
+"""Times one hand-off to a critical stage is given to the stage again after a replica held it past its limit."""
+
+
+CLAIMED = "claimed"
+"""Why a replica dropped a message without running it: a stall watch had claimed it back (``StageHost``)."""
+
+
+def stored_at(ack_subject: str) -> float | None:
+    """When the stream stored a delivered message (seconds since the epoch), read from its ack subject
+    (``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ns>.<pending>``, or with domain and account hash
+    ``$JS.ACK.<domain>.<hash>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ns>.<pending>.<token>``)."""
+    tokens = ack_subject.split(".")
+    index = 7 if len(tokens) == 9 else 9
+    try:
+        return int(tokens[index]) / 1e9
+    except (IndexError, ValueError):
+        return None
+
+
+def may_be_claimed(ack_subject: str, limit: float, now: float | None = None) -> bool:
+    """Whether a message was stored so long ago (more than the stage's time ``limit`` plus ``STALL_MARGIN``) that a
+    stall watch may have claimed it back: then, and only then, is it worth asking the stream whether it still
+    holds it before running it (a frozen replica resuming finds the messages it had pulled retaken by others)."""
+    stored = stored_at(ack_subject)
+    now = time.time() if now is None else now
+    return stored is not None and now - stored > limit + STALL_MARGIN
+
+
+class Verdict(str, Enum):
+    """What becomes of an envelope claimed back from a stage that held it past its time limit."""
+
+    SKIP = "skip"
+    """An optional stage: the request goes on without it."""
+    RETAKE = "retake"
+    """A critical stage another replica can serve: the envelope is handed to the stage again."""
+    FAIL = "fail"
+    """A critical stage with no other replica: the request fails (504) and the envelope is dead-lettered."""
+
+
+class Liveness(Protocol):
+    """What the stall watch needs to know about a stage's replicas (``LivenessView``)."""
+
+    def others_could_serve(self, instance: str, handed_at: float) -> bool: ...
 
 
 @dataclass(order=True)
@@ -60,6 +112,10 @@ class Held:
     """Stream sequence of the hand-off in ``BW_PIPELINE``."""
     data: bytes = field(compare=False)
     """The envelope as it was handed to ``stage`` (cursor on it)."""
+    handed_at: float = field(default=0.0, compare=False)
+    """When it was handed over (monotonic)."""
+    retakes: int = field(default=0, compare=False)
+    """How many times this envelope was already given to ``stage`` again (``Verdict.RETAKE``)."""
     stalled_for: float = field(default=0.0, compare=False)
 
 
@@ -77,23 +133,24 @@ def expected_hold_ms(itinerary: list[Stage], cursor: int) -> int:
     return hold
 
 
-Stalled = Callable[[Held, bool], Awaitable[None]]
-"""Called with a hand-off claimed back from a stage that held it, and whether the stage was critical-and-alone."""
+Stalled = Callable[[Held, Verdict], Awaitable[None]]
+"""Called with a hand-off claimed back from a stage that held it, and what to do with it."""
 
 
 class StallWatch:
     """Watches hand-offs and gives back the envelopes a stage holds past its time limit (see module docstring)."""
 
-    def __init__(self, js: JetStreamContext, on_stalled: Stalled, live_replicas: Callable[[str], int]) -> None:
+    def __init__(self, js: JetStreamContext, on_stalled: Stalled, liveness: Liveness) -> None:
         self.js = js
         self.on_stalled = on_stalled
-        self.live_replicas = live_replicas
+        self.liveness = liveness
         self._heap: list[Held] = []
         self._order = itertools.count()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.routed_around = 0
         self.timed_out = 0
+        self.retaken = 0
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -105,10 +162,12 @@ class StallWatch:
         await cancel(self._task)
         self._heap.clear()
 
-    def watch(self, stage: Stage, sequence: int, data: bytes, hold_ms: int | None = None) -> None:
-        """Watch a hand-off to ``stage``, expected back within ``hold_ms`` (default: the stage's time limit)."""
-        due = time.monotonic() + (stage.timeout_ms if hold_ms is None else hold_ms) / 1000 + STALL_MARGIN
-        heapq.heappush(self._heap, Held(due, next(self._order), stage, sequence, data))
+    def watch(self, stage: Stage, sequence: int, data: bytes, hold_ms: int | None = None, retakes: int = 0) -> None:
+        """Watch a hand-off to ``stage``, expected back within ``hold_ms`` (default: the stage's time limit);
+        ``retakes``: how many times it was already claimed back and handed to the stage again."""
+        now = time.monotonic()
+        due = now + (stage.timeout_ms if hold_ms is None else hold_ms) / 1000 + STALL_MARGIN
+        heapq.heappush(self._heap, Held(due, next(self._order), stage, sequence, data, now, retakes))
         if len(self._heap) == 1:
             self._wake.set()
 
@@ -135,29 +194,48 @@ class StallWatch:
         for durable, items in due.items():
             try:
                 info = await self.js.consumer_info(PIPELINE_STREAM, durable, timeout=PROBE_TIMEOUT)
-            except NotFoundError:
-                continue  # the stage's consumer is gone: nothing holds these
+            except NotFoundError:  # no replica ever attached (or the consumer is gone): nobody holds these
+                for held in items:
+                    await self._settle(held, False, now)  # an optional stage is skipped; a critical one waits
+                continue
             floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
             delivered = int(info.delivered.stream_seq or 0) if info.delivered else 0
             for held in items:
                 if held.sequence > floor:
                     await self._settle(held, held.sequence <= delivered, now)
 
+    def verdict(self, held: Held, delivered: bool) -> Verdict | None:
+        """What to do with ``held``, due and not acknowledged; None: leave it (queued behind others, the deadline
+        decides)."""
+        stage = held.stage
+        if not stage.critical:
+            return Verdict.SKIP
+        if not delivered:
+            return None
+        if held.retakes < MAX_RETAKES and self.liveness.others_could_serve(stage.instance, held.handed_at):
+            return Verdict.RETAKE
+        return Verdict.FAIL
+
     async def _settle(self, held: Held, delivered: bool, now: float) -> None:
         stage = held.stage
-        alone = delivered and self.live_replicas(stage.instance) <= 1
-        if stage.critical and not alone:
-            return  # queued behind others, or another replica will get it on redelivery: the deadline decides
+        verdict = self.verdict(held, delivered)
+        if verdict is None:
+            return
         try:
             await self.js.delete_msg(PIPELINE_STREAM, held.sequence)
         except NotFoundError:
             return  # acknowledged out of order, after the floor was read: done
-        held.stalled_for = now - held.due + stage.timeout_ms / 1000 + STALL_MARGIN
-        if stage.critical:
-            self.timed_out += 1
-        else:
+        except APIError as exc:  # "no message found": acknowledged meanwhile, as above (a 400 from some servers)
+            log.info("stalled hand-off not claimed back", stage=stage.label, error=exc.description)
+            return
+        held.stalled_for = now - held.handed_at
+        if verdict is Verdict.SKIP:
             self.routed_around += 1
+        elif verdict is Verdict.RETAKE:
+            self.retaken += 1
+        else:
+            self.timed_out += 1
         try:
-            await self.on_stalled(held, stage.critical)
+            await self.on_stalled(held, verdict)
         except Exception as exc:  # the next hand-off failed: the request's deadline answers it
             log.warning("could not route around a stalled stage", stage=stage.label, error=repr(exc))

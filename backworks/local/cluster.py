@@ -120,8 +120,10 @@ class LocalCluster:
         """Block until every declared Backworks stream has a leader and every replica is current.
 
         The step between two nodes of a rolling restart: restarting the next node before the last one
-        caught up could leave a stream without a quorum.
+        caught up could leave a stream without a quorum. JetStream must first answer through every running node
+        (the one just restarted included): until it rejoined, a stream leader may still count it current.
         """
+        self.wait_for_jetstream(timeout)
         with ThreadPoolExecutor(1) as worker:
             worker.submit(asyncio.run, _streams_current(self.seeds, timeout)).result()
 
@@ -248,7 +250,7 @@ async def _streams_current(servers: list[str], timeout: float) -> None:
                 and (
                     state.leader is None
                     or len(state.peers) < state.replicas - 1
-                    or not all(p.current for p in state.peers)
+                    or not all(p.current and not p.offline and not p.lag for p in state.peers)
                 )
             ]
             if not behind:

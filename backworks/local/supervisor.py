@@ -49,6 +49,8 @@ class Child:
     next_start: float = 0.0
     supervised: bool = False
     """Set once started: from then on, an exit is a crash to report and restart."""
+    instance: str | None = None
+    """The plugin instance this process is a replica of (None: the broker, the gateway, an extra process)."""
 
     @property
     def pid(self) -> int | None:
@@ -75,17 +77,71 @@ class Child:
                 os.kill(self.process.pid, signum)
 
 
+ReplicaFactory = Callable[[str, int], Child]
+"""Makes the (not yet started) child for replica ``index`` (0-based) of an instance."""
+
+
 @dataclass
 class Supervisor:
-    """Starts children, restarts the ones that die, stops them all on request."""
+    """Starts children, restarts the ones that die, stops them all on request; scales replicas at run time."""
 
     broker: Child | None
     services: list[Child]
+    replica: ReplicaFactory | None = None
+    """How to make one more replica of an instance (``set_replicas``)."""
     stopping: bool = False
     children: list[Child] = field(init=False)
+    retiring: list[tuple[Child, float]] = field(init=False, default_factory=list)
+    """Replicas told to stop by ``set_replicas``, each with when to kill it if it has not drained by then."""
+    scaled: set[str] = field(init=False, default_factory=set)
+    """Instances ``set_replicas`` was called for (listed by ``replica_counts`` even at 0)."""
 
     def __post_init__(self) -> None:
         self.children = ([self.broker] if self.broker else []) + self.services
+
+    def replica_counts(self) -> dict[str, int]:
+        """How many replicas of each instance this supervisor runs (retiring ones no longer count; an instance
+        scaled to 0 is listed with 0)."""
+        counts = dict.fromkeys(self.scaled, 0)
+        for child in self.services:
+            if child.instance is not None:
+                counts[child.instance] = counts.get(child.instance, 0) + 1
+        return counts
+
+    def set_replicas(self, instance: str, count: int) -> None:
+        """Run ``count`` replicas of ``instance`` from now on: start the missing ones at once; SIGTERM the extra
+        ones (the newest first), which drain, finishing their work, and are killed after ``STOP_GRACE`` if not."""
+        if count < 0:
+            raise ValueError(f"replicas of {instance} must be 0 or more, got {count}")
+        self.scaled.add(instance)
+        current = [child for child in self.services if child.instance == instance]
+        for index in range(len(current), count):
+            if self.replica is None:
+                raise ValueError("this supervisor was not told how to start replicas")
+            child = self.replica(instance, index)
+            child.instance = instance
+            self.services.append(child)
+            self.children.append(child)
+            child.start()
+            log.info("replica started", child=child.name, pid=child.pid)
+        for child in reversed(current[count:]):
+            self.services.remove(child)
+            self.children.remove(child)
+            child.signal(signal.SIGTERM)
+            self.retiring.append((child, time.monotonic() + STOP_GRACE))
+            log.info("replica stopping (draining)", child=child.name, pid=child.pid)
+
+    def _reap(self, now: float) -> None:
+        """Forget retired replicas that exited; kill the ones past their grace."""
+        keep = []
+        for child, kill_at in self.retiring:
+            if not child.alive:
+                continue
+            if now >= kill_at:
+                log.warning("replica did not drain in time; killed", child=child.name, pid=child.pid)
+                child.signal(signal.SIGKILL)
+            keep.append((child, kill_at))
+        self.retiring = keep
 
     def install_signal_handlers(self) -> None:
         def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -101,6 +157,7 @@ class Supervisor:
     def check(self) -> None:
         """Restart children that exited on their own, with backoff."""
         now = time.monotonic()
+        self._reap(now)
         for child in self.children:
             if child.alive or self.stopping or not child.supervised:
                 continue
@@ -120,15 +177,18 @@ class Supervisor:
                 child.start()
                 log.info("child restarted", child=child.name, pid=child.pid)
 
-    def run(self) -> None:
+    def run(self, tick: Callable[[], None] | None = None) -> None:
+        """Supervise until a stop is requested; ``tick`` runs on every round (``up`` applies scale requests)."""
         while not self.stopping:
             self.check()
+            if tick is not None:
+                tick()
             time.sleep(POLL_INTERVAL)
 
     def stop(self) -> None:
         """SIGTERM the services, SIGKILL what is left after ``STOP_GRACE``, then stop the broker."""
         self.stopping = True
-        self._terminate(self.services, STOP_GRACE)
+        self._terminate(self.services + [child for child, _ in self.retiring], STOP_GRACE)
         if self.broker:
             self._terminate([self.broker], BROKER_GRACE)
 

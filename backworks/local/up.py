@@ -20,6 +20,7 @@ from rich.table import Table
 
 from backworks.contracts.blueprint import EventSettings, NatsSettings
 from backworks.contracts.names import EVENTS_STREAM
+from backworks.local import scaling
 from backworks.local.errors import NotReady
 from backworks.local.ports import LOOPBACK, accepts, ensure_free, free_port
 from backworks.local.servers import address
@@ -137,13 +138,17 @@ def children(plan: Plan) -> tuple[Child | None, list[Child]]:
         Child("gateway", ["gateway", plan.blueprint, "--nats", plan.url, "--port", str(plan.port), "--host", plan.host])
     ]
     for name, count in served(plan.replicas, plan.groups).items():
-        for index in range(count):
-            label = replica_name(name, index, count)
-            args = ["serve", name, plan.blueprint, "--nats", plan.url]
-            if label in plan.metrics_ports:
-                args += ["--metrics-port", str(plan.metrics_ports[label])]
-            services.append(Child(label, args))
+        services += [replica(plan, name, index, numbered=count > 1) for index in range(count)]
     return broker_child, services
+
+
+def replica(plan: Plan, instance: str, index: int, numbered: bool = True) -> Child:
+    """The child for replica ``index`` (0-based) of ``instance``: ``backworks serve INSTANCE BLUEPRINT``."""
+    label = f"serve {instance}" + (f" #{index + 1}" if numbered else "")
+    args = ["serve", instance, plan.blueprint, "--nats", plan.url]
+    if label in plan.metrics_ports:
+        args += ["--metrics-port", str(plan.metrics_ports[label])]
+    return Child(label, args, instance=instance)
 
 
 def trust(loaded: LoadedBlueprint, plan: Plan) -> None:
@@ -159,7 +164,7 @@ def run(plan: Plan, nats: NatsSettings, console: Console, events: EventSettings 
     # and must find the same files (e.g. a database a handler module keeps there).
     os.environ[STATE_DIR_ENV] = str(state_dir())
     broker_child, services = children(plan)
-    supervisor = Supervisor(broker_child, services)
+    supervisor = Supervisor(broker_child, services, lambda name, index: replica(plan, name, index))
     supervisor.install_signal_handlers()
     try:
         with console.status("starting NATS") as status:
@@ -177,9 +182,10 @@ def run(plan: Plan, nats: NatsSettings, console: Console, events: EventSettings 
         if supervisor.stopping:
             return
         print_ready(console, supervisor, ready, f"http://{plan.host}:{plan.port}", plan.url, plan.metrics_ports)
-        supervisor.run()
+        supervisor.run(scaling.listen(state_dir(), supervisor))
     finally:
         console.print("stopping…", highlight=False)
+        scaling.withdraw(state_dir())
         supervisor.stop()
         console.print("stopped", highlight=False)
 

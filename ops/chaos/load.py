@@ -2,7 +2,8 @@
 
 What a fault did is read from the outcomes afterwards (``summarize``): answered by status, degraded (the answer
 names skipped stages in ``x-backworks-skipped``), lost (no HTTP response at all), duplicated (an answer carrying
-another request's id, or a request id the handler's ledger holds more than once) and the time to full recovery.
+another request's id, or a request id the handler's ledger holds more than once), the time to full recovery and
+the window in which normal requests failed (first to last sent that did not get a 200).
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ def summarize(outcomes: list[Outcome], fault_end: float, ledger: Counter[str]) -
     answered = Counter(str(o.status) for o in outcomes if o.status is not None)
     handled_twice = [o.request_id for o in outcomes if ledger.get(o.request_id, 0) > 1]
     recovered = recovery(outcomes, fault_end)
+    failed = [o.sent for o in outcomes if o.status != 200 and o.fault is None]
     return {
         "sent": len(outcomes),
         "fault_requests": sum(1 for o in outcomes if o.fault is not None),
@@ -128,4 +130,5 @@ def summarize(outcomes: list[Outcome], fault_end: float, ledger: Counter[str]) -
         "lost_errors": dict(Counter(o.error for o in outcomes if o.error)),
         "duplicated": len(handled_twice) + sum(1 for o in outcomes if o.foreign_id),
         "recovery_s": None if recovered is None else round(recovered, 3),
+        "failed_window_s": round(max(failed) - min(failed), 3) if failed else 0.0,
     }

@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-COLUMNS = ("fault", "sent", "answered (status: count)", "degraded", "lost", "duplicated", "recovery")
+COLUMNS = ("fault", "sent", "answered (status: count)", "degraded", "lost", "duplicated", "failures over", "recovery")
 
 
 def _answered(row: dict[str, Any]) -> str:
@@ -24,7 +24,8 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
     shown = []
     for row in results["faults"]:
         counts = [str(row[key]) for key in ("degraded", "lost", "duplicated")]
-        shown.append([row["fault"], str(row["sent"]), _answered(row), *counts, _recovery(row)])
+        window = f"{row.get('failed_window_s', 0.0):.2f} s"
+        shown.append([row["fault"], str(row["sent"]), _answered(row), *counts, window, _recovery(row)])
     return shown
 
 
@@ -32,7 +33,8 @@ def table(results: dict[str, Any]) -> Table:
     environment = results["environment"]
     shown = Table(
         title=f"Chaos report, {environment['date']} ({environment['cpus']} CPUs, {environment['platform']})",
-        caption="recovery: from the fault's end until every request is a full (not degraded) 200",
+        caption="failures over: first to last failed request; recovery: from the fault's end until every request is a "
+        "full (not degraded) 200",
         title_justify="left",
     )
     for column in COLUMNS:

@@ -3,7 +3,8 @@
 Starts ``backworks up`` on ops/chaos/chaos.yaml (the ``fault`` plugin, allowed for this run only), drives a bounded
 load, injects each fault in turn, stops every process it started and prints, per fault: requests sent, answered
 by status, degraded, lost, duplicated and the time to full recovery. Writes results.json, table.txt and table.md
-under chaos-results/<time>/ (or --output). Exits 1 if any request was lost or handled twice.
+under chaos-results/<time>/ (or --output). Exits 1 if any request was lost or handled twice. With --cluster, the
+cluster faults (leader-kill, node-partition, rolling-restart) against `up --nats` on a 3-node loopback cluster.
 """
 
 from __future__ import annotations

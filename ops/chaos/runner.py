@@ -27,7 +27,7 @@ import psutil
 from backworks.local.ports import free_port
 from backworks.local.processes import terminate
 from ops.chaos import report
-from ops.chaos.faults import BY_NAME, FAULTS, Fault
+from ops.chaos.faults import BY_NAME, Fault
 from ops.chaos.load import Load, summarize
 
 CHAOS_DIR = Path(__file__).resolve().parent
@@ -53,7 +53,8 @@ def progress(message: str) -> None:
 class Stack:
     """A running ``backworks up`` of the chaos blueprint."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, blueprint: Path = BLUEPRINT, args: tuple[str, ...] = ()) -> None:
+        """Start ``backworks up BLUEPRINT ARGS`` (its log, state and the handler's ledger under ``out``)."""
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.ledger = out / "ledger.txt"
@@ -68,7 +69,7 @@ class Stack:
         backworks = str(Path(sys.executable).parent / "backworks")
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [backworks, "up", str(BLUEPRINT), "--port", str(self.port)],
+                [backworks, "up", str(blueprint), "--port", str(self.port), *args],
                 stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=out,
             )  # fmt: skip
         self.pids: set[int] = set()
@@ -178,26 +179,38 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests-per-fault", type=int, default=DEFAULT_REQUESTS, help="normal requests per fault")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="client threads sending requests")
-    parser.add_argument("--faults", default=",".join(f.name for f in FAULTS), help="comma-separated, in order")
+    parser.add_argument("--faults", default=None, help="comma-separated, in order (default: every fault)")
+    parser.add_argument(
+        "--cluster", action="store_true",
+        help="run the cluster faults against `up --nats` on a 3-node loopback cluster with R3 streams",
+    )  # fmt: skip
     parser.add_argument("--output", type=Path, default=None, help="directory (default: chaos-results/<time>)")
     parser.add_argument("--recovery-timeout", type=float, default=RECOVERY_TIMEOUT, help="seconds (see module doc)")
     options = parser.parse_args(argv)
-    unknown = [name for name in options.faults.split(",") if name not in BY_NAME]
+    from ops.chaos import cluster  # it builds on this module's Stack
+
+    known = cluster.BY_NAME if options.cluster else BY_NAME
+    options.faults = options.faults or ",".join(known)
+    unknown = [name for name in options.faults.split(",") if name not in known]
     if unknown:
-        parser.error(f"unknown fault(s) {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
+        parser.error(f"unknown fault(s) {', '.join(unknown)}; known: {', '.join(known)}")
     return options
 
 
 def main(argv: list[str] | None = None) -> int:
     options = parse(argv)
+    from ops.chaos import cluster  # it builds on this module's Stack
+
     out: Path = options.output or DEFAULT_OUT / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out.mkdir(parents=True, exist_ok=True)
     out = out.resolve()
-    faults = [BY_NAME[name] for name in options.faults.split(",")]
+    faults = [(cluster.BY_NAME if options.cluster else BY_NAME)[name] for name in options.faults.split(",")]
     results: dict[str, Any] = {"environment": environment(), "blueprint": BLUEPRINT.read_text(), "faults": []}
-    results["options"] = {"requests_per_fault": options.requests_per_fault, "threads": options.threads}
-    progress(f"starting `backworks up` ({out / 'up.log'})")
-    stack = Stack(out)
+    results["options"] = {
+        "requests_per_fault": options.requests_per_fault, "threads": options.threads, "cluster": options.cluster,
+    }  # fmt: skip
+    progress(f"starting `backworks up` ({out / 'up.log'})" + (" on a 3-node cluster" if options.cluster else ""))
+    stack = cluster.ClusterStack(out) if options.cluster else Stack(out)
     try:
         progress(f"ready after {stack.wait_settled(READY_TIMEOUT):.1f} s")
         for fault in faults:

@@ -10,14 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from ops.chaos.cluster import FAULTS as CLUSTER_FAULTS
 from ops.chaos.faults import FAULTS
 from ops.chaos.load import Outcome, recovery, summarize
 from tests.files import ROOT
 
 SMOKE_TIMEOUT = 400
-SMOKE_FAULTS = [fault.name for fault in FAULTS if fault.name != "broker-restart"]
-"""Every fault but the broker restart, which tests/e2e/test_broker_restart.py covers: a request's handler ran
-twice across a broker SIGKILL in one measured run (see the chaos report), so it cannot promise 0 here yet."""
+SMOKE_FAULTS = [fault.name for fault in FAULTS]
+"""Every fault, the broker SIGKILL included: the chaos stack's handler has one replica, which runs a request once
+across a broker crash (a redelivered copy is acknowledged, put back or handed on from the kept result; see
+pipeline/redelivery.py)."""
 
 
 def outcome(sent: float, status: int | None, degraded: bool = False, fault: str | None = None) -> Outcome:
@@ -64,3 +66,24 @@ def test_the_chaos_report_runs_every_fault_and_loses_nothing(tmp_path: Path) -> 
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "duplicated" in (out / "table.txt").read_text()
     assert (out / "table.md").read_text().startswith("| fault |")
+
+
+@pytest.mark.chaos
+@pytest.mark.e2e
+@pytest.mark.timeout(SMOKE_TIMEOUT + 30)
+def test_the_cluster_chaos_report_loses_nothing_and_runs_no_handler_twice(tmp_path: Path) -> None:
+    out = tmp_path / "chaos"
+    command = [
+        sys.executable, str(ROOT / "ops" / "chaos" / "run.py"), "--cluster", "--output", str(out),
+        "--requests-per-fault", "8", "--threads", "2", "--recovery-timeout", "30",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=SMOKE_TIMEOUT)
+    assert (out / "results.json").exists(), done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert "error" not in results, results["error"] + "\n" + (out / "up.log").read_text()[-3000:]
+    assert [row["fault"] for row in results["faults"]] == [fault.name for fault in CLUSTER_FAULTS]
+    for row in results["faults"]:
+        assert row["lost"] == 0 and row["duplicated"] == 0, row
+        assert "failed_window_s" in row, "the window of failed requests is measured"
+    assert results["left_running"] == []
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

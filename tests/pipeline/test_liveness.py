@@ -142,6 +142,12 @@ async def test_absence_is_only_claimed_after_watching_for_a_whole_ttl(nats_clien
         await put(nats_client, info())
         await eventually(lambda: watching.count("auth") == 1)
         assert not watching.absent("auth", now=watching.watching_since + LIVENESS_TTL)
+        heard = watching.heard_at
+        assert watching.absent("other", now=heard + LIVENESS_TTL)
+        # Silent although auth was live: the watch broke (a stream leader change), nobody is called dead.
+        assert not watching.absent("other", now=heard + LIVENESS_TTL + 0.5)
+        watching.replicas.clear()  # nobody was live: silence is just an empty registry
+        assert watching.absent("other", now=heard + LIVENESS_TTL + 0.5)
     finally:
         await watching.stop()
 

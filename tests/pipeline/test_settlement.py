@@ -74,7 +74,7 @@ async def test_the_stage_host_decides_once_per_message(
     phase = stage.phase
 
     def message(data: bytes, delivered: int = 1) -> Msg:
-        reply = f"$JS.ACK.BW_PIPELINE.bw-stamp-request.{delivered}.1.1.1.0"
+        reply = f"$JS.ACK.BW_PIPELINE.bw-stamp-request.{delivered}.1.1.{time.time_ns()}.0"  # stored just now
         return Msg(nats_client, subject="bw.stage.stamp.request", reply=reply, data=data)
 
     good = Envelope(
@@ -99,7 +99,23 @@ async def test_the_stage_host_decides_once_per_message(
     other = good.model_copy(update={"id": "another-envelope"})
     assert await host.decide(phase, message(other.to_json())) == Nak(NAK_DELAY)
     assert await host.decide(phase, message(other.to_json(), delivered=3)) == Nak(NAK_DELAY * 4), "backs off"
-    assert host.processed == 3
+    assert host.processed == 2, "the hook ran once for `other`: its redeliveries only try the hand-off again"
+    sent: list[Envelope] = []
+    release = asyncio.Event()
+
+    async def slow(envelope: Envelope, **options: object) -> None:
+        sent.append(envelope)
+        await release.wait()
+
+    monkeypatch.setattr(host.forwarder, "forward", slow)
+    first = asyncio.create_task(host.decide(phase, message(other.to_json(), delivered=4)))
+    await eventually(lambda: bool(sent), timeout=3)
+    copy = await host.decide(phase, message(other.to_json(), delivered=5))
+    assert copy == Nak(host.ack_wait), "a copy redelivered while the first is at work is put back, not run"
+    release.set()
+    assert await first == ACK
+    assert sent[0].cursor == 1, "the kept result was handed on: the stage's work, not the envelope as received"
+    assert host.processed == 2
 
 
 async def test_settle_applies_each_settlement_with_its_own_method() -> None:

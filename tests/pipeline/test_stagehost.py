@@ -121,12 +121,22 @@ async def test_forwarders_skip_an_optional_stage_with_no_live_replica(
         assert await hosts["stamp"][0].forwarder.ready(10.0) == ["secure"], "it knows secure has no replica"
         await send(nats_client, new_envelope(example, "_INBOX.test.skip"))
         done = await replies.next()
-        events = await broker.jetstream(nats_client).stream_info("BW_EVENTS")
+        js = broker.jetstream(nats_client)
+
+        async def recorded() -> int:  # events leave the process in the background, after the reply
+            return int((await js.stream_info("BW_EVENTS")).state.messages)
+
+        await eventually(recorded, timeout=5)
+        await asyncio.sleep(0.3)
+        events = await recorded()
     assert done.response is not None and done.response.status == 200
     assert [t.stage for t in done.timings] == ["stamp.request", "hello-handler.request"]
     (error,) = done.errors
-    assert error.stage == "secure.response" and error.kind == "unavailable" and error.skipped
-    assert events.state.messages == 1, "the skip is recorded on the event stream"
+    assert error.stage == "secure.response" and error.skipped
+    # Skipped at once when the handler's forwarder already knew secure has no replica; if its view was still too
+    # young to tell, secure was sent the envelope and skipped at its time limit, as nobody took it.
+    assert error.kind in ("unavailable", "timeout")
+    assert events == 1, "the skip is recorded on the event stream, once"
 
 
 def test_ack_wait_is_short_and_long_hooks_are_covered_by_heartbeats() -> None:

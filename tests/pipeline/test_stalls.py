@@ -10,20 +10,24 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import cast
 
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 
 from backworks.contracts.events import StageEvent
 from backworks.contracts.names import DLQ_STREAM, Phase, stage_event_subject
+from backworks.contracts.registry import ReplicaInfo
 from backworks.contracts.types import FailureKind
 from backworks.local.embedded import EmbeddedNats
 from backworks.pipeline import blueprints
+from backworks.pipeline.liveness import LIVENESS_TTL, LivenessView, Seen
 from backworks.pipeline.publisher import stream_sequence
 from backworks.pipeline.settlement import Settlement
 from backworks.pipeline.stagehost import StageHost
-from backworks.pipeline.stalls import STALL_MARGIN
+from backworks.pipeline.stalls import STALL_MARGIN, may_be_claimed, stored_at
 from tests.files import write_blueprint
 from tests.serving import serving
 from tests.stages import running_stages
@@ -54,6 +58,10 @@ def freeze(host: StageHost, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
 
     monkeypatch.setattr(host, "decide", frozen)
     return thaw
+
+
+async def stopped() -> None:
+    """A pull consumer's top-up in a stopped process: nothing."""
 
 
 def test_the_stream_sequence_is_read_from_an_acknowledgement() -> None:
@@ -112,7 +120,7 @@ async def test_a_frozen_critical_stage_alone_fails_the_request_at_its_time_limit
         assert letters.state.messages == 1, "the request failed: what it carried is a dead letter, replayable"
 
 
-async def test_a_frozen_critical_replica_with_a_live_peer_is_left_to_redelivery(
+async def test_what_a_frozen_critical_replica_holds_is_given_to_its_live_peer(
     tmp_path: Path, nats_server: EmbeddedNats, nats_client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loaded = blueprints.load(write_blueprint(tmp_path, BLUEPRINT))
@@ -120,11 +128,54 @@ async def test_a_frozen_critical_replica_with_a_live_peer_is_left_to_redelivery(
         running_stages(loaded, nats_client, replicas=2) as hosts,
         serving(loaded, nats_server) as (http, _state),
     ):
-        freeze(hosts["critical-handler"][0], monkeypatch)
+        frozen, live = hosts["critical-handler"]
+        thaw = freeze(frozen, monkeypatch)
+        for consumer in frozen.consumers:  # stopped, as by SIGSTOP: it asks for no more work
+            monkeypatch.setattr(consumer, "_top_up", stopped)
+        started = time.monotonic()
         answers = await asyncio.gather(*(http.get("/critical") for _ in range(6)))
-        # JetStream redelivers what the frozen replica holds (to either replica): the stall watch must not 504 them.
-        assert all(a.status_code != 504 for a in answers), [a.text for a in answers if a.status_code == 504]
-        assert sum(host.forwarder.stalls.timed_out for host in hosts["stamp"]) == 0
+        took = time.monotonic() - started
+        # What the frozen replica holds is claimed back at the stage's time limit and handed to the stage again,
+        # where the live replica takes it: every request succeeds, long before its deadline.
+        assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers if a.status_code != 200]
+        assert took < BOUND * 2, f"waited {took:.2f} s for a stage limited to {STAGE_LIMIT_MS} ms"
+        stalls = [host.forwarder.stalls for host in hosts["stamp"]]
+        assert sum(s.timed_out for s in stalls) == 0
+        assert sum(s.retaken for s in stalls) >= 1, "the frozen replica held some of them"
+        assert live.processed == 6, "the live replica ran every request once"
+        # It resumes: what it held was claimed back, so it drops it without running the handler again.
+        thaw.set()
+        await asyncio.sleep(0.5)
+        assert frozen.processed == 0
+        assert frozen.dropped["claimed"] >= 1
+
+
+def test_another_replica_may_serve_only_if_it_was_there_at_the_hand_off() -> None:
+    view = LivenessView(cast(JetStreamContext, None))
+    info = {"plugin": "p", "version": "1", "phases": ["request"], "pid": 1, "host": "h", "started_at": 0, "sent_at": 0}
+
+    def seen(replica: str, first: float, last: float) -> Seen:
+        return Seen(ReplicaInfo.model_validate({"instance": "s", "replica": replica, **info}), last, first)
+
+    handed_at = 100.0
+    later = handed_at + LIVENESS_TTL + 0.1  # the holder, frozen at the hand-off, has gone silent
+    view.replicas["s"] = {"a": seen("a", 0, handed_at), "b": seen("b", 0, later)}
+    assert view.others_could_serve("s", handed_at, now=later), "b was live then and is now"
+    view.replicas["s"] = {"a": seen("a", 0, handed_at), "c": seen("c", handed_at + 1, later)}
+    assert not view.others_could_serve("s", handed_at, now=later), "c replaced a crashed a: not handed it again"
+    view.replicas["s"] = {"a": seen("a", 0, handed_at + 0.5)}
+    assert not view.others_could_serve("s", handed_at, now=handed_at + 1), "the only replica holds it"
+    view.replicas["s"] = {"a": seen("a", 0, handed_at + 0.5), "b": seen("b", 0, handed_at + 0.5)}
+    assert view.others_could_serve("s", handed_at, now=handed_at + 1), "two live replicas"
+
+
+def test_the_time_a_message_was_stored_is_read_from_its_ack_subject() -> None:
+    ns = 1_700_000_000_123_456_789
+    assert stored_at(f"$JS.ACK.BW_PIPELINE.d.1.42.40.{ns}.0") == ns / 1e9
+    assert stored_at(f"$JS.ACK.dom.hash.BW_PIPELINE.d.1.42.40.{ns}.0.tok") == ns / 1e9
+    assert stored_at("not.an.ack") is None
+    assert may_be_claimed(f"$JS.ACK.BW_PIPELINE.d.1.42.40.{ns}.0", 0.5, now=ns / 1e9 + 0.5 + STALL_MARGIN + 0.01)
+    assert not may_be_claimed(f"$JS.ACK.BW_PIPELINE.d.1.42.40.{ns}.0", 0.5, now=ns / 1e9 + 0.5)
 
 
 @pytest.mark.usefixtures("allow_fault")

@@ -136,3 +136,36 @@ def test_terminate_keeps_exit_codes_reaps_the_exited_and_names_the_killed(tmp_pa
     killed = terminate([done, polite, stubborn], grace=1.0)
     assert killed == [stubborn.pid]
     assert (done.returncode, polite.returncode, stubborn.returncode) == (9, 7, -signal.SIGKILL)
+
+
+def test_set_replicas_starts_the_missing_ones_and_drains_the_extra_ones(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.txt"
+
+    def replica(instance: str, index: int) -> Child:
+        return child(f"{instance}-{index}", journal)
+
+    first = replica("stamp", 0)
+    first.instance = "stamp"
+    supervisor = Supervisor(None, [first], replica)
+    try:
+        supervisor.start_services()
+        supervisor.set_replicas("stamp", 3)
+        assert supervisor.replica_counts() == {"stamp": 3}
+        wait_ready(journal, "stamp-0", "stamp-1", "stamp-2")
+        supervisor.set_replicas("stamp", 1)
+        assert supervisor.replica_counts() == {"stamp": 1}
+        assert [c.name for c in supervisor.services] == ["stamp-0"], "the newest go first"
+        deadline = time.monotonic() + 20
+        while supervisor.retiring and time.monotonic() < deadline:
+            supervisor.check()  # reaps the drained ones; never restarts them
+            time.sleep(0.05)
+        assert supervisor.retiring == []
+        text = journal.read_text()
+        assert "stamp-1 exited" in text and "stamp-2 exited" in text, "SIGTERM: each finished before it exited"
+        assert text.count("stamp-1 ready") == 1, "a replica scaled away is not restarted"
+        supervisor.set_replicas("stamp", 0)
+        assert supervisor.replica_counts() == {"stamp": 0}, "scaled to 0, still known"
+        with pytest.raises(ValueError, match="0 or more"):
+            supervisor.set_replicas("stamp", -1)
+    finally:
+        supervisor.stop()
