@@ -49,8 +49,17 @@ replaced here except its listener hook and a state-storage adapter kept only to 
 """
 
 from backworks.contracts.breakers import BreakerState
-from backworks.pipeline.breakers.fleet import FleetBreakers, Listener
+from backworks.pipeline.breakers.fleet import FleetBreakers, Listener, Transition, TransitionListener
 from backworks.pipeline.breakers.mirror import BucketMirror
 from backworks.pipeline.breakers.view import FleetView, Rates
 
-__all__ = ["BreakerState", "BucketMirror", "FleetBreakers", "FleetView", "Listener", "Rates"]
+__all__ = [
+    "BreakerState",
+    "BucketMirror",
+    "FleetBreakers",
+    "FleetView",
+    "Listener",
+    "Rates",
+    "Transition",
+    "TransitionListener",
+]
