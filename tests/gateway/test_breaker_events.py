@@ -89,7 +89,7 @@ async def test_each_transition_is_one_event_and_the_report_counts_it_per_instanc
                 found = answer.json().get("instances", {}).get("flaky") if answer.status_code == 200 else None
                 row: dict[str, Any] = found or {}
                 rows.append(row)
-                return sum(row.get("breaker_transitions", {}).values()) == len(HISTORY)
+                return bool(sum(row.get("breaker_transitions", {}).values()) == len(HISTORY))
 
             await eventually(reported, timeout=15)
             row = rows[-1]
