@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from backworks.contracts.breakers import BreakerState
 from backworks.contracts.envelope import Envelope
 from backworks.contracts.types import FailureKind
 
@@ -195,6 +196,33 @@ class AlertEvent(BaseModel):
     """What was measured (a rate in %, a latency in ms, a count), when the condition is a measure."""
     subject: str = ""
     """What it is about: an endpoint, an instance, the DLQ."""
+    at: float = Field(default_factory=time.time)
+
+
+class BreakerTransition(BaseModel):
+    """A plugin instance's fleet-wide circuit breaker changed state (``bw.evt.breaker.<to>``).
+
+    Published once per transition, fleet-wide: by the replica whose compare-and-set of the breaker's state record
+    won (closed -> open, half-open -> closed or open), and for open -> half-open (derived from time, never
+    written) by the replica that wrote the open record, when its clock reaches ``reset_at``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    v: Literal[1] = 1
+    event_id: str = Field(default_factory=new_event_id, description=EVENT_ID_DESCRIPTION)
+    trace_id: str | None = Field(default=None, description="Always None: a transition belongs to no one request.")
+    instance: str
+    """The plugin instance whose breaker it is."""
+    from_state: BreakerState
+    to_state: BreakerState
+    generation: int
+    """The breaker's generation after the transition (half-open keeps the open record's generation)."""
+    reason: str = ""
+    """Why (the rates that tripped it, the probes' verdict); empty for open -> half-open."""
+    replica: str
+    """The replica that published it (the writer of the transition)."""
+    reset_at: float | None = None
+    """When an open breaker turns half-open (epoch seconds); None unless ``to_state`` is open."""
     at: float = Field(default_factory=time.time)
 
 

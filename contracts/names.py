@@ -53,6 +53,8 @@ PLUGIN_BUCKETS = (CACHE_BUCKET, RATELIMIT_BUCKET)
 REQUEST_RECEIVED_SUBJECT = "bw.evt.request.received"
 REQUEST_RESPONDED_SUBJECT = "bw.evt.request.responded"
 STAGE_COMPLETED_SUBJECT = "bw.evt.stage.completed"
+BREAKER_EVENT_PREFIX = "bw.evt.breaker."
+"""Breaker transitions: ``bw.evt.breaker.<to-state>``."""
 AUDIT_DURABLE = "bw-audit"
 """Durable consumer of ``BW_EVENTS`` the audit subscribers share (``backworks audit serve``)."""
 ANALYTICS_DURABLE = "bw-analytics"
@@ -108,6 +110,11 @@ def stage_event_subject(kind: FailureKind) -> str:
 def security_event_subject(decision: str) -> str:
     """Subject of a security decision: ``bw.evt.security.<decision>`` (``allowed`` or ``denied``)."""
     return f"bw.evt.security.{decision}"
+
+
+def breaker_event_subject(state: str) -> str:
+    """Subject of a breaker transition: ``bw.evt.breaker.<to-state>`` (``open``, ``half-open``, ``closed``)."""
+    return f"{BREAKER_EVENT_PREFIX}{state}"
 
 
 def dlq_subject(stage_label: str) -> str:

@@ -17,6 +17,7 @@ from backworks.contracts.breakers import ProbeRecord, StateRecord, WindowRecord
 from backworks.contracts.envelope import Envelope
 from backworks.contracts.events import (
     AlertEvent,
+    BreakerTransition,
     DeadLetter,
     RequestReceived,
     RequestResponded,
@@ -40,6 +41,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "stage-completed.v1.json": StageCompleted,
     "request-responded.v1.json": RequestResponded,
     "alert-event.v1.json": AlertEvent,
+    "breaker-transition.v1.json": BreakerTransition,
     "split-rollback.v1.json": RolledBack,
     "breaker-state.v1.json": StateRecord,
     "breaker-window.v1.json": WindowRecord,

@@ -27,6 +27,7 @@ from backworks.contracts.envelope import Envelope, Stage, StageError
 from backworks.contracts.names import MSG_ID_HEADER, message_id, retake_message_id, stage_subject
 from backworks.contracts.types import FailureKind
 from backworks.pipeline.breakers import FleetBreakers
+from backworks.pipeline.breakers.transitions import publish_transitions
 from backworks.pipeline.deadletters import DeadLetterWatch, bury, record_event
 from backworks.pipeline.events import EventPublisher
 from backworks.pipeline.gate import StageGate
@@ -88,6 +89,7 @@ class Forwarder:
         """The stages this forwarder may send to."""
         self.breakers = FleetBreakers(js, dict(breaker_settings), owner, owned)
         """Breakers of every stage this forwarder may send to (``owner`` names it in shared breaker state)."""
+        publish_transitions(self.breakers, self.events)  # the transitions this process writes: once per fleet
         self.dead_letters = DeadLetterWatch(client, js, self.events)
         self.gate = StageGate(self.liveness, self.breakers) if gated else StageGate()
         self.stalls = StallWatch(js, self._route_around, self.liveness)

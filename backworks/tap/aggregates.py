@@ -16,7 +16,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from backworks.contracts.names import REQUEST_RESPONDED_SUBJECT, STAGE_COMPLETED_SUBJECT
+from backworks.contracts.names import BREAKER_EVENT_PREFIX, REQUEST_RESPONDED_SUBJECT, STAGE_COMPLETED_SUBJECT
 from backworks.tap.recent import RecentRequests
 
 BUCKET_S = 60
@@ -37,7 +37,8 @@ class Dimension(str, Enum):
     ENDPOINT = "endpoints"
     """Per endpoint (route name), from responded events."""
     INSTANCE = "instances"
-    """Per plugin instance, from the stage durations of responded events and from stage failed/skipped events."""
+    """Per plugin instance, from the stage durations of responded events, from stage failed/skipped events and
+    from breaker transitions."""
     CONSUMER = "consumers"
     """Per authenticated caller, from responded events that name one."""
     BRANCH = "branches"
@@ -58,6 +59,16 @@ class Tally:
     statuses: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
     latency: HdrHistogram = field(default_factory=new_histogram)
+    transitions: Counter[str] = field(default_factory=Counter)
+    """Breaker transitions, by the state they went to (``open``, ``half-open``, ``closed``)."""
+    last_transition: dict[str, Any] | None = None
+    """The newest breaker transition: ``{"from", "to", "at"}``."""
+
+    def record_transition(self, event: dict[str, Any], at: float) -> None:
+        to = str(event.get("to_state") or "?")
+        self.transitions[to] += 1
+        if self.last_transition is None or at >= self.last_transition["at"]:
+            self.last_transition = {"from": str(event.get("from_state") or "?"), "to": to, "at": at}
 
     def record_ms(self, ms: float) -> None:
         self.latency.record_value(min(max(int(ms * 1000), LOWEST_US), HIGHEST_US))
@@ -69,6 +80,10 @@ class Tally:
         self.statuses.update(other.statuses)
         self.failures.update(other.failures)
         self.latency.add(other.latency)
+        self.transitions.update(other.transitions)
+        newer = other.last_transition
+        if newer is not None and (self.last_transition is None or newer["at"] >= self.last_transition["at"]):
+            self.last_transition = newer
 
     def p(self, percentile: float) -> float | None:
         if self.latency.get_total_count() == 0:
@@ -85,6 +100,10 @@ class Tally:
             "failures": dict(self.failures),
             **{f"p{int(q)}_ms": self.p(q) for q in PERCENTILES},
         }
+
+    def breaker_summary(self) -> dict[str, Any]:
+        """An instance's breaker transitions in the window: counts by to-state, and the newest one."""
+        return {"breaker_transitions": dict(sorted(self.transitions.items())), "last_transition": self.last_transition}
 
 
 Bucket = dict[tuple[Dimension, str], Tally]
@@ -118,6 +137,8 @@ class Aggregates:
             self.recent.add(event)
         elif subject == STAGE_COMPLETED_SUBJECT:
             pass  # counted from the responded event's ``stages`` (published whether or not these are)
+        elif subject.startswith(BREAKER_EVENT_PREFIX) and "instance" in event:
+            self._tally(bucket, Dimension.INSTANCE, str(event["instance"])).record_transition(event, at)
         elif subject.startswith(STAGE_FAILURE_PREFIX) and "kind" in event:
             tally = self._tally(bucket, Dimension.INSTANCE, instance_of(event.get("stage")))
             kind = str(event["kind"])
@@ -191,7 +212,7 @@ class Aggregates:
             "events": self.events,
             "duplicates": self.duplicates,
             **{
-                dimension.value: {key: tally.summary() for key, tally in sorted(tallies.items())}
+                dimension.value: {key: summarize(dimension, tally) for key, tally in sorted(tallies.items())}
                 for dimension, tallies in merged.items()
             },
         }
@@ -204,6 +225,13 @@ class Aggregates:
             del self.buckets[minute]
         for event_id in [e for e, at in self.seen.items() if at < oldest]:
             del self.seen[event_id]
+
+
+def summarize(dimension: Dimension, tally: Tally) -> dict[str, Any]:
+    """One row of the report; a plugin instance's row also shows its breaker transitions."""
+    if dimension is Dimension.INSTANCE:
+        return {**tally.summary(), **tally.breaker_summary()}
+    return tally.summary()
 
 
 def branch_key(route: object, split: object, branch: object) -> str:

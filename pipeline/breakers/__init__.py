@@ -33,6 +33,9 @@ Semantics
   thresholds reopen (a new ``wait_in_open_ms``) or close the breaker. ``allow`` never claims: it is true while the
   view shows a free slot; a call forwarded in the watch's propagation window is refused by the stage's ``call``.
 * **The tripping call keeps its error**: ``call`` re-raises what ``fn`` raised; later calls get ``BreakerOpen``.
+* **Each transition is one event** (``bw.evt.breaker.<to>``, :mod:`~backworks.pipeline.breakers.transitions`):
+  published by the process whose CAS wrote it; open -> half-open, never written, by the writer of the open record
+  when its clock reaches ``reset_at`` (lost if that process stopped meanwhile).
 * **Time zones cannot shift anything**: stored times are ``time.time()`` epoch seconds, durations
   ``time.monotonic()``, shown as aware UTC datetimes.
 * **NATS loss.** The view keeps the last known state. Window writes are retried; a transition that cannot be
@@ -49,8 +52,17 @@ replaced here except its listener hook and a state-storage adapter kept only to 
 """
 
 from backworks.contracts.breakers import BreakerState
-from backworks.pipeline.breakers.fleet import FleetBreakers, Listener
+from backworks.pipeline.breakers.fleet import FleetBreakers, Listener, Transition, TransitionListener
 from backworks.pipeline.breakers.mirror import BucketMirror
 from backworks.pipeline.breakers.view import FleetView, Rates
 
-__all__ = ["BreakerState", "BucketMirror", "FleetBreakers", "FleetView", "Listener", "Rates"]
+__all__ = [
+    "BreakerState",
+    "BucketMirror",
+    "FleetBreakers",
+    "FleetView",
+    "Listener",
+    "Rates",
+    "Transition",
+    "TransitionListener",
+]

@@ -48,6 +48,23 @@ Listener = Callable[[str, BreakerState, BreakerState], None]
 
 
 @dataclass(frozen=True)
+class Transition:
+    """A state change this process is the fleet's one witness of (see ``FleetBreakers.on_transition``)."""
+
+    instance: str
+    old: BreakerState
+    new: BreakerState
+    generation: int
+    reason: str
+    at: float
+    """Epoch seconds."""
+    reset_at: float | None = None
+
+
+TransitionListener = Callable[[Transition], None]
+
+
+@dataclass(frozen=True)
 class _Admission:
     """A call let through: in which generation, and with which probe slot when half-open."""
 
@@ -80,6 +97,7 @@ class FleetBreakers:
         )
         self._noticed = {name: BreakerState.CLOSED for name in settings}
         self._listeners: list[Listener] = []
+        self._writers: list[TransitionListener] = []
         self._transitions: dict[tuple[str, int], asyncio.Task[bool]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -171,6 +189,14 @@ class FleetBreakers:
         """Call ``listener(instance, old, new)`` on every state change this process notices."""
         self._listeners.append(listener)
 
+    def on_transition(self, listener: TransitionListener) -> None:
+        """Call ``listener`` for each transition this process wrote, so that the fleet reports each one once.
+
+        Closed -> open and half-open -> closed/open: this process's compare-and-set of the state record won.
+        Open -> half-open (derived from time, never written): this process wrote the open record and its clock
+        reached ``reset_at`` (lost if that process stopped meanwhile)."""
+        self._writers.append(listener)
+
     # --- admission and outcomes ---------------------------------------------------------------------------------
 
     async def _admit(self, instance: str) -> _Admission:
@@ -252,6 +278,7 @@ class FleetBreakers:
         if view.generation != generation or kv is None:
             return False
         now = self._clock()
+        before = view.effective(now)
         opening = target is StoredState.OPEN
         record = StateRecord(
             state=target,
@@ -278,6 +305,8 @@ class FleetBreakers:
             self._state_changed(instance)
         emit = log.warning if opening else log.info
         emit("breaker " + ("opened" if opening else "closed"), instance=instance, reason=reason, replica=self.replica)
+        after = BreakerState.OPEN if opening else BreakerState.CLOSED
+        self._wrote(Transition(instance, before, after, record.generation, reason, now, record.reset_at))
         return True
 
     async def _refresh_state(self, instance: str) -> None:
@@ -384,11 +413,22 @@ class FleetBreakers:
             return
         self._noticed[instance] = new
         log.info("breaker state changed", instance=instance, old=old.value, new=new.value, replica=self.replica)
+        stored = self._views[instance].state
+        if new is BreakerState.HALF_OPEN and stored is not None and stored.record.by == self._me:
+            at = stored.record.reset_at or self._clock()
+            self._wrote(Transition(instance, BreakerState.OPEN, new, stored.record.generation, "", at))
         for listener in self._listeners:
             try:
                 listener(instance, old, new)
             except Exception:
                 log.exception("breaker listener failed", instance=instance, replica=self.replica)
+
+    def _wrote(self, transition: Transition) -> None:
+        for listener in self._writers:
+            try:
+                listener(transition)
+            except Exception:
+                log.exception("breaker transition listener failed", instance=transition.instance)
 
     # --- small helpers ---------------------------------------------------------------------------------------
 
@@ -416,4 +456,4 @@ def _describe(error: BaseException | str) -> str:
     return error if isinstance(error, str) else f"{type(error).__name__}: {error}"
 
 
-__all__ = ["BreakerOpen", "BreakerState", "FleetBreakers", "Listener"]
+__all__ = ["BreakerOpen", "BreakerState", "FleetBreakers", "Listener", "Transition", "TransitionListener"]

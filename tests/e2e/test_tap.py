@@ -1,20 +1,24 @@
 """The audit trail under ``backworks up``: real processes, a generated load with failures injected.
 
 Every event on ``BW_EVENTS`` ends as exactly one verified record, a restarted subscriber adds nothing, a second
-one started later backfills the whole stream, and a tampered record is named by ``audit verify``.
+one started later backfills the whole stream, and a tampered record is named by ``audit verify``. A few sampled
+requests carry their W3C trace id into every event and log line of theirs and back in ``traceresponse``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +39,10 @@ from tests.waiting import eventually
 pytestmark = pytest.mark.e2e
 
 KEY = "alice-key-0123456789abcdef"
-REQUESTS = 300
+REQUESTS = 2000
 CONCURRENCY = 16
+CLIENT_TRACE_IDS = ("4bf92f3577b34da6a3ce929d0e0e4736", "0af7651916cd43dd8448eb211c80319c")
+"""Trace ids of the sampled requests that send their own ``traceparent``."""
 BLUEPRINT = f"""
 name: tapped
 plugins:
@@ -90,8 +96,44 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         stop(up, timeout=15)
 
 
-async def load(base: str) -> Counter[str]:
-    """``REQUESTS`` requests: successes, 401s (no key), 418s (aborted) and 500s (a raising stage)."""
+@dataclass
+class Sample:
+    """A request sent after the load, whose trace id is followed through events, logs and response."""
+
+    fault: str
+    traceparent: str | None
+    request_id: str
+    status: int
+    traceresponse: str
+
+    @property
+    def trace_id(self) -> str:
+        """The trace id the gateway answered with (``traceresponse``: ``00-<trace id>-<span>-<flags>``)."""
+        return self.traceresponse.split("-")[1]
+
+
+SAMPLES = [
+    ("raise", f"00-{CLIENT_TRACE_IDS[0]}-00f067aa0ba902b7-01"),  # a failing stage: the gateway and it log
+    ("none", f"00-{CLIENT_TRACE_IDS[1]}-b7ad6b7169203331-01"),  # a success: nothing logged, events only
+    ("raise", None),  # a trace id the gateway generates
+]
+
+
+async def send_samples(http: httpx.AsyncClient) -> list[Sample]:
+    samples = []
+    for fault, traceparent in SAMPLES:
+        headers = {"x-backworks-fault": fault, "x-api-key": KEY}
+        if traceparent is not None:
+            headers["traceparent"] = traceparent
+        response = await http.get("/notes", headers=headers)
+        samples.append(Sample(fault, traceparent, response.headers["x-request-id"], response.status_code,
+                              response.headers["traceresponse"]))  # fmt: skip
+    return samples
+
+
+async def load(base: str) -> tuple[Counter[str], list[Sample]]:
+    """``REQUESTS`` requests: successes, 401s (no key), 418s (aborted) and 500s (a raising stage); then the
+    sampled requests (counted in the returned tally too)."""
     sent: Counter[str] = Counter()
     plans = []
     for number in range(REQUESTS):
@@ -110,7 +152,9 @@ async def load(base: str) -> Counter[str]:
             sent[f"{response.status_code // 100}xx"] += 1
 
         await asyncio.gather(*(one(path, headers) for path, headers in plans))
-    return sent
+        samples = await send_samples(http)
+    sent.update(f"{sample.status // 100}xx" for sample in samples)
+    return sent, samples
 
 
 async def stream_count(url: str, state: Path) -> int:
@@ -150,6 +194,7 @@ class Traffic:
     deployment: Deployment
     sent: Counter[str]
     analytics: subprocess.Popen[bytes]
+    samples: list[Sample]
 
 
 @pytest.fixture(scope="module")
@@ -160,12 +205,12 @@ def traffic(deployment: Deployment) -> Iterator[Traffic]:
                       env=env)  # fmt: skip
     first = start("audit", "serve", str(deployment.blueprint), log=folder / "audit1.log", cwd=folder, env=env)
     try:
-        sent = asyncio.run(load(deployment.base))
+        sent, samples = asyncio.run(load(deployment.base))
         settled(deployment, folder / "state" / "audit.sqlite3")
     finally:
         stop(first)
     try:
-        yield Traffic(deployment, sent, analytics)
+        yield Traffic(deployment, sent, analytics, samples)
     finally:
         stop(analytics)
 
@@ -270,3 +315,55 @@ def test_the_subscribers_tap_identity_is_refused_the_pipeline_under_up(traffic: 
         return errors
 
     assert asyncio.run(attempt())
+
+
+def log_lines(log: Path) -> list[dict[str, Any]]:
+    """The JSON lines of ``up``'s log (its children write theirs there too); other lines are skipped."""
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                found.append(json.loads(line))
+    return found
+
+
+def test_a_requests_trace_id_is_in_its_events_its_log_lines_and_its_response(traffic: Traffic) -> None:
+    deployment = traffic.deployment
+    store = deployment.folder / "state" / "audit.sqlite3"
+    log = deployment.folder / "up.log"
+    client_given = [sample for sample in traffic.samples if sample.traceparent is not None]
+    assert [sample.trace_id for sample in client_given] == list(CLIENT_TRACE_IDS), "traceresponse keeps the id"
+    for sample in traffic.samples:
+        assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]", sample.traceresponse), sample.traceresponse
+        assert sample.trace_id != "0" * 32
+        assert sample.status == (502 if sample.fault == "raise" else 200)  # 502: a stage failed
+    generated = [sample for sample in traffic.samples if sample.traceparent is None]
+    assert generated and generated[0].trace_id not in CLIENT_TRACE_IDS
+
+    with sqlite3.connect(store) as db:
+        for sample in traffic.samples:
+            rows = db.execute("SELECT subject, event FROM records WHERE request_id = ?", (sample.request_id,))
+            events = [(subject, json.loads(text)) for subject, text in rows]
+            subjects = {subject for subject, _ in events}
+            assert {"bw.evt.request.received", "bw.evt.request.responded"} <= subjects, subjects
+            assert "bw.evt.security.allowed" in subjects  # the api-key stage's decision
+            if sample.fault == "raise":
+                assert "bw.evt.stage.error" in subjects, subjects
+            assert {event.get("trace_id") for _, event in events} == {sample.trace_id}, "every event carries it"
+
+    def logged(sample: Sample) -> list[dict[str, Any]]:
+        return [line for line in log_lines(log) if line.get("request_id") == sample.request_id]
+
+    def logged_by_both(sample: Sample) -> bool:
+        # The gateway (the answer) and the failing stage's process (the hook's error) log it; the api-key stage
+        # logs nothing for a request it let through.
+        return {"gateway", "serve:chaos"} <= {line.get("service") for line in logged(sample)}
+
+    for sample in traffic.samples:
+        if sample.fault == "raise":
+            asyncio.run(eventually(partial(logged_by_both, sample), timeout=15, interval=0.5))
+    for sample in traffic.samples:
+        lines = logged(sample)
+        assert {line.get("trace_id") for line in lines} <= {sample.trace_id}, "every line of the request has it"
+        if sample.fault == "raise":
+            assert {line["trace_id"] for line in lines} == {sample.trace_id}

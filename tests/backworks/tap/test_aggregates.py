@@ -7,12 +7,15 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
+from rich.console import Console
 
 from backworks.contracts.blueprint import AlertRule
-from backworks.contracts.events import AlertEvent
-from backworks.contracts.names import REQUEST_RESPONDED_SUBJECT, STAGE_COMPLETED_SUBJECT
-from backworks.tap.aggregates import Aggregates, Dimension
+from backworks.contracts.breakers import BreakerState
+from backworks.contracts.events import AlertEvent, BreakerTransition
+from backworks.contracts.names import REQUEST_RESPONDED_SUBJECT, STAGE_COMPLETED_SUBJECT, breaker_event_subject
+from backworks.tap.aggregates import BUCKET_S, Aggregates, Dimension
 from backworks.tap.alerts import AlertRules
+from backworks.tap.reports import tables
 
 NOW = 1_000_000.0
 
@@ -111,3 +114,37 @@ def test_replica_and_dead_letter_rules() -> None:
     fired = {event.rule: event for event in rules.evaluate(now=NOW + 5)}
     assert fired["down"].subject == "keys"
     assert fired["dlq"].value == 2.0
+
+
+def transition(number: int, instance: str, old: str, new: str, at: float) -> dict[str, Any]:
+    event = BreakerTransition(event_id=f"b{number}", instance=instance, from_state=BreakerState(old),
+                              to_state=BreakerState(new), generation=number, replica="r1", at=at)  # fmt: skip
+    return event.model_dump(mode="json")
+
+
+def test_breaker_transitions_count_per_instance_by_to_state_with_the_newest_one() -> None:
+    aggregates = Aggregates()
+    history = [("closed", "open"), ("open", "half-open"), ("half-open", "open"), ("open", "half-open"),
+               ("half-open", "closed")]  # fmt: skip
+    for number, (old, new) in enumerate(history):
+        aggregates.add(breaker_event_subject(new), transition(number, "keys", old, new, at=NOW - 100 + number))
+    aggregates.add(breaker_event_subject("open"), transition(0, "keys", "closed", "open", at=NOW))  # redelivered
+    aggregates.add(breaker_event_subject("open"), transition(9, "other", "closed", "open", at=NOW - 3 * BUCKET_S))
+    row = aggregates.report(60, now=NOW)["instances"]["keys"]
+    assert row["breaker_transitions"] == {"closed": 1, "half-open": 2, "open": 2}
+    assert row["last_transition"] == {"from": "half-open", "to": "closed", "at": NOW - 96}
+    assert row["count"] == 0  # a transition is not a call
+    assert "other" not in aggregates.report(60, now=NOW)["instances"]  # outside the window
+    wider = aggregates.report(600, now=NOW)["instances"]["other"]
+    assert wider["breaker_transitions"] == {"open": 1}
+    assert "breaker_transitions" not in aggregates.report(60, now=NOW)["endpoints"].get("notes", {})
+
+
+def test_the_report_table_shows_an_instances_breaker_transitions() -> None:
+    aggregates = Aggregates()
+    aggregates.add(breaker_event_subject("open"), transition(1, "keys", "closed", "open", at=NOW))
+    built = tables(aggregates.report(60, now=NOW))
+    console = Console(width=300, record=True)
+    for table in built:
+        console.print(table)
+    assert "open 1; last -> open at" in console.export_text()
