@@ -23,6 +23,8 @@ from backworks.dlq_commands import dlq_app
 from backworks.keys_commands import keys_app
 from backworks.nats_commands import declare_streams, nats_app, print_permissions
 from backworks.plugin_commands import register as register_plugin_commands
+from backworks.revision_commands import register as register_revision_commands
+from backworks.revision_commands import store_starting_revision
 from backworks.tap_commands import analytics_app
 from backworks.tap_commands import report as report_command
 
@@ -108,6 +110,23 @@ def admit_services(loaded: LoadedBlueprint, servers: list[str], identity: str) -
         raise fail(f"the embedded broker did not take the blueprint's identities: {exc}") from None
 
 
+def running_revision(loaded: LoadedBlueprint, servers: list[str], identity: str) -> tuple[LoadedBlueprint, int | None]:
+    """The blueprint a starting service runs: the current revision in ``bw_config`` if one is stored (the file
+    otherwise), and its number."""
+    import asyncio
+
+    from backworks.contracts.errors import BlueprintError
+    from backworks.pipeline.errors import PipelineError
+    from backworks.pipeline.revisions import running
+
+    try:
+        return asyncio.run(running(servers, identity, loaded.model.nats, loaded))
+    except BlueprintError as exc:
+        raise fail(f"the running blueprint revision cannot be loaded here:\n{exc}") from None
+    except PipelineError as exc:
+        raise fail(str(exc)) from None
+
+
 @app.callback()
 def main_options(
     log_format: Annotated[
@@ -129,20 +148,25 @@ def version(format: FormatOption = Format.TEXT) -> None:
     print(json.dumps({"version": __version__}) if format is Format.JSON else __version__)
 
 
-@app.command()
-def validate(blueprint: BlueprintArg, format: FormatOption = Format.TEXT) -> None:
-    """Check a blueprint and every plugin config; report all problems (file, line, JSON pointer, plugin)."""
+def validate_or_exit(blueprint: Path, format: Format) -> LoadedBlueprint:
+    """The validated blueprint, or every problem on stdout (as ``validate`` prints them) and exit code 1."""
     from backworks.contracts.errors import BlueprintError
     from backworks.pipeline import blueprints
 
     try:
-        loaded = blueprints.load(blueprint)
+        return blueprints.load(blueprint)
     except BlueprintError as exc:
         if format is Format.JSON:
             print(json.dumps({"valid": False, "errors": [issue.as_dict() for issue in exc.issues]}, indent=2))
         else:
             print(str(exc))
         raise typer.Exit(1) from None
+
+
+@app.command()
+def validate(blueprint: BlueprintArg, format: FormatOption = Format.TEXT) -> None:
+    """Check a blueprint and every plugin config; report all problems (file, line, JSON pointer, plugin)."""
+    loaded = validate_or_exit(blueprint, format)
     if format is Format.JSON:
         print(json.dumps({"valid": True, "errors": []}))
     else:
@@ -196,10 +220,13 @@ def declare_command(blueprint: BlueprintArg, nats: NatsOption = None, format: Fo
     try:
         model = loaded.model
         asyncio.run(declare_streams(servers, model.nats.storage, model.nats.replicas, model.nats, model.events))
+        revision, stored = asyncio.run(store_starting_revision(servers, loaded, f"backworks declare {blueprint}"))
     except PipelineError as exc:
         raise fail(str(exc)) from None
     admit_services(loaded, servers, "gateway")
     console.print(f"streams and buckets declared on {', '.join(servers)}", highlight=False)
+    said = "stored as" if stored else "already the running"
+    console.print(f"blueprint {said} revision {revision.number}", highlight=False)
     print_permissions(loaded, format)
 
 
@@ -218,8 +245,10 @@ def gateway(
     loaded = load_or_exit(blueprint)
     servers = resolve_servers(loaded, nats)
     admit_services(loaded, servers, "gateway")
+    loaded, revision = running_revision(loaded, servers, "gateway")
     settings = loaded.model.gateway
-    run(loaded, servers, host or settings.host, settings.port if port is None else port, access_log=access_log)
+    run(loaded, servers, host or settings.host, settings.port if port is None else port, access_log=access_log,
+        revision=revision)  # fmt: skip
 
 
 @app.command()
@@ -245,12 +274,14 @@ def serve(
 
     configure_logs(f"serve:{instance}")
     loaded = load_or_exit(blueprint)
-    if instance not in loaded.instances:
-        raise fail(f"no plugin instance {instance!r} in {blueprint}; instances: {', '.join(sorted(loaded.instances))}")
     servers = resolve_servers(loaded, nats)
     from backworks.pipeline.permissions import stage_identity
 
     admit_services(loaded, servers, stage_identity(instance))
+    loaded, revision = running_revision(loaded, servers, stage_identity(instance))
+    if instance not in loaded.instances:
+        where = f"revision {revision} of the running blueprint" if revision is not None else str(blueprint)
+        raise fail(f"no plugin instance {instance!r} in {where}; instances: {', '.join(sorted(loaded.instances))}")
     resolved = loaded.instances[instance]
     applied = limits.apply(resolved.spec.limits)
     if applied:
@@ -272,6 +303,7 @@ def serve(
                 settings=loaded.model.nats,
                 max_inflight=max_inflight,
                 breaker_settings=breakers,
+                revision=revision,
             )
         finally:
             watchdog.stop()
@@ -330,6 +362,7 @@ app.add_typer(keys_app, name="keys")
 
 
 register_plugin_commands(app)
+register_revision_commands(app)
 
 
 def main() -> None:

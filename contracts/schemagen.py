@@ -25,6 +25,7 @@ from backworks.contracts.events import (
     StageEvent,
 )
 from backworks.contracts.registry import ReplicaInfo
+from backworks.contracts.revision import CurrentPointer, ProbeAnswer, Revision
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 MODELS: dict[str, type[BaseModel]] = {
@@ -41,6 +42,9 @@ MODELS: dict[str, type[BaseModel]] = {
     "breaker-state.v1.json": StateRecord,
     "breaker-window.v1.json": WindowRecord,
     "breaker-probe.v1.json": ProbeRecord,
+    "revision.v1.json": Revision,
+    "revision-current.v1.json": CurrentPointer,
+    "revision-probe-answer.v1.json": ProbeAnswer,
 }
 
 

@@ -20,6 +20,7 @@ from backworks.gateway.problems import from_stage_error, problem_response
 from backworks.gateway.state import GatewayState
 from backworks.gateway.tap import RequestTap, Served, TraceContext, events_switched_off
 from backworks.pipeline import credentials
+from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.deadletters import record_event
 from backworks.pipeline.errors import PipelineError
 
@@ -64,14 +65,20 @@ async def read_body(request: Request, limit: int) -> bytes:
 class Pipeline:
     """Sends one request through an endpoint's itinerary and waits for the result."""
 
-    def __init__(self, state: GatewayState, endpoint: str) -> None:
+    def __init__(
+        self, state: GatewayState, endpoint: str, loaded: LoadedBlueprint | None = None, revision: int | None = None
+    ) -> None:
+        """``loaded``/``revision``: the blueprint revision this endpoint belongs to (default: the state's)."""
         self.state = state
         self.endpoint = endpoint
-        self.itinerary: list[Stage] = state.blueprint.itinerary(endpoint)
-        self.timeout_ms = state.blueprint.model.timeout_ms(endpoint)
-        self.max_body = state.blueprint.model.gateway.max_body_bytes
-        self.expose_errors = state.blueprint.model.gateway.expose_errors
-        model = state.blueprint.model
+        self.revision = state.revision if loaded is None else revision
+        loaded = loaded or state.blueprint
+        """Stamped on every envelope: its stages run it with this revision's configs."""
+        self.itinerary: list[Stage] = loaded.itinerary(endpoint)
+        self.timeout_ms = loaded.model.timeout_ms(endpoint)
+        self.max_body = loaded.model.gateway.max_body_bytes
+        self.expose_errors = loaded.model.gateway.expose_errors
+        model = loaded.model
         self.flow_events = model.events.enabled and not events_switched_off()
         """Per-request events (received, stage completed, responded); failures are evented either way."""
         self.bodies = model.endpoints[endpoint].events.bodies
@@ -152,6 +159,7 @@ class Pipeline:
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
             body=body,
             client=client[0] if client else None,
+            revision=self.revision,
             itinerary=list(self.itinerary),
         )
 

@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,8 @@ from backworks.pipeline.permissions import GATEWAY
 
 if TYPE_CHECKING:
     from backworks.gateway.metrics import GatewayMetrics
+    from backworks.pipeline.fleetprobe import ProbeResponder
+    from backworks.pipeline.revisions import RevisionFollower
 
 log = structlog.get_logger("backworks.gateway")
 
@@ -56,6 +59,12 @@ class GatewayState:
     """Prometheus metrics (``/_backworks/metrics``), set by the app."""
     edge: EdgeStats = field(default_factory=EdgeStats)
     """What the HTTP edge counted (refused, evicted, timed-out connections...), filled by the server."""
+    revision: int | None = None
+    """The blueprint revision served (``bw_config``); None: a blueprint file with no revision stored."""
+    on_switch: Callable[[LoadedBlueprint, int], None] | None = None
+    """Swaps the app's routes to a new revision (set by the app; see ``gateway.revisions``)."""
+    follower: RevisionFollower | None = None
+    probe: ProbeResponder | None = None
 
     @property
     def liveness(self) -> LivenessView | None:
@@ -100,6 +109,9 @@ async def connect(state: GatewayState) -> None:
     missing = await state.forwarder.ready(LIVENESS_READY_TIMEOUT)
     if missing:
         log.warning("stages without a live replica at start", missing=missing)
+    from backworks.gateway.revisions import follow  # it imports this module
+
+    await follow(state)
 
 
 def warn_if_limits_exceed_max_payload(state: GatewayState) -> None:
@@ -123,7 +135,10 @@ def warn_if_limits_exceed_max_payload(state: GatewayState) -> None:
 
 
 async def disconnect(state: GatewayState) -> None:
-    """Undo ``connect``: stop the forwarder and the inbox, then drain the connection."""
+    """Undo ``connect``: stop following revisions, stop the forwarder and the inbox, then drain the connection."""
+    from backworks.gateway.revisions import unfollow
+
+    await unfollow(state)
     if state.forwarder:
         await state.forwarder.stop()
     if state.inbox:

@@ -90,6 +90,8 @@ class LoadedBlueprint:
     """Per endpoint, the instances run before its handler, in resolved order (dependencies first)."""
     catalog: Catalog | None = None
     """The plugins available to this blueprint (installed and from its plugin folders)."""
+    data: Any = field(default=None, compare=False, repr=False)
+    """The blueprint as written (parsed YAML): what a revision in ``bw_config`` stores."""
 
     def chain(self, endpoint: str) -> list[str]:
         """Instances an endpoint runs before its handler, in resolved order."""
@@ -412,7 +414,7 @@ def validate(data: Any, file: str, positions: dict[str, Position] | None = None)
     _check_preflight_first(report, model, resolved, chains)
     if report.issues:
         raise BlueprintError(report.issues)
-    return LoadedBlueprint(Path(file), model, resolved, chains, found)
+    return LoadedBlueprint(Path(file), model, resolved, chains, found, data)
 
 
 def load(path: str | Path) -> LoadedBlueprint:

@@ -32,6 +32,8 @@ from typing import Any
 from backworks.contracts.envelope import Stage
 from backworks.contracts.names import (
     BREAKERS_BUCKET,
+    CONFIG_BUCKET,
+    CONFIG_PROBE_SUBJECT,
     DLQ_STREAM,
     DLQ_SUBJECTS,
     EVENTS_STREAM,
@@ -186,6 +188,10 @@ def forwarder_publish() -> list[str]:
         f"{JS_API}.STREAM.INFO.{PIPELINE_STREAM}",
         *kv_api(REGISTRY_BUCKET),
         *kv_api(BREAKERS_BUCKET),
+        # Blueprint revisions: every service reads and watches them (only admin writes), and answers the probe
+        # ``backworks apply`` (always the admin identity) sends to its inbox.
+        *kv_api(CONFIG_BUCKET),
+        f"{identity_inbox(ADMIN)}.>",
         # Dead letters (DeadLetterWatch): read the exhausted message, store it in BW_DLQ, delete it, answer.
         f"{JS_API}.STREAM.MSG.GET.{PIPELINE_STREAM}",
         f"{JS_API}.STREAM.MSG.DELETE.{PIPELINE_STREAM}",
@@ -197,7 +203,7 @@ def forwarder_publish() -> list[str]:
 
 
 def forwarder_subscribe(name: str) -> list[str]:
-    return [f"{identity_inbox(name)}.>", max_deliveries_advisory(PIPELINE_STREAM)]
+    return [f"{identity_inbox(name)}.>", max_deliveries_advisory(PIPELINE_STREAM), CONFIG_PROBE_SUBJECT]
 
 
 def gateway(loaded: LoadedBlueprint) -> Identity:

@@ -32,20 +32,25 @@ from backworks.contracts.blueprint import BreakerSettings, NatsSettings
 from backworks.contracts.envelope import Envelope
 from backworks.contracts.names import PIPELINE_STREAM, Phase, stage_durable, stage_subject
 from backworks.contracts.registry import ReplicaInfo
+from backworks.contracts.revision import ProbeAnswer
 from backworks.contracts.types import FailureKind
 from backworks.pipeline import audit, broker, credentials, secrets
-from backworks.pipeline.blueprints import ResolvedInstance
+from backworks.pipeline.blueprints import LoadedBlueprint, ResolvedInstance
 from backworks.pipeline.breakers import FleetBreakers
 from backworks.pipeline.consumer import PullConsumer
 from backworks.pipeline.deadletters import bury, record_event
+from backworks.pipeline.errors import RevisionError
 from backworks.pipeline.executor import execute
+from backworks.pipeline.fleetprobe import ProbeResponder, problems_with
 from backworks.pipeline.forwarder import Forwarder
 from backworks.pipeline.lifecycle import freeze_startup_objects
 from backworks.pipeline.liveness import Heartbeat, LivenessView
 from backworks.pipeline.permissions import stage_identity
 from backworks.pipeline.plugin import Category, Plugin
+from backworks.pipeline.revisions import RevisionFollower
 from backworks.pipeline.settlement import ACK, Nak, Settlement, Term, settle
 from backworks.pipeline.stores import NatsRuntime
+from backworks.pipeline.versions import InstanceVersions
 
 log = structlog.get_logger("backworks.stage")
 
@@ -94,7 +99,9 @@ class StageHost:
         max_inflight: int | None = None,
         max_deliver: int = DEFAULT_MAX_DELIVER,
         breaker_settings: dict[str, BreakerSettings] | None = None,
+        revision: int | None = None,
     ) -> None:
+        """``revision``: the blueprint revision ``instance`` comes from (None: a file, no revision stored)."""
         self.instance = instance
         self.client = client
         self.js: JetStreamContext = broker.jetstream(client, timeout=PUBLISH_TIMEOUT)
@@ -102,6 +109,8 @@ class StageHost:
         self.audits = self.plugin.category is Category.SECURITY
         """Security stages note decisions that this host publishes on the event stream (``pipeline.audit``)."""
         self.plugin.bind(NatsRuntime(client, self.js))
+        self.versions = InstanceVersions(instance, self.plugin, revision, self._build)
+        """The instance's config per recent revision: each envelope runs with the one its revision declares."""
         self.replica = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.max_inflight = max_inflight or instance.spec.limits.max_concurrent or DEFAULT_MAX_INFLIGHT
         self.max_deliver = max_deliver
@@ -124,6 +133,8 @@ class StageHost:
         )
         self.breakers: FleetBreakers = self.forwarder.breakers
         self.liveness: LivenessView = self.forwarder.liveness
+        self.revisions = RevisionFollower(self.js, self._take_revision, revision)
+        self.probe = ProbeResponder(client, self._answer_probe)
         self.exhausted = asyncio.Event()
         self.exhausted_resource = ""
         """What a plugin used up (``memory``, ``open files``): the replica exits to be restarted."""
@@ -142,9 +153,32 @@ class StageHost:
             max_waiting=512,
         )
 
+    def _build(self, item: ResolvedInstance) -> Plugin[Any]:
+        plugin: Plugin[Any] = item.cls(item.config, instance=item.name)
+        plugin.bind(NatsRuntime(self.client, self.js))
+        return plugin
+
+    async def _take_revision(self, number: int) -> None:
+        await self.versions.adopt(number)
+
+    def _learn(self, loaded: LoadedBlueprint) -> None:
+        """A revision may add stages this replica hands envelopes to: its forwarder needs their breakers."""
+        self.forwarder.know({name: item.spec.breaker for name, item in loaded.instances.items()})
+
+    async def _answer_probe(self, candidate: dict[str, Any] | None) -> ProbeAnswer:
+        return ProbeAnswer(
+            role="stage",
+            name=self.instance.name,
+            replica=self.replica,
+            revision=self.versions.revision,
+            plugins={self.versions.latest.instance.cls.name: self.versions.latest.instance.cls.version},
+            problems=problems_with(candidate),
+        )
+
     async def start(self) -> None:
         await broker.attach(self.js)
         await self.plugin.startup()
+        await self.versions.open(self.js, self._learn)
         await self.forwarder.start()
         for phase in self.instance.cls.phases:
             consumer = PullConsumer(
@@ -158,6 +192,9 @@ class StageHost:
             await consumer.start()
             self.consumers.append(consumer)
         await self.heartbeat.start()
+        if self.versions.store is not None:
+            await self.revisions.start()
+            await self.probe.start()
         log.info(
             "stage ready",
             instance=self.instance.name,
@@ -173,14 +210,18 @@ class StageHost:
             await consumer.reset()
 
     async def stop(self) -> None:
+        await self.probe.stop()
+        await self.revisions.stop()
         await self.heartbeat.stop()
         for consumer in self.consumers:
             await consumer.stop()
         await self.forwarder.stop()
-        try:
-            await self.plugin.shutdown()
-        except Exception:
-            log.exception("plugin shutdown failed", instance=self.instance.name)
+        await self.versions.closed()
+        for plugin in self.versions.plugins():
+            try:
+                await plugin.shutdown()
+            except Exception:
+                log.exception("plugin shutdown failed", instance=self.instance.name)
 
     async def snapshot(self) -> ReplicaInfo:
         # asyncio.timeout, not wait_for: 3.11's wait_for swallows a cancellation that lands as the hook returns,
@@ -273,13 +314,19 @@ class StageHost:
                     self.forwarder.events, envelope, envelope.fail_stage(FailureKind.EXPIRED, reason, skip=False)
                 )
             return ACK
+        try:
+            version = await self.versions.get(envelope.revision)
+        except RevisionError as exc:
+            return await self._refuse_revision(envelope, str(exc))
         keeper = self._keep_alive(msg)
         decided = audit.noted(envelope) if self.audits else 0
+        self.versions.begin(version)
         try:
             outcome = await execute(
-                self.plugin, phase, raw, envelope, self.timeout, self.replica, attempt, self.breakers
+                version.plugin, phase, raw, envelope, version.instance.timeout, self.replica, attempt, self.breakers
             )
         finally:
+            self.versions.end(version)
             if keeper is not None:
                 keeper.cancel()
         self.processed += 1
@@ -299,6 +346,18 @@ class StageHost:
             log.warning("hand-off failed; will be redelivered", stage=stage.label, error=repr(exc), delay=delay)
             return Nak(delay)
         self.handed_off.add(key)
+        return ACK
+
+    async def _refuse_revision(self, envelope: Envelope, reason: str) -> Settlement:
+        """An envelope of a revision this replica cannot serve: the request fails, saying which revision and why."""
+        self.dropped[FailureKind.INVALID.value] += 1
+        error = envelope.fail_stage(FailureKind.INVALID, f"cannot serve blueprint revision {envelope.revision}: {reason}",
+                                    skip=False)  # fmt: skip
+        try:
+            await self.forwarder.forward(envelope, failures=[error])
+        except Exception as exc:
+            log.warning("refusal not handed on; will be redelivered", error=repr(exc))
+            return Nak(NAK_DELAY)
         return ACK
 
     async def _still_pending(self, msg: Msg) -> bool:
@@ -352,6 +411,7 @@ async def serve(
     servers: list[str],
     stop: asyncio.Event,
     settings: NatsSettings | None = None,
+    revision: int | None = None,
     **options: Any,
 ) -> int:
     """Run one replica until ``stop`` is set; returns the process exit code.
@@ -371,7 +431,7 @@ async def serve(
         settings=settings,
         on_reconnect=reconnected,
     )
-    host = StageHost(instance, client, **options)
+    host = StageHost(instance, client, revision=revision, **options)
     code = 0
     try:
         await host.start()
