@@ -28,7 +28,7 @@ class Revision(BaseModel):
     previous: int | None = None
     """The revision it replaced (None for the first)."""
     source: str
-    """Absolute path of the blueprint file it came from: relative paths in it (plugin folders, modules) resolve there."""
+    """Absolute path of the blueprint file it came from: its relative paths (plugin folders...) resolve there."""
     blueprint: dict[str, Any]
     """The blueprint as written (parsed YAML, validated before it was stored)."""
 

@@ -351,8 +351,8 @@ class StageHost:
     async def _refuse_revision(self, envelope: Envelope, reason: str) -> Settlement:
         """An envelope of a revision this replica cannot serve: the request fails, saying which revision and why."""
         self.dropped[FailureKind.INVALID.value] += 1
-        error = envelope.fail_stage(FailureKind.INVALID, f"cannot serve blueprint revision {envelope.revision}: {reason}",
-                                    skip=False)  # fmt: skip
+        message = f"cannot serve blueprint revision {envelope.revision}: {reason}"
+        error = envelope.fail_stage(FailureKind.INVALID, message, skip=False)
         try:
             await self.forwarder.forward(envelope, failures=[error])
         except Exception as exc:
