@@ -336,6 +336,9 @@ def up(
         list[str] | None, typer.Option(help="INSTANCE=N: replicas of one plugin instance (repeatable).")
     ] = None,
     nats_port: Annotated[int, typer.Option(help="Port of the embedded NATS; 0 picks a free one.")] = 0,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Apply the blueprint file (as `backworks apply` does) when it changes.")
+    ] = False,
 ) -> None:
     """Run everything: the embedded NATS, the gateway and one process per plugin replica, supervised."""
     from backworks.local import up as orchestration
@@ -348,7 +351,7 @@ def up(
     try:
         plan = orchestration.plan(loaded, str(blueprint), external, host, port, nats_port, counts)
         orchestration.trust(loaded, plan)
-        orchestration.run(plan, loaded.model.nats, console.rich, loaded.model.events)
+        orchestration.run(plan, loaded.model.nats, console.rich, loaded.model.events, loaded, watch)
     except LocalError as exc:
         raise fail(str(exc)) from None
 

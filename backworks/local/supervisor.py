@@ -49,6 +49,8 @@ class Child:
     next_start: float = 0.0
     supervised: bool = False
     """Set once started: from then on, an exit is a crash to report and restart."""
+    instance: str | None = None
+    """The plugin instance a ``serve`` child runs a replica of."""
 
     @property
     def pid(self) -> int | None:
@@ -120,10 +122,28 @@ class Supervisor:
                 child.start()
                 log.info("child restarted", child=child.name, pid=child.pid)
 
-    def run(self) -> None:
+    def run(self, tick: Callable[[], None] | None = None) -> None:
+        """Supervise until asked to stop; ``tick`` runs on every round (revision follow-up, ``--watch``)."""
         while not self.stopping:
             self.check()
+            if tick is not None:
+                tick()
             time.sleep(POLL_INTERVAL)
+
+    def add(self, children: list[Child]) -> None:
+        """Start and supervise more services (the replicas of an instance a new revision added)."""
+        for child in children:
+            child.start()
+            self.services.append(child)
+            self.children.append(child)
+
+    def retire(self, instance: str) -> list[Child]:
+        """Stop the replicas of ``instance`` for good (a new revision removed it and they drained)."""
+        leaving = [child for child in self.services if child.instance == instance]
+        self.services = [child for child in self.services if child.instance != instance]
+        self.children = [child for child in self.children if child.instance != instance]
+        self._terminate(leaving, STOP_GRACE)
+        return leaving
 
     def stop(self) -> None:
         """SIGTERM the services, SIGKILL what is left after ``STOP_GRACE``, then stop the broker."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from rich.table import Table
 from backworks.contracts.blueprint import EventSettings, NatsSettings
 from backworks.contracts.names import EVENTS_STREAM
 from backworks.local.errors import NotReady
+from backworks.local.fleet import FleetFollower, Start, watch_and_apply
 from backworks.local.ports import LOOPBACK, accepts, ensure_free, free_port
 from backworks.local.servers import address
 from backworks.local.state import STATE_DIR_ENV, state_dir
@@ -103,10 +105,20 @@ def children(plan: Plan) -> tuple[Child | None, list[Child]]:
         Child("gateway", ["gateway", plan.blueprint, "--nats", plan.url, "--port", str(plan.port), "--host", plan.host])
     ]
     for name, count in plan.replicas.items():
-        for index in range(count):
-            label = f"serve {name}" + (f" #{index + 1}" if count > 1 else "")
-            services.append(Child(label, ["serve", name, plan.blueprint, "--nats", plan.url]))
+        services += replicas_of(plan, name, count)
     return broker_child, services
+
+
+def replicas_of(plan: Plan, name: str, count: int) -> list[Child]:
+    """``count`` replica children of instance ``name`` (each loads the running revision, see ``serve``)."""
+    return [
+        Child(
+            f"serve {name}" + (f" #{index + 1}" if count > 1 else ""),
+            ["serve", name, plan.blueprint, "--nats", plan.url],
+            instance=name,
+        )  # fmt: skip
+        for index in range(count)
+    ]
 
 
 def trust(loaded: LoadedBlueprint, plan: Plan) -> None:
@@ -116,8 +128,20 @@ def trust(loaded: LoadedBlueprint, plan: Plan) -> None:
         nats_auth.keyring().admit(identities(loaded).values(), replace=True)
 
 
-def run(plan: Plan, nats: NatsSettings, console: Console, events: EventSettings | None = None) -> None:
-    """Start everything, wait until it is ready, supervise until a signal; always stop every child."""
+def run(
+    plan: Plan,
+    nats: NatsSettings,
+    console: Console,
+    events: EventSettings | None = None,
+    loaded: LoadedBlueprint | None = None,
+    watch: bool = False,
+) -> None:
+    """Start everything, wait until it is ready, supervise until a signal; always stop every child.
+
+    With ``loaded``, the blueprint becomes the current revision in ``bw_config`` before the services start, and
+    later revisions (``backworks apply``) start and stop replicas; ``watch`` applies the file when it changes.
+    """
+    follower: FleetFollower | None = None
     # Children inherit the state directory as an absolute path: extra processes run in the blueprint's folder
     # and must find the same files (e.g. a database a handler module keeps there).
     os.environ[STATE_DIR_ENV] = str(state_dir())
@@ -132,6 +156,7 @@ def run(plan: Plan, nats: NatsSettings, console: Console, events: EventSettings 
                 if supervisor.stopping:
                     return
                 raise NotReady("NATS did not come up; see .backworks/nats-server.log")
+            revision = store_revision(plan, loaded, nats) if loaded is not None else None
             status.update("starting the gateway and plugin services")
             supervisor.start_services()
             local = LOOPBACK if plan.host in ("0.0.0.0", "::") else plan.host
@@ -140,11 +165,49 @@ def run(plan: Plan, nats: NatsSettings, console: Console, events: EventSettings 
         if supervisor.stopping:
             return
         print_ready(console, supervisor, ready, f"http://{plan.host}:{plan.port}", plan.url)
-        supervisor.run()
+        if loaded is None:
+            supervisor.run()
+            return
+        follower = FleetFollower(plan.servers, nats, revision)
+        follower.start()
+        file_watch = watch_and_apply(Path(plan.blueprint), follower, console.print) if watch else None
+
+        def tick() -> None:
+            assert follower is not None
+            follow_revisions(plan, supervisor, follower, console)
+            if file_watch is not None:
+                file_watch.tick()
+
+        supervisor.run(tick)
     finally:
         console.print("stopping…", highlight=False)
+        if follower is not None:
+            follower.stop()
         supervisor.stop()
         console.print("stopped", highlight=False)
+
+
+def store_revision(plan: Plan, loaded: LoadedBlueprint, nats: NatsSettings) -> int:
+    """The blueprint ``up`` starts with becomes the current revision (a new one only if it differs)."""
+    from backworks.revision_commands import store_starting_revision
+
+    revision, _ = asyncio.run(store_starting_revision(plan.servers, loaded, f"backworks up {plan.blueprint}"))
+    return revision.number
+
+
+def follow_revisions(plan: Plan, supervisor: Supervisor, follower: FleetFollower, console: Console) -> None:
+    """Start the replicas of instances a revision added, stop those of drained removed ones."""
+    while True:
+        try:
+            action = follower.actions.get_nowait()
+        except queue.Empty:
+            return
+        if isinstance(action, Start):
+            console.print(f"revision adds {action.instance}: starting {action.replicas} replica(s)", highlight=False)
+            supervisor.add(replicas_of(plan, action.instance, action.replicas))
+        else:
+            stopped = supervisor.retire(action.instance)
+            console.print(f"revision removed {action.instance}: stopped {len(stopped)} replica(s)", highlight=False)
 
 
 def wait_for_streams(
