@@ -116,7 +116,7 @@ def replicas_of(plan: Plan, name: str, count: int) -> list[Child]:
             f"serve {name}" + (f" #{index + 1}" if count > 1 else ""),
             ["serve", name, plan.blueprint, "--nats", plan.url],
             instance=name,
-        )  # fmt: skip
+        )
         for index in range(count)
     ]
 
