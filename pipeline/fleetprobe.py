@@ -8,6 +8,7 @@ whose plugins cannot take a candidate blueprint is named before anything switche
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,6 +17,7 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import ConnectionClosedError
 from pydantic import ValidationError
 
 from backworks.contracts.errors import BlueprintError
@@ -81,7 +83,8 @@ class ProbeResponder:
 
     async def stop(self) -> None:
         if self.subscription is not None:
-            await self.subscription.unsubscribe()
+            with contextlib.suppress(ConnectionClosedError):  # the owner closed the connection first: nothing to undo
+                await self.subscription.unsubscribe()
             self.subscription = None
 
     async def _on_probe(self, msg: Msg) -> None:

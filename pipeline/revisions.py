@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import nats.errors
 import structlog
 from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
@@ -36,6 +37,9 @@ REVISION_PREFIX = "rev."
 WATCH_RETRY_DELAY = 0.5
 """Seconds before a broken watch of ``current`` is opened again."""
 MAX_WATCH_RETRY_DELAY = 5.0
+WATCH_POLL = 1.0
+"""Seconds one wait for a change of ``current`` lasts before the watch looks whether it should stop."""
+STOP_TIMEOUT = 2.0
 
 
 def encode(data: Any) -> bytes:
@@ -190,41 +194,40 @@ class RevisionFollower:
         self.on_change = on_change
         self.known = known
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._follow_forever())
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Bounded: the watch loop also looks at ``_stopping`` between polls, whatever became of the cancel.
+            await asyncio.wait({self._task}, timeout=STOP_TIMEOUT)
             self._task = None
 
     async def _follow_forever(self) -> None:
         delay = WATCH_RETRY_DELAY
-        while True:
+        while not self._stopping:
             watcher: Any = None
             try:
                 kv = await self.js.key_value(CONFIG_BUCKET)
                 watcher = await kv.watch(CONFIG_CURRENT_KEY)
                 delay = WATCH_RETRY_DELAY
-                async for entry in watcher:
+                while not self._stopping:
+                    try:
+                        entry = await watcher.updates(timeout=WATCH_POLL)
+                    except nats.errors.TimeoutError:
+                        continue
                     if entry is None or not entry.value:
                         continue  # the end-of-initial-values marker, or a deleted pointer
-                    number = CurrentPointer.model_validate_json(entry.value).revision
-                    if self.known is not None and number == self.known:
-                        continue
-                    try:
-                        await self.on_change(number)
-                        self.known = number
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception:
-                        log.exception("revision not taken", revision=number)
+                    await self._take(CurrentPointer.model_validate_json(entry.value).revision)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self._stopping:
+                    return
                 log.warning("revision watch interrupted; retrying", error=repr(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_WATCH_RETRY_DELAY)
@@ -232,3 +235,14 @@ class RevisionFollower:
                 if watcher is not None:
                     with contextlib.suppress(Exception):
                         await watcher.stop()
+
+    async def _take(self, number: int) -> None:
+        if self.known is not None and number <= self.known:
+            return
+        try:
+            await self.on_change(number)
+            self.known = number
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("revision not taken", revision=number)
