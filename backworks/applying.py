@@ -19,7 +19,7 @@ from backworks.pipeline import broker, nats_auth
 from backworks.pipeline.blueprint_diff import BlueprintDiff, diff
 from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.fleetprobe import ask
-from backworks.pipeline.permissions import identities
+from backworks.pipeline.permissions import identities, widened
 from backworks.pipeline.revisions import RevisionStore, encode, load
 
 DEFAULT_APPLY_TIMEOUT = 60.0
@@ -117,7 +117,8 @@ async def _apply(
         return ApplyResult(changes, previous=current.number if current else None, refused=refused)
     keyring = nats_auth.keyring()
     if keyring.governs(servers):  # the embedded broker: trust what the revision adds (auth.conf rewritten, SIGHUP)
-        keyring.admit(identities(loaded).values())
+        recorded = keyring.entries()
+        keyring.admit(widened(identity, recorded.get(identity.name)) for identity in identities(loaded).values())
     revision, previous = await store.store(loaded, message)
     result = ApplyResult(changes, revision, previous.number if previous else None)
     supervised = any(a.role == SUPERVISOR for a in before)

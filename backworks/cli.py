@@ -95,7 +95,7 @@ def admit_services(loaded: LoadedBlueprint, servers: list[str], identity: str) -
     """
     from backworks.local.embedded import wait_accepted, wait_governed
     from backworks.pipeline import nats_auth
-    from backworks.pipeline.permissions import identities
+    from backworks.pipeline.permissions import identities, widened
 
     keyring = nats_auth.keyring()
     if loaded.model.nats.embedded:
@@ -103,7 +103,8 @@ def admit_services(loaded: LoadedBlueprint, servers: list[str], identity: str) -
     if not keyring.governs(servers):
         return
     # Wait even when nothing changed here: another service may have just admitted them, its reload still on the way.
-    keyring.admit(identities(loaded).values())
+    recorded = keyring.entries()
+    keyring.admit(widened(identity, recorded.get(identity.name)) for identity in identities(loaded).values())
     try:
         wait_accepted(servers[0], nats_auth.resolve(identity, servers, loaded.model.nats), ADMIT_TIMEOUT)
     except Exception as exc:

@@ -277,6 +277,22 @@ def identities(loaded: LoadedBlueprint) -> dict[str, Identity]:
     return {identity.name: identity for identity in found}
 
 
+def widened(identity: Identity, recorded: dict[str, Any] | None) -> Identity:
+    """``identity`` with the subjects a recorded entry already grants added: a service started from an older
+    blueprint file never takes away what a newer revision (``backworks apply``) granted the fleet."""
+    if recorded is None:
+        return identity
+
+    def union(mine: tuple[str, ...], theirs: list[str]) -> tuple[str, ...]:
+        return (*mine, *(subject for subject in theirs if subject not in mine))
+
+    permissions = Permissions(
+        union(identity.permissions.publish, recorded.get("publish", [])),
+        union(identity.permissions.subscribe, recorded.get("subscribe", [])),
+    )
+    return Identity(identity.name, identity.role, permissions, identity.instance)
+
+
 def base_identities() -> dict[str, Identity]:
     """The identities a broker has before any blueprint is known: admin and tap."""
     return {ADMIN: admin(), TAP: tap()}
