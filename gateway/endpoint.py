@@ -30,6 +30,8 @@ STALL_PROBE_TIMEOUT = 0.1
 """Seconds the timeout path spends asking JetStream where a request is stuck."""
 REQUEST_ID_HEADER = "x-request-id"
 SKIPPED_HEADER = "x-backworks-skipped"
+REVISION_HEADER = "x-backworks-revision"
+"""The blueprint revision a request was served under (``backworks history`` lists them)."""
 TRACEPARENT_HEADER = "traceparent"
 TRACERESPONSE_HEADER = "traceresponse"
 VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -246,6 +248,8 @@ class Pipeline:
     def _respond(self, envelope: Envelope, request_id: str, started: float) -> Response:
         total_ms = (time.perf_counter() - started) * 1000
         extra = {REQUEST_ID_HEADER: request_id, "server-timing": server_timing(envelope, total_ms)}
+        if envelope.revision is not None:
+            extra[REVISION_HEADER] = str(envelope.revision)
         skipped = [e.stage for e in envelope.errors if e.skipped]
         if skipped:
             extra[SKIPPED_HEADER] = ",".join(skipped)

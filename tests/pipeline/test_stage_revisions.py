@@ -48,8 +48,8 @@ async def test_each_envelope_runs_with_its_revisions_config(
         for index, revision in enumerate((1, 2, None, 1)):
             await send(nats_client, envelope(one, revision, f"_INBOX.test.{index}"))
             done = await replies.next()
-            body = done.response.body if done.response else b""
-            assert body == (b"two" if revision == 2 else b"one"), (revision, done.errors)
+            served = done.response.body if done.response else b""
+            assert served == (b"two" if revision == 2 else b"one"), (revision, done.errors)
 
         # Revisions beyond the kept ones retire the first config; an envelope of revision 1 is served after reading it
         # from bw_config again.
@@ -72,4 +72,7 @@ async def test_each_envelope_runs_with_its_revisions_config(
     assert gone.response is None
     (error,) = gone.errors
     assert error.stage == "hello-handler.request" and not error.skipped
-    assert error.message == "cannot serve blueprint revision 99: revision 99 is not in bw_config (never stored, or deleted)"
+    assert (
+        error.message
+        == "cannot serve blueprint revision 99: revision 99 is not in bw_config (never stored, or deleted)"
+    )
