@@ -178,9 +178,9 @@ def test_ten_applies_under_steady_load_fail_no_request(tmp_path: Path) -> None:
         first = min((s.started for s in hello if s.revision == revision), default=float("nan"))
         last_old = max((s.started for s in hello if s.revision is not None and s.revision < revision), default=began)
         report.append(
-            f"rev {revision}: switch {switches[revision]:.2f} s, apply command {returned - began:.2f} s; first new response "
-            f"started {first - began:+.2f} s "
-            f"after apply began; last old one started {last_old - returned:+.2f} s after it returned"
+            f"rev {revision}: switch {switches[revision]:.2f} s, apply command {returned - began:.2f} s; first new "
+            f"response started {first - began:+.2f} s after apply began; last old one started "
+            f"{last_old - returned:+.2f} s after it returned"
         )
     print("\n".join(report))
     (tmp_path / "measured.txt").write_text("\n".join(report))
