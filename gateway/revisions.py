@@ -1,6 +1,6 @@
 """The gateway follows the blueprint revisions in ``bw_config``: routes switch without a restart.
 
-On a new revision the gateway loads it, waits (bounded) until every stage its new itineraries need has a live
+On a new revision the gateway loads it, waits (bounded) until every stage its new itineraries add has a live
 replica (an added instance's replicas are being started), then swaps its route table in one assignment: requests
 that started before keep their ``Pipeline`` (and revision) to the end; requests that start after are matched against
 the new routes and stamped with the new revision. It also answers ``backworks apply``'s probe.
@@ -69,7 +69,9 @@ async def switch_to(state: GatewayState, loaded: LoadedBlueprint, number: int) -
     if forwarder is not None:
         forwarder.know({name: item.spec.breaker for name, item in loaded.instances.items()})
         deadline = time.monotonic() + STAGES_LIVE_TIMEOUT
-        while missing := sorted(name for name in needed(loaded) if not forwarder.liveness.count(name)):
+        # Only stages new to this gateway: one already routed to that has no replica now is no reason to wait.
+        added = needed(loaded) - needed(state.blueprint)
+        while missing := sorted(name for name in added if not forwarder.liveness.count(name)):
             if time.monotonic() > deadline:
                 log.warning("switching although stages have no live replica", revision=number, missing=missing)
                 break
