@@ -8,6 +8,10 @@ than lost. What happens to the message is decided once per message, as a ``Settl
 delay, term), and applied at one site (``settlement.settle``). A hook allowed to
 run longer than the ack deadline keeps its message with in-progress heartbeats. Nothing a plugin does
 can stop the loop; a plugin that exhausts its memory makes the replica exit to be restarted.
+
+Each envelope runs with the instance config of the blueprint revision it names (``Envelope.revision``): the host
+follows ``bw_config`` and keeps the last few revisions' plugin objects (``versions``), so a changed config is
+rebuilt while envelopes of the old revision finish with the old object.
 """
 
 from __future__ import annotations

@@ -53,9 +53,10 @@ class Start:
 
 @dataclass(frozen=True)
 class Stop:
-    """Stop every replica of ``instance`` (it has drained)."""
+    """Stop ``count`` replicas of ``instance`` (None: every one; it was removed and has drained)."""
 
     instance: str
+    count: int | None = None
 
 
 Action = Start | Stop
@@ -127,6 +128,10 @@ class FleetFollower:
         changes = diff(old, new)
         for name in changes.instances_added:
             self.actions.put(Start(name, new.instances[name].spec.replicas))
+        for name in changes.instances_changed:  # a changed ``replicas:`` count scales the running instance
+            more = new.instances[name].spec.replicas - old.instances[name].spec.replicas
+            if more:
+                self.actions.put(Start(name, more) if more > 0 else Stop(name, -more))
         if changes.instances_removed:
             drain = max(old.model.timeout_ms(endpoint) for endpoint in old.model.endpoints) / 1000 + DRAIN_MARGIN
             task = asyncio.get_running_loop().create_task(self._drain(number, changes.instances_removed, drain))

@@ -137,11 +137,13 @@ class Supervisor:
             self.services.append(child)
             self.children.append(child)
 
-    def retire(self, instance: str) -> list[Child]:
-        """Stop the replicas of ``instance`` for good (a new revision removed it and they drained)."""
-        leaving = [child for child in self.services if child.instance == instance]
-        self.services = [child for child in self.services if child.instance != instance]
-        self.children = [child for child in self.children if child.instance != instance]
+    def retire(self, instance: str, count: int | None = None) -> list[Child]:
+        """Stop ``count`` replicas of ``instance`` for good, the newest first (None: all of them; a new revision
+        removed it and they drained). A stopped replica finishes what it pulled; the others keep serving."""
+        mine = [child for child in self.services if child.instance == instance]
+        leaving = mine[len(mine) - count :] if count is not None else mine
+        self.services = [child for child in self.services if all(child is not gone for gone in leaving)]
+        self.children = [child for child in self.children if all(child is not gone for gone in leaving)]
         self._terminate(leaving, STOP_GRACE)
         return leaving
 

@@ -203,11 +203,13 @@ def follow_revisions(plan: Plan, supervisor: Supervisor, follower: FleetFollower
         except queue.Empty:
             return
         if isinstance(action, Start):
-            console.print(f"revision adds {action.instance}: starting {action.replicas} replica(s)", highlight=False)
-            supervisor.add(replicas_of(plan, action.instance, action.replicas))
+            console.print(f"revision starts {action.replicas} replica(s) of {action.instance}", highlight=False)
+            running = sum(1 for child in supervisor.services if child.instance == action.instance)
+            added = replicas_of(plan, action.instance, running + action.replicas)[running:]
+            supervisor.add(added)
         else:
-            stopped = supervisor.retire(action.instance)
-            console.print(f"revision removed {action.instance}: stopped {len(stopped)} replica(s)", highlight=False)
+            stopped = supervisor.retire(action.instance, action.count)
+            console.print(f"revision stops {len(stopped)} replica(s) of {action.instance}", highlight=False)
 
 
 def wait_for_streams(

@@ -42,6 +42,11 @@ def served_rev(base: str) -> str | None:
     return value
 
 
+def live_replicas(base: str, stage: str) -> int:
+    count: int = httpx.get(f"{base}/_backworks/health", timeout=5).json()["stages"][stage]["live_replicas"]
+    return count
+
+
 def eventually_rev(base: str, rev: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -104,12 +109,22 @@ def test_apply_refuses_what_the_fleet_cannot_run_and_watch_rollback_history_work
         assert "revision 4 is running" in back.stdout
         assert served_rev(base) == "2"
 
+        # A changed replica count scales the running instance.
+        scaled = tmp_path / "scaled.yaml"
+        scaled.write_text(BLUEPRINT.format(rev="2").replace("tag: {", "tag: {replicas: 2, "))
+        more = backworks("apply", str(scaled), "--nats", nats)
+        assert more.returncode == 0, more.stdout + more.stderr
+        deadline = time.monotonic() + 60
+        while live_replicas(base, "tag.response") < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert live_replicas(base, "tag.response") == 2
+
         history = backworks("history", "--nats", nats, "--format", "json")
         rows = json.loads(history.stdout)
     finally:
         stop(up, timeout=20)
-    assert [row["number"] for row in rows] == [1, 2, 3, 4]
-    assert [row["previous"] for row in rows] == [None, 1, 2, 3]
+    assert [row["number"] for row in rows] == [1, 2, 3, 4, 5]
+    assert [row["previous"] for row in rows] == [None, 1, 2, 3, 4]
     assert rows[3]["message"] == "too bright"
     assert rows[1]["summary"] == "~1 instance"
     assert "blueprint" not in rows[0], "history lists revisions, not their whole blueprints"
