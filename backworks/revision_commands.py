@@ -89,8 +89,9 @@ def apply_command(
 ) -> None:
     """Change the running API to BLUEPRINT: validate, diff against the running revision, refuse what the fleet
     cannot run, store it as a new revision and wait until the gateway and the affected stages run it."""
-    from backworks.cli import resolve_servers, validate_or_exit
+    from backworks.cli import configure_logs, resolve_servers, validate_or_exit
 
+    configure_logs("apply")  # log lines on stderr: stdout carries the result (JSON with --format json)
     loaded = validate_or_exit(blueprint, format)
     print_result(run_apply(resolve_servers(loaded, nats), loaded, message, timeout), format)
 
@@ -118,8 +119,10 @@ async def _history(servers: list[str]) -> list[Revision]:
 
 def history_command(nats: NatsOption = None, format: FormatOption = Format.TEXT) -> None:
     """List the running blueprint's revisions: number, time, message, changes."""
+    from backworks.cli import configure_logs
     from backworks.pipeline.errors import PipelineError
 
+    configure_logs("history")
     try:
         revisions = asyncio.run(_history(_servers(nats)))
     except PipelineError as exc:
@@ -141,10 +144,12 @@ def rollback_command(
     format: FormatOption = Format.TEXT,
 ) -> None:
     """Apply an earlier revision's blueprint again, as a new revision (history only grows)."""
+    from backworks.cli import configure_logs
     from backworks.contracts.errors import BlueprintError
     from backworks.pipeline.errors import PipelineError
     from backworks.pipeline.revisions import load
 
+    configure_logs("rollback")
     servers = _servers(nats)
     try:
         revisions = {r.number: r for r in asyncio.run(_history(servers))}

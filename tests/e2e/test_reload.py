@@ -126,12 +126,14 @@ def test_ten_applies_under_steady_load_fail_no_request(tmp_path: Path) -> None:
         with ThreadPoolExecutor(HELLO_WORKERS + NEWS_WORKERS) as pool:
             workers = [pool.submit(load.worker, "/hello") for _ in range(HELLO_WORKERS)]
             workers += [pool.submit(load.worker, "/news") for _ in range(NEWS_WORKERS)]
-            time.sleep(2.0)
-            for revision in range(2, LAST + 1):
-                began, returned, switches[revision] = applied(path, revision, nats)
-                applies[revision] = began, returned
-                time.sleep(SWITCH_BOUND_S + 1.0)
-            load.stopping.set()
+            try:
+                time.sleep(2.0)
+                for revision in range(2, LAST + 1):
+                    began, returned, switches[revision] = applied(path, revision, nats)
+                    applies[revision] = began, returned
+                    time.sleep(SWITCH_BOUND_S + 1.0)
+            finally:  # the workers stop before the pool waits for them, whatever happened
+                load.stopping.set()
             for worker in workers:
                 worker.result()
         history = subprocess.run([BACKWORKS, "history", "--nats", nats], capture_output=True, text=True, check=True)
