@@ -31,6 +31,8 @@ from backworks.dlq_commands import dlq_app
 from backworks.keys_commands import keys_app
 from backworks.nats_commands import declare_streams, nats_app, print_permissions
 from backworks.plugin_commands import register as register_plugin_commands
+from backworks.revision_commands import register as register_revision_commands
+from backworks.revision_commands import store_starting_revision
 from backworks.shadow_commands import register as register_shadow_commands
 from backworks.split_commands import split_app
 from backworks.tap_commands import analytics_app
@@ -106,7 +108,7 @@ def admit_services(loaded: LoadedBlueprint, servers: list[str], identity: str) -
     """
     from backworks.local.embedded import wait_accepted, wait_governed
     from backworks.pipeline import nats_auth
-    from backworks.pipeline.permissions import identities
+    from backworks.pipeline.permissions import identities, widened
 
     keyring = nats_auth.keyring()
     if loaded.model.nats.embedded:
@@ -114,7 +116,8 @@ def admit_services(loaded: LoadedBlueprint, servers: list[str], identity: str) -
     if not keyring.governs(servers):
         return
     # Wait even when nothing changed here: another service may have just admitted them, its reload still on the way.
-    keyring.admit(identities(loaded).values())
+    recorded = keyring.entries()
+    keyring.admit(widened(identity, recorded.get(identity.name)) for identity in identities(loaded).values())
     try:
         wait_accepted(servers[0], nats_auth.resolve(identity, servers, loaded.model.nats), ADMIT_TIMEOUT)
     except Exception as exc:
@@ -130,6 +133,23 @@ def refuse_pinned_out(instances: Iterable[ResolvedInstance]) -> None:
             pins.check(instance)
     except pins.VersionRefused as exc:
         raise fail(str(exc), 2) from None
+
+
+def running_revision(loaded: LoadedBlueprint, servers: list[str], identity: str) -> tuple[LoadedBlueprint, int | None]:
+    """The blueprint a starting service runs: the current revision in ``bw_config`` if one is stored (the file
+    otherwise), and its number."""
+    import asyncio
+
+    from backworks.contracts.errors import BlueprintError
+    from backworks.pipeline.errors import PipelineError
+    from backworks.pipeline.revisions import running
+
+    try:
+        return asyncio.run(running(servers, identity, loaded.model.nats, loaded))
+    except BlueprintError as exc:
+        raise fail(f"the running blueprint revision cannot be loaded here:\n{exc}") from None
+    except PipelineError as exc:
+        raise fail(str(exc)) from None
 
 
 @app.callback()
@@ -153,20 +173,25 @@ def version(format: FormatOption = Format.TEXT) -> None:
     print(json.dumps({"version": __version__}) if format is Format.JSON else __version__)
 
 
-@app.command()
-def validate(blueprint: BlueprintArg, format: FormatOption = Format.TEXT) -> None:
-    """Check a blueprint and every plugin config; report all problems (file, line, JSON pointer, plugin)."""
+def validate_or_exit(blueprint: Path, format: Format) -> LoadedBlueprint:
+    """The validated blueprint, or every problem on stdout (as ``validate`` prints them) and exit code 1."""
     from backworks.contracts.errors import BlueprintError
     from backworks.pipeline import blueprints
 
     try:
-        loaded = blueprints.load(blueprint)
+        return blueprints.load(blueprint)
     except BlueprintError as exc:
         if format is Format.JSON:
             print(json.dumps({"valid": False, "errors": [issue.as_dict() for issue in exc.issues]}, indent=2))
         else:
             print(str(exc))
         raise typer.Exit(1) from None
+
+
+@app.command()
+def validate(blueprint: BlueprintArg, format: FormatOption = Format.TEXT) -> None:
+    """Check a blueprint and every plugin config; report all problems (file, line, JSON pointer, plugin)."""
+    loaded = validate_or_exit(blueprint, format)
     if format is Format.JSON:
         print(json.dumps({"valid": True, "errors": []}))
     else:
@@ -220,10 +245,13 @@ def declare_command(blueprint: BlueprintArg, nats: NatsOption = None, format: Fo
     try:
         model = loaded.model
         asyncio.run(declare_streams(servers, model.nats.storage, model.nats.replicas, model.nats, model.events))
+        revision, stored = asyncio.run(store_starting_revision(servers, loaded, f"backworks declare {blueprint}"))
     except PipelineError as exc:
         raise fail(str(exc)) from None
     admit_services(loaded, servers, "gateway")
     console.print(f"streams and buckets declared on {', '.join(servers)}", highlight=False)
+    said = "stored as" if stored else "already the running"
+    console.print(f"blueprint {said} revision {revision.number}", highlight=False)
     print_permissions(loaded, format)
 
 
@@ -242,8 +270,10 @@ def gateway(
     loaded = load_or_exit(blueprint)
     servers = resolve_servers(loaded, nats)
     admit_services(loaded, servers, "gateway")
+    loaded, revision = running_revision(loaded, servers, "gateway")
     settings = loaded.model.gateway
-    run(loaded, servers, host or settings.host, settings.port if port is None else port, access_log=access_log)
+    run(loaded, servers, host or settings.host, settings.port if port is None else port, access_log=access_log,
+        revision=revision)  # fmt: skip
 
 
 @app.command()
@@ -279,13 +309,16 @@ def serve(
 
     configure_logs(f"serve:{instance}")
     loaded = load_or_exit(blueprint)
+    servers = resolve_servers(loaded, nats)
+    identity = group_identity(instance) if members_of(loaded, instance) else stage_identity(instance)
+    admit_services(loaded, servers, identity)
+    loaded, revision = running_revision(loaded, servers, identity)
     members = members_of(loaded, instance)
     if instance not in loaded.instances and not members:
         groups = sorted(loaded.model.groups())
         known = ", ".join(sorted(loaded.instances)) + (f"; co-location groups: {', '.join(groups)}" if groups else "")
-        raise fail(f"no plugin instance or co-location group {instance!r} in {blueprint}; instances: {known}")
-    servers = resolve_servers(loaded, nats)
-    admit_services(loaded, servers, group_identity(instance) if members else stage_identity(instance))
+        where = f"revision {revision} of the running blueprint" if revision is not None else str(blueprint)
+        raise fail(f"no plugin instance or co-location group {instance!r} in {where}; instances: {known}")
     if members and metrics_port is not None:
         raise fail(f"--metrics-port: a co-location group ({instance}) serves no metrics port; its members' hook "
                    "times are in the gateway's /_backworks/metrics", 2)  # fmt: skip
@@ -318,6 +351,7 @@ def serve(
                 breaker_settings=breakers,
                 metrics_port=metrics_port,
                 metrics_host=metrics_host,
+                revision=revision,
             )
         finally:
             watchdog.stop()
@@ -363,6 +397,9 @@ def up(
             help="Give each plugin replica a free 127.0.0.1 port for its Prometheus metrics (shown in the table).",
         ),
     ] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Apply the blueprint file (as `backworks apply` does) when it changes.")
+    ] = False,
 ) -> None:
     """Run everything: the embedded NATS, the gateway and one process per plugin replica (per co-location group
     replica for co-located instances), supervised."""
@@ -377,7 +414,7 @@ def up(
     try:
         plan = orchestration.plan(loaded, str(blueprint), external, host, port, nats_port, counts, metrics_ports)
         orchestration.trust(loaded, plan)
-        orchestration.run(plan, loaded.model.nats, console.rich, loaded.model.events)
+        orchestration.run(plan, loaded.model.nats, console.rich, loaded.model.events, loaded, watch)
     except LocalError as exc:
         raise fail(str(exc)) from None
 
@@ -416,6 +453,7 @@ app.add_typer(split_app, name="split")
 
 register_plugin_commands(app)
 register_shadow_commands(app)
+register_revision_commands(app)
 
 
 def main() -> None:

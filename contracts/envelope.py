@@ -123,6 +123,10 @@ class Envelope(BaseModel):
     reply_to: str = ""
     """Core-NATS subject the finished envelope goes to."""
 
+    revision: int | None = None
+    """The blueprint revision (``bw_config``) the gateway routed the request under; every stage runs it with that
+    revision's config. Absent (older senders): the revision the receiving service started with."""
+
     route: str
     """Endpoint name in the blueprint."""
     method: str

@@ -14,6 +14,8 @@
     │       ├── StoreUnavailable              its broker or bucket did not answer in time
     │       ├── StoreConflict                 a compare-and-set lost: the key changed
     │       └── StoreNotBound                 no runtime was bound to the plugin before it asked
+    │   └── RevisionError                     a blueprint revision in bw_config is missing or unreadable
+    │       └── RevisionConflict              another apply stored a revision first
     ├── backworks.gateway.errors.GatewayError
     │   ├── ProblemError                      an HTTP problem (RFC 9457) to return to the client
     │   └── RequestRefused                    a request broke an edge limit while being parsed (431, 414)

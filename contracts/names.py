@@ -50,6 +50,12 @@ ALL_BUCKETS = (
 PLUGIN_BUCKETS = (CACHE_BUCKET, RATELIMIT_BUCKET)
 """Buckets a plugin may open with ``Plugin.kv`` (its keys live under ``<instance>.``); the others are the runtime's."""
 
+CONFIG_CURRENT_KEY = "current"
+"""Key of ``bw_config`` naming the running revision (``{"revision": N}``); services watch it."""
+CONFIG_PROBE_SUBJECT = "bw.config.probe"
+"""Core-NATS subject ``backworks apply`` asks every service on: which revision it runs, and whether it could run a
+candidate blueprint (each gateway and stage replica answers for itself)."""
+
 REQUEST_RECEIVED_SUBJECT = "bw.evt.request.received"
 REQUEST_RESPONDED_SUBJECT = "bw.evt.request.responded"
 STAGE_COMPLETED_SUBJECT = "bw.evt.stage.completed"
@@ -140,6 +146,11 @@ def pull_request_subject(stream: str, durable: str) -> str:
 def max_deliveries_advisory(stream: str) -> str:
     """Core-NATS subject of JetStream's advisories for messages of ``stream`` that reached ``max_deliver``."""
     return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.*"
+
+
+def revision_key(number: int) -> str:
+    """Key of revision ``number`` in ``bw_config``: ``rev.<number>``."""
+    return f"rev.{number}"
 
 
 def registry_key(instance: str, replica_id: str) -> str:

@@ -27,6 +27,7 @@ from backworks.contracts.events import (
 )
 from backworks.contracts.recordings import Recording, RecordingSwitch
 from backworks.contracts.registry import ReplicaInfo
+from backworks.contracts.revision import CurrentPointer, ProbeAnswer, Revision
 from backworks.contracts.splits import RolledBack
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -48,6 +49,9 @@ MODELS: dict[str, type[BaseModel]] = {
     "breaker-probe.v1.json": ProbeRecord,
     "recording.v1.json": Recording,
     "recording-switch.v1.json": RecordingSwitch,
+    "revision.v1.json": Revision,
+    "revision-current.v1.json": CurrentPointer,
+    "revision-probe-answer.v1.json": ProbeAnswer,
 }
 
 

@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from backworks import __version__
 from backworks.contracts.types import FailureKind
@@ -28,6 +28,7 @@ from backworks.gateway.openapi import build as build_openapi
 from backworks.gateway.preflight import preflight_routes
 from backworks.gateway.problems import problem_response
 from backworks.gateway.state import GatewayState, connect, disconnect
+from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.lifecycle import freeze_startup_objects
 from backworks.tap.filters import FilterError, seconds
 from backworks.tap.reports import AnalyticsUnavailable, ask
@@ -96,22 +97,35 @@ def build_app(state: GatewayState) -> Starlette:
             document.update(build_openapi(state.blueprint, __version__))
         return JSONResponse(document)
 
-    routes = [
+    fixed = [
         Route(HEALTH_PATH, health, methods=["GET"]),
         Route(OPENAPI_PATH, openapi, methods=["GET"]),
         Route(REPORT_PATH, report, methods=["GET"]),
         Route(METRICS_PATH, metrics, methods=["GET"]),
         *dashboard_routes(state),
     ]
-    handlers: dict[str, Callable[[Request], Awaitable[Response]]] = {
-        name: Pipeline(state, name).handle for name in state.blueprint.model.endpoints
-    }
-    # CORS preflights go to endpoints whose chain answers them, whatever their `methods` (see ``preflight``).
-    routes.extend(preflight_routes(state.blueprint, handlers))
-    for name, endpoint in state.blueprint.model.endpoints.items():
-        routes.append(Route(endpoint.path, handlers[name], methods=endpoint.methods, name=name))
-    return Starlette(
-        routes=routes,
+    app = Starlette(
+        routes=[*fixed, *endpoint_routes(state, state.blueprint, state.revision)],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: crash},
     )
+
+    def switch(loaded: LoadedBlueprint, revision: int) -> None:
+        # One assignment: a request is matched against the old table or the new one, never a mix of both.
+        app.router.routes = [*fixed, *endpoint_routes(state, loaded, revision)]
+        document.clear()
+
+    state.on_switch = switch
+    return app
+
+
+def endpoint_routes(state: GatewayState, loaded: LoadedBlueprint, revision: int | None) -> list[BaseRoute]:
+    """The routes of ``loaded``'s endpoints, each stamping ``revision`` on its envelopes."""
+    handlers: dict[str, Callable[[Request], Awaitable[Response]]] = {
+        name: Pipeline(state, name, loaded, revision).handle for name in loaded.model.endpoints
+    }
+    # CORS preflights go to endpoints whose chain answers them, whatever their `methods` (see ``preflight``).
+    routes: list[BaseRoute] = list(preflight_routes(loaded, handlers))
+    for name, endpoint in loaded.model.endpoints.items():
+        routes.append(Route(endpoint.path, handlers[name], methods=endpoint.methods, name=name))
+    return routes

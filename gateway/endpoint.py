@@ -21,6 +21,7 @@ from backworks.gateway.splits import EndpointSplits
 from backworks.gateway.state import GatewayState
 from backworks.gateway.tap import RequestTap, Served, TraceContext, events_switched_off
 from backworks.pipeline import broker, credentials
+from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.deadletters import record_event
 from backworks.pipeline.errors import PipelineError
 
@@ -30,6 +31,8 @@ STALL_PROBE_TIMEOUT = 0.1
 """Seconds the timeout path spends asking JetStream where a request is stuck."""
 REQUEST_ID_HEADER = "x-request-id"
 SKIPPED_HEADER = "x-backworks-skipped"
+REVISION_HEADER = "x-backworks-revision"
+"""The blueprint revision a request was served under (``backworks history`` lists them)."""
 TRACEPARENT_HEADER = "traceparent"
 TRACERESPONSE_HEADER = "traceresponse"
 VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -65,21 +68,27 @@ async def read_body(request: Request, limit: int) -> bytes:
 class Pipeline:
     """Sends one request through an endpoint's itinerary and waits for the result."""
 
-    def __init__(self, state: GatewayState, endpoint: str) -> None:
+    def __init__(
+        self, state: GatewayState, endpoint: str, loaded: LoadedBlueprint | None = None, revision: int | None = None
+    ) -> None:
+        """``loaded``/``revision``: the blueprint revision this endpoint belongs to (default: the state's)."""
         self.state = state
         self.endpoint = endpoint
-        self.itinerary: list[Stage] = state.blueprint.itinerary(endpoint)
-        self.timeout_ms = state.blueprint.model.timeout_ms(endpoint)
-        self.route_path = state.blueprint.model.endpoints[endpoint].path
-        self.max_body = state.blueprint.model.gateway.max_body_bytes
-        self.expose_errors = state.blueprint.model.gateway.expose_errors
-        model = state.blueprint.model
+        self.revision = state.revision if loaded is None else revision
+        """Stamped on every envelope: its stages run it with this revision's configs."""
+        loaded = loaded or state.blueprint
+        self.itinerary: list[Stage] = loaded.itinerary(endpoint)
+        self.timeout_ms = loaded.model.timeout_ms(endpoint)
+        self.route_path = loaded.model.endpoints[endpoint].path
+        self.max_body = loaded.model.gateway.max_body_bytes
+        self.expose_errors = loaded.model.gateway.expose_errors
+        model = loaded.model
         self.flow_events = model.events.enabled and not events_switched_off()
         """Per-request events (received, stage completed, responded); failures are evented either way."""
         self.bodies = model.endpoints[endpoint].events.bodies
         self.body_bytes = model.events.body_bytes
         self.stage_completed = model.events.stage_completed
-        self.splits = EndpointSplits.of(state.blueprint, endpoint)
+        self.splits = EndpointSplits.of(loaded, endpoint)
         """The endpoint's canary splits (None without): each request's branches are chosen as it is sent."""
 
     def tap(self) -> RequestTap | None:
@@ -167,6 +176,7 @@ class Pipeline:
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
             body=body,
             client=client[0] if client else None,
+            revision=self.revision,
             itinerary=list(self.itinerary),
         )
 
@@ -262,6 +272,8 @@ class Pipeline:
 def client_response(envelope: Envelope, request_id: str, total_ms: float, expose_errors: bool) -> Response:
     """The HTTP response for a finished envelope, as the client gets it (``backworks replay`` builds its own so)."""
     extra = {REQUEST_ID_HEADER: request_id, "server-timing": server_timing(envelope, total_ms)}
+    if envelope.revision is not None:
+        extra[REVISION_HEADER] = str(envelope.revision)
     skipped = [e.stage for e in envelope.errors if e.skipped]
     if skipped:
         extra[SKIPPED_HEADER] = ",".join(skipped)

@@ -45,9 +45,17 @@ def uvicorn_config(
     )
 
 
-def run(blueprint: LoadedBlueprint, servers: list[str], host: str, port: int, *, access_log: bool = False) -> None:
+def run(
+    blueprint: LoadedBlueprint,
+    servers: list[str],
+    host: str,
+    port: int,
+    *,
+    access_log: bool = False,
+    revision: int | None = None,
+) -> None:
     """Serve until SIGINT/SIGTERM (uvicorn handles both and shuts down gracefully)."""
     settings = blueprint.model.gateway
     raise_descriptor_limit(settings.max_connections or DEFAULT_MAX_CONNECTIONS)
-    state = GatewayState(blueprint=blueprint, servers=servers, access_log=access_log)
+    state = GatewayState(blueprint=blueprint, servers=servers, access_log=access_log, revision=revision)
     uvicorn.Server(uvicorn_config(build_app(state), host, port, settings, state.edge)).run()

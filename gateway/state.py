@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,9 @@ from backworks.pipeline.permissions import GATEWAY
 if TYPE_CHECKING:
     from backworks.gateway.metrics import GatewayMetrics
     from backworks.gateway.rollback import SplitRollbacks
+    from backworks.pipeline.fleetprobe import ProbeResponder
     from backworks.pipeline.otel import Tracing
+    from backworks.pipeline.revisions import RevisionFollower
 
 log = structlog.get_logger("backworks.gateway")
 
@@ -68,6 +71,12 @@ class GatewayState:
     """Each stage's pending / unacknowledged work, polled in the background (health, metrics)."""
     tracing: Tracing | None = None
     """The OTLP span exporter, when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (``pipeline.tracing``)."""
+    revision: int | None = None
+    """The blueprint revision served (``bw_config``); None: a blueprint file with no revision stored."""
+    on_switch: Callable[[LoadedBlueprint, int], None] | None = None
+    """Swaps the app's routes to a new revision (set by the app; see ``gateway.revisions``)."""
+    follower: RevisionFollower | None = None
+    probe: ProbeResponder | None = None
 
     @property
     def liveness(self) -> LivenessView | None:
@@ -118,6 +127,9 @@ async def connect(state: GatewayState) -> None:
     state.backpressure = BackpressureWatch(state.js, state.blueprint)
     await state.backpressure.start()
     state.tracing = tracing.start("backworks-gateway", state.gateway_id)
+    from backworks.gateway.revisions import follow  # it imports this module
+
+    await follow(state)
 
 
 def warn_if_limits_exceed_max_payload(state: GatewayState) -> None:
@@ -161,6 +173,10 @@ async def disconnect(state: GatewayState) -> None:
         await state.backpressure.stop()
     if state.tracing:
         state.tracing.shutdown()  # flushes the spans still batched
+    """Undo ``connect``: stop following revisions, stop the forwarder and the inbox, then drain the connection."""
+    from backworks.gateway.revisions import unfollow
+
+    await unfollow(state)
     if state.forwarder:
         await state.forwarder.stop()
     if state.inbox:

@@ -99,6 +99,8 @@ class LoadedBlueprint:
     """The plugins available to this blueprint (installed and from its plugin folders)."""
     variant_chains: dict[tuple[str, splits.SplitKey], list[str]] = field(default_factory=dict)
     """Per endpoint with splits and per combination of branches (``splits.variants``), the resolved chain."""
+    data: Any = field(default=None, compare=False, repr=False)
+    """The blueprint as written (parsed YAML): what a revision in ``bw_config`` stores."""
 
     def chain(self, endpoint: str, picks: splits.Picks | None = None) -> list[str]:
         """Instances an endpoint runs before its handler, in resolved order; with ``picks``, those branches."""
@@ -469,7 +471,7 @@ def validate(data: Any, file: str, positions: dict[str, Position] | None = None)
     _check_preflight_first(report, model, resolved, chains)
     if report.issues:
         raise BlueprintError(report.issues)
-    return LoadedBlueprint(Path(file), model, resolved, chains, found, variant_chains)
+    return LoadedBlueprint(Path(file), model, resolved, chains, found, variant_chains, data)
 
 
 def load(path: str | Path) -> LoadedBlueprint:

@@ -42,6 +42,7 @@ from backworks.contracts.names import Phase
 from backworks.contracts.types import FailureKind
 from backworks.pipeline import audit, broker
 from backworks.pipeline.blueprints import LoadedBlueprint, ResolvedInstance
+from backworks.pipeline.errors import RevisionError
 from backworks.pipeline.executor import execute
 from backworks.pipeline.forwarder import PUBLISH_TIMEOUT, Forwarder
 from backworks.pipeline.lifecycle import freeze_startup_objects
@@ -87,10 +88,20 @@ async def run_member(
 
     The executor restores the envelope as the stage received it when the hook fails, so it gets that as bytes.
     """
+    try:  # the plugin object of the envelope's blueprint revision, as between processes
+        version = await host.versions.get(envelope.revision)
+    except RevisionError as exc:
+        message = f"cannot serve blueprint revision {envelope.revision}: {exc}"
+        return envelope, [envelope.fail_stage(FailureKind.INVALID, message, skip=False)]
     decided = audit.noted(envelope) if host.audits else 0
-    outcome = await execute(
-        host.plugin, phase, envelope.to_json(), envelope, host.timeout, host.replica, attempt, host.breakers
-    )
+    host.versions.begin(version)
+    try:
+        outcome = await execute(
+            version.plugin, phase, envelope.to_json(), envelope, version.instance.timeout, host.replica, attempt,
+            host.breakers,
+        )  # fmt: skip
+    finally:
+        host.versions.end(version)
     host.processed += 1
     if host.audits and not outcome.failure:
         audit.publish_decisions(host.forwarder.events, outcome.envelope, decided)

@@ -90,3 +90,11 @@ class StoreConflict(StoreError):
 
 class StoreNotBound(StoreError):
     """A plugin asked for a store before anything bound a runtime to it (``Plugin.bind``)."""
+
+
+class RevisionError(PipelineError):
+    """A blueprint revision in ``bw_config`` is missing, unreadable, or could not be stored."""
+
+
+class RevisionConflict(RevisionError):
+    """Another apply stored a revision first: read the current one and try again."""

@@ -94,6 +94,13 @@ class Forwarder:
         self.gate = StageGate(self.liveness, self.breakers) if gated else StageGate()
         self.stalls = StallWatch(js, self._route_around, self.liveness)
 
+    def know(self, breaker_settings: Mapping[str, BreakerSettings]) -> None:
+        """Stages a new blueprint revision added: this forwarder may send to them too (their breakers are watched)."""
+        added = {name: settings for name, settings in breaker_settings.items() if name not in self.instances}
+        if added:
+            self.breakers.add(added)
+            self.instances = (*self.instances, *added)
+
     async def start(self) -> None:
         await self.events.start()
         await self.publisher.start()

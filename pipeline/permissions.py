@@ -37,6 +37,8 @@ from typing import Any
 from backworks.contracts.envelope import Stage
 from backworks.contracts.names import (
     BREAKERS_BUCKET,
+    CONFIG_BUCKET,
+    CONFIG_PROBE_SUBJECT,
     DLQ_STREAM,
     DLQ_SUBJECTS,
     EVENTS_STREAM,
@@ -208,6 +210,10 @@ def forwarder_publish() -> list[str]:
         f"{JS_API}.STREAM.INFO.{PIPELINE_STREAM}",
         *kv_api(REGISTRY_BUCKET),
         *kv_api(BREAKERS_BUCKET),
+        # Blueprint revisions: every service reads and watches them (only admin writes), and answers the probe
+        # ``backworks apply`` (always the admin identity) sends to its inbox.
+        *kv_api(CONFIG_BUCKET),
+        f"{identity_inbox(ADMIN)}.>",
         # Dead letters (DeadLetterWatch): read the exhausted message, store it in BW_DLQ, delete it, answer.
         f"{JS_API}.STREAM.MSG.GET.{PIPELINE_STREAM}",
         f"{JS_API}.STREAM.MSG.DELETE.{PIPELINE_STREAM}",
@@ -219,7 +225,7 @@ def forwarder_publish() -> list[str]:
 
 
 def forwarder_subscribe(name: str) -> list[str]:
-    return [f"{identity_inbox(name)}.>", max_deliveries_advisory(PIPELINE_STREAM)]
+    return [f"{identity_inbox(name)}.>", max_deliveries_advisory(PIPELINE_STREAM), CONFIG_PROBE_SUBJECT]
 
 
 def gateway(loaded: LoadedBlueprint) -> Identity:
@@ -328,6 +334,22 @@ def identities(loaded: LoadedBlueprint) -> dict[str, Identity]:
     groups = [group(loaded, name) for name in sorted(loaded.model.groups())]
     found = [admin(), gateway(loaded), *stages, *groups, tap()]
     return {identity.name: identity for identity in found}
+
+
+def widened(identity: Identity, recorded: dict[str, Any] | None) -> Identity:
+    """``identity`` with the subjects a recorded entry already grants added: a service started from an older
+    blueprint file never takes away what a newer revision (``backworks apply``) granted the fleet."""
+    if recorded is None:
+        return identity
+
+    def union(mine: tuple[str, ...], theirs: list[str]) -> tuple[str, ...]:
+        return (*mine, *(subject for subject in theirs if subject not in mine))
+
+    permissions = Permissions(
+        union(identity.permissions.publish, recorded.get("publish", [])),
+        union(identity.permissions.subscribe, recorded.get("subscribe", [])),
+    )
+    return Identity(identity.name, identity.role, permissions, identity.instance)
 
 
 def base_identities() -> dict[str, Identity]:

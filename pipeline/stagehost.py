@@ -8,6 +8,10 @@ than lost. What happens to the message is decided once per message, as a ``Settl
 delay, term), and applied at one site (``settlement.settle``). A hook allowed to
 run longer than the ack deadline keeps its message with in-progress heartbeats. Nothing a plugin does
 can stop the loop; a plugin that exhausts its memory makes the replica exit to be restarted.
+
+Each envelope runs with the instance config of the blueprint revision it names (``Envelope.revision``): the host
+follows ``bw_config`` and keeps the last few revisions' plugin objects (``versions``), so a changed config is
+rebuilt while envelopes of the old revision finish with the old object.
 """
 
 from __future__ import annotations
@@ -32,23 +36,28 @@ from backworks.contracts.blueprint import BreakerSettings, NatsSettings
 from backworks.contracts.envelope import Envelope, StageError
 from backworks.contracts.names import PIPELINE_STREAM, Phase, stage_durable, stage_subject
 from backworks.contracts.registry import ReplicaInfo
+from backworks.contracts.revision import ProbeAnswer
 from backworks.contracts.types import FailureKind
 from backworks.pipeline import audit, broker, credentials, pins, secrets, tracing
-from backworks.pipeline.blueprints import ResolvedInstance
+from backworks.pipeline.blueprints import LoadedBlueprint, ResolvedInstance
 from backworks.pipeline.breakers import FleetBreakers
 from backworks.pipeline.consumer import PullConsumer
 from backworks.pipeline.deadletters import bury, record_event
+from backworks.pipeline.errors import RevisionError
 from backworks.pipeline.executor import Outcome, execute
+from backworks.pipeline.fleetprobe import ProbeResponder, problems_with
 from backworks.pipeline.forwarder import Forwarder
 from backworks.pipeline.lifecycle import freeze_startup_objects
 from backworks.pipeline.liveness import Heartbeat, LivenessView
 from backworks.pipeline.permissions import stage_identity
 from backworks.pipeline.plugin import Category, Plugin
 from backworks.pipeline.redelivery import HandedOff, Recent
+from backworks.pipeline.revisions import RevisionFollower
 from backworks.pipeline.servicemetrics import DEFAULT_METRICS_HOST, StageMetrics, serve_metrics
 from backworks.pipeline.settlement import ACK, Nak, Settlement, Term, settle
 from backworks.pipeline.stalls import CLAIMED, STALL_MARGIN, may_be_claimed
 from backworks.pipeline.stores import NatsRuntime
+from backworks.pipeline.versions import InstanceVersions, Version
 
 if TYPE_CHECKING:
     from backworks.pipeline.otel import Tracing
@@ -103,9 +112,11 @@ class StageHost:
         max_deliver: int = DEFAULT_MAX_DELIVER,
         breaker_settings: dict[str, BreakerSettings] | None = None,
         forwarder: Forwarder | None = None,
+        revision: int | None = None,
     ) -> None:
         """``forwarder``: one shared with other hosts of this process (co-located instances, ``colocation``),
-        started and stopped by its owner; by default the host makes, starts and stops its own."""
+        started and stopped by its owner; by default the host makes, starts and stops its own. ``revision``: the
+        blueprint revision ``instance`` comes from (None: a file, no revision stored)."""
         pins.check(instance)  # a replica outside the instance's version pin never consumes
         self.instance = instance
         self.client = client
@@ -114,6 +125,8 @@ class StageHost:
         self.audits = self.plugin.category is Category.SECURITY
         """Security stages note decisions that this host publishes on the event stream (``pipeline.audit``)."""
         self.plugin.bind(NatsRuntime(client, self.js))
+        self.versions = InstanceVersions(instance, self.plugin, revision, self._build)
+        """The instance's config per recent revision: each envelope runs with the one its revision declares."""
         self.replica = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.max_inflight = max_inflight or instance.spec.limits.max_concurrent or DEFAULT_MAX_INFLIGHT
         self.max_deliver = max_deliver
@@ -141,6 +154,8 @@ class StageHost:
         )
         self.breakers: FleetBreakers = self.forwarder.breakers
         self.liveness: LivenessView = self.forwarder.liveness
+        self.revisions = RevisionFollower(self.js, self._take_revision, revision)
+        self.probe = ProbeResponder(client, self._answer_probe)
         self.exhausted = asyncio.Event()
         self.exhausted_resource = ""
         """What a plugin used up (``memory``, ``open files``): the replica exits to be restarted."""
@@ -163,9 +178,32 @@ class StageHost:
             max_waiting=512,
         )
 
+    def _build(self, item: ResolvedInstance) -> Plugin[Any]:
+        plugin: Plugin[Any] = item.cls(item.config, instance=item.name)
+        plugin.bind(NatsRuntime(self.client, self.js))
+        return plugin
+
+    async def _take_revision(self, number: int) -> None:
+        await self.versions.adopt(number)
+
+    def _learn(self, loaded: LoadedBlueprint) -> None:
+        """A revision may add stages this replica hands envelopes to: its forwarder needs their breakers."""
+        self.forwarder.know({name: item.spec.breaker for name, item in loaded.instances.items()})
+
+    async def _answer_probe(self, candidate: dict[str, Any] | None) -> ProbeAnswer:
+        return ProbeAnswer(
+            role="stage",
+            name=self.instance.name,
+            replica=self.replica,
+            revision=self.versions.revision,
+            plugins={self.versions.latest.instance.cls.name: self.versions.latest.instance.cls.version},
+            problems=problems_with(candidate),
+        )
+
     async def start(self) -> None:
         await broker.attach(self.js)
         await self.plugin.startup()
+        await self.versions.open(self.js, self._learn)
         if self.owns_forwarder:
             await self.forwarder.start()
         for phase in self.instance.cls.phases:
@@ -180,6 +218,9 @@ class StageHost:
             await consumer.start()
             self.consumers.append(consumer)
         await self.heartbeat.start()
+        if self.versions.store is not None:
+            await self.revisions.start()
+            await self.probe.start()
         log.info(
             "stage ready",
             instance=self.instance.name,
@@ -196,14 +237,18 @@ class StageHost:
 
     async def stop(self, *, drain: bool = False) -> None:
         """Stop serving; with ``drain`` (a replica process told to stop), run what the broker still sends first."""
+        await self.probe.stop()
+        await self.revisions.stop()
         await self.heartbeat.stop()
         await asyncio.gather(*(consumer.stop(wait_pull=drain) for consumer in self.consumers))
         if self.owns_forwarder:
             await self.forwarder.stop()
-        try:
-            await self.plugin.shutdown()
-        except Exception:
-            log.exception("plugin shutdown failed", instance=self.instance.name)
+        await self.versions.closed()
+        for plugin in self.versions.plugins():
+            try:
+                await plugin.shutdown()
+            except Exception:
+                log.exception("plugin shutdown failed", instance=self.instance.name)
 
     async def snapshot(self) -> ReplicaInfo:
         # asyncio.timeout, not wait_for: 3.11's wait_for swallows a cancellation that lands as the hook returns,
@@ -315,7 +360,11 @@ class StageHost:
         label = stage.label if stage is not None else "?"
         unsent = self.unsent.pop(key, None)
         if unsent is None:
-            outcome = await self._execute(phase, msg, envelope, attempt)
+            try:
+                version = await self.versions.get(envelope.revision)
+            except RevisionError as exc:
+                return await self._refuse_revision(envelope, str(exc))
+            outcome = await self._execute(phase, msg, envelope, attempt, version)
             if outcome is None:
                 return self._claimed(label, "while it ran")  # frozen or starved: another replica had it again
             failures = [outcome.envelope.errors[-1]] if outcome.failure else []
@@ -331,20 +380,26 @@ class StageHost:
         self.handed_off.add(key)
         return ACK
 
-    async def _execute(self, phase: Phase, msg: Msg, envelope: Envelope, attempt: int) -> Outcome | None:
-        """Run the hook; None when this replica took so long (frozen) that a stall watch gave the envelope on."""
+    async def _execute(
+        self, phase: Phase, msg: Msg, envelope: Envelope, attempt: int, version: Version
+    ) -> Outcome | None:
+        """Run the hook with the plugin object of the envelope's revision; None when this replica took so long
+        (frozen) that a stall watch gave the envelope on."""
         keeper = self._keep_alive(msg)
         decided = audit.noted(envelope) if self.audits else 0
         began = time.monotonic()
+        timeout = version.instance.timeout
+        self.versions.begin(version)
         try:
             outcome = await execute(
-                self.plugin, phase, msg.data, envelope, self.timeout, self.replica, attempt, self.breakers
+                version.plugin, phase, msg.data, envelope, timeout, self.replica, attempt, self.breakers
             )
         finally:
+            self.versions.end(version)
             if keeper is not None:
                 keeper.cancel()
         self.processed += 1
-        if time.monotonic() - began > self.timeout + STALL_MARGIN and not await self._still_pending(msg):
+        if time.monotonic() - began > timeout + STALL_MARGIN and not await self._still_pending(msg):
             return None
         if self.metrics is not None:
             self.metrics.ran(outcome)
@@ -363,6 +418,18 @@ class StageHost:
         """A stall watch claimed the message back (and went on without this replica): drop this late copy."""
         self.dropped[CLAIMED] += 1
         log.info(f"claimed back by a stall watch {when}; dropped without a hand-off", stage=stage)
+        return ACK
+
+    async def _refuse_revision(self, envelope: Envelope, reason: str) -> Settlement:
+        """An envelope of a revision this replica cannot serve: the request fails, saying which revision and why."""
+        self.dropped[FailureKind.INVALID.value] += 1
+        message = f"cannot serve blueprint revision {envelope.revision}: {reason}"
+        error = envelope.fail_stage(FailureKind.INVALID, message, skip=False)
+        try:
+            await self.forwarder.forward(envelope, failures=[error])
+        except Exception as exc:
+            log.warning("refusal not handed on; will be redelivered", error=repr(exc))
+            return Nak(NAK_DELAY)
         return ACK
 
     async def _still_pending(self, msg: Msg) -> bool:
@@ -402,6 +469,7 @@ async def serve(
     settings: NatsSettings | None = None,
     metrics_port: int | None = None,
     metrics_host: str = DEFAULT_METRICS_HOST,
+    revision: int | None = None,
     **options: Any,
 ) -> int:
     """Run one replica until ``stop`` is set; returns the process exit code.
@@ -423,7 +491,7 @@ async def serve(
         settings=settings,
         on_reconnect=reconnected,
     )
-    host = StageHost(instance, client, **options)
+    host = StageHost(instance, client, revision=revision, **options)
     host.tracing = tracing.start(f"backworks-{instance.name}", host.replica)
     stop_metrics = None
     if metrics_port is not None:

@@ -178,7 +178,8 @@ class Supervisor:
                 log.info("child restarted", child=child.name, pid=child.pid)
 
     def run(self, tick: Callable[[], None] | None = None) -> None:
-        """Supervise until a stop is requested; ``tick`` runs on every round (``up`` applies scale requests)."""
+        """Supervise until a stop is requested; ``tick`` runs on every round (scale requests, revision follow-up,
+        ``--watch``)."""
         while not self.stopping:
             self.check()
             if tick is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from backworks.contracts.blueprint import EventSettings, NatsSettings
 from backworks.contracts.names import EVENTS_STREAM
 from backworks.local import scaling
 from backworks.local.errors import NotReady
+from backworks.local.fleet import FleetFollower, Start, watch_and_apply
 from backworks.local.ports import LOOPBACK, accepts, ensure_free, free_port
 from backworks.local.servers import address
 from backworks.local.state import STATE_DIR_ENV, state_dir
@@ -158,8 +160,20 @@ def trust(loaded: LoadedBlueprint, plan: Plan) -> None:
         nats_auth.keyring().admit(identities(loaded).values(), replace=True)
 
 
-def run(plan: Plan, nats: NatsSettings, console: Console, events: EventSettings | None = None) -> None:
-    """Start everything, wait until it is ready, supervise until a signal; always stop every child."""
+def run(
+    plan: Plan,
+    nats: NatsSettings,
+    console: Console,
+    events: EventSettings | None = None,
+    loaded: LoadedBlueprint | None = None,
+    watch: bool = False,
+) -> None:
+    """Start everything, wait until it is ready, supervise until a signal; always stop every child.
+
+    With ``loaded``, the blueprint becomes the current revision in ``bw_config`` before the services start, and
+    later revisions (``backworks apply``) start and stop replicas; ``watch`` applies the file when it changes.
+    """
+    follower: FleetFollower | None = None
     # Children inherit the state directory as an absolute path: extra processes run in the blueprint's folder
     # and must find the same files (e.g. a database a handler module keeps there).
     os.environ[STATE_DIR_ENV] = str(state_dir())
@@ -174,6 +188,7 @@ def run(plan: Plan, nats: NatsSettings, console: Console, events: EventSettings 
                 if supervisor.stopping:
                     return
                 raise NotReady("NATS did not come up; see .backworks/nats-server.log")
+            revision = store_revision(plan, loaded, nats) if loaded is not None else None
             status.update("starting the gateway and plugin services")
             supervisor.start_services()
             local = LOOPBACK if plan.host in ("0.0.0.0", "::") else plan.host
@@ -182,12 +197,54 @@ def run(plan: Plan, nats: NatsSettings, console: Console, events: EventSettings 
         if supervisor.stopping:
             return
         print_ready(console, supervisor, ready, f"http://{plan.host}:{plan.port}", plan.url, plan.metrics_ports)
-        supervisor.run(scaling.listen(state_dir(), supervisor))
+        scale = scaling.listen(state_dir(), supervisor)
+        if loaded is None:
+            supervisor.run(scale)
+            return
+        follower = FleetFollower(plan.servers, nats, revision)
+        follower.start()
+        file_watch = watch_and_apply(Path(plan.blueprint), follower, console.print) if watch else None
+
+        def tick() -> None:
+            assert follower is not None
+            scale()
+            follow_revisions(plan, supervisor, follower, console)
+            if file_watch is not None:
+                file_watch.tick()
+
+        supervisor.run(tick)
     finally:
         console.print("stopping…", highlight=False)
         scaling.withdraw(state_dir())
+        if follower is not None:
+            follower.stop()
         supervisor.stop()
         console.print("stopped", highlight=False)
+
+
+def store_revision(plan: Plan, loaded: LoadedBlueprint, nats: NatsSettings) -> int:
+    """The blueprint ``up`` starts with becomes the current revision (a new one only if it differs)."""
+    from backworks.revision_commands import store_starting_revision
+
+    revision, _ = asyncio.run(store_starting_revision(plan.servers, loaded, f"backworks up {plan.blueprint}"))
+    return revision.number
+
+
+def follow_revisions(plan: Plan, supervisor: Supervisor, follower: FleetFollower, console: Console) -> None:
+    """Start the replicas of instances a revision added, stop those of drained removed ones."""
+    while True:
+        try:
+            action = follower.actions.get_nowait()
+        except queue.Empty:
+            return
+        running = supervisor.replica_counts().get(action.instance, 0)
+        if isinstance(action, Start):
+            console.print(f"revision starts {action.replicas} replica(s) of {action.instance}", highlight=False)
+            supervisor.set_replicas(action.instance, running + action.replicas)
+        else:
+            leaving = running if action.count is None else min(action.count, running)
+            supervisor.set_replicas(action.instance, running - leaving)  # they drain, then exit
+            console.print(f"revision stops {leaving} replica(s) of {action.instance}", highlight=False)
 
 
 def wait_for_streams(

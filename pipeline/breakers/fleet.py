@@ -122,6 +122,13 @@ class FleetBreakers:
         """Wait until this process's window records are written to KV."""
         await self._mirror.flush()
 
+    def add(self, settings: dict[str, BreakerSettings]) -> None:
+        """Breakers of instances a new blueprint revision added; their records arrive through the running watch."""
+        for name, setting in settings.items():
+            if name not in self._views:
+                self._views[name] = FleetView(name, setting, self._me)
+                self._noticed[name] = BreakerState.CLOSED
+
     # --- what forwarders and stage hosts ask ---------------------------------------------------------------------
 
     def state(self, instance: str) -> BreakerState:
