@@ -19,8 +19,9 @@ from typing import Any
 from backworks.contracts.types import Headers
 from backworks.pipeline import credentials
 
-IGNORED_HEADERS = frozenset({"server-timing", "traceresponse", "date"})
-"""Headers that differ on every request by design (timings, the trace's span, the clock): not a difference."""
+IGNORED_HEADERS = frozenset({"server-timing", "traceresponse", "date", "x-backworks-revision"})
+"""Headers that differ by design (timings, the trace's span, the clock, the blueprint revision that served it — a
+replay runs outside the fleet's revisions): not a difference."""
 MAX_POINTERS = 5
 """JSON pointers named per differing body."""
 EXCERPT_CHARS = 80

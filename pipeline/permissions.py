@@ -348,6 +348,7 @@ def widened(identity: Identity, recorded: dict[str, Any] | None) -> Identity:
     permissions = Permissions(
         union(identity.permissions.publish, recorded.get("publish", [])),
         union(identity.permissions.subscribe, recorded.get("subscribe", [])),
+        responses=identity.permissions.responses or bool(recorded.get("allow_responses")),
     )
     return Identity(identity.name, identity.role, permissions, identity.instance)
 

@@ -12,7 +12,7 @@ from backworks.contracts.names import CONFIG_BUCKET, CONFIG_CURRENT_KEY
 from backworks.local.embedded import EmbeddedNats
 from backworks.pipeline import blueprints, broker
 from backworks.pipeline.fleetprobe import ask
-from backworks.pipeline.permissions import GATEWAY, identities, stage_identity, widened
+from backworks.pipeline.permissions import GATEWAY, TAP, base_identities, identities, stage_identity, widened
 from backworks.pipeline.revisions import RevisionStore
 from backworks.pipeline.stagehost import StageHost
 from tests.files import write_blueprint
@@ -72,3 +72,13 @@ def test_widening_keeps_what_a_newer_revision_granted(tmp_path: Path) -> None:
     assert set(gateway.permissions.publish) <= set(wider.permissions.publish)
     assert wider.permissions.subscribe == gateway.permissions.subscribe
     assert widened(gateway, None) is gateway
+
+
+def test_widening_keeps_the_right_to_answer_requests(tmp_path: Path) -> None:
+    tap = base_identities()[TAP]
+    assert tap.permissions.responses, "analytics answers report requests"
+    wider = widened(tap, {"publish": list(tap.permissions.publish), "subscribe": list(tap.permissions.subscribe)})
+    assert wider.permissions.responses and wider.as_dict()["allow_responses"] is True
+    gateway = identities(blueprints.load(write_blueprint(tmp_path, ONE)))[GATEWAY]
+    assert not widened(gateway, {"publish": [], "subscribe": []}).permissions.responses
+    assert widened(gateway, {"publish": [], "subscribe": [], "allow_responses": True}).permissions.responses
