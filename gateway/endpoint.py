@@ -34,8 +34,9 @@ TRACEPARENT_HEADER = "traceparent"
 TRACERESPONSE_HEADER = "traceresponse"
 VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 RECONNECT_SHARE = 0.5
-"""Share of a request's deadline it may spend waiting for the gateway's NATS client to reconnect (its node left
-the cluster); the rest is for the pipeline. A fixed second was too short on a loaded machine."""
+"""Share of a request's deadline it may spend waiting for the gateway's NATS client to reconnect to another node
+of a cluster (its node left); the rest is for the pipeline. A lone server has no other node to go to: the
+request waits ``broker.RECONNECT_GRACE`` for it, as before."""
 CLIENT_CLOSED_REQUEST = 499
 """The status logged for a request whose client disconnected before it could be answered (nginx's 499)."""
 
@@ -184,7 +185,9 @@ class Pipeline:
     ) -> Response:
         state = self.state
         client, inbox, forwarder = state.client, state.inbox, state.forwarder
-        grace = self.timeout_ms / 1000 * RECONNECT_SHARE
+        grace = broker.RECONNECT_GRACE
+        if client is not None and len(client.servers) > 1:
+            grace = max(grace, self.timeout_ms / 1000 * RECONNECT_SHARE)
         waiting_since = time.time()
         connected = client is not None and (client.is_connected or await broker.reconnected(client, grace))
         waited = time.time() - waiting_since
