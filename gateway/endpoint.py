@@ -36,6 +36,10 @@ REVISION_HEADER = "x-backworks-revision"
 TRACEPARENT_HEADER = "traceparent"
 TRACERESPONSE_HEADER = "traceresponse"
 VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+RECONNECT_SHARE = 0.5
+"""Share of a request's deadline it may spend waiting for the gateway's NATS client to reconnect to another node
+of a cluster (its node left); the rest is for the pipeline. A lone server has no other node to go to: the
+request waits ``broker.RECONNECT_GRACE`` for it, as before."""
 CLIENT_CLOSED_REQUEST = 499
 """The status logged for a request whose client disconnected before it could be answered (nginx's 499)."""
 
@@ -191,13 +195,19 @@ class Pipeline:
     ) -> Response:
         state = self.state
         client, inbox, forwarder = state.client, state.inbox, state.forwarder
-        connected = client is not None and (client.is_connected or await broker.reconnected(client))
+        grace = broker.RECONNECT_GRACE
+        if client is not None and len(client.servers) > 1:
+            grace = max(grace, self.timeout_ms / 1000 * RECONNECT_SHARE)
+        waiting_since = time.time()
+        connected = client is not None and (client.is_connected or await broker.reconnected(client, grace))
+        waited = time.time() - waiting_since
         if client is None or forwarder is None or inbox is None or not connected:
             raise ProblemError(
                 503, "Broker unavailable", "the message broker (NATS) is not reachable", cause=FailureKind.BROKER
             )
         body = await read_body(request, self.max_body)
         envelope = self.envelope(request, request_id, body)
+        envelope.deadline -= waited  # the wait for a reconnect counts against the request's deadline
         if self.splits is not None:
             rollbacks = state.rollbacks
             self.splits.route(envelope, rollbacks.held if rollbacks is not None else None)
@@ -249,7 +259,9 @@ class Pipeline:
         """Only on the timeout path: the first stage with no live replica or with messages nobody took."""
         liveness, js = self.state.liveness, self.state.js
         for stage in envelope.itinerary:
-            if liveness is not None and liveness.count(stage.instance) == 0:
+            # absent(), not count() == 0: a view whose registry watch went deaf (its bucket electing a leader)
+            # counts nobody live, which would blame a stage that is serving (measured in a node partition).
+            if liveness is not None and liveness.absent(stage.instance):
                 return stage, "has no live replica"
         if js is None:
             return None

@@ -38,6 +38,11 @@ from backworks.pipeline.tasks import cancel
 log = structlog.get_logger("backworks.liveness")
 
 HEARTBEAT_INTERVAL = 0.5
+BEAT_TIMEOUT = HEARTBEAT_INTERVAL
+"""Seconds one heartbeat waits for the registry's acknowledgement. A put that a leaving cluster node swallowed
+costs one interval, not the client's 1 s request timeout plus an interval: measured in a rolling restart, two
+such puts left a single replica silent for ~2 s, past ``LIVENESS_TTL``, and the gateway answered "no live
+replica" although it was working."""
 LIVENESS_TTL = 1.75
 """A replica whose last heartbeat is older than this is considered gone."""
 RETRY_DELAY = 0.5
@@ -189,6 +194,8 @@ class Heartbeat:
         self.snapshot = snapshot
         self._task: asyncio.Task[None] | None = None
         self._key = ""
+        self._kv: KeyValue | None = None
+        """Looked up once: a lookup per beat is one more request a cluster's leader change can swallow."""
 
     async def start(self) -> None:
         await self._beat()
@@ -197,14 +204,20 @@ class Heartbeat:
     async def _beat(self) -> None:
         info = await self.snapshot()
         self._key = registry_key(info.instance, info.replica)
-        kv = await self.js.key_value(REGISTRY_BUCKET)
-        await kv.put(self._key, info.model_dump_json().encode())
+        if self._kv is None:
+            self._kv = await self.js.key_value(REGISTRY_BUCKET)
+        await self._kv.put(self._key, info.model_dump_json().encode())
 
     async def _loop(self) -> None:
+        # A steady cadence: the next beat is due HEARTBEAT_INTERVAL after the last one started, however long
+        # that one took (at most BEAT_TIMEOUT), so a lost put delays the next by nothing.
+        due = time.monotonic()
         while True:
-            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            due = max(due + HEARTBEAT_INTERVAL, time.monotonic())
+            await asyncio.sleep(due - time.monotonic())
             try:
-                await self._beat()
+                async with asyncio.timeout(BEAT_TIMEOUT):
+                    await self._beat()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
