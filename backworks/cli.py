@@ -309,6 +309,8 @@ def serve(
 
     configure_logs(f"serve:{instance}")
     loaded = load_or_exit(blueprint)
+    in_file = members_of(loaded, instance) or ([loaded.instances[instance]] if instance in loaded.instances else [])
+    refuse_pinned_out(in_file)  # before connecting: a replica of the wrong plugin version exits at once
     servers = resolve_servers(loaded, nats)
     identity = group_identity(instance) if members_of(loaded, instance) else stage_identity(instance)
     admit_services(loaded, servers, identity)

@@ -28,8 +28,11 @@ from backworks.pipeline import blueprints
 log = structlog.get_logger("backworks.revisions")
 
 PROBE_WINDOW = 0.5
-"""Seconds answers to one probe are gathered for (loopback answers come in milliseconds; replicas validating a
-candidate blueprint take longer)."""
+"""Seconds answers to one probe are gathered for (loopback answers come in milliseconds)."""
+CANDIDATE_WINDOW = 1.5
+"""Seconds answers to a probe with a candidate blueprint are gathered for: each replica validates it with its own
+plugins first, which takes tens of milliseconds on a quiet machine and far more on a loaded one; a replica that
+answers later is not heard, so its veto would be missed."""
 
 Answer = Callable[[dict[str, Any] | None], Awaitable[ProbeAnswer]]
 

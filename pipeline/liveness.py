@@ -205,21 +205,18 @@ class Heartbeat:
         info = await self.snapshot()
         self._key = registry_key(info.instance, info.replica)
         if self._kv is None:
-            self._kv = await self.js.key_value(REGISTRY_BUCKET)
+            # Its own context: a put the broker does not answer (a leaving cluster node) gives up after BEAT_TIMEOUT,
+            # when the next beat is due. Not asyncio.timeout around the beat: a stop's cancel landing as that limit
+            # expires would come out as TimeoutError and the loop would go on.
+            beats = self.js._nc.jetstream(timeout=BEAT_TIMEOUT)
+            self._kv = await beats.key_value(REGISTRY_BUCKET)
         await self._kv.put(self._key, info.model_dump_json().encode())
 
     async def _loop(self) -> None:
-        # A steady cadence: the next beat is due HEARTBEAT_INTERVAL after the last one started, however long
-        # that one took (at most BEAT_TIMEOUT), so a lost put delays the next by nothing.
-        due = time.monotonic()
         while True:
-            due = max(due + HEARTBEAT_INTERVAL, time.monotonic())
-            await asyncio.sleep(due - time.monotonic())
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
             try:
-                async with asyncio.timeout(BEAT_TIMEOUT):
-                    await self._beat()
-            except asyncio.CancelledError:
-                raise
+                await self._beat()
             except Exception as exc:
                 log.warning("heartbeat failed", error=repr(exc))
 

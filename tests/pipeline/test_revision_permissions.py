@@ -55,7 +55,7 @@ async def test_a_replica_connected_as_itself_answers_the_probe(
         host = StageHost(loaded.instances["hello-handler"], connection.client, revision=1)
         await host.start()
         try:
-            (answer,) = await ask(nats_client, {"blueprint": loaded.data, "source": str(loaded.path)})
+            (answer,) = await ask(nats_client, {"blueprint": loaded.data, "source": str(loaded.path)}, window=5)
         finally:
             await host.stop()
     assert (answer.role, answer.name, answer.revision, answer.problems) == ("stage", "hello-handler", 1, [])
