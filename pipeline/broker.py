@@ -42,6 +42,10 @@ from backworks.pipeline.permissions import ADMIN
 log = structlog.get_logger("backworks.broker")
 
 CONNECT_TIMEOUT = 2.0
+FIRST_CONNECT_PATIENCE = 15.0
+"""Seconds the first connection may take, every server tried again and again: a broker that is not there by then
+is a clear error (a wrong URL, a stopped broker), not a command that hangs. After the first success a client
+reconnects forever."""
 PING_INTERVAL = 1.0
 MAX_PINGS = 2
 RECONNECT_GRACE = 1.0
@@ -81,18 +85,26 @@ async def connect(
     settings: NatsSettings | None = None,
     auth: NatsAuth | None = None,
     on_reconnect: Callable[[], Awaitable[None]] | None = None,
+    patience: float = FIRST_CONNECT_PATIENCE,
 ) -> Client:
     """Connect as ``identity``, retrying forever after the first success so a restarting broker never kills the service.
+
+    The first connection gives up after ``patience`` seconds with ``BrokerUnavailable`` naming the servers.
 
     The credentials are ``auth``, else found for ``identity`` by ``nats_auth.resolve`` (environment, the
     blueprint's ``settings``, the state directory's keyring for the embedded broker).
     """
     auth = auth or resolve(identity, servers, settings)
 
+    last_error: list[str] = []
+
     async def error_cb(exc: Exception) -> None:
         if not connected and REFUSED in str(exc).lower():
             # Raised out of nats-py's first-connect loop, which would otherwise try the same credentials forever.
             raise exc
+        if not connected:
+            last_error[:] = [str(exc) or type(exc).__name__]
+            return  # said once, in the error below, if no server answers in time
         log.warning("nats error", error=str(exc) or type(exc).__name__)
 
     async def disconnected_cb() -> None:
@@ -126,11 +138,16 @@ async def connect(
     }
     connected = False
     try:
-        await client.connect(**options)
+        # nats-py's first connect also follows max_reconnect_attempts (forever): bounded here.
+        await asyncio.wait_for(client.connect(**options), patience)
         connected = True
     except Exception as exc:
         await client.close()  # a refused first connection leaves its socket open otherwise
-        reason = exc or type(exc).__name__
+        if isinstance(exc, TimeoutError):
+            seen = f" (last error: {last_error[0]})" if last_error else ""
+            reason: object = f"no server answered within {patience:g} s{seen}"
+        else:
+            reason = exc or type(exc).__name__
         raise BrokerUnavailable(
             f"cannot connect to NATS at {', '.join(servers)} as {auth.describe()}: {reason}"
         ) from exc
