@@ -342,8 +342,9 @@ def serve(
             settings = loaded.model.nats
             if members:
                 return await serve_group(
-                    instance, members, servers, stop, settings, max_inflight=max_inflight, breaker_settings=breakers
-                )
+                    instance, members, servers, stop, settings, max_inflight=max_inflight, breaker_settings=breakers,
+                    revision=revision,
+                )  # fmt: skip
             return await serve_stage(
                 served[0],
                 servers,
