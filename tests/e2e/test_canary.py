@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +16,11 @@ import pytest
 
 from backworks.contracts.events import AlertEvent
 from backworks.contracts.names import EVENTS_STREAM, alert_subject
-from backworks.local.ports import free_port
 from backworks.pipeline import broker
 from backworks.pipeline.nats_auth import NatsAuth, keyring
 from backworks.pipeline.permissions import ADMIN
-from tests.e2e.processes import BACKWORKS, start, stop, wait_healthy
+from tests.e2e.deployment import Deployment, deployed
+from tests.e2e.processes import start, stop
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
@@ -64,41 +61,16 @@ endpoints:
 """
 
 
-@dataclass
-class Deployment:
-    folder: Path
-    base: str
-    env: dict[str, str]
-    log: Path
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [BACKWORKS, *args], capture_output=True, text=True, env=self.env, cwd=self.folder, timeout=60, check=False
-        )
-
-    def nats_url(self) -> str:
-        return (self.folder / "state" / "nats.url").read_text().strip()
-
-
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    folder = tmp_path_factory.mktemp("canary")
-    blueprint = folder / "blueprint.yaml"
-    blueprint.write_text(BLUEPRINT)
-    port = free_port()
-    env = {**os.environ, "BACKWORKS_STATE_DIR": str(folder / "state"), "BACKWORKS_ALLOW_FAULT": "1"}
-    log = folder / "up.log"
-    up = start("up", str(blueprint), "--port", str(port), log=log, cwd=folder, env=env)
-    analytics = None
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_healthy(base, process=up, log=log)
-        analytics = start("analytics", "serve", str(blueprint), log=folder / "analytics.log", cwd=folder, env=env)
-        yield Deployment(folder, base, env, log)
-    finally:
-        if analytics is not None:
+    with deployed(tmp_path_factory.mktemp("canary"), BLUEPRINT, allow_fault=True) as running:
+        folder = running.folder
+        analytics = start("analytics", "serve", str(running.blueprint), log=folder / "analytics.log", cwd=folder,
+                          env=running.env)  # fmt: skip
+        try:
+            yield running
+        finally:
             stop(analytics)
-        stop(up, timeout=15)
 
 
 async def send(base: str, path: str, count: int, headers: list[dict[str, str]] | None = None) -> list[httpx.Response]:

@@ -11,12 +11,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import signal
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,13 +21,12 @@ import pytest
 
 from backworks.contracts.names import EVENTS_STREAM, PIPELINE_STREAM, RECORD_STREAM, Phase, stage_durable
 from backworks.contracts.recordings import Recording
-from backworks.local.ports import free_port
 from backworks.pipeline import broker
-from backworks.pipeline.nats_auth import NatsAuth, keyring
 from backworks.pipeline.permissions import ADMIN
 from backworks.pipeline.secrets import MASK
 from backworks.recordings import recordings
-from tests.e2e.processes import BACKWORKS, start, stop, wait_healthy
+from tests.e2e.deployment import Deployment, deployed
+from tests.e2e.processes import BACKWORKS
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
@@ -56,40 +52,10 @@ endpoints:
 """
 
 
-@dataclass
-class Deployment:
-    folder: Path
-    blueprint: Path
-    base: str
-    env: dict[str, str]
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [BACKWORKS, *args], capture_output=True, text=True, env=self.env, cwd=self.folder, timeout=120, check=False
-        )
-
-    def admin(self) -> NatsAuth:
-        return NatsAuth(ADMIN, "test", nkey_seed_file=str(keyring(self.folder / "state").seed_file(ADMIN)))
-
-    def nats_url(self) -> str:
-        return (self.folder / "state" / "nats.url").read_text().strip()
-
-
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    folder = tmp_path_factory.mktemp("shadow")
-    blueprint = folder / "blueprint.yaml"
-    blueprint.write_text(BLUEPRINT)
-    port = free_port()
-    env = {**os.environ, "BACKWORKS_STATE_DIR": str(folder / "state")}
-    log = folder / "up.log"
-    up = start("up", str(blueprint), "--port", str(port), log=log, cwd=folder, env=env)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_healthy(base, process=up, log=log)
-        yield Deployment(folder, blueprint, base, env)
-    finally:
-        stop(up, timeout=15)
+    with deployed(tmp_path_factory.mktemp("shadow"), BLUEPRINT) as running:
+        yield running
 
 
 async def send(base: str) -> list[httpx.Response]:
@@ -107,7 +73,7 @@ async def send(base: str) -> list[httpx.Response]:
 
 async def live_path(deployment: Deployment) -> dict[str, Any]:
     """What the live path has seen: pipeline messages, deliveries per stage consumer, request events."""
-    client = await broker.connect([deployment.nats_url()], name="test-shadow", auth=deployment.admin())
+    client = await broker.connect([deployment.nats_url()], name="test-shadow", auth=deployment.auth(ADMIN))
     try:
         js = client.jetstream()
         pipeline = await js.stream_info(PIPELINE_STREAM)
@@ -126,7 +92,7 @@ async def live_path(deployment: Deployment) -> dict[str, Any]:
 
 
 async def stored(deployment: Deployment, session: str) -> list[tuple[Recording, bytes]]:
-    client = await broker.connect([deployment.nats_url()], name="test-shadow", auth=deployment.admin())
+    client = await broker.connect([deployment.nats_url()], name="test-shadow", auth=deployment.auth(ADMIN))
     try:
         js = client.jetstream()
         found = [(item, item.model_dump_json().encode()) async for _, item in recordings(js, "notes", session)]

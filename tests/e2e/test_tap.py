@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import os
 import re
 import sqlite3
 import subprocess
@@ -29,11 +28,11 @@ from nats.errors import TimeoutError as NatsTimeout
 from prometheus_client.parser import text_string_to_metric_families
 
 from backworks.contracts.names import EVENTS_STREAM
-from backworks.local.ports import free_port
 from backworks.pipeline import broker
 from backworks.pipeline.nats_auth import NatsAuth, keyring
 from backworks.pipeline.permissions import ADMIN, TAP
-from tests.e2e.processes import BACKWORKS, start, stop, wait_healthy
+from tests.e2e.deployment import Deployment, deployed
+from tests.e2e.processes import start, stop
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
@@ -63,37 +62,10 @@ endpoints:
 """
 
 
-@dataclass
-class Deployment:
-    folder: Path
-    blueprint: Path
-    base: str
-    env: dict[str, str]
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [BACKWORKS, *args], capture_output=True, text=True, env=self.env, cwd=self.folder, timeout=60, check=False
-        )
-
-    def nats_url(self) -> str:
-        return (self.folder / "state" / "nats.url").read_text().strip()
-
-
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    folder = tmp_path_factory.mktemp("tap")
-    blueprint = folder / "blueprint.yaml"
-    blueprint.write_text(BLUEPRINT)
-    port = free_port()
-    env = {**os.environ, "BACKWORKS_STATE_DIR": str(folder / "state"), "BACKWORKS_ALLOW_FAULT": "1"}
-    log = folder / "up.log"
-    up = start("up", str(blueprint), "--port", str(port), log=log, cwd=folder, env=env)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_healthy(base, process=up, log=log)
-        yield Deployment(folder, blueprint, base, env)
-    finally:
-        stop(up, timeout=15)
+    with deployed(tmp_path_factory.mktemp("tap"), BLUEPRINT, allow_fault=True) as running:
+        yield running
 
 
 @dataclass
