@@ -11,30 +11,10 @@ from typing import Any
 
 from nats.js.errors import NotFoundError
 
-from backworks.contracts.names import (
-    BREAKERS_BUCKET,
-    CACHE_BUCKET,
-    CONFIG_BUCKET,
-    DLQ_STREAM,
-    EVENTS_STREAM,
-    PIPELINE_STREAM,
-    RATELIMIT_BUCKET,
-    RECORD_BUCKET,
-    RECORD_STREAM,
-    REGISTRY_BUCKET,
-    SPLITS_BUCKET,
-)
+from backworks.contracts.names import ALL_BUCKETS, DLQ_STREAM, EVENTS_STREAM, PIPELINE_STREAM, RECORD_STREAM
 from backworks.pipeline import broker
 
-BUCKETS = (
-    BREAKERS_BUCKET,
-    REGISTRY_BUCKET,
-    CONFIG_BUCKET,
-    CACHE_BUCKET,
-    RATELIMIT_BUCKET,
-    RECORD_BUCKET,
-    SPLITS_BUCKET,
-)
+BUCKETS = ALL_BUCKETS
 STREAMS = (PIPELINE_STREAM, EVENTS_STREAM, DLQ_STREAM, RECORD_STREAM, *(f"KV_{bucket}" for bucket in BUCKETS))
 
 
