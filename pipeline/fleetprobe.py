@@ -45,6 +45,8 @@ async def ask(
     inbox = client.new_inbox()
 
     async def collect(msg: Msg) -> None:
+        if msg.headers and msg.headers.get("Status") == "503":
+            return  # the broker's "no responders": nobody subscribes to the probe, so nobody answers
         try:
             answers.append(ProbeAnswer.model_validate_json(msg.data))
         except ValidationError:
@@ -83,6 +85,7 @@ class ProbeResponder:
 
     async def start(self) -> None:
         self.subscription = await self.client.subscribe(CONFIG_PROBE_SUBJECT, cb=self._on_probe)
+        await self.client.flush()  # the broker knows the subscription once started: a probe sent now is answered
 
     async def stop(self) -> None:
         if self.subscription is not None:

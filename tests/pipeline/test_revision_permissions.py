@@ -9,6 +9,7 @@ from nats.aio.client import Client
 from nats.errors import TimeoutError as NatsTimeout
 
 from backworks.contracts.names import CONFIG_BUCKET, CONFIG_CURRENT_KEY
+from backworks.contracts.revision import ProbeAnswer
 from backworks.local.embedded import EmbeddedNats
 from backworks.pipeline import blueprints, broker
 from backworks.pipeline.fleetprobe import ask
@@ -55,7 +56,17 @@ async def test_a_replica_connected_as_itself_answers_the_probe(
         host = StageHost(loaded.instances["hello-handler"], connection.client, revision=1)
         await host.start()
         try:
-            (answer,) = await ask(nats_client, {"blueprint": loaded.data, "source": str(loaded.path)}, window=5)
+            candidate = {"blueprint": loaded.data, "source": str(loaded.path)}
+            # What is proven is the right to hear the probe and to answer it, not how soon after its SUB a
+            # subscription is routed to: ask until the replica is heard (a refusal would never be).
+            heard: list[ProbeAnswer] = []
+
+            async def answered() -> bool:
+                heard[:] = await ask(nats_client, candidate, window=1.0)
+                return bool(heard)
+
+            await eventually(answered, timeout=30)
+            (answer,) = heard
         finally:
             await host.stop()
     assert (answer.role, answer.name, answer.revision, answer.problems) == ("stage", "hello-handler", 1, [])
