@@ -98,14 +98,16 @@ class LoopWatchdog:
             self._handle.cancel()
 
     def _watch(self) -> None:
-        resumed_at = time.monotonic()
+        resumed_at = last_look = time.monotonic()
         while True:
-            asleep_since = time.monotonic()
             if self._stop.wait(WATCH_INTERVAL):
                 return
             now = time.monotonic()
-            if now - asleep_since > WATCH_INTERVAL + OVERSLEEP:
+            # Measured from the previous look, not from this wait's start: a stop that lands anywhere in the
+            # round (also between a look and the next wait, while this thread waits for the GIL) is seen.
+            if now - last_look > WATCH_INTERVAL + OVERSLEEP:
                 resumed_at = now  # the process was stopped and resumed: the loop was not blocked meanwhile
+            last_look = now
             stalled = now - max(self.last_turn, resumed_at)
             if stalled > self.stall_after:
                 # The loop is blocked by a plugin; logging through it is impossible, write directly.

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 
 import pytest
+from nats.js.errors import NoKeysError
 from typer.testing import CliRunner
 
 from backworks.cli import app
@@ -181,7 +183,12 @@ def test_profile_with_nats_runs_a_kv_plugin_against_the_real_bucket(nats_server:
     async def keys() -> list[str]:
         client = await broker.connect([nats_server.url], name="test")
         try:
-            return list(await (await client.jetstream().key_value(CACHE_BUCKET)).keys())
+            bucket = await client.jetstream().key_value(CACHE_BUCKET)
+            for _ in range(20):  # nats-py lists keys through a watch that may give up early on a loaded machine
+                with contextlib.suppress(NoKeysError):
+                    return list(await bucket.keys())
+                await asyncio.sleep(0.5)
+            return []
         finally:
             await client.close()
 
