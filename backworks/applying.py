@@ -18,7 +18,7 @@ from backworks.contracts.revision import ProbeAnswer, Revision
 from backworks.pipeline import broker, nats_auth
 from backworks.pipeline.blueprint_diff import BlueprintDiff, diff
 from backworks.pipeline.blueprints import LoadedBlueprint
-from backworks.pipeline.fleetprobe import CANDIDATE_WINDOW, ask
+from backworks.pipeline.fleetprobe import ask
 from backworks.pipeline.permissions import identities, widened
 from backworks.pipeline.revisions import RevisionStore, encode, load
 
@@ -111,7 +111,7 @@ async def _apply(
         changes = BlueprintDiff(instances_added=tuple(sorted(loaded.instances)),
                                 endpoints_added=tuple(sorted(loaded.model.endpoints)))  # fmt: skip
     candidate = {"blueprint": json.loads(encode(loaded.data)), "source": str(loaded.path.resolve())}
-    before = await ask(client, candidate, CANDIDATE_WINDOW)
+    before = await ask(client, candidate)
     refused = refusals(before, loaded)
     if refused:
         return ApplyResult(changes, previous=current.number if current else None, refused=refused)

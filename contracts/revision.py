@@ -56,3 +56,6 @@ class ProbeAnswer(BaseModel):
     plugins: dict[str, str] = Field(default_factory=dict)
     """For a stage replica: the plugin type it runs and its version."""
     problems: list[str] = Field(default_factory=list)
+    checking: bool = False
+    """True: the first word of a service asked about a candidate blueprint, sent before it checks it (so the asker
+    knows to wait for it); the service's verdict follows as a second answer with ``checking`` false."""

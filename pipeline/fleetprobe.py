@@ -2,7 +2,8 @@
 
 ``backworks apply`` publishes one request on ``bw.config.probe`` (core NATS) and gathers the answers that arrive
 within a short window: every gateway and every stage replica answers for itself (``ProbeResponder``), so a replica
-whose plugins cannot take a candidate blueprint is named before anything switches.
+whose plugins cannot take a candidate blueprint is named before anything switches. Asked about a candidate, a
+service first says it is checking it and then gives its verdict, so a slow check is waited for, not missed.
 """
 
 from __future__ import annotations
@@ -29,37 +30,68 @@ log = structlog.get_logger("backworks.revisions")
 
 PROBE_WINDOW = 0.5
 """Seconds answers to one probe are gathered for (loopback answers come in milliseconds)."""
-CANDIDATE_WINDOW = 1.5
-"""Seconds answers to a probe with a candidate blueprint are gathered for: each replica validates it with its own
-plugins first, which takes tens of milliseconds on a quiet machine and far more on a loaded one; a replica that
-answers later is not heard, so its veto would be missed."""
+CANDIDATE_PATIENCE = 10.0
+"""Seconds a service that said it is checking a candidate blueprint is waited for: each replica validates it with
+its own plugins, which takes tens of milliseconds on a quiet machine and far more on a loaded one. One that has not
+given its verdict by then counts as refusing (its veto must not be missed)."""
 
 Answer = Callable[[dict[str, Any] | None], Awaitable[ProbeAnswer]]
 
 
 async def ask(
-    client: Client, candidate: dict[str, Any] | None = None, window: float = PROBE_WINDOW
+    client: Client,
+    candidate: dict[str, Any] | None = None,
+    window: float = PROBE_WINDOW,
+    patience: float = CANDIDATE_PATIENCE,
 ) -> list[ProbeAnswer]:
-    """Every answer to one probe; ``candidate``: ``{"blueprint": data, "source": path}`` to have checked."""
-    answers: list[ProbeAnswer] = []
+    """Every answer to one probe; ``candidate``: ``{"blueprint": data, "source": path}`` to have checked.
+
+    Services answer within ``window``. Asked about a candidate, each first says it is checking, then gives its
+    verdict: the verdicts of all who said so are waited for, up to ``patience`` seconds; one that does not come
+    in time is an answer naming that as its problem.
+    """
+    verdicts: dict[tuple[str, str, str], ProbeAnswer] = {}
+    checking: dict[tuple[str, str, str], ProbeAnswer] = {}
+    complete = asyncio.Event()
     inbox = client.new_inbox()
+
+    def who(answer: ProbeAnswer) -> tuple[str, str, str]:
+        return answer.role, answer.name, answer.replica
 
     async def collect(msg: Msg) -> None:
         if msg.headers and msg.headers.get("Status") == "503":
             return  # the broker's "no responders": nobody subscribes to the probe, so nobody answers
         try:
-            answers.append(ProbeAnswer.model_validate_json(msg.data))
+            answer = ProbeAnswer.model_validate_json(msg.data)
         except ValidationError:
             log.warning("unreadable probe answer", subject=msg.subject)
+            return
+        if answer.checking:
+            checking.setdefault(who(answer), answer)
+            return
+        verdicts[who(answer)] = answer
+        if checking.keys() <= verdicts.keys():
+            complete.set()
 
     subscription = await client.subscribe(inbox, cb=collect)
     try:
         await client.publish(CONFIG_PROBE_SUBJECT, json.dumps({"candidate": candidate}).encode(), reply=inbox)
         await client.flush()
         await asyncio.sleep(window)
+        if candidate is not None and not checking.keys() <= verdicts.keys():
+            complete.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(complete.wait(), patience)
     finally:
         await subscription.unsubscribe()
-    return answers
+    late = [
+        answer.model_copy(
+            update={"checking": False, "problems": [f"gave no verdict on the candidate within {patience:g} s"]}
+        )
+        for key, answer in checking.items()
+        if key not in verdicts
+    ]
+    return [*verdicts.values(), *late]
 
 
 def problems_with(candidate: dict[str, Any] | None) -> list[str]:
@@ -98,6 +130,12 @@ class ProbeResponder:
             return
         try:
             candidate = json.loads(msg.data or b"{}").get("candidate")
+            if candidate is not None:  # the asker learns at once to wait for this service's verdict
+                first = await self.answer(None)
+                await self.client.publish(
+                    msg.reply, first.model_copy(update={"checking": True}).model_dump_json().encode()
+                )
+                await self.client.flush()  # out now: checking may hold the event loop for a while
             answer = await self.answer(candidate)
             await self.client.publish(msg.reply, answer.model_dump_json().encode())
         except Exception:
