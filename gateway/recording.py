@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 from pydantic import ValidationError
 from starlette.responses import Response
 
@@ -34,7 +35,7 @@ from backworks.contracts.envelope import Envelope
 from backworks.contracts.names import RECORD_BUCKET, record_subject
 from backworks.contracts.recordings import RecordedResponse, Recording, RecordingSwitch
 from backworks.contracts.types import Headers
-from backworks.pipeline import credentials
+from backworks.pipeline import credentials, kvwatch
 from backworks.pipeline.deadletters import seal_credentials
 from backworks.pipeline.events import EventPublisher
 from backworks.pipeline.tasks import cancel
@@ -47,10 +48,6 @@ MAX_QUEUED = 1000
 """Sampled requests waiting to be sealed and published, at most: beyond it a sample is dropped and counted."""
 PUBLISH_BUFFER = 1000
 """Recordings waiting in the publisher, at most (they are whole requests: far fewer than events)."""
-RETRY_DELAY = 1.0
-"""Seconds before the switch watch is rebuilt after it failed (bucket not declared yet, broker restarting)."""
-RECONNECT_CHECK = 1.0
-"""Seconds between checks of whether the client reconnected (the watch is rebuilt then)."""
 STOP_FLUSH_TIMEOUT = 2.0
 SAMPLE_SPACE = 2**64
 
@@ -193,32 +190,11 @@ class Recorder:
             self.publisher.emit(record_subject(recording.endpoint, recording.session), recording)
             await asyncio.sleep(0)  # sealing costs CPU: let requests in between
 
-    def _reconnects(self) -> int:
-        stats = getattr(self.client, "stats", None)
-        return int(stats.get("reconnects", 0)) if isinstance(stats, dict) else 0
-
     async def _watch_forever(self) -> None:
-        while True:
-            try:
-                reconnects = self._reconnects()
-                kv = await self.js.key_value(RECORD_BUCKET)
-                watcher = await kv.watchall()
-                try:
-                    while self._reconnects() == reconnects:
-                        try:
-                            entry = await asyncio.wait_for(anext(watcher), RECONNECT_CHECK)
-                        except TimeoutError:
-                            continue
-                        if entry is not None:  # None: the end of the initial values
-                            self._apply(entry.key, entry.value if entry.operation not in ("DEL", "PURGE") else None)
-                finally:
-                    with contextlib.suppress(Exception):
-                        await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves it unannotated
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.info("recording switch watch interrupted; retrying", error=repr(exc))
-                await asyncio.sleep(RETRY_DELAY)
+        def switched(entry: KeyValue.Entry) -> None:
+            self._apply(entry.key, entry.value if entry.operation not in ("DEL", "PURGE") else None)
+
+        await kvwatch.follow(self.client, self.js, RECORD_BUCKET, switched, what="recording switch")
 
     def _apply(self, endpoint: str, value: bytes | None) -> None:
         if not value:

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import structlog
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -32,6 +33,7 @@ from pydantic import ValidationError
 from backworks.contracts.events import AlertEvent, AlertState
 from backworks.contracts.names import SPLITS_BUCKET, alert_subject
 from backworks.contracts.splits import RolledBack, Split, SplitRollback, rollback_key
+from backworks.pipeline import kvwatch
 from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.events import EventPublisher
 from backworks.pipeline.tasks import cancel
@@ -116,9 +118,9 @@ class SplitRollbacks:
         """Whether ``loaded`` has a split (a rollback record can hold any split, with a rule or not)."""
         return any(loaded.model.splits(endpoint) for endpoint in loaded.model.endpoints)
 
-    async def start(self, js: JetStreamContext) -> None:
+    async def start(self, client: Client, js: JetStreamContext) -> None:
         """Watch the bucket; wait (a bounded time) for the rollbacks already recorded."""
-        self._watch = asyncio.create_task(self._watch_forever(js))
+        self._watch = asyncio.create_task(self._watch_forever(client, js))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.ready.wait(), READY_TIMEOUT_S)
         if not self.ready.is_set():
@@ -206,25 +208,13 @@ class SplitRollbacks:
                 await asyncio.sleep(RETRY_DELAY_S)
         log.error("canary rollback not stored: only this gateway holds it", key=key, bucket=SPLITS_BUCKET)
 
-    async def _watch_forever(self, js: JetStreamContext) -> None:
-        while True:
-            try:
-                self._kv = await js.key_value(SPLITS_BUCKET)
-                watcher = await self._kv.watchall()
-                try:
-                    async for entry in watcher:
-                        if entry is None:  # end of the initial values
-                            self.ready.set()
-                            continue
-                        self._apply(entry)
-                finally:
-                    with contextlib.suppress(Exception):
-                        await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves it unannotated
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("canary rollback watch interrupted; retrying", error=repr(exc))
-            await asyncio.sleep(RETRY_DELAY_S)
+    async def _watch_forever(self, client: Client, js: JetStreamContext) -> None:
+        def found(kv: KeyValue) -> None:
+            self._kv = kv
+
+        await kvwatch.follow(
+            client, js, SPLITS_BUCKET, self._apply, what="canary rollback", on_ready=self.ready.set, on_bucket=found
+        )
 
     def _apply(self, entry: KeyValue.Entry) -> None:
         endpoint, _, name = entry.key.partition(".")

@@ -157,8 +157,8 @@ async def start_rollbacks(state: GatewayState) -> None:
     from backworks.gateway.rollback import SplitRollbacks
 
     rollbacks = SplitRollbacks(state.gateway_id, state.forwarder.events if state.forwarder else None)
-    if SplitRollbacks.needed(state.blueprint) and state.js is not None:
-        await rollbacks.start(state.js)
+    if SplitRollbacks.needed(state.blueprint) and state.client is not None and state.js is not None:
+        await rollbacks.start(state.client, state.js)
         state.rollbacks = rollbacks
 
 
