@@ -20,10 +20,12 @@ from backworks import __version__
 from backworks.audit_commands import audit_app
 from backworks.console import (
     DEFAULT_METRICS_HOST,
+    BlueprintArg,
     Format,
     FormatOption,
     MetricsHostOption,
     MetricsPortOption,
+    NatsOption,
     console,
     fail,
 )
@@ -53,17 +55,6 @@ app = typer.Typer(
 LOOPBACK = "127.0.0.1"
 ADMIT_TIMEOUT = 10.0
 """Seconds a hand-run service waits for the embedded broker to reload with its identity."""
-
-BlueprintArg = Annotated[Path, typer.Argument(help="Path to the blueprint YAML file.", show_default=False)]
-NatsOption = Annotated[
-    str | None,
-    typer.Option(
-        "--nats",
-        help="NATS URL(s), comma-separated. Default: the blueprint's `nats.url`; for `embedded`, "
-        "the broker started by `backworks nats`/`backworks up` in this state directory.",
-        show_default=False,
-    ),
-]
 
 
 def configure_logs(service: str) -> None:

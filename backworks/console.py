@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -53,6 +54,22 @@ class Format(str, Enum):
     """For programs: one JSON document on stdout."""
 
 
+BlueprintArg = Annotated[Path, typer.Argument(help="Path to the blueprint YAML file.", show_default=False)]
+NatsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--nats",
+        help="NATS URL(s), comma-separated. Default: the blueprint's `nats.url`; for `embedded`, "
+        "the broker started by `backworks nats`/`backworks up` in this state directory.",
+        show_default=False,
+    ),
+]
+"""``--nats`` of a command given a blueprint: its servers, unless the blueprint's own are meant."""
+LocalNatsOption = Annotated[
+    str | None,
+    typer.Option("--nats", help="NATS URL(s). Default: the embedded broker started in this state directory."),
+]
+"""``--nats`` of a command without a blueprint: the broker `backworks nats`/`backworks up` started here."""
 FormatOption = Annotated[Format, typer.Option("--format", help="Output format: text or json.", case_sensitive=False)]
 MetricsPortOption = Annotated[
     int | None,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from backworks.console import Format, FormatOption, console, fail, output
+from backworks.console import Format, FormatOption, LocalNatsOption, console, fail, output
 
 if TYPE_CHECKING:
     from backworks.contracts.events import DeadLetter
@@ -17,10 +17,6 @@ dlq_app = typer.Typer(
     help="Inspect and replay dead letters (envelopes that exhausted their deliveries).", no_args_is_help=True
 )
 
-NatsUrl = Annotated[
-    str | None,
-    typer.Option("--nats", help="NATS URL(s). Default: the embedded broker started in this state directory."),
-]
 REPLAY_TIMEOUT_MS = 30_000
 UNKNOWN_ANSWER = (
     "it died at its request's last stage, whose answer may have reached the client: a replay would run the request"
@@ -61,7 +57,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 @dlq_app.command("list")
-def list_letters(nats: NatsUrl = None, format: FormatOption = Format.TEXT) -> None:
+def list_letters(nats: LocalNatsOption = None, format: FormatOption = Format.TEXT) -> None:
     """List dead letters: sequence, when, stage, request id, attempts and reason."""
     import datetime
 
@@ -101,7 +97,9 @@ def shown(letter: DeadLetter) -> dict[str, Any]:
 
 
 @dlq_app.command()
-def show(seq: Annotated[int, typer.Argument(help="Sequence number from `dlq list`.")], nats: NatsUrl = None) -> None:
+def show(
+    seq: Annotated[int, typer.Argument(help="Sequence number from `dlq list`.")], nats: LocalNatsOption = None
+) -> None:
     """Print one dead letter as JSON, envelope included, its credentials masked."""
     found = dict(_run(_collect(servers_from(nats))))
     if seq not in found:
@@ -161,7 +159,7 @@ def replay(
         bool, typer.Option(help="Also replay letters whose request may have been answered (`answer_unknown`).")
     ] = False,
     timeout_ms: Annotated[int, typer.Option(help="Deadline given to the replayed envelopes.")] = REPLAY_TIMEOUT_MS,
-    nats: NatsUrl = None,
+    nats: LocalNatsOption = None,
     format: FormatOption = Format.TEXT,
 ) -> None:
     """Re-inject dead letters into the stage they died at (with a new envelope id and deadline).

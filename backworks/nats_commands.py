@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from backworks.console import Format, FormatOption, console, fail, output
+from backworks.console import Format, FormatOption, LocalNatsOption, console, fail, output
 from backworks.contracts.blueprint import EventSettings
 
 if TYPE_CHECKING:
@@ -25,11 +25,6 @@ nats_app = typer.Typer(
     "until Ctrl-C or SIGTERM; `backworks nats status` shows the streams.",
     invoke_without_command=True,
 )
-
-NatsUrl = Annotated[
-    str | None,
-    typer.Option("--nats", help="NATS URL(s). Default: the broker started by `backworks nats`/`up` here."),
-]
 
 
 async def declare_streams(
@@ -250,7 +245,7 @@ def print_permissions(loaded: Any, format: Format) -> None:
 
 
 @nats_app.command("status")
-def status(nats: NatsUrl = None, format: FormatOption = Format.TEXT) -> None:
+def status(nats: LocalNatsOption = None, format: FormatOption = Format.TEXT) -> None:
     """Backworks' streams (KV buckets included): messages, leader, replicas, whether each is current, lag."""
     import asyncio
 

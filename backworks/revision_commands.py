@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from backworks.console import Format, FormatOption, fail
+from backworks.console import Format, FormatOption, LocalNatsOption, NatsOption, fail
 
 if TYPE_CHECKING:
     from backworks.applying import ApplyResult
@@ -20,12 +20,6 @@ if TYPE_CHECKING:
 MessageOption = Annotated[str, typer.Option("--message", "-m", help="Why: shown by `backworks history`.")]
 TimeoutOption = Annotated[
     float, typer.Option("--timeout", help="Seconds to wait for the fleet to report the new revision.")
-]
-NatsOption = Annotated[
-    str | None,
-    typer.Option(
-        "--nats", help="NATS URL(s), comma-separated. Default: the blueprint's `nats.url`.", show_default=False
-    ),
 ]
 
 
@@ -117,7 +111,7 @@ async def _history(servers: list[str]) -> list[Revision]:
         await client.drain()
 
 
-def history_command(nats: NatsOption = None, format: FormatOption = Format.TEXT) -> None:
+def history_command(nats: LocalNatsOption = None, format: FormatOption = Format.TEXT) -> None:
     """List the running blueprint's revisions: number, time, message, changes."""
     from backworks.cli import configure_logs
     from backworks.pipeline.errors import PipelineError
@@ -138,7 +132,7 @@ def history_command(nats: NatsOption = None, format: FormatOption = Format.TEXT)
 
 def rollback_command(
     revision: Annotated[int | None, typer.Argument(help="Revision to go back to. Default: the one before.")] = None,
-    nats: NatsOption = None,
+    nats: LocalNatsOption = None,
     message: MessageOption = "",
     timeout: TimeoutOption = 60.0,
     format: FormatOption = Format.TEXT,

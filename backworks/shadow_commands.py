@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from backworks.console import Format, FormatOption, console, fail, output
+from backworks.console import BlueprintArg, Format, FormatOption, NatsOption, console, fail, output
 
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
@@ -27,14 +27,6 @@ REVISION_KEY = "rev.{number}"
 """Key of blueprint revision N in ``bw_config`` (the layout of ``backworks apply``)."""
 TEXT_EXAMPLES = 10
 """Differing requests the text report lists one by one (``--format json`` lists them all)."""
-
-BlueprintArg = Annotated[Path, typer.Argument(help="Path to the blueprint YAML file.", show_default=False)]
-NatsOption = Annotated[
-    str | None,
-    typer.Option(
-        "--nats", help="NATS URL(s). Default: the blueprint's, or the broker started here.", show_default=False
-    ),
-]
 
 
 def share(text: str) -> float:

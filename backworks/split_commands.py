@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from backworks.console import Format, FormatOption, console, output
-from backworks.dlq_commands import NatsUrl, _run, servers_from
+from backworks.console import Format, FormatOption, LocalNatsOption, console, output
+from backworks.dlq_commands import _run, servers_from
 
 if TYPE_CHECKING:
     from backworks.contracts.splits import RolledBack
@@ -64,7 +64,7 @@ async def _reset(servers: list[str], endpoint: str, split: str | None) -> list[s
 
 
 @split_app.command("status")
-def status(nats: NatsUrl = None, format: FormatOption = Format.TEXT) -> None:
+def status(nats: LocalNatsOption = None, format: FormatOption = Format.TEXT) -> None:
     """List the splits rolled back to their baseline: endpoint, split, baseline, the branch found worse, and why."""
     import datetime
 
@@ -89,7 +89,7 @@ def reset(
     split: Annotated[
         str | None, typer.Argument(help="The split's name in the chain. Default: every split of the endpoint.")
     ] = None,
-    nats: NatsUrl = None,
+    nats: LocalNatsOption = None,
 ) -> None:
     """Put a rolled-back split back to its weights: every gateway resumes the canary at once."""
     removed = _run(_reset(servers_from(nats), endpoint, split))

@@ -3,36 +3,29 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from backworks.console import (
     DEFAULT_METRICS_HOST,
+    BlueprintArg,
     Format,
     FormatOption,
     MetricsHostOption,
     MetricsPortOption,
+    NatsOption,
     fail,
     output,
 )
 
 analytics_app = typer.Typer(help="Rolling aggregates of the event stream, and alerts.", no_args_is_help=True)
 
-BlueprintArg = Annotated[Path, typer.Argument(help="Path to the blueprint YAML file.", show_default=False)]
-NatsUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--nats", help="NATS URL(s). Default: the blueprint's, or the broker started here.", show_default=False
-    ),
-]
-
 
 @analytics_app.command("serve")
 def serve(
     blueprint: BlueprintArg,
-    nats: NatsUrl = None,
+    nats: NatsOption = None,
     metrics_port: MetricsPortOption = None,
     metrics_host: MetricsHostOption = DEFAULT_METRICS_HOST,
 ) -> None:

@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from backworks.console import Format, FormatOption, fail, output
+from backworks.console import BlueprintArg, Format, FormatOption, NatsOption, fail, output
 
 DEFAULT_INTERVAL_S = 2.0
-
-BlueprintArg = Annotated[Path, typer.Argument(help="Path to the blueprint YAML file.", show_default=False)]
 
 
 def top(
     blueprint: BlueprintArg,
-    nats: Annotated[
-        str | None,
-        typer.Option(
-            "--nats", help="NATS URL(s). Default: the blueprint's, or the broker started here.", show_default=False
-        ),
-    ] = None,
+    nats: NatsOption = None,
     interval: Annotated[float, typer.Option(help="Seconds between readings (msgs/s is the change over one).")] = (
         DEFAULT_INTERVAL_S
     ),
