@@ -58,20 +58,21 @@ class Group:
 
 
 async def groups(js: JetStreamContext) -> list[Group]:
-    """Every declared Backworks stream and each of its consumers, with its leader (None while it has none); on a
-    single server, none."""
+    """Every declared, replicated Backworks stream and each of its replicated consumers, with its leader (None while
+    it has none); on a single server, none."""
     found: list[Group] = []
     for stream in STREAMS:
         try:
             info = await js.stream_info(stream)
         except NotFoundError:
             continue
-        if info.cluster is None:  # a single server: nothing to hand over
+        if info.cluster is None or not info.cluster.replicas:  # one copy (a single server, R1): nothing to move
             continue
         found.append(Group(stream, None, info.cluster.leader))
         for consumer in await js.consumers_info(stream):
             name = consumer.name or consumer.config.durable_name
-            if name and consumer.cluster is not None:
+            # A KV watch's ordered consumer has one copy: it cannot move, its client makes a new one elsewhere.
+            if name and consumer.cluster is not None and consumer.cluster.replicas:
                 found.append(Group(stream, name, consumer.cluster.leader))
     return found
 

@@ -77,7 +77,7 @@ def test_a_planned_restart_hands_the_node_over_and_brings_it_back(cluster: Local
     assert stopping is not None
 
     began = time.monotonic()
-    moved = cluster.hand_over(index)
+    moved = cluster.hand_over(index, lame_duck=True)
     took = time.monotonic() - began
 
     assert PIPELINE_STREAM in moved
