@@ -23,7 +23,7 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from backworks.local.errors import NotReady
+from backworks.local.errors import NotReady, UnknownNode
 from backworks.local.streams import STREAMS
 from backworks.pipeline import broker
 from backworks.pipeline.nats_auth import NatsAuth
@@ -60,7 +60,13 @@ class Group:
 async def groups(js: JetStreamContext) -> list[Group]:
     """Every declared, replicated Backworks stream and each of its replicated consumers, with its leader (None while
     it has none); on a single server, none."""
+    return (await _survey(js))[0]
+
+
+async def _survey(js: JetStreamContext) -> tuple[list[Group], set[str]]:
+    """``groups``, and the names of the nodes holding a replica of any of them."""
     found: list[Group] = []
+    nodes: set[str] = set()
     for stream in STREAMS:
         try:
             info = await js.stream_info(stream)
@@ -69,12 +75,14 @@ async def groups(js: JetStreamContext) -> list[Group]:
         if info.cluster is None or not info.cluster.replicas:  # one copy (a single server, R1): nothing to move
             continue
         found.append(Group(stream, None, info.cluster.leader))
+        nodes |= {peer.name for peer in info.cluster.replicas if peer.name}
+        nodes |= {info.cluster.leader} if info.cluster.leader else set()
         for consumer in await js.consumers_info(stream):
             name = consumer.name or consumer.config.durable_name
             # A KV watch's ordered consumer has one copy: it cannot move, its client makes a new one elsewhere.
             if name and consumer.cluster is not None and consumer.cluster.replicas:
                 found.append(Group(stream, name, consumer.cluster.leader))
-    return found
+    return found, nodes
 
 
 async def _ask(client: Client, group: Group) -> None:
@@ -89,18 +97,24 @@ async def _ask(client: Client, group: Group) -> None:
 async def move_leaders(client: Client, node: str, timeout: float = STEPDOWN_TIMEOUT) -> list[str]:
     """Step down every Backworks group ``node`` leads and wait until none is led by it; returns their labels.
 
-    Raises ``NotReady`` when some are still led by ``node`` (or leaderless) after ``timeout`` seconds.
+    Raises ``NotReady`` when some are still led by ``node`` (or leaderless) after ``timeout`` seconds, and
+    ``UnknownNode`` when no replicated Backworks stream has a replica on ``node``.
     """
     js = broker.jetstream(client)
     deadline = time.monotonic() + timeout
     moved: list[str] = []
     while True:
         try:
-            current = await groups(js)
+            current, nodes = await _survey(js)
         except (NatsError, TimeoutError) as exc:  # a group electing: look again
-            current, last = [], f"{type(exc).__name__}: {exc}"
+            last = f"{type(exc).__name__}: {exc}"
             waiting = True
         else:
+            if current and node not in nodes:
+                raise UnknownNode(
+                    f"no replicated Backworks stream has a replica on a NATS node called {node!r} (its nodes: "
+                    f"{', '.join(sorted(nodes))}); give the node's server_name, as `backworks nats status` shows"
+                )
             here = [group for group in current if group.leader == node]
             leaderless = [group for group in current if group.leader is None]
             for group in here:

@@ -88,3 +88,27 @@ def test_a_planned_restart_hands_the_node_over_and_brings_it_back(cluster: Local
     cluster.restart(index)
     cluster.wait_current(timeout=60)
     assert cluster.nodes[index].running
+
+
+def test_the_stepdown_command_moves_the_leaders_and_refuses_an_unknown_node(cluster: LocalCluster) -> None:
+    import asyncio
+    import json
+
+    from typer.testing import CliRunner
+
+    from backworks.cli import app
+
+    asyncio.run(declared_with_a_consumer(cluster.seeds))
+    node = asyncio.run(leaders(cluster.seeds))[PIPELINE_STREAM]
+    assert node is not None
+    seeds = ",".join(cluster.seeds)
+    runner = CliRunner()
+
+    done = runner.invoke(app, ["nats", "stepdown", node, "--nats", seeds, "--format", "json"])
+    assert done.exit_code == 0, done.output
+    assert PIPELINE_STREAM in json.loads(done.stdout)["moved"]
+    assert node not in asyncio.run(leaders(cluster.seeds)).values()
+
+    unknown = runner.invoke(app, ["nats", "stepdown", "n9", "--nats", seeds])
+    assert unknown.exit_code == 1
+    assert "'n9'" in unknown.output and "n1" in unknown.output
