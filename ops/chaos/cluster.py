@@ -37,17 +37,30 @@ DOWN_FOR = 8.0
 PARTITION = 10.0
 """Seconds a node stays stopped (SIGSTOP): partitioned, as the others see it."""
 CURRENT_TIMEOUT = 60.0
+DEFAULTS_LINE = "defaults: {timeout_ms: 5000}"
+"""The chaos blueprint's request deadline, as written in ops/chaos/chaos.yaml (``--deadline-ms`` replaces it)."""
+
+
+def with_deadline(blueprint: str, deadline_ms: int | None) -> str:
+    """The chaos blueprint with ``deadline_ms`` as its requests' deadline (None: as it is)."""
+    if deadline_ms is None:
+        return blueprint
+    if DEFAULTS_LINE not in blueprint:
+        raise ValueError(f"ops/chaos/chaos.yaml no longer says {DEFAULTS_LINE!r}: update DEFAULTS_LINE")
+    return blueprint.replace(DEFAULTS_LINE, f"defaults: {{timeout_ms: {deadline_ms}}}")
 
 
 class ClusterStack(SingleNodeStack):
     """The chaos stack under ``up --nats <seeds>`` on a 3-node loopback cluster (R3 streams and buckets)."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, deadline_ms: int | None = None) -> None:
+        """``deadline_ms``: the requests' deadline instead of the blueprint's ``defaults.timeout_ms``."""
         state = out / "state"
         os.environ[STATE_DIR_ENV] = str(state)  # the cluster trusts the keyring there; `up`'s services admit to it
         self.cluster = LocalCluster(out / "cluster", NODES).start()
         blueprint = out / "chaos-cluster.yaml"
-        blueprint.write_text(BLUEPRINT.read_text() + "nats: {replicas: 3}\n")
+        text = with_deadline(BLUEPRINT.read_text(), deadline_ms)
+        blueprint.write_text(text + "nats: {replicas: 3}\n")
         shutil.copy(CHAOS_DIR / "chaos_handler.py", out / "chaos_handler.py")  # beside the blueprint, as in ops/chaos
         super().__init__(out, blueprint, ("--nats", ",".join(self.cluster.seeds)))
 
