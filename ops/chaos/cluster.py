@@ -7,8 +7,8 @@ runs). Under the same steady load as the single-node faults:
 - ``leader-kill``: SIGKILL the node leading ``BW_PIPELINE``; after ``DOWN_FOR`` it is started again and the run
   waits for every stream to be current (its row covers the election and the node's return);
 - ``node-partition``: SIGSTOP the node leading ``BW_PIPELINE`` for ``PARTITION`` s, then SIGCONT;
-- ``rolling-restart``: restart each node in turn, waiting for the cluster to be current before the next one
-  (the documented procedure).
+- ``rolling-restart``: restart each node in turn the documented way: its stream and consumer leaders moved off it
+  first (``backworks nats stepdown``), then stopped (SIGTERM) and started, and the cluster current before the next.
 
 Each row's "failures over" is the time from the first to the last request that did not get a 200.
 """
@@ -110,7 +110,7 @@ def _partition(stack: Stack, load: Load) -> float:
 def _rolling_restart(stack: Stack, load: Load) -> float:
     target = _cluster(stack)
     for index in range(len(target.cluster.nodes)):
-        target.cluster.restart(index)  # SIGTERM: nats-server shuts down cleanly, then starts on its store again
+        target.cluster.restart(index)  # leaders moved off it, SIGTERM, then it starts on its store again
         target.cluster.wait_current(CURRENT_TIMEOUT)  # the procedure: the cluster current before the next node
     return time.monotonic()
 
@@ -118,6 +118,10 @@ def _rolling_restart(stack: Stack, load: Load) -> float:
 FAULTS = [
     Fault("leader-kill", f"SIGKILL the node leading {PIPELINE_STREAM}; back after {DOWN_FOR:.0f} s", _kill_leader),
     Fault("node-partition", f"SIGSTOP the node leading {PIPELINE_STREAM} for {PARTITION:.0f} s", _partition),
-    Fault("rolling-restart", "restart each node in turn, waiting until the cluster is current", _rolling_restart),
+    Fault(
+        "rolling-restart",
+        "restart each node in turn (its leaders moved off first), the cluster current between",
+        _rolling_restart,
+    ),
 ]
 BY_NAME = {fault.name: fault for fault in FAULTS}
