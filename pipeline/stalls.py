@@ -50,7 +50,7 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NotFoundError
 
-from backworks.contracts.envelope import Stage
+from backworks.contracts.envelope import Envelope, Stage
 from backworks.contracts.names import PIPELINE_STREAM, stage_durable
 from backworks.pipeline.tasks import cancel
 
@@ -201,7 +201,10 @@ class StallWatch:
         self.disrupted_at = time.monotonic() if now is None else now
 
     def _again(self, held: Held) -> None:
-        """Watch ``held`` for its whole hold again, counted from the last disruption."""
+        """Watch ``held`` for its whole hold again, counted from the last disruption (not once its request's
+        deadline has passed: nobody waits for it any more)."""
+        if Envelope.from_json(held.data).remaining() <= 0:
+            return
         held.since = self.disrupted_at
         held.due = held.since + held.hold
         held.order = next(self._order)
@@ -280,6 +283,10 @@ class StallWatch:
             return  # acknowledged out of order, after the floor was read: done
         except APIError as exc:  # "no message found": acknowledged meanwhile, as above (a 400 from some servers)
             log.info("stalled hand-off not claimed back", stage=stage.label, error=exc.description)
+            return
+        except (TimeoutError, NatsError):  # no answer (a leader moving): not claimed, so it is watched again
+            self.disrupted(now)
+            self._again(held)
             return
         held.stalled_for = now - held.handed_at
         if verdict is Verdict.SKIP:

@@ -17,7 +17,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from backworks.contracts.envelope import Stage
+from backworks.contracts.envelope import Envelope, Stage
 from backworks.contracts.events import StageEvent
 from backworks.contracts.names import (
     DLQ_STREAM,
@@ -224,6 +224,11 @@ class NobodyElse:
         return False
 
 
+def waited_for() -> bytes:
+    """An envelope whose request is still waited for (its deadline ahead)."""
+    return Envelope(route="r", method="GET", path="/r", deadline=time.time() + DEADLINE_MS / 1000).to_json()
+
+
 async def held_by_a_replica(js: JetStreamContext, stage: Stage) -> int:
     """A hand-off to ``stage`` that a replica pulled and has not acknowledged yet; its stream sequence."""
     from nats.js.api import AckPolicy, ConsumerConfig
@@ -251,7 +256,7 @@ async def test_a_hold_the_broker_disrupted_gets_the_stage_its_whole_time_limit_a
 
     disruptions = [0]
     watch = StallWatch(js, on_stalled, NobodyElse(), lambda: disruptions[0])
-    watch.watch(stage, sequence, b"{}")
+    watch.watch(stage, sequence, waited_for())
     handed = time.monotonic()
     hold = STAGE_LIMIT_MS / 1000 + STALL_MARGIN
 
@@ -282,7 +287,7 @@ async def test_a_sweep_the_broker_does_not_answer_keeps_watching_instead_of_fail
         stalled.append(verdict)
 
     watch = StallWatch(js, on_stalled, NobodyElse())
-    watch.watch(stage, sequence, b"{}")
+    watch.watch(stage, sequence, waited_for())
     handed = time.monotonic()
     hold = STAGE_LIMIT_MS / 1000 + STALL_MARGIN
     nats_server.stop()  # no stream answers the sweep's consumer-info request
@@ -292,3 +297,24 @@ async def test_a_sweep_the_broker_does_not_answer_keeps_watching_instead_of_fail
         nats_server.start()
     assert stalled == [] and len(watch) == 1, "still watched, its hold started again"
     assert watch.disrupted_at == handed + hold + 0.01
+
+
+async def test_a_disrupted_hold_whose_request_is_no_longer_waited_for_is_dropped(
+    nats_server: EmbeddedNats, nats_client: Client
+) -> None:
+    js = nats_client.jetstream()
+    await broker.declare(js)
+    stage = Stage(instance="lonely", phase=Phase.REQUEST, critical=True, timeout_ms=STAGE_LIMIT_MS)
+    sequence = await held_by_a_replica(js, stage)
+    stalled: list[Verdict] = []
+
+    async def on_stalled(held: Held, verdict: Verdict) -> None:
+        stalled.append(verdict)
+
+    disruptions = [0]
+    watch = StallWatch(js, on_stalled, NobodyElse(), lambda: disruptions[0])
+    expired = Envelope(route="r", method="GET", path="/r", deadline=time.time() - 1).to_json()
+    watch.watch(stage, sequence, expired)
+    disruptions[0] += 1
+    await watch.sweep(now=time.monotonic() + 1)
+    assert stalled == [] and len(watch) == 0, "nobody waits for it: not watched again"
