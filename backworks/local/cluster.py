@@ -173,7 +173,7 @@ class LocalCluster:
         ``lame_duck``: between the two, lame duck mode (SIGUSR2) for ``LAME_DUCK_WAIT`` s. Measured worse here: the
         node stops its JetStream at once but keeps its clients connected, so the KV watches and heartbeat writes
         that went through it fall silent until they are closed (a rolling restart answered 315 requests "no live
-        replica" that way, against none without it).
+        replica" that way, against 0-4 failed requests without it).
         """
         node = self.nodes[index]
         process = node.process

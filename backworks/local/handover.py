@@ -7,8 +7,10 @@ leader just then wait for the next one, some past a stage's time limit. Asking f
 bucket is the stream ``KV_<bucket>``) moves each group while the node still answers, and ``step_down`` returns
 once no Backworks group is led by it any more (another election could hand one back: it asks again until then).
 
-This is ``backworks nats stepdown NODE``; ``LocalCluster.restart`` does it, then lame duck mode (the node tells its
-clients to move and closes their connections one by one), then starts the node again.
+This is ``backworks nats stepdown NODE``; ``LocalCluster.restart`` does it, then stops the node (SIGTERM: its
+clients reconnect to the others at once) and starts it again. Lame duck mode is not part of it: a node in lame duck
+mode stops its JetStream at once but keeps its clients for seconds, and the KV watches and heartbeat writes that went
+through it fall silent meanwhile (measured: a rolling restart answered 147-315 requests "no live replica").
 """
 
 from __future__ import annotations
