@@ -279,6 +279,44 @@ def status(nats: LocalNatsOption = None, format: FormatOption = Format.TEXT) -> 
     output().print(table)
 
 
+STEPDOWN_TIMEOUT = 30.0
+"""Seconds ``backworks nats stepdown`` waits for the leaders to move (``handover.STEPDOWN_TIMEOUT``)."""
+
+
+@nats_app.command("stepdown")
+def stepdown_command(
+    node: Annotated[
+        str,
+        typer.Argument(
+            help="The node's server_name, as `backworks nats status` names leaders (n1, n2…).", show_default=False
+        ),
+    ],
+    nats: NatsUrl = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait until no leader is left on NODE.")] = STEPDOWN_TIMEOUT,
+    format: FormatOption = Format.TEXT,
+) -> None:
+    """Move every Backworks stream, consumer and KV bucket leader off NODE; returns once none is led there.
+
+    The first step of restarting a cluster node without failing requests: then stop the node (SIGTERM), start it
+    again, and wait until `backworks nats status` shows every stream with a leader and every replica current
+    before the next node. Exits 1 if the leaders did not move within --timeout.
+    """
+    import asyncio
+
+    from backworks.contracts.errors import BackworksError
+    from backworks.local.handover import as_json, describe, step_down
+
+    servers = _servers(nats)
+    try:
+        moved = asyncio.run(step_down(servers, node, timeout))
+    except BackworksError as exc:
+        raise fail(str(exc)) from None
+    if format is Format.JSON:
+        print(as_json(moved, node))
+    else:
+        console.print(describe(moved, node), highlight=False)
+
+
 def _servers(nats: str | None) -> list[str]:
     from backworks.local.servers import resolve
 

@@ -92,7 +92,11 @@ class Forwarder:
         publish_transitions(self.breakers, self.events)  # the transitions this process writes: once per fleet
         self.dead_letters = DeadLetterWatch(client, js, self.events)
         self.gate = StageGate(self.liveness, self.breakers) if gated else StageGate()
-        self.stalls = StallWatch(js, self._route_around, self.liveness)
+        self.stalls = StallWatch(js, self._route_around, self.liveness, self._disruptions)
+
+    def _disruptions(self) -> int:
+        """Reconnects and retried publishes so far: the stall watch does not blame a stage for a broker's pause."""
+        return int(self.client.stats["reconnects"]) + self.publisher.retried
 
     def know(self, breaker_settings: Mapping[str, BreakerSettings]) -> None:
         """Stages a new blueprint revision added: this forwarder may send to them too (their breakers are watched)."""

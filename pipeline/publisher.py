@@ -38,6 +38,8 @@ class AckedPublisher:
         self._sub: Subscription | None = None
         self._tokens = itertools.count()
         self._waiting: AwaitableMap[str, bytes] = AwaitableMap(_unacknowledged)
+        self.retried = 0
+        """Publishes sent again because no stream answered (a cluster electing a leader, a node leaving)."""
 
     async def start(self) -> None:
         self._prefix = self.client.new_inbox() + "."
@@ -74,6 +76,7 @@ class AckedPublisher:
                 pause = RETRY_PAUSES[min(attempt, len(RETRY_PAUSES) - 1)]
                 if not exc.retryable or time.monotonic() + pause > give_up:
                     raise
+                self.retried += 1
                 await asyncio.sleep(pause)
                 if on_retry is not None:
                     await on_retry()

@@ -21,6 +21,12 @@ The forwarder that handed the envelope to a stage knows its time limit, so it wa
   fails the request at once with ``timeout`` naming the stage (a 504) instead of at the request's deadline, and
   the envelope goes to the dead letters (``Verdict.FAIL``; ``dlq replay`` can run it again).
 
+A stage cannot hand on while the broker does not answer (a cluster moving a stream's leader, a node leaving): its
+hand-off is retried (``AckedPublisher``), telling JetStream it is still working. So a hold that such a disruption
+overlapped is not judged by the time since the hand-off: the stage gets its whole time limit again from the moment
+this process saw the disruption (a sweep the broker did not answer, a reconnect or a retried publish counted by
+``disruptions``). Only an undisturbed hold past the limit is a stall; the request's deadline still bounds both.
+
 A late result of the stage, if the replica ever resumes, is dropped harmlessly: a message it finds claimed back
 (deleted) before it runs is acknowledged without running (``StageHost``); its hand-off to the next stage carries
 the same ``Nats-Msg-Id`` the retaken copy's hand-off does (JetStream de-duplicates it), and a late reply finds no
@@ -40,10 +46,11 @@ from enum import Enum
 from typing import Protocol
 
 import structlog
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NotFoundError
 
-from backworks.contracts.envelope import Stage
+from backworks.contracts.envelope import Envelope, Stage
 from backworks.contracts.names import PIPELINE_STREAM, stage_durable
 from backworks.pipeline.tasks import cancel
 
@@ -117,6 +124,15 @@ class Held:
     retakes: int = field(default=0, compare=False)
     """How many times this envelope was already given to ``stage`` again (``Verdict.RETAKE``)."""
     stalled_for: float = field(default=0.0, compare=False)
+    hold: float = field(default=0.0, compare=False)
+    """Seconds the stage may hold it (its time limit, plus ``STALL_MARGIN``)."""
+    since: float = field(default=0.0, compare=False)
+    """When its current hold began: the hand-off, or the last disruption it overlapped (monotonic)."""
+
+
+Disruptions = Callable[[], int]
+"""How many times so far this process found the broker not answering (reconnects, retried publishes): a change
+between two sweeps means a disruption in between."""
 
 
 def expected_hold_ms(itinerary: list[Stage], cursor: int) -> int:
@@ -140,10 +156,17 @@ Stalled = Callable[[Held, Verdict], Awaitable[None]]
 class StallWatch:
     """Watches hand-offs and gives back the envelopes a stage holds past its time limit (see module docstring)."""
 
-    def __init__(self, js: JetStreamContext, on_stalled: Stalled, liveness: Liveness) -> None:
+    def __init__(
+        self, js: JetStreamContext, on_stalled: Stalled, liveness: Liveness, disruptions: Disruptions | None = None
+    ) -> None:
         self.js = js
         self.on_stalled = on_stalled
         self.liveness = liveness
+        self.disruptions = disruptions
+        self._disruptions_seen = disruptions() if disruptions is not None else 0
+        self.disrupted_at = float("-inf")
+        """When this process last saw the broker disrupted (monotonic): holds that overlapped it start again."""
+        self.extended = 0
         self._heap: list[Held] = []
         self._order = itertools.count()
         self._wake = asyncio.Event()
@@ -166,10 +189,27 @@ class StallWatch:
         """Watch a hand-off to ``stage``, expected back within ``hold_ms`` (default: the stage's time limit);
         ``retakes``: how many times it was already claimed back and handed to the stage again."""
         now = time.monotonic()
-        due = now + (stage.timeout_ms if hold_ms is None else hold_ms) / 1000 + STALL_MARGIN
-        heapq.heappush(self._heap, Held(due, next(self._order), stage, sequence, data, now, retakes))
+        hold = (stage.timeout_ms if hold_ms is None else hold_ms) / 1000 + STALL_MARGIN
+        heapq.heappush(
+            self._heap, Held(now + hold, next(self._order), stage, sequence, data, now, retakes, hold=hold, since=now)
+        )
         if len(self._heap) == 1:
             self._wake.set()
+
+    def disrupted(self, now: float | None = None) -> None:
+        """The broker did not answer this process just now: every hold in progress gets its time again."""
+        self.disrupted_at = time.monotonic() if now is None else now
+
+    def _again(self, held: Held) -> None:
+        """Watch ``held`` for its whole hold again, counted from the last disruption (not once its request's
+        deadline has passed: nobody waits for it any more)."""
+        if Envelope.from_json(held.data).remaining() <= 0:
+            return
+        held.since = self.disrupted_at
+        held.due = held.since + held.hold
+        held.order = next(self._order)
+        self.extended += 1
+        heapq.heappush(self._heap, held)
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -187,9 +227,15 @@ class StallWatch:
     async def sweep(self, now: float | None = None) -> None:
         """Settle every hand-off that is due: done, or claimed back and handed to ``on_stalled``."""
         now = time.monotonic() if now is None else now
+        if self.disruptions is not None and (count := self.disruptions()) != self._disruptions_seen:
+            self._disruptions_seen = count
+            self.disrupted(now)
         due: dict[str, list[Held]] = {}
         while self._heap and self._heap[0].due <= now:
             held = heapq.heappop(self._heap)
+            if held.since < self.disrupted_at:  # the stage may have been unable to hand on meanwhile
+                self._again(held)
+                continue
             due.setdefault(stage_durable(held.stage.instance, held.stage.phase), []).append(held)
         for durable, items in due.items():
             try:
@@ -197,6 +243,16 @@ class StallWatch:
             except NotFoundError:  # no replica ever attached (or the consumer is gone): nobody holds these
                 for held in items:
                     await self._settle(held, False, now)  # an optional stage is skipped; a critical one waits
+                continue
+            except (
+                APIError,
+                TimeoutError,
+                NatsError,
+            ) as exc:  # no stream leader, a node leaving: not the stage's fault
+                log.info("stall sweep unanswered; holds start again", stage=durable, error=repr(exc))
+                self.disrupted(now)
+                for held in items:
+                    self._again(held)
                 continue
             floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
             delivered = int(info.delivered.stream_seq or 0) if info.delivered else 0
@@ -227,6 +283,10 @@ class StallWatch:
             return  # acknowledged out of order, after the floor was read: done
         except APIError as exc:  # "no message found": acknowledged meanwhile, as above (a 400 from some servers)
             log.info("stalled hand-off not claimed back", stage=stage.label, error=exc.description)
+            return
+        except (TimeoutError, NatsError):  # no answer (a leader moving): not claimed, so it is watched again
+            self.disrupted(now)
+            self._again(held)
             return
         held.stalled_for = now - held.handed_at
         if verdict is Verdict.SKIP:

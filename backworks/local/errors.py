@@ -5,7 +5,8 @@
     BackworksError
      └── LocalError
           ├── PortInUse
-          └── NotReady
+          ├── NotReady
+          └── UnknownNode
 """
 
 from __future__ import annotations
@@ -27,3 +28,7 @@ class PortInUse(LocalError):
 
 class NotReady(LocalError):
     """The broker ``backworks up`` started (or was given) did not come up in time."""
+
+
+class UnknownNode(LocalError):
+    """``backworks nats stepdown`` was given a node name no replicated Backworks stream has among its peers."""

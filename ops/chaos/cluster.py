@@ -7,8 +7,8 @@ runs). Under the same steady load as the single-node faults:
 - ``leader-kill``: SIGKILL the node leading ``BW_PIPELINE``; after ``DOWN_FOR`` it is started again and the run
   waits for every stream to be current (its row covers the election and the node's return);
 - ``node-partition``: SIGSTOP the node leading ``BW_PIPELINE`` for ``PARTITION`` s, then SIGCONT;
-- ``rolling-restart``: restart each node in turn, waiting for the cluster to be current before the next one
-  (the documented procedure).
+- ``rolling-restart``: restart each node in turn the documented way: its stream and consumer leaders moved off it
+  first (``backworks nats stepdown``), then stopped (SIGTERM) and started, and the cluster current before the next.
 
 Each row's "failures over" is the time from the first to the last request that did not get a 200.
 """
@@ -37,17 +37,30 @@ DOWN_FOR = 8.0
 PARTITION = 10.0
 """Seconds a node stays stopped (SIGSTOP): partitioned, as the others see it."""
 CURRENT_TIMEOUT = 60.0
+DEFAULTS_LINE = "defaults: {timeout_ms: 5000}"
+"""The chaos blueprint's request deadline, as written in ops/chaos/chaos.yaml (``--deadline-ms`` replaces it)."""
+
+
+def with_deadline(blueprint: str, deadline_ms: int | None) -> str:
+    """The chaos blueprint with ``deadline_ms`` as its requests' deadline (None: as it is)."""
+    if deadline_ms is None:
+        return blueprint
+    if DEFAULTS_LINE not in blueprint:
+        raise ValueError(f"ops/chaos/chaos.yaml no longer says {DEFAULTS_LINE!r}: update DEFAULTS_LINE")
+    return blueprint.replace(DEFAULTS_LINE, f"defaults: {{timeout_ms: {deadline_ms}}}")
 
 
 class ClusterStack(SingleNodeStack):
     """The chaos stack under ``up --nats <seeds>`` on a 3-node loopback cluster (R3 streams and buckets)."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, deadline_ms: int | None = None) -> None:
+        """``deadline_ms``: the requests' deadline instead of the blueprint's ``defaults.timeout_ms``."""
         state = out / "state"
         os.environ[STATE_DIR_ENV] = str(state)  # the cluster trusts the keyring there; `up`'s services admit to it
         self.cluster = LocalCluster(out / "cluster", NODES).start()
         blueprint = out / "chaos-cluster.yaml"
-        blueprint.write_text(BLUEPRINT.read_text() + "nats: {replicas: 3}\n")
+        text = with_deadline(BLUEPRINT.read_text(), deadline_ms)
+        blueprint.write_text(text + "nats: {replicas: 3}\n")
         shutil.copy(CHAOS_DIR / "chaos_handler.py", out / "chaos_handler.py")  # beside the blueprint, as in ops/chaos
         super().__init__(out, blueprint, ("--nats", ",".join(self.cluster.seeds)))
 
@@ -97,7 +110,7 @@ def _partition(stack: Stack, load: Load) -> float:
 def _rolling_restart(stack: Stack, load: Load) -> float:
     target = _cluster(stack)
     for index in range(len(target.cluster.nodes)):
-        target.cluster.restart(index)  # SIGTERM: nats-server shuts down cleanly, then starts on its store again
+        target.cluster.restart(index)  # leaders moved off it, SIGTERM, then it starts on its store again
         target.cluster.wait_current(CURRENT_TIMEOUT)  # the procedure: the cluster current before the next node
     return time.monotonic()
 
@@ -105,6 +118,10 @@ def _rolling_restart(stack: Stack, load: Load) -> float:
 FAULTS = [
     Fault("leader-kill", f"SIGKILL the node leading {PIPELINE_STREAM}; back after {DOWN_FOR:.0f} s", _kill_leader),
     Fault("node-partition", f"SIGSTOP the node leading {PIPELINE_STREAM} for {PARTITION:.0f} s", _partition),
-    Fault("rolling-restart", "restart each node in turn, waiting until the cluster is current", _rolling_restart),
+    Fault(
+        "rolling-restart",
+        "restart each node in turn (its leaders moved off first), the cluster current between",
+        _rolling_restart,
+    ),
 ]
 BY_NAME = {fault.name: fault for fault in FAULTS}

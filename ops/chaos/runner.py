@@ -184,11 +184,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--cluster", action="store_true",
         help="run the cluster faults against `up --nats` on a 3-node loopback cluster with R3 streams",
     )  # fmt: skip
+    parser.add_argument(
+        "--deadline-ms", type=int, default=None,
+        help="with --cluster: the requests' deadline instead of the blueprint's 5000 ms (e.g. longer than a "
+        "JetStream election, 4-9 s)",
+    )  # fmt: skip
     parser.add_argument("--output", type=Path, default=None, help="directory (default: chaos-results/<time>)")
     parser.add_argument("--recovery-timeout", type=float, default=RECOVERY_TIMEOUT, help="seconds (see module doc)")
     options = parser.parse_args(argv)
     from ops.chaos import cluster  # it builds on this module's Stack
 
+    if options.deadline_ms is not None and not options.cluster:
+        parser.error("--deadline-ms applies to the cluster run only (--cluster)")
     known = cluster.BY_NAME if options.cluster else BY_NAME
     options.faults = options.faults or ",".join(known)
     unknown = [name for name in options.faults.split(",") if name not in known]
@@ -208,9 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"environment": environment(), "blueprint": BLUEPRINT.read_text(), "faults": []}
     results["options"] = {
         "requests_per_fault": options.requests_per_fault, "threads": options.threads, "cluster": options.cluster,
+        "deadline_ms": options.deadline_ms,
     }  # fmt: skip
     progress(f"starting `backworks up` ({out / 'up.log'})" + (" on a 3-node cluster" if options.cluster else ""))
-    stack = cluster.ClusterStack(out) if options.cluster else Stack(out)
+    stack = cluster.ClusterStack(out, options.deadline_ms) if options.cluster else Stack(out)
     try:
         progress(f"ready after {stack.wait_settled(READY_TIMEOUT):.1f} s")
         for fault in faults:

@@ -229,7 +229,7 @@ def test_a_rolling_restart_waiting_for_the_cluster_to_be_current_loses_nothing(
 ) -> None:
     def rolling() -> None:
         for index in range(len(deployment.cluster.nodes)):
-            deployment.cluster.restart(index)  # SIGTERM (nats-server shuts down cleanly), then start again
+            deployment.cluster.restart(index)  # its leaders moved off first (stepdown), SIGTERM, then start again
             deployment.cluster.wait_current(timeout=60)  # the documented procedure: wait, then the next node
 
     traffic = run_fault(deployment, rolling, settle=3.0)

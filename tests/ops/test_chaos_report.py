@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from ops.chaos.cluster import FAULTS as CLUSTER_FAULTS
+from ops.chaos.cluster import with_deadline
 from ops.chaos.faults import FAULTS
 from ops.chaos.load import Outcome, recovery, summarize
+from ops.chaos.runner import BLUEPRINT
 from tests.files import ROOT
 
 SMOKE_TIMEOUT = 400
@@ -71,6 +73,14 @@ def test_the_chaos_report_runs_every_fault_and_loses_nothing(tmp_path: Path) -> 
 @pytest.mark.chaos
 @pytest.mark.e2e
 @pytest.mark.timeout(SMOKE_TIMEOUT + 30)
+def test_the_cluster_run_can_give_the_requests_a_longer_deadline() -> None:
+    import yaml
+
+    text = BLUEPRINT.read_text()
+    assert with_deadline(text, None) == text
+    assert yaml.safe_load(with_deadline(text, 15000))["defaults"]["timeout_ms"] == 15000
+
+
 def test_the_cluster_chaos_report_loses_nothing_and_runs_no_handler_twice(tmp_path: Path) -> None:
     out = tmp_path / "chaos"
     command = [

@@ -17,17 +17,25 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from backworks.contracts.envelope import Envelope, Stage
 from backworks.contracts.events import StageEvent
-from backworks.contracts.names import DLQ_STREAM, Phase, stage_event_subject
+from backworks.contracts.names import (
+    DLQ_STREAM,
+    PIPELINE_STREAM,
+    Phase,
+    stage_durable,
+    stage_event_subject,
+    stage_subject,
+)
 from backworks.contracts.registry import ReplicaInfo
 from backworks.contracts.types import FailureKind
 from backworks.local.embedded import EmbeddedNats
-from backworks.pipeline import blueprints
+from backworks.pipeline import blueprints, broker
 from backworks.pipeline.liveness import LIVENESS_TTL, LivenessView, Seen
 from backworks.pipeline.publisher import stream_sequence
 from backworks.pipeline.settlement import Settlement
 from backworks.pipeline.stagehost import StageHost
-from backworks.pipeline.stalls import STALL_MARGIN, may_be_claimed, stored_at
+from backworks.pipeline.stalls import STALL_MARGIN, Held, StallWatch, Verdict, may_be_claimed, stored_at
 from tests.files import write_blueprint
 from tests.serving import serving
 from tests.stages import running_stages
@@ -207,3 +215,106 @@ endpoints:
         thaw.set()  # it resumes, its hook raises, its hand-off is a repeat JetStream drops
         await asyncio.sleep(1.0)
         assert [(e.stage, e.kind.value) for e in events] == [("opt.request", "timeout")]
+
+
+class NobodyElse:
+    """A stage with one replica: a stall fails the request (``Verdict.FAIL``)."""
+
+    def others_could_serve(self, instance: str, handed_at: float) -> bool:
+        return False
+
+
+def waited_for() -> bytes:
+    """An envelope whose request is still waited for (its deadline ahead)."""
+    return Envelope(route="r", method="GET", path="/r", deadline=time.time() + DEADLINE_MS / 1000).to_json()
+
+
+async def held_by_a_replica(js: JetStreamContext, stage: Stage) -> int:
+    """A hand-off to ``stage`` that a replica pulled and has not acknowledged yet; its stream sequence."""
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    durable = stage_durable(stage.instance, stage.phase)
+    await js.add_consumer(PIPELINE_STREAM, ConsumerConfig(durable_name=durable, ack_policy=AckPolicy.EXPLICIT))
+    ack = await js.publish(stage_subject(stage.instance, stage.phase), b"{}")
+    pulled = await js.pull_subscribe_bind(durable, PIPELINE_STREAM)
+    [message] = await pulled.fetch(1, timeout=5)
+    assert message.metadata.sequence.stream == ack.seq
+    return ack.seq
+
+
+async def test_a_hold_the_broker_disrupted_gets_the_stage_its_whole_time_limit_again(
+    nats_server: EmbeddedNats, nats_client: Client
+) -> None:
+    js = nats_client.jetstream()
+    await broker.declare(js)
+    stage = Stage(instance="lonely", phase=Phase.REQUEST, critical=True, timeout_ms=STAGE_LIMIT_MS)
+    sequence = await held_by_a_replica(js, stage)
+    stalled: list[tuple[Held, Verdict]] = []
+
+    async def on_stalled(held: Held, verdict: Verdict) -> None:
+        stalled.append((held, verdict))
+
+    disruptions = [0]
+    watch = StallWatch(js, on_stalled, NobodyElse(), lambda: disruptions[0])
+    watch.watch(stage, sequence, waited_for())
+    handed = time.monotonic()
+    hold = STAGE_LIMIT_MS / 1000 + STALL_MARGIN
+
+    # The broker paused (a reconnect, a retried publish) while the stage held the hand-off: the stage could not
+    # hand on meanwhile, so at its due time it is given its whole limit again, from the disruption.
+    disruptions[0] += 1
+    await watch.sweep(now=handed + hold + 0.01)
+    assert stalled == [] and watch.extended == 1 and len(watch) == 1
+
+    # Undisturbed since, it holds past its limit counted from the disruption: a stall, as before.
+    await watch.sweep(now=handed + hold + 0.01 + hold / 2)
+    assert stalled == [], "not due yet: its time restarted at the disruption"
+    await watch.sweep(now=handed + 2 * hold + 0.02)
+    assert [verdict for _, verdict in stalled] == [Verdict.FAIL]
+    assert watch.extended == 1, "one disruption gives one more hold, not an endless one"
+
+
+async def test_a_sweep_the_broker_does_not_answer_keeps_watching_instead_of_failing(
+    nats_server: EmbeddedNats, nats_client: Client
+) -> None:
+    js = nats_client.jetstream()
+    await broker.declare(js)
+    stage = Stage(instance="lonely", phase=Phase.REQUEST, critical=True, timeout_ms=STAGE_LIMIT_MS)
+    sequence = await held_by_a_replica(js, stage)
+    stalled: list[Verdict] = []
+
+    async def on_stalled(held: Held, verdict: Verdict) -> None:
+        stalled.append(verdict)
+
+    watch = StallWatch(js, on_stalled, NobodyElse())
+    watch.watch(stage, sequence, waited_for())
+    handed = time.monotonic()
+    hold = STAGE_LIMIT_MS / 1000 + STALL_MARGIN
+    nats_server.stop()  # no stream answers the sweep's consumer-info request
+    try:
+        await watch.sweep(now=handed + hold + 0.01)
+    finally:
+        nats_server.start()
+    assert stalled == [] and len(watch) == 1, "still watched, its hold started again"
+    assert watch.disrupted_at == handed + hold + 0.01
+
+
+async def test_a_disrupted_hold_whose_request_is_no_longer_waited_for_is_dropped(
+    nats_server: EmbeddedNats, nats_client: Client
+) -> None:
+    js = nats_client.jetstream()
+    await broker.declare(js)
+    stage = Stage(instance="lonely", phase=Phase.REQUEST, critical=True, timeout_ms=STAGE_LIMIT_MS)
+    sequence = await held_by_a_replica(js, stage)
+    stalled: list[Verdict] = []
+
+    async def on_stalled(held: Held, verdict: Verdict) -> None:
+        stalled.append(verdict)
+
+    disruptions = [0]
+    watch = StallWatch(js, on_stalled, NobodyElse(), lambda: disruptions[0])
+    expired = Envelope(route="r", method="GET", path="/r", deadline=time.time() - 1).to_json()
+    watch.watch(stage, sequence, expired)
+    disruptions[0] += 1
+    await watch.sweep(now=time.monotonic() + 1)
+    assert stalled == [] and len(watch) == 0, "nobody waits for it: not watched again"
