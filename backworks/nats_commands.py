@@ -291,7 +291,7 @@ def stepdown_command(
             help="The node's server_name, as `backworks nats status` names leaders (n1, n2…).", show_default=False
         ),
     ],
-    nats: NatsUrl = None,
+    nats: LocalNatsOption = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait until no leader is left on NODE.")] = STEPDOWN_TIMEOUT,
     format: FormatOption = Format.TEXT,
 ) -> None:

@@ -70,6 +70,9 @@ REPORT_SUBJECT = "bw.tap.report"
 """Core-NATS request subject the analytics service answers with its aggregates (``{"since_s": 900}``)."""
 
 INBOX_PREFIX = "_INBOX.bw"
+REPLY_RESEND_SUBJECT = "bw.replies.resend"
+"""Core NATS: a gateway that reconnected asks here (payload: its id) for the replies of the last few seconds again,
+since a reply published while it was away was dropped (replies are not stored); see ``pipeline.replycache``."""
 MSG_ID_HEADER = "Nats-Msg-Id"
 FENCE_SUBJECT = "bw.stage._fence"
 """In the pipeline stream, read by no consumer: a dead-letter check publishes a later hand-off's ``Nats-Msg-Id``

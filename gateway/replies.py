@@ -19,11 +19,14 @@ from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
 from backworks.contracts.envelope import Envelope
-from backworks.contracts.names import gateway_inbox, reply_subject
+from backworks.contracts.names import REPLY_RESEND_SUBJECT, gateway_inbox, reply_subject
 from backworks.pipeline.awaiting import AwaitableMap
+from backworks.pipeline.tasks import cancel
 
 log = structlog.get_logger("backworks.gateway")
 
+RESEND_PAUSES = (0.0, 0.25, 1.0)
+"""Pauses before each request for missed replies after a reconnect (see ``ReplyInbox.ask_again``)."""
 INVALID_WARNING_EVERY_S = 10.0
 """At most one warning per this many seconds about invalid replies (a flood of garbage is not a flood of logs)."""
 
@@ -42,6 +45,7 @@ class ReplyInbox:
         self._sub: Subscription | None = None
         self._prefix_len = len(reply_subject(gateway_id, ""))
         self._next_warning = 0.0
+        self._asking: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._sub = await self.client.subscribe(
@@ -49,9 +53,29 @@ class ReplyInbox:
         )
 
     async def stop(self) -> None:
+        if self._asking is not None:
+            await cancel(self._asking)
         if self._sub is not None:
             await self._sub.unsubscribe()
         self.waiting.cancel_all()
+
+    async def reconnected(self) -> None:
+        """The client reconnected: ask for missed replies in the background (see ``ask_again``)."""
+        if self._asking is not None and not self._asking.done():
+            self._asking.cancel()  # a newer reconnect: ask from the start
+        self._asking = asyncio.create_task(self.ask_again(), name="ask-for-missed-replies")
+
+    async def ask_again(self) -> None:
+        """After a reconnect: ask every forwarder for the replies it sent this gateway lately (one published while
+        the connection was down was dropped). Asked at once and twice more, as the new subscription's interest
+        may take a moment to reach every node of a cluster; the repeats are dropped here as duplicates."""
+        for pause in RESEND_PAUSES:
+            await asyncio.sleep(pause)
+            try:
+                await self.client.publish(REPLY_RESEND_SUBJECT, self.gateway_id.encode())
+            except Exception as exc:  # disconnected again: the next reconnect asks again
+                log.info("could not ask for missed replies", error=repr(exc))
+                return
 
     def subject(self, correlation_id: str) -> str:
         return reply_subject(self.gateway_id, correlation_id)

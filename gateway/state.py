@@ -90,6 +90,11 @@ class GatewayState:
 async def connect(state: GatewayState) -> None:
     """Connect (retrying for ``CONNECT_RETRY_FOR`` s), then start the reply inbox and the forwarder."""
     deadline = time.monotonic() + CONNECT_RETRY_FOR
+
+    async def reconnected() -> None:
+        if state.inbox is not None:  # a reply published while the connection was down was dropped: ask again
+            await state.inbox.reconnected()
+
     while True:
         try:
             state.client = await broker.connect(
@@ -97,6 +102,7 @@ async def connect(state: GatewayState) -> None:
                 name=f"backworks-gateway-{state.gateway_id}",
                 identity=GATEWAY,
                 settings=state.blueprint.model.nats,
+                on_reconnect=reconnected,
             )
             break
         except Exception as exc:

@@ -33,6 +33,7 @@ from backworks.pipeline.events import EventPublisher
 from backworks.pipeline.gate import StageGate
 from backworks.pipeline.liveness import LivenessView
 from backworks.pipeline.publisher import AckedPublisher, stream_sequence
+from backworks.pipeline.replycache import RecentReplies
 from backworks.pipeline.stalls import Held, StallWatch, Verdict, expected_hold_ms
 
 log = structlog.get_logger("backworks.forwarder")
@@ -93,6 +94,8 @@ class Forwarder:
         self.dead_letters = DeadLetterWatch(client, js, self.events)
         self.gate = StageGate(self.liveness, self.breakers) if gated else StageGate()
         self.stalls = StallWatch(js, self._route_around, self.liveness, self._disruptions)
+        self.recent = RecentReplies(client)
+        """The replies sent from here lately, sent again to a gateway that reconnected and asks for them."""
 
     def _disruptions(self) -> int:
         """Reconnects and retried publishes so far: the stall watch does not blame a stage for a broker's pause."""
@@ -108,6 +111,7 @@ class Forwarder:
     async def start(self) -> None:
         await self.events.start()
         await self.publisher.start()
+        await self.recent.start()
         if self.gated:
             await self.liveness.start()
             await self.breakers.start()
@@ -121,6 +125,7 @@ class Forwarder:
             await self.dead_letters.stop()
             await self.breakers.stop()
             await self.liveness.stop()
+        await self.recent.stop()
         await self.publisher.stop()
         await self.events.stop()
 
@@ -164,6 +169,7 @@ class Forwarder:
         data = envelope.to_json()
         if nxt is None:
             await self.client.publish(envelope.reply_to, data)
+            self.recent.keep(envelope.reply_to, data)
             await self._record(envelope, failures, skipped)
             return None
         ack = await self.publisher.publish(

@@ -50,6 +50,7 @@ from backworks.contracts.names import (
     RECORD_BUCKET,
     RECORD_SUBJECTS,
     REGISTRY_BUCKET,
+    REPLY_RESEND_SUBJECT,
     REPORT_SUBJECT,
     SPLITS_BUCKET,
     Phase,
@@ -225,7 +226,13 @@ def forwarder_publish() -> list[str]:
 
 
 def forwarder_subscribe(name: str) -> list[str]:
-    return [f"{identity_inbox(name)}.>", max_deliveries_advisory(PIPELINE_STREAM), CONFIG_PROBE_SUBJECT]
+    # REPLY_RESEND_SUBJECT: a gateway that reconnected asks every forwarder for its recent replies again.
+    return [
+        f"{identity_inbox(name)}.>",
+        max_deliveries_advisory(PIPELINE_STREAM),
+        CONFIG_PROBE_SUBJECT,
+        REPLY_RESEND_SUBJECT,
+    ]
 
 
 def gateway(loaded: LoadedBlueprint) -> Identity:
@@ -244,7 +251,9 @@ def gateway(loaded: LoadedBlueprint) -> Identity:
     # Canary splits rolled back (``gateway.rollback``): the gateways alone read and write them, when there are splits.
     has_splits = any(loaded.model.splits(endpoint) for endpoint in loaded.model.endpoints)
     rollbacks = [*kv_api(SPLITS_BUCKET), f"$KV.{SPLITS_BUCKET}.>"] if has_splits else []
-    publish = [*sorted(first), *probes, *tap, *recording, *rollbacks, *forwarder_publish()]
+    # After a reconnect it asks the forwarders for the replies it may have missed meanwhile (pipeline.replycache).
+    resend = [REPLY_RESEND_SUBJECT]
+    publish = [*sorted(first), *probes, *tap, *recording, *rollbacks, *resend, *forwarder_publish()]
     subscribe = [REPLY_SUBJECTS, *forwarder_subscribe(GATEWAY)]
     return Identity(GATEWAY, Role.GATEWAY, Permissions(tuple(publish), tuple(subscribe)))
 

@@ -23,13 +23,14 @@ from nats.js.errors import KeyNotFoundError
 from structlog.testing import capture_logs
 
 from backworks.contracts.envelope import Envelope, HttpResponse
-from backworks.contracts.names import REGISTRY_BUCKET, reply_subject
+from backworks.contracts.names import REGISTRY_BUCKET, REPLY_RESEND_SUBJECT, gateway_inbox, reply_subject
 from backworks.contracts.registry import ReplicaInfo
 from backworks.local.embedded import EmbeddedNats
 from backworks.pipeline import blueprints, broker
 from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.keyring import KEYRING_DIR
-from backworks.pipeline.permissions import TAP, identities, stage_identity
+from backworks.pipeline.permissions import GATEWAY, TAP, identities, stage_identity
+from backworks.pipeline.replycache import RecentReplies
 from backworks.pipeline.stagehost import StageHost
 from tests.files import write_blueprint
 from tests.serving import serving
@@ -222,6 +223,35 @@ async def test_a_forged_reply_never_reaches_the_gateway(
         assert inbox.dropped == 0
         inbox.forget("c0ffee")
         waiting.cancel()
+
+
+async def test_only_a_gateway_asks_for_missed_replies_and_a_stage_hears_it_as_itself(
+    nats_server: EmbeddedNats, example: LoadedBlueprint
+) -> None:
+    nats_server.admit(identities(example).values())
+    async with (
+        connected_as(nats_server, stage_identity("hello-handler")) as handler,
+        connected_as(nats_server, GATEWAY) as gateway,
+    ):
+        replies = RecentReplies(handler.client)
+        await replies.start()
+        seen: list[Msg] = []
+
+        async def collect(msg: Msg) -> None:
+            seen.append(msg)
+
+        await gateway.client.subscribe(gateway_inbox("g1"), cb=collect)
+        await gateway.client.flush()
+        await handler.client.flush()
+        replies.keep(reply_subject("g1", "c"), b"kept")
+        await handler.client.publish(REPLY_RESEND_SUBJECT, b"g1")  # a stage may not ask for another's replies
+        await eventually(handler.refused)
+        await asyncio.sleep(QUIET)
+        assert seen == []
+        await gateway.client.publish(REPLY_RESEND_SUBJECT, b"g1")
+        await eventually(lambda: len(seen) == 1)
+        assert seen[0].data == b"kept" and not gateway.refused()
+        await replies.stop()
 
 
 async def test_a_forged_breaker_record_or_heartbeat_for_another_instance_is_refused(

@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from backworks.contracts.envelope import Stage
-from backworks.contracts.names import CONFIG_PROBE_SUBJECT, FENCE_SUBJECT, Phase, max_deliveries_advisory
+from backworks.contracts.names import (
+    CONFIG_PROBE_SUBJECT,
+    FENCE_SUBJECT,
+    REPLY_RESEND_SUBJECT,
+    Phase,
+    max_deliveries_advisory,
+)
 from backworks.pipeline import blueprints
 from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.permissions import (
@@ -163,6 +169,6 @@ def test_a_group_may_do_what_each_member_may_except_publish_to_its_own_members(t
     assert stage_subjects == {"bw.stage.guard.request"}
     assert "$KV.bw_registry.guard.>" not in publish, "nothing of the instance outside the group"
     assert group.permissions.subscribe == (
-        "_BW_INBOX.group-cheap.>", max_deliveries_advisory("BW_PIPELINE"), CONFIG_PROBE_SUBJECT
+        "_BW_INBOX.group-cheap.>", max_deliveries_advisory("BW_PIPELINE"), CONFIG_PROBE_SUBJECT, REPLY_RESEND_SUBJECT
     )  # fmt: skip
     assert found[stage_identity("note")].permissions.publish, "a member keeps its own identity (served alone)"
