@@ -5,9 +5,11 @@ A request to an endpoint used to pass through Starlette's whole stack: ``ServerE
 again and each adds a coroutine to every message (py-spy, gateway at 64 in flight: ~10 % of its samples were
 these layers, besides the endpoint's own work). ``GatewayApp`` matches the routes itself, in the router's order,
 and when the first full match is an endpoint's route (``EndpointRoute``) it runs the endpoint's handler directly,
-with the same error handling the stack would apply: an ``HTTPException`` goes to the app's handler for it, any
-other exception to the app's ``Exception`` handler (its 500 problem document sent) and is raised again for
-uvicorn to log, as ``ServerErrorMiddleware`` does. Everything else (health, metrics, the dashboard, CORS
+with the error handling the stack would apply to what the handler raises: an ``HTTPException`` goes to the app's
+handler for it, any other exception to the app's ``Exception`` handler (its 500 problem document sent) and is
+raised again for uvicorn to log, as ``ServerErrorMiddleware`` does. (An exception while the response itself is
+being sent is raised to uvicorn without a 500: the endpoints' responses are plain ``Response`` objects, and a
+500 after the head went out would be no valid answer anyway.) Everything else (health, metrics, the dashboard, CORS
 preflights, 404 and 405 answers, lifespan) goes through Starlette unchanged.
 """
 
