@@ -21,6 +21,7 @@ from backworks.contracts.types import FailureKind
 from backworks.gateway.dashboard import dashboard_routes
 from backworks.gateway.endpoint import Pipeline, request_id_of
 from backworks.gateway.errors import ProblemError
+from backworks.gateway.fastpath import EndpointRoute, GatewayApp
 from backworks.gateway.health import HEALTH_PATH, health_report
 from backworks.gateway.metrics import CONTENT_TYPE, METRICS_PATH, GatewayMetrics
 from backworks.gateway.openapi import OPENAPI_PATH
@@ -104,7 +105,7 @@ def build_app(state: GatewayState) -> Starlette:
         Route(METRICS_PATH, metrics, methods=["GET"]),
         *dashboard_routes(state),
     ]
-    app = Starlette(
+    app = GatewayApp(
         routes=[*fixed, *endpoint_routes(state, state.blueprint, state.revision)],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: crash},
@@ -127,5 +128,5 @@ def endpoint_routes(state: GatewayState, loaded: LoadedBlueprint, revision: int 
     # CORS preflights go to endpoints whose chain answers them, whatever their `methods` (see ``preflight``).
     routes: list[BaseRoute] = list(preflight_routes(loaded, handlers))
     for name, endpoint in loaded.model.endpoints.items():
-        routes.append(Route(endpoint.path, handlers[name], methods=endpoint.methods, name=name))
+        routes.append(EndpointRoute(endpoint.path, handlers[name], methods=endpoint.methods, name=name))
     return routes

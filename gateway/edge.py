@@ -34,6 +34,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from backworks.contracts.blueprint import GatewaySettings
 from backworks.gateway.connections import ConnectionGuard, EdgeEvent
 from backworks.gateway.errors import RequestRefused
+from backworks.gateway.headwrite import HeadFirstTransport
 from backworks.pipeline.problems import PROBLEM_CONTENT_TYPE, problem_type
 
 log = structlog.get_logger("backworks.gateway.edge")
@@ -198,7 +199,10 @@ class EdgeProtocol(HttpToolsProtocol):
         if self._head_timer is not None:
             self._cancel_head_timer()
         self.guard.busy(self)
+        before = self.cycle
         super().on_headers_complete()
+        if self.cycle is not None and self.cycle is not before:  # a new request: its head and body in one write
+            self.cycle.transport = HeadFirstTransport(self.transport, self.loop)  # type: ignore[assignment]  # duck-typed: write, close, is_closing
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -270,6 +274,8 @@ class EdgeProtocol(HttpToolsProtocol):
             limit = self.settings.body_timeout_s
             detail = f"the request body did not arrive within {limit:g} s (gateway.body_timeout_s)"
             self.transport.write(problem_message(408, "Request timeout", detail, self._default_headers()))
+        else:
+            self.cycle.transport.close()  # sends a response head still held (``headwrite``), then closes
         self.transport.close()  # the app reading the body sees a disconnect
 
     def _default_headers(self) -> list[tuple[bytes, bytes]]:

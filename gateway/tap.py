@@ -55,11 +55,13 @@ class TraceContext:
     flags: str
 
     @classmethod
-    def of(cls, traceparent: str | None) -> TraceContext:
-        span = os.urandom(8).hex()
+    def of(cls, traceparent: str | None, new_trace: str | None = None, span: str | None = None) -> TraceContext:
+        """The client's trace continued under a new span, or a new trace. ``new_trace``/``span``: random hex ids
+        already drawn for this request (``gateway.ids``), used instead of reading ``os.urandom`` again."""
+        span = span or os.urandom(8).hex()
         trace_id = trace_id_of(traceparent)
         if trace_id is None or traceparent is None:
-            return cls(os.urandom(16).hex(), span, SAMPLED)
+            return cls(new_trace or os.urandom(16).hex(), span, SAMPLED)
         return cls(trace_id, span, traceparent.strip()[-2:].lower())
 
     @property

@@ -91,24 +91,38 @@ class OwnWindow:
         self.by_time = settings.sliding_window.type is WindowType.TIME
         self.size = settings.sliding_window.size
         self._calls: deque[Tally] = deque(maxlen=None if self.by_time else self.size)
+        self.bad = 0
+        """Tallies held with a failed or slow call (expired ones count until ``tallies`` drops them): while 0, this
+        share cannot open the breaker, and ``FleetView.trip_reason`` need not merge the window."""
 
     def add(self, now: float, outcome: int) -> None:
         failed, slow = int(bool(outcome & FAILED)), int(bool(outcome & SLOW))
         second = float(int(now))
-        if self.by_time and self._calls and self._calls[-1][0] == second:
-            _, calls, f, s = self._calls.pop()
-            self._calls.append((second, calls + 1, f + failed, s + slow))
+        calls = self._calls
+        if self.by_time and calls and calls[-1][0] == second:
+            _, count, f, s = calls.pop()
+            if (failed or slow) and not (f or s):
+                self.bad += 1
+            calls.append((second, count + 1, f + failed, s + slow))
             return
-        self._calls.append((second if self.by_time else now, 1, failed, slow))
+        if calls.maxlen is not None and len(calls) == calls.maxlen and (calls[0][2] or calls[0][3]):
+            self.bad -= 1  # the oldest call, about to leave the count window, was a bad one
+        if failed or slow:
+            self.bad += 1
+        calls.append((second if self.by_time else now, 1, failed, slow))
 
     def tallies(self, now: float) -> list[Tally]:
         if self.by_time:
-            while self._calls and self._calls[0][0] <= now - self.size:
-                self._calls.popleft()
+            calls = self._calls
+            while calls and calls[0][0] <= now - self.size:
+                _, _, f, s = calls.popleft()
+                if f or s:
+                    self.bad -= 1
         return list(self._calls)
 
     def clear(self) -> None:
         self._calls.clear()
+        self.bad = 0
 
 
 class FleetView:
@@ -124,6 +138,8 @@ class FleetView:
         self.probes: dict[int, Versioned[ProbeRecord]] = {}
         self.own = OwnWindow(settings)
         self.own_generation = 0
+        self._clean: dict[str, tuple[Versioned[WindowRecord], bool]] = {}
+        """Writer -> (its window record as last judged, whether it holds no failed or slow call)."""
 
     # --- reading -------------------------------------------------------------------------------------------
 
@@ -166,9 +182,21 @@ class FleetView:
         return _sum(itertools.islice(newest, size))
 
     def trip_reason(self, now: float) -> str | None:
-        """Why the closed breaker must open now, or None."""
+        """Why the closed breaker must open now, or None.
+
+        A window with no failed and no slow call cannot open it (both thresholds are > 0): that is known without
+        merging the shares, which is what almost every successful call finds (the merge cost ~15 µs per call)."""
+        if self.own.bad == 0 and all(self._holds_no_bad_call(w, v) for w, v in self.windows.items() if w != self.me):
+            return None
         rates = self.rates(now)
         return rates.verdict(self.settings) if rates.calls >= self.settings.minimum_calls else None
+
+    def _holds_no_bad_call(self, writer: str, versioned: Versioned[WindowRecord]) -> bool:
+        known = self._clean.get(writer)
+        if known is None or known[0] is not versioned:  # records are replaced, never changed in place
+            clean = not any(f or s for _, _, f, s in versioned.record.tallies)
+            known = self._clean[writer] = (versioned, clean)
+        return known[1]
 
     def probe_rates(self) -> Rates | None:
         """The outcomes of this generation's probes once every permitted probe has one, else None."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from backworks.contracts.blueprint import WindowType
 from backworks.contracts.breakers import FAILED, SLOW, BreakerState, ProbeRecord, key_token, parse_key
 from backworks.pipeline.breakers import Rates
@@ -108,3 +110,22 @@ def test_keys_are_parsed_and_replica_ids_made_key_safe() -> None:
     assert parse_key("auth.probe.0") == ("auth", "probe", "0")
     assert parse_key("auth.count.host_1") is None, "the consecutive-failure records of old releases are ignored"
     assert parse_key("auth.something") is None
+
+
+def test_the_no_bad_call_shortcut_judges_as_the_full_merge_does() -> None:
+    """``trip_reason`` skips merging a window that holds no failed or slow call; it must never decide otherwise."""
+    rng = random.Random(8)
+    for window_type, size in ((WindowType.COUNT, 5), (WindowType.TIME, 3)):
+        local = view(size=size, minimum=2, window=window_type, slow_ms=100, slow_rate=50)
+        now = 100.0
+        for step in range(2000):
+            now += rng.choice((0.1, 0.4, 1.3))
+            local.own.add(now, rng.choices((0, FAILED, SLOW), weights=(90, 5, 5))[0])
+            if step % 97 == 0:  # another replica's share, sometimes with a failure in it
+                failed = rng.random() < 0.5
+                local.apply_window("b", window("b", (now, 1, int(failed), 0)), revision=step + 1)
+            rates = local.rates(now)  # the full merge, never shortcut
+            expected = rates.verdict(local.settings) if rates.calls >= local.settings.minimum_calls else None
+            assert local.trip_reason(now) == expected, (window_type, step)
+            held = local.own.tallies(now)
+            assert local.own.bad == sum(1 for _, _, f, s in held if f or s)
