@@ -188,7 +188,4 @@ async def disconnect(state: GatewayState) -> None:
     if state.inbox:
         await state.inbox.stop()
     if state.client:
-        if state.client.is_connected:
-            await state.client.drain()
-        else:  # reconnecting (the broker is down): drain would refuse, close gives up at once
-            await state.client.close()
+        await broker.release(state.client)

@@ -7,12 +7,14 @@ rewrite them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, BadRequestError, NotFoundError
@@ -152,6 +154,21 @@ async def connect(
             f"cannot connect to NATS at {', '.join(servers)} as {auth.describe()}: {reason}"
         ) from exc
     return client
+
+
+async def release(client: Client) -> None:
+    """Let go of a service's connection at shutdown: drained when connected (pending publishes out, subscriptions
+    ended), closed when not (the broker down, the client reconnecting). A connection the broker dropped meanwhile is
+    closed as it is, not an error: a service stopping while its broker is away still stops cleanly."""
+    try:
+        if client.is_connected:
+            await client.drain()
+        else:
+            await client.close()
+    except (ConnectionError, NatsError, TimeoutError) as exc:
+        log.info("nats connection closed uncleanly at shutdown", error=repr(exc) or type(exc).__name__)
+        with contextlib.suppress(ConnectionError, NatsError, TimeoutError):
+            await client.close()
 
 
 def _stream_configs(

@@ -255,5 +255,5 @@ async def serve_group(
             waiting.cancel()
     finally:
         await host.stop()
-        await client.drain()
+        await broker.release(client)
     return code

@@ -514,7 +514,7 @@ async def serve(
         stopped.cancel()
     finally:
         await host.stop(drain=True)
-        await client.drain()
+        await broker.release(client)
         if stop_metrics is not None:
             stop_metrics()
         if host.tracing is not None:

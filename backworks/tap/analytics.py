@@ -106,7 +106,7 @@ class AnalyticsService:
                 await responder.unsubscribe()
             await liveness.stop()
             await events.stop()
-            await client.drain()
+            await broker.release(client)
 
 
 async def serve(

@@ -47,5 +47,5 @@ async def serve(
         log.info("audit store open", store=str(store.path), records=store.count())
         await consume(client, durable, append, stop, metrics=metrics)
     finally:
-        await client.drain()
+        await broker.release(client)
         store.close()
