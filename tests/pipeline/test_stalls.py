@@ -242,27 +242,49 @@ async def held_by_a_replica(js: JetStreamContext, stage: Stage) -> int:
     return ack.seq
 
 
-async def test_a_hold_the_broker_disrupted_gets_the_stage_its_whole_time_limit_again(
-    nats_server: EmbeddedNats, nats_client: Client
-) -> None:
+class Verdicts(list[Verdict]):
+    """What a stall watch decided, in order (its ``on_stalled``)."""
+
+    async def __call__(self, held: Held, verdict: Verdict) -> None:
+        self.append(verdict)
+
+
+class Disruptions:
+    """A count of broker disruptions the test raises by hand (the forwarder's reconnects and retried publishes)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> int:
+        return self.count
+
+
+async def lonely_hand_off(
+    nats_client: Client, data: bytes, disruptions: Disruptions | None = None
+) -> tuple[StallWatch, Verdicts, Stage]:
+    """The streams declared, one hand-off to a critical stage ``lonely`` that a replica holds unacknowledged, and a
+    stall watch watching it (its verdicts recorded)."""
     js = nats_client.jetstream()
     await broker.declare(js)
     stage = Stage(instance="lonely", phase=Phase.REQUEST, critical=True, timeout_ms=STAGE_LIMIT_MS)
     sequence = await held_by_a_replica(js, stage)
-    stalled: list[tuple[Held, Verdict]] = []
+    stalled = Verdicts()
+    watch = StallWatch(js, stalled, NobodyElse(), disruptions)
+    watch.watch(stage, sequence, data)
+    return watch, stalled, stage
 
-    async def on_stalled(held: Held, verdict: Verdict) -> None:
-        stalled.append((held, verdict))
 
-    disruptions = [0]
-    watch = StallWatch(js, on_stalled, NobodyElse(), lambda: disruptions[0])
-    watch.watch(stage, sequence, waited_for())
+async def test_a_hold_the_broker_disrupted_gets_the_stage_its_whole_time_limit_again(
+    nats_server: EmbeddedNats, nats_client: Client
+) -> None:
+    disruptions = Disruptions()
+    watch, stalled, _ = await lonely_hand_off(nats_client, waited_for(), disruptions)
     handed = time.monotonic()
     hold = STAGE_LIMIT_MS / 1000 + STALL_MARGIN
 
     # The broker paused (a reconnect, a retried publish) while the stage held the hand-off: the stage could not
     # hand on meanwhile, so at its due time it is given its whole limit again, from the disruption.
-    disruptions[0] += 1
+    disruptions.count += 1
     await watch.sweep(now=handed + hold + 0.01)
     assert stalled == [] and watch.extended == 1 and len(watch) == 1
 
@@ -270,24 +292,14 @@ async def test_a_hold_the_broker_disrupted_gets_the_stage_its_whole_time_limit_a
     await watch.sweep(now=handed + hold + 0.01 + hold / 2)
     assert stalled == [], "not due yet: its time restarted at the disruption"
     await watch.sweep(now=handed + 2 * hold + 0.02)
-    assert [verdict for _, verdict in stalled] == [Verdict.FAIL]
+    assert stalled == [Verdict.FAIL]
     assert watch.extended == 1, "one disruption gives one more hold, not an endless one"
 
 
 async def test_a_sweep_the_broker_does_not_answer_keeps_watching_instead_of_failing(
     nats_server: EmbeddedNats, nats_client: Client
 ) -> None:
-    js = nats_client.jetstream()
-    await broker.declare(js)
-    stage = Stage(instance="lonely", phase=Phase.REQUEST, critical=True, timeout_ms=STAGE_LIMIT_MS)
-    sequence = await held_by_a_replica(js, stage)
-    stalled: list[Verdict] = []
-
-    async def on_stalled(held: Held, verdict: Verdict) -> None:
-        stalled.append(verdict)
-
-    watch = StallWatch(js, on_stalled, NobodyElse())
-    watch.watch(stage, sequence, waited_for())
+    watch, stalled, _ = await lonely_hand_off(nats_client, waited_for())
     handed = time.monotonic()
     hold = STAGE_LIMIT_MS / 1000 + STALL_MARGIN
     nats_server.stop()  # no stream answers the sweep's consumer-info request
@@ -302,19 +314,9 @@ async def test_a_sweep_the_broker_does_not_answer_keeps_watching_instead_of_fail
 async def test_a_disrupted_hold_whose_request_is_no_longer_waited_for_is_dropped(
     nats_server: EmbeddedNats, nats_client: Client
 ) -> None:
-    js = nats_client.jetstream()
-    await broker.declare(js)
-    stage = Stage(instance="lonely", phase=Phase.REQUEST, critical=True, timeout_ms=STAGE_LIMIT_MS)
-    sequence = await held_by_a_replica(js, stage)
-    stalled: list[Verdict] = []
-
-    async def on_stalled(held: Held, verdict: Verdict) -> None:
-        stalled.append(verdict)
-
-    disruptions = [0]
-    watch = StallWatch(js, on_stalled, NobodyElse(), lambda: disruptions[0])
+    disruptions = Disruptions()
     expired = Envelope(route="r", method="GET", path="/r", deadline=time.time() - 1).to_json()
-    watch.watch(stage, sequence, expired)
-    disruptions[0] += 1
+    watch, stalled, _ = await lonely_hand_off(nats_client, expired, disruptions)
+    disruptions.count += 1
     await watch.sweep(now=time.monotonic() + 1)
     assert stalled == [] and len(watch) == 0, "nobody waits for it: not watched again"
