@@ -11,6 +11,8 @@ from backworks.console import Format, FormatOption, LocalNatsOption, console, ou
 from backworks.dlq_commands import _run, servers_from
 
 if TYPE_CHECKING:
+    from nats.aio.client import Client
+
     from backworks.contracts.splits import RolledBack
 
 split_app = typer.Typer(
@@ -18,8 +20,30 @@ split_app = typer.Typer(
 )
 
 
+async def _held(client: Client, bucket: str) -> list[tuple[str, bytes]]:
+    """The keys of ``bucket`` that hold a value, with it, sorted (none when the bucket is not declared)."""
+    from nats.js.errors import KeyNotFoundError, NotFoundError
+
+    from backworks.pipeline import broker, kvwatch
+
+    js = broker.jetstream(client)
+    try:
+        kv = await js.key_value(bucket)
+        keys = await kvwatch.keys(js, bucket)
+    except NotFoundError:
+        return []
+    held: list[tuple[str, bytes]] = []
+    for key in keys:
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:  # deleted or purged: a marker, no value
+            continue
+        if entry.value:
+            held.append((key, entry.value))
+    return held
+
+
 async def _records(servers: list[str]) -> list[RolledBack]:
-    from nats.js.errors import NoKeysError, NotFoundError
 
     from backworks.contracts.names import SPLITS_BUCKET
     from backworks.contracts.splits import RolledBack
@@ -27,38 +51,25 @@ async def _records(servers: list[str]) -> list[RolledBack]:
 
     client = await broker.connect(servers, name="backworks-split")
     try:
-        try:
-            kv = await broker.jetstream(client).key_value(SPLITS_BUCKET)
-            keys = await kv.keys()
-        except (NoKeysError, NotFoundError):
-            return []
-        found: list[RolledBack] = []
-        for key in sorted(keys):
-            entry = await kv.get(key)
-            if entry.value:
-                found.append(RolledBack.model_validate_json(entry.value))
-        return found
+        entries = await _held(client, SPLITS_BUCKET)
+        return [RolledBack.model_validate_json(value) for _, value in entries]
     finally:
         await client.drain()
 
 
 async def _reset(servers: list[str], endpoint: str, split: str | None) -> list[str]:
-    from nats.js.errors import NoKeysError, NotFoundError
 
     from backworks.contracts.names import SPLITS_BUCKET
     from backworks.pipeline import broker
 
     client = await broker.connect(servers, name="backworks-split")
     try:
-        try:
-            kv = await broker.jetstream(client).key_value(SPLITS_BUCKET)
-            keys = await kv.keys()
-        except (NoKeysError, NotFoundError):
-            return []
-        chosen = [key for key in keys if key.partition(".")[0] == endpoint and split in (None, key.partition(".")[2])]
+        held = [key for key, _ in await _held(client, SPLITS_BUCKET)]
+        chosen = [key for key in held if key.partition(".")[0] == endpoint and split in (None, key.partition(".")[2])]
+        kv = await broker.jetstream(client).key_value(SPLITS_BUCKET)
         for key in chosen:
             await kv.delete(key)
-        return sorted(chosen)
+        return chosen
     finally:
         await client.drain()
 

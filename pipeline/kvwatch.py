@@ -1,4 +1,8 @@
-"""Following a KV bucket forever: its current keys, then every change, across broker restarts and failures.
+"""Reading a KV bucket whole: listing its keys, and following it forever across broker restarts and failures.
+
+``keys`` asks the bucket's stream which subjects hold messages: nats-py's ``KeyValue.keys()`` lists through a watch
+whose end-of-values marker can come before values already on their way (its consumer info reports nothing pending
+once the server has sent them), so on a loaded machine it says a bucket with keys is empty.
 
 nats-py's watch is an ordered consumer that does not survive a broker restart (it goes silent), so the watch is
 rebuilt whenever the client has reconnected, and after any failure (the bucket not declared yet, a timeout). Each
@@ -28,6 +32,14 @@ def reconnects(client: Client) -> int:
     """How many times ``client`` has reconnected (0 when it does not say)."""
     stats = getattr(client, "stats", None)
     return int(stats.get("reconnects", 0)) if isinstance(stats, dict) else 0
+
+
+async def keys(js: JetStreamContext, bucket: str) -> list[str]:
+    """Every key of ``bucket`` that has a message, sorted: a value, or the marker a delete or purge left (reading
+    such a key raises ``KeyDeletedError``, a ``KeyNotFoundError``). Empty for an empty bucket."""
+    prefix = f"$KV.{bucket}."
+    info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"{prefix}>")
+    return sorted(subject[len(prefix) :] for subject in info.state.subjects or {})
 
 
 async def follow(

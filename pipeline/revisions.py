@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from backworks.contracts.blueprint import NatsSettings
 from backworks.contracts.names import CONFIG_BUCKET, CONFIG_CURRENT_KEY, revision_key
 from backworks.contracts.revision import CurrentPointer, Revision
-from backworks.pipeline import blueprints, broker
+from backworks.pipeline import blueprints, broker, kvwatch
 from backworks.pipeline.blueprint_diff import diff
 from backworks.pipeline.blueprints import LoadedBlueprint
 from backworks.pipeline.errors import RevisionConflict, RevisionError
@@ -50,13 +50,14 @@ def encode(data: Any) -> bytes:
 class RevisionStore:
     """The revisions of one deployment, in ``bw_config``."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, js: JetStreamContext) -> None:
         self.kv = kv
+        self.js = js
 
     @classmethod
     async def open(cls, js: JetStreamContext) -> RevisionStore:
         try:
-            return cls(await js.key_value(CONFIG_BUCKET))
+            return cls(await js.key_value(CONFIG_BUCKET), js)
         except (BucketNotFoundError, NotFoundError):
             raise RevisionError(
                 f"the {CONFIG_BUCKET} bucket does not exist on this broker: run `backworks declare BLUEPRINT` "
@@ -90,10 +91,7 @@ class RevisionStore:
 
     async def history(self) -> list[Revision]:
         """Every stored revision, oldest first."""
-        try:
-            keys = await self.kv.keys()
-        except NotFoundError:  # nats-py: an empty bucket has no keys to list
-            return []
+        keys = await kvwatch.keys(self.js, CONFIG_BUCKET)
         numbers = sorted(int(key[len(REVISION_PREFIX) :]) for key in keys if key.startswith(REVISION_PREFIX))
         return [await self.get(number) for number in numbers]
 

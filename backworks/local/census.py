@@ -12,14 +12,14 @@ from collections import Counter
 
 import nats
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 from pydantic import ValidationError
 
 from backworks.contracts.names import REGISTRY_BUCKET
 from backworks.contracts.registry import ReplicaInfo
 from backworks.local.ports import accepts
 from backworks.local.servers import address
-from backworks.pipeline import nats_auth
+from backworks.pipeline import kvwatch, nats_auth
 from backworks.pipeline.errors import BrokerUnavailable
 from backworks.pipeline.liveness import LIVENESS_TTL
 from backworks.pipeline.permissions import ADMIN
@@ -31,8 +31,8 @@ async def read(js: JetStreamContext) -> list[ReplicaInfo]:
     """Every readable entry of the registry bucket (live or not)."""
     try:
         kv = await js.key_value(REGISTRY_BUCKET)
-        keys = await kv.keys()
-    except (NoKeysError, NotFoundError):
+        keys = await kvwatch.keys(js, REGISTRY_BUCKET)
+    except NotFoundError:
         return []
     found: list[ReplicaInfo] = []
     for key in keys:
