@@ -44,7 +44,6 @@ async def _held(client: Client, bucket: str) -> list[tuple[str, bytes]]:
 
 
 async def _records(servers: list[str]) -> list[RolledBack]:
-
     from backworks.contracts.names import SPLITS_BUCKET
     from backworks.contracts.splits import RolledBack
     from backworks.pipeline import broker
@@ -58,7 +57,6 @@ async def _records(servers: list[str]) -> list[RolledBack]:
 
 
 async def _reset(servers: list[str], endpoint: str, split: str | None) -> list[str]:
-
     from backworks.contracts.names import SPLITS_BUCKET
     from backworks.pipeline import broker
 
