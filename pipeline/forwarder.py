@@ -26,6 +26,7 @@ from backworks.contracts.blueprint import BreakerSettings
 from backworks.contracts.envelope import Envelope, Stage, StageError
 from backworks.contracts.names import MSG_ID_HEADER, message_id, retake_message_id, stage_subject
 from backworks.contracts.types import FailureKind
+from backworks.pipeline import kvwatch
 from backworks.pipeline.breakers import FleetBreakers
 from backworks.pipeline.breakers.transitions import publish_transitions
 from backworks.pipeline.deadletters import DeadLetterWatch, bury, record_event
@@ -99,7 +100,7 @@ class Forwarder:
 
     def _disruptions(self) -> int:
         """Reconnects and retried publishes so far: the stall watch does not blame a stage for a broker's pause."""
-        return int(self.client.stats["reconnects"]) + self.publisher.retried
+        return kvwatch.reconnects(self.client) + self.publisher.retried
 
     def know(self, breaker_settings: Mapping[str, BreakerSettings]) -> None:
         """Stages a new blueprint revision added: this forwarder may send to them too (their breakers are watched)."""
