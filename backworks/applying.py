@@ -18,7 +18,7 @@ from backworks.contracts.revision import ProbeAnswer, Revision
 from backworks.pipeline import broker, nats_auth
 from backworks.pipeline.blueprint_diff import BlueprintDiff, diff
 from backworks.pipeline.blueprints import LoadedBlueprint
-from backworks.pipeline.fleetprobe import ask
+from backworks.pipeline.fleetprobe import ask, who
 from backworks.pipeline.permissions import identities, widened
 from backworks.pipeline.revisions import RevisionStore, encode, load
 
@@ -126,9 +126,15 @@ async def _apply(
         result.needs = {name: loaded.instances[name].spec.replicas for name in changes.instances_added}
     must = set(changes.instances_changed) | (set(changes.instances_added) if supervised else set())
     seen_gateway = any(a.role == "gateway" for a in before)
+    known = {who(a) for a in before if a.role == "gateway" or (a.role == "stage" and a.name in must)}
+
+    def everyone_reports_it(answers: list[ProbeAnswer]) -> bool:
+        """Every service known to have to switch answered, and nobody is behind: no need to listen longer."""
+        return known <= {who(a) for a in answers} and not lagging(answers, revision.number, must, seen_gateway)
+
     started = time.monotonic()
     while True:
-        answers = await ask(client)
+        answers = await ask(client, enough=everyone_reports_it)
         result.waiting_for = lagging(answers, revision.number, must, seen_gateway)
         if not result.waiting_for:
             result.confirmed = True

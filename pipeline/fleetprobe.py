@@ -36,6 +36,13 @@ its own plugins, which takes tens of milliseconds on a quiet machine and far mor
 given its verdict by then counts as refusing (its veto must not be missed)."""
 
 Answer = Callable[[dict[str, Any] | None], Awaitable[ProbeAnswer]]
+Responder = tuple[str, str, str]
+"""One service answering probes: role, name, replica."""
+
+
+def who(answer: ProbeAnswer) -> Responder:
+    """The service that gave ``answer``."""
+    return answer.role, answer.name, answer.replica
 
 
 async def ask(
@@ -43,20 +50,20 @@ async def ask(
     candidate: dict[str, Any] | None = None,
     window: float = PROBE_WINDOW,
     patience: float = CANDIDATE_PATIENCE,
+    enough: Callable[[list[ProbeAnswer]], bool] | None = None,
 ) -> list[ProbeAnswer]:
     """Every answer to one probe; ``candidate``: ``{"blueprint": data, "source": path}`` to have checked.
 
     Services answer within ``window``. Asked about a candidate, each first says it is checking, then gives its
     verdict: the verdicts of all who said so are waited for, up to ``patience`` seconds; one that does not come
-    in time is an answer naming that as its problem.
+    in time is an answer naming that as its problem. ``enough`` ends a status probe's window early once the answers
+    heard so far satisfy it (a service answering after that is not among those returned).
     """
-    verdicts: dict[tuple[str, str, str], ProbeAnswer] = {}
-    checking: dict[tuple[str, str, str], ProbeAnswer] = {}
+    verdicts: dict[Responder, ProbeAnswer] = {}
+    checking: dict[Responder, ProbeAnswer] = {}
     complete = asyncio.Event()
+    heard_all = asyncio.Event()
     inbox = client.new_inbox()
-
-    def who(answer: ProbeAnswer) -> tuple[str, str, str]:
-        return answer.role, answer.name, answer.replica
 
     async def collect(msg: Msg) -> None:
         if msg.headers and msg.headers.get("Status") == "503":
@@ -72,12 +79,15 @@ async def ask(
         verdicts[who(answer)] = answer
         if checking.keys() <= verdicts.keys():
             complete.set()
+        if enough is not None and candidate is None and enough(list(verdicts.values())):
+            heard_all.set()
 
     subscription = await client.subscribe(inbox, cb=collect)
     try:
         await client.publish(CONFIG_PROBE_SUBJECT, json.dumps({"candidate": candidate}).encode(), reply=inbox)
         await client.flush()
-        await asyncio.sleep(window)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(heard_all.wait(), window)
         if candidate is not None and not checking.keys() <= verdicts.keys():
             complete.clear()
             with contextlib.suppress(TimeoutError):

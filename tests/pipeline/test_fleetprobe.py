@@ -68,3 +68,24 @@ async def test_a_service_that_says_it_is_checking_but_gives_no_verdict_counts_as
     finally:
         await one.stop()
     assert answer.name == "stuck" and answer.problems == ["gave no verdict on the candidate within 1 s"]
+
+
+async def test_a_status_probe_ends_as_soon_as_the_answers_are_enough(nats_client: Client) -> None:
+    async def none(candidate: dict[str, Any] | None) -> list[str]:
+        return []
+
+    ones = [responder(nats_client, name, none) for name in ("a", "b")]
+    for one in ones:
+        await one.start()
+    try:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        answers = await ask(nats_client, window=60.0, enough=lambda heard: {a.name for a in heard} == {"a", "b"})
+        took = loop.time() - began
+        unmet = await ask(nats_client, window=0.5, enough=lambda heard: False)
+    finally:
+        for one in ones:
+            await one.stop()
+    assert sorted(a.name for a in answers) == ["a", "b"]
+    assert took < 30.0, "the probe listened for its whole window although every answer it needed had come"
+    assert sorted(a.name for a in unmet) == ["a", "b"], "answers that are not enough are still all returned"
