@@ -6,6 +6,7 @@ Conftest files are not imported; what test modules import lives in plain modules
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -38,6 +39,18 @@ def _fresh_credential_names() -> Iterator[None]:
 def allow_fault(monkeypatch: pytest.MonkeyPatch) -> None:
     """Opt in to the ``fault`` plugin (``BACKWORKS_ALLOW_FAULT=1``) here and in every process started from here."""
     monkeypatch.setenv(ALLOW_FAULT_ENV, "1")
+
+
+@pytest.fixture
+def far_from_utc() -> Iterator[None]:
+    """The test's process (and every process it starts) runs in Asia/Tokyo, UTC+9: stored times must not depend on
+    the local time zone, and a naive local clock would be off by nine hours there."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TZ", "Asia/Tokyo")
+        time.tzset()
+        assert time.localtime().tm_gmtoff == 9 * 3600, "no time zone data for Asia/Tokyo on this machine"
+        yield
+    time.tzset()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from tests.serving import Gateway
 from tests.stages import running_stages
 from tests.waiting import eventually
 
-pytestmark = pytest.mark.usefixtures("allow_fault")  # the breakers are driven by the `fault` plugin
+pytestmark = pytest.mark.usefixtures("allow_fault", "far_from_utc")  # breakers driven by the `fault` plugin, in UTC+9
 
 # Every refusal below must land within the reset timeout (or a probe is let through): generous on a loaded machine.
 RESET_TIMEOUT = 2.0

@@ -68,7 +68,11 @@ async def test_streams_are_declared_at_r3_and_survive_losing_their_leader(cluste
     await eventually(rejoined, timeout=30)
 
 
-async def test_a_cluster_smaller_than_the_replicas_is_refused_clearly(tmp_path: Path) -> None:
+async def test_a_cluster_smaller_than_the_replicas_is_refused_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # How long declare lets a fresh cluster learn its peers is not the point here: the refusal and its message are.
+    monkeypatch.setattr(broker, "PLACEMENT_WAIT", 2.0)
     with LocalCluster(tmp_path / "pair", 2) as pair:
         client = await broker.connect(pair.seeds, name="test-declare")
         try:

@@ -15,6 +15,11 @@ from backworks.pipeline.breakers import FleetBreakers
 MakeBreakers = Callable[[dict[str, BreakerSettings], str], Awaitable[FleetBreakers]]  # (settings, replica)
 
 
+@pytest.fixture(autouse=True)
+def _in_a_far_time_zone(far_from_utc: None) -> None:
+    """Every breaker test runs in UTC+9 (``far_from_utc``): stored breaker times must not depend on the zone."""
+
+
 @pytest.fixture
 async def make_breakers(nats_server: EmbeddedNats, nats_client: Client) -> AsyncIterator[MakeBreakers]:
     """Start FleetBreakers, each on its own NATS connection (``nats_client`` has declared the bucket)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -137,17 +136,7 @@ async def test_a_probe_lost_with_its_process_frees_its_slot_after_the_lease(
 # --- clocks ------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def tokyo() -> Iterator[None]:
-    """The process runs in Asia/Tokyo (UTC+9) for the test (CI also reruns these tests with TZ=Asia/Tokyo)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TZ", "Asia/Tokyo")
-        time.tzset()
-        yield
-    time.tzset()
-
-
-async def test_wait_in_open_is_honoured_in_tokyo(make_breakers: MakeBreakers, tokyo: None) -> None:
+async def test_wait_in_open_is_honoured_in_tokyo(make_breakers: MakeBreakers) -> None:
     assert time.localtime().tm_gmtoff == 9 * 3600
     wait = 0.5
     a = await make_breakers(settings(size=1, wait_ms=int(wait * 1000)), "replica-a")
