@@ -21,10 +21,13 @@ A replica whose server stopped answering is stranded, not gone: on a cluster, a 
 killed silences every replica connected to it until they fail over to another node (each pings its server every
 ``broker.PING_INTERVAL``, gives up after ``broker.MAX_PINGS`` unanswered pings and reconnects: ~3 s). Each
 heartbeat names the server its replica is connected to; as soon as a replica is late (``LATE_AFTER``), the view
-asks that server whether it answers (``serverprobe``, in the background). While it does not, its silent replicas
-count as present for up to ``FAILOVER_GRACE`` after their last heartbeat: work sent to their stage waits for them
-instead of failing with "no live replica" (measured before: 37 such 503s in one partition). A replica killed on a
-server that answers is gone after ``LIVENESS_TTL``, as before.
+asks that server whether it answers (``serverprobe``, in the background; only servers this process's own client
+knows, its seeds and the ones the cluster told it about, so a heartbeat cannot make every watcher connect to an
+address of its choosing). While it does not, its silent replicas are stranded (``stranded``): for up to
+``FAILOVER_GRACE`` after their last heartbeat their stage is not called absent, so work sent to it waits for them
+instead of failing with "no live replica" (measured before: 37 such 503s in one partition). They are not live
+(``live`` and ``count`` leave them out). A replica killed on a server that answers is gone after ``LIVENESS_TTL``,
+as before.
 """
 
 from __future__ import annotations
@@ -64,9 +67,9 @@ dead although it heartbeats."""
 FORGET_AFTER = 60.0
 RECONNECT_CHECK = 0.25
 """Seconds between checks of whether the NATS client reconnected (the watch is then rebuilt at once)."""
-LATE_AFTER = 2 * HEARTBEAT_INTERVAL
+LATE_AFTER = 1.5 * HEARTBEAT_INTERVAL
 """Seconds without a heartbeat after which a replica's server is asked whether it answers: early enough that the
-answer is known before the replica's ``LIVENESS_TTL`` runs out."""
+answer (``serverprobe.PROBE_TIMEOUT`` at most) is known before the replica's ``LIVENESS_TTL`` runs out."""
 SERVER_CHECK_INTERVAL = 0.25
 """Seconds between looks for late replicas (and checks of their servers while they stay late)."""
 FAILOVER_GRACE = 6.0
@@ -94,8 +97,10 @@ class Seen:
 class LivenessView:
     """Live replicas per instance, kept fresh by a KV watch on ``bw_registry``."""
 
-    def __init__(self, js: JetStreamContext) -> None:
+    def __init__(self, js: JetStreamContext, check_servers: bool = True) -> None:
         self.js = js
+        self.checking_servers = check_servers
+        """Whether to ask the servers of late replicas if they answer (off: a replica is live or absent, no more)."""
         self.replicas: dict[str, dict[str, Seen]] = {}
         """instance -> registry key -> last heartbeat: forwarders ask per instance on every request."""
         self._task: asyncio.Task[None] | None = None
@@ -110,7 +115,8 @@ class LivenessView:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._watch_forever(), name="liveness-watch")
-        self._checks = asyncio.create_task(self._check_servers_forever(), name="liveness-server-checks")
+        if self.checking_servers:
+            self._checks = asyncio.create_task(self._check_servers_forever(), name="liveness-server-checks")
 
     async def stop(self) -> None:
         await cancel(self._checks)
@@ -153,30 +159,38 @@ class LivenessView:
         now = time.monotonic() if now is None else now
         for seen in self.replicas.get(instance, {}).values():
             check = self.servers.get(seen.info.server)
-            if (
-                check is not None
-                and not check.answers
-                and check.at > seen.at
-                and LIVENESS_TTL < now - seen.at <= FAILOVER_GRACE
-            ):
+            if check is not None and not check.answers and check.at > seen.at and now - seen.at <= FAILOVER_GRACE:
                 return True
         return False
 
     def late_servers(self, now: float) -> set[str]:
-        """Servers of replicas that have been silent for ``LATE_AFTER`` but not yet for ``FAILOVER_GRACE``."""
+        """Servers this process's client knows of replicas that have been silent for ``LATE_AFTER`` but not yet for
+        ``FAILOVER_GRACE``."""
+        known = self._known_servers()
         return {
             seen.info.server
             for by_key in self.replicas.values()
             for seen in by_key.values()
-            if seen.info.server and LATE_AFTER < now - seen.at <= FAILOVER_GRACE
+            if seen.info.server in known and LATE_AFTER < now - seen.at <= FAILOVER_GRACE
         }
 
+    def _known_servers(self) -> set[str]:
+        """``host:port`` of every server in this process's client's pool (its seeds and the discovered ones)."""
+        client = getattr(self.js, "_nc", None)  # nats-py keeps its client there, with no public accessor
+        pool = getattr(client, "servers", None) or []
+        return {serverprobe.address(url) for url in pool} - {""}
+
     async def check_servers(self, now: float | None = None) -> None:
-        """Ask every server of a late replica whether it answers (all at once); forget the others."""
+        """Ask every server of a late replica whether it answers (all at once); forget the others. A probe that
+        failed in an unforeseen way is no answer either way: that server's replicas are not stranded."""
         now = time.monotonic() if now is None else now
         late = sorted(self.late_servers(now))
-        results = await asyncio.gather(*(serverprobe.answers(server) for server in late))
-        checks = {server: ServerCheck(answered, now) for server, answered in zip(late, results, strict=True)}
+        results = await asyncio.gather(*(serverprobe.answers(server) for server in late), return_exceptions=True)
+        checks = {
+            server: ServerCheck(answered, now)
+            for server, answered in zip(late, results, strict=True)
+            if isinstance(answered, bool)
+        }
         for server, check in checks.items():
             known = self.servers.get(server)
             if not check.answers and (known is None or known.answers):

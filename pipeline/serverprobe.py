@@ -17,8 +17,9 @@ import contextlib
 from urllib.parse import ParseResult
 
 GREETING = b"INFO "
-PROBE_TIMEOUT = 0.3
-"""Seconds a server has to greet a probe: a live server on the same network does it in well under a millisecond."""
+PROBE_TIMEOUT = 0.5
+"""Seconds a server has to greet a probe: a live server on the same network does it in well under a millisecond;
+the margin is for the prober's own event loop on a loaded machine."""
 
 
 def address(url: ParseResult | None) -> str:
@@ -29,14 +30,17 @@ def address(url: ParseResult | None) -> str:
 
 
 async def answers(server: str, timeout: float = PROBE_TIMEOUT) -> bool:
-    """Whether the NATS server at ``host:port`` greets a new connection within ``timeout`` seconds."""
+    """Whether the NATS server at ``host:port`` greets a new connection within ``timeout`` seconds (an address
+    that cannot be one, such as a port out of range, does not)."""
     host, _, port = server.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return False
     writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
             greeting = await reader.readexactly(len(GREETING))
-    except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError):
+    except Exception:  # refused, unreachable, unresolvable, timed out, closed early: no greeting
         return False
     finally:
         if writer is not None:

@@ -197,15 +197,19 @@ async def test_a_replica_whose_server_stops_answering_is_waited_for_until_its_fa
 
     heartbeat = Heartbeat(broker.jetstream(nats_client), steady)
     await heartbeat.start()
+    elsewhere = serverprobe.address(urlparse(node.url))
+    # Node B stands for another node of the cluster: a real cluster's client knows every node from the server's INFO.
+    monkeypatch.setattr(view, "_known_servers", lambda: {here, elsewhere})
     try:
-        elsewhere = serverprobe.address(urlparse(node.url))
         await put(nats_client, info(replica="stranded").model_copy(update={"server": elsewhere}))
         await put(nats_client, info(instance="gone", replica="killed").model_copy(update={"server": here}))
         await eventually(lambda: view.count("auth") == 1 and view.count("gone") == 1)
         os.kill(node.process.pid, signal.SIGSTOP)
         try:
             await eventually(lambda: view.absent("gone"), timeout=LIVENESS_TTL * 10)
-            assert view.stranded("auth") and not view.absent("auth"), "its server does not answer: failing over"
+            assert not view.stranded("gone"), "its server answers: it died"
+            await eventually(lambda: view.stranded("auth"), timeout=LIVENESS_TTL * 10)
+            assert not view.absent("auth"), "its server does not answer: failing over"
             assert not view.live("auth"), "stranded is not live: nothing counts it as a serving replica"
             await eventually(lambda: view.absent("auth"), timeout=liveness.FAILOVER_GRACE * 5)
         finally:
@@ -213,3 +217,23 @@ async def test_a_replica_whose_server_stops_answering_is_waited_for_until_its_fa
     finally:
         await heartbeat.stop()
         node.stop()
+
+
+async def test_a_server_this_process_does_not_know_is_never_probed(
+    nats_client: Client, view: LivenessView, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A heartbeat cannot make every watcher connect to an address of its choosing: only known servers are asked."""
+    probed: list[str] = []
+
+    async def answers(server: str, timeout: float = 0.0) -> bool:
+        probed.append(server)
+        return False
+
+    monkeypatch.setattr(serverprobe, "answers", answers)
+    here = serverprobe.address(nats_client.connected_url)
+    await put(nats_client, info(replica="aimed").model_copy(update={"server": "10.9.8.7:4222"}))
+    await put(nats_client, info(instance="gone", replica="killed").model_copy(update={"server": here}))
+    await eventually(lambda: view.count("auth") == 1 and view.count("gone") == 1)
+    await eventually(lambda: here in probed, timeout=LIVENESS_TTL * 10)
+    assert "10.9.8.7:4222" not in probed
+    assert view.stranded("gone") and not view.stranded("auth")

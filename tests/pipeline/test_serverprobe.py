@@ -34,4 +34,5 @@ async def test_a_live_server_answers_a_frozen_or_stopped_one_does_not(tmp_path: 
         server.stop()
     assert not await answers(where), "stopped: the connection is refused"
     assert not await answers(f"127.0.0.1:{free_port()}")
-    assert not await answers("not an address")
+    for nonsense in ("not an address", "127.0.0.1:70000", "127.0.0.1:-1", ":4222", "host:"):
+        assert not await answers(nonsense), nonsense
