@@ -57,7 +57,7 @@ class Top:
         self.loaded = loaded
         self.client = client
         self.js = js
-        self.liveness = LivenessView(js)
+        self.liveness = LivenessView(js, check_servers=False)  # a count to show, no routing decision
         # Itinerary order (what a request goes through first comes first), then any stage no endpoint uses.
         labels = [stage.label for endpoint in loaded.model.endpoints for stage in loaded.itinerary(endpoint)]
         every = {

@@ -20,6 +20,8 @@ class ReplicaInfo(BaseModel):
     phases: list[Phase]
     pid: int
     host: str
+    server: str = ""
+    """``host:port`` of the NATS server this replica is connected to (empty: unknown or not connected)."""
     started_at: float
     sent_at: float
     health: str = "healthy"

@@ -18,11 +18,16 @@ def _worst(*statuses: HealthStatus) -> HealthStatus:
     return max(statuses, key=SEVERITY.__getitem__)
 
 
-def _instance_status(critical: bool, live: int, breaker: str, replica_health: list[str]) -> HealthStatus:
-    """unhealthy: a critical stage cannot be served; degraded: an optional one cannot, or a replica is unwell."""
-    cannot_serve = live == 0 or breaker == BreakerState.OPEN
+def _instance_status(
+    critical: bool, live: int, breaker: str, replica_health: list[str], failing_over: bool = False
+) -> HealthStatus:
+    """unhealthy: a critical stage cannot be served; degraded: an optional one cannot, a replica is unwell, or the
+    stage's replicas are failing over from a node that stopped answering (``failing_over``: work waits for them)."""
+    cannot_serve = (live == 0 and not failing_over) or breaker == BreakerState.OPEN
     if cannot_serve:
         return HealthStatus.UNHEALTHY if critical else HealthStatus.DEGRADED
+    if live == 0:
+        return HealthStatus.DEGRADED
     if breaker == BreakerState.HALF_OPEN or any(h != HealthStatus.HEALTHY for h in replica_health):
         return HealthStatus.DEGRADED
     return HealthStatus.HEALTHY
@@ -43,8 +48,9 @@ def health_report(state: GatewayState) -> tuple[dict[str, Any], int]:
                 dropped[reason] = dropped.get(reason, 0) + count
             events_lost += replica.events.get("lost", 0)
         breaker = breakers.get(name, {"state": BreakerState.CLOSED.value})
+        failing_over = not live and state.liveness is not None and state.liveness.stranded(name)
         instance_status = _instance_status(
-            instance.critical, len(live), str(breaker.get("state")), [r.health for r in live]
+            instance.critical, len(live), str(breaker.get("state")), [r.health for r in live], failing_over
         )
         status = _worst(status, instance_status)
         for phase in instance.cls.phases:
@@ -56,6 +62,7 @@ def health_report(state: GatewayState) -> tuple[dict[str, Any], int]:
                 "colocate": instance.spec.colocate,
                 "status": instance_status.value,
                 "live_replicas": len(live),
+                "failing_over": failing_over,
                 "breaker": breaker,
                 "backpressure": state.backpressure.report(f"{name}.{phase.value}") if state.backpressure else None,
                 "replicas": [

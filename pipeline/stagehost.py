@@ -38,7 +38,7 @@ from backworks.contracts.names import PIPELINE_STREAM, Phase, stage_durable, sta
 from backworks.contracts.registry import ReplicaInfo
 from backworks.contracts.revision import ProbeAnswer
 from backworks.contracts.types import FailureKind
-from backworks.pipeline import audit, broker, credentials, pins, secrets, tracing
+from backworks.pipeline import audit, broker, credentials, pins, secrets, serverprobe, tracing
 from backworks.pipeline.blueprints import LoadedBlueprint, ResolvedInstance
 from backworks.pipeline.breakers import FleetBreakers
 from backworks.pipeline.consumer import PullConsumer
@@ -272,6 +272,7 @@ class StageHost:
             phases=list(self.instance.cls.phases),
             pid=os.getpid(),
             host=socket.gethostname(),
+            server=serverprobe.address(self.client.connected_url),
             started_at=self.started_at,
             sent_at=time.time(),
             health=status,

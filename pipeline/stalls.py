@@ -20,6 +20,9 @@ The forwarder that handed the envelope to a stage knows its time limit, so it wa
 - A critical stage whose only replica holds the message (frozen, or crashed before its heartbeat went stale)
   fails the request at once with ``timeout`` naming the stage (a 504) instead of at the request's deadline, and
   the envelope goes to the dead letters (``Verdict.FAIL``; ``dlq replay`` can run it again).
+- Unless that replica is stranded: its server stopped answering (``LivenessView.stranded``, a cluster node frozen
+  or lost), so it cannot hand on until it has failed over to another node. The hold is then watched again from now
+  (``Verdict.WAIT``), within the request's deadline.
 
 A stage cannot hand on while the broker does not answer (a cluster moving a stream's leader, a node leaving): its
 hand-off is retried (``AckedPublisher``), telling JetStream it is still working. So a hold that such a disruption
@@ -100,12 +103,17 @@ class Verdict(str, Enum):
     """A critical stage another replica can serve: the envelope is handed to the stage again."""
     FAIL = "fail"
     """A critical stage with no other replica: the request fails (504) and the envelope is dead-lettered."""
+    WAIT = "wait"
+    """A critical stage with no other replica, whose replicas' server does not answer (``Liveness.stranded``):
+    left to it and watched again for its whole hold; they are failing over to another node."""
 
 
 class Liveness(Protocol):
     """What the stall watch needs to know about a stage's replicas (``LivenessView``)."""
 
     def others_could_serve(self, instance: str, handed_at: float) -> bool: ...
+
+    def stranded(self, instance: str) -> bool: ...
 
 
 @dataclass(order=True)
@@ -200,12 +208,12 @@ class StallWatch:
         """The broker did not answer this process just now: every hold in progress gets its time again."""
         self.disrupted_at = time.monotonic() if now is None else now
 
-    def _again(self, held: Held) -> None:
-        """Watch ``held`` for its whole hold again, counted from the last disruption (not once its request's
-        deadline has passed: nobody waits for it any more)."""
+    def _again(self, held: Held, since: float | None = None) -> None:
+        """Watch ``held`` for its whole hold again, counted from ``since`` (default: the last disruption); not
+        once its request's deadline has passed: nobody waits for it any more."""
         if Envelope.from_json(held.data).remaining() <= 0:
             return
-        held.since = self.disrupted_at
+        held.since = self.disrupted_at if since is None else since
         held.due = held.since + held.hold
         held.order = next(self._order)
         self.extended += 1
@@ -270,12 +278,18 @@ class StallWatch:
             return None
         if held.retakes < MAX_RETAKES and self.liveness.others_could_serve(stage.instance, held.handed_at):
             return Verdict.RETAKE
+        if self.liveness.stranded(stage.instance):
+            return Verdict.WAIT
         return Verdict.FAIL
 
     async def _settle(self, held: Held, delivered: bool, now: float) -> None:
         stage = held.stage
         verdict = self.verdict(held, delivered)
         if verdict is None:
+            return
+        if verdict is Verdict.WAIT:
+            log.info("stage's replicas are failing over; hold watched again", stage=stage.label)
+            self._again(held, now)
             return
         try:
             await self.js.delete_msg(PIPELINE_STREAM, held.sequence)

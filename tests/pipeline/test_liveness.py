@@ -4,9 +4,12 @@ silent one goes stale after ``LIVENESS_TTL``, one gone for ``FORGET_AFTER`` is f
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 from nats.aio.client import Client
@@ -14,7 +17,7 @@ from nats.aio.client import Client
 from backworks.contracts.names import REGISTRY_BUCKET, Phase, registry_key
 from backworks.contracts.registry import ReplicaInfo
 from backworks.local.embedded import EmbeddedNats
-from backworks.pipeline import broker, liveness
+from backworks.pipeline import broker, liveness, serverprobe
 from backworks.pipeline.liveness import HEARTBEAT_INTERVAL, LIVENESS_TTL, Heartbeat, LivenessView
 from tests.waiting import eventually
 
@@ -178,3 +181,59 @@ async def test_the_watch_is_rebuilt_at_once_after_the_broker_restarts(tmp_path: 
     finally:
         await client.close()
         server.stop()
+
+
+async def test_a_replica_whose_server_stops_answering_is_waited_for_until_its_failover_grace(
+    nats_client: Client, view: LivenessView, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cluster node frozen: its replicas are silent but failing over, not dead. One killed elsewhere is dead."""
+    monkeypatch.setattr(liveness, "FAILOVER_GRACE", 3 * LIVENESS_TTL)
+    node = EmbeddedNats(tmp_path / "node-b").start()  # the node the stranded replica is connected to
+    assert node.process is not None
+    here = serverprobe.address(nats_client.connected_url)
+
+    async def steady() -> ReplicaInfo:  # keeps the view hearing (a view that hears nothing is deaf instead)
+        return info(instance="steady").model_copy(update={"server": here})
+
+    heartbeat = Heartbeat(broker.jetstream(nats_client), steady)
+    await heartbeat.start()
+    elsewhere = serverprobe.address(urlparse(node.url))
+    # Node B stands for another node of the cluster: a real cluster's client knows every node from the server's INFO.
+    monkeypatch.setattr(view, "_known_servers", lambda: {here, elsewhere})
+    try:
+        await put(nats_client, info(replica="stranded").model_copy(update={"server": elsewhere}))
+        await put(nats_client, info(instance="gone", replica="killed").model_copy(update={"server": here}))
+        await eventually(lambda: view.count("auth") == 1 and view.count("gone") == 1)
+        os.kill(node.process.pid, signal.SIGSTOP)
+        try:
+            await eventually(lambda: view.absent("gone"), timeout=LIVENESS_TTL * 10)
+            assert not view.stranded("gone"), "its server answers: it died"
+            await eventually(lambda: view.stranded("auth"), timeout=LIVENESS_TTL * 10)
+            assert not view.absent("auth"), "its server does not answer: failing over"
+            assert not view.live("auth"), "stranded is not live: nothing counts it as a serving replica"
+            await eventually(lambda: view.absent("auth"), timeout=liveness.FAILOVER_GRACE * 5)
+        finally:
+            os.kill(node.process.pid, signal.SIGCONT)
+    finally:
+        await heartbeat.stop()
+        node.stop()
+
+
+async def test_a_server_this_process_does_not_know_is_never_probed(
+    nats_client: Client, view: LivenessView, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A heartbeat cannot make every watcher connect to an address of its choosing: only known servers are asked."""
+    probed: list[str] = []
+
+    async def answers(server: str, timeout: float = 0.0) -> bool:
+        probed.append(server)
+        return False
+
+    monkeypatch.setattr(serverprobe, "answers", answers)
+    here = serverprobe.address(nats_client.connected_url)
+    await put(nats_client, info(replica="aimed").model_copy(update={"server": "10.9.8.7:4222"}))
+    await put(nats_client, info(instance="gone", replica="killed").model_copy(update={"server": here}))
+    await eventually(lambda: view.count("auth") == 1 and view.count("gone") == 1)
+    await eventually(lambda: here in probed, timeout=LIVENESS_TTL * 10)
+    assert "10.9.8.7:4222" not in probed
+    assert view.stranded("gone") and not view.stranded("auth")

@@ -218,10 +218,17 @@ endpoints:
 
 
 class NobodyElse:
-    """A stage with one replica: a stall fails the request (``Verdict.FAIL``)."""
+    """A stage with one replica: a stall fails the request (``Verdict.FAIL``) unless the replica is stranded on a
+    server that does not answer (set ``stranded_now``)."""
+
+    def __init__(self) -> None:
+        self.stranded_now = False
 
     def others_could_serve(self, instance: str, handed_at: float) -> bool:
         return False
+
+    def stranded(self, instance: str) -> bool:
+        return self.stranded_now
 
 
 def waited_for() -> bytes:
@@ -260,7 +267,7 @@ class Disruptions:
 
 
 async def lonely_hand_off(
-    nats_client: Client, data: bytes, disruptions: Disruptions | None = None
+    nats_client: Client, data: bytes, disruptions: Disruptions | None = None, liveness: NobodyElse | None = None
 ) -> tuple[StallWatch, Verdicts, Stage]:
     """The streams declared, one hand-off to a critical stage ``lonely`` that a replica holds unacknowledged, and a
     stall watch watching it (its verdicts recorded)."""
@@ -269,9 +276,26 @@ async def lonely_hand_off(
     stage = Stage(instance="lonely", phase=Phase.REQUEST, critical=True, timeout_ms=STAGE_LIMIT_MS)
     sequence = await held_by_a_replica(js, stage)
     stalled = Verdicts()
-    watch = StallWatch(js, stalled, NobodyElse(), disruptions)
+    watch = StallWatch(js, stalled, liveness or NobodyElse(), disruptions)
     watch.watch(stage, sequence, data)
     return watch, stalled, stage
+
+
+async def test_a_hold_by_a_replica_stranded_on_a_silent_server_is_watched_again_not_failed(
+    nats_server: EmbeddedNats, nats_client: Client
+) -> None:
+    liveness = NobodyElse()
+    liveness.stranded_now = True
+    watch, stalled, _ = await lonely_hand_off(nats_client, waited_for(), liveness=liveness)
+    handed = time.monotonic()
+    hold = STAGE_LIMIT_MS / 1000 + STALL_MARGIN
+    await watch.sweep(now=handed + hold + 0.01)
+    assert stalled == [] and len(watch) == 1 and watch.extended == 1, "its replica is failing over: waited for"
+    await watch.sweep(now=handed + hold + 0.01 + hold / 2)
+    assert stalled == [] and watch.extended == 1, "its hold restarted when it was found stranded: not due yet"
+    liveness.stranded_now = False  # still holding it, its server answering again (or its grace over)
+    await watch.sweep(now=handed + 2 * hold + 0.02)
+    assert stalled == [Verdict.FAIL]
 
 
 async def test_a_hold_the_broker_disrupted_gets_the_stage_its_whole_time_limit_again(
