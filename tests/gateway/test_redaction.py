@@ -31,6 +31,7 @@ plugins:
   leaky:
     type: leaky
     config: {config}
+    timeout_ms: 4000  # a generous limit: a replica slowed by a loaded machine is not routed around as stalled
     breaker: {{sliding_window: {{size: 2}}, minimum_calls: 2, failure_rate: 100, wait_in_open_ms: 60000}}
 endpoints:
   e: {{path: /x, plugins: [leaky], handler: {{type: mock, config: {{body: ok}}}}}}

@@ -22,9 +22,10 @@ from tests.stages import running_stages
 from tests.waiting import eventually
 
 ROLLING = """name: api
+# Generous time limits: a replica slowed by a loaded machine is not routed around as stalled (a 504 among the 200s).
 plugins:
-  good: {type: fault, config: {mode: none}}
-  bad: {type: fault, config: {mode: abort, abort_status: 500}}
+  good: {type: fault, timeout_ms: 4000, config: {mode: none}}
+  bad: {type: fault, timeout_ms: 4000, config: {mode: abort, abort_status: 500}}
 endpoints:
   e:
     path: /x
@@ -32,7 +33,7 @@ endpoints:
       - canary:
           split: {good: 50, bad: 50}
           rollback: {max_error_rate_increase: 20%, window_s: 30, min_calls: 10}
-    handler: {type: mock, config: {body: {ok: true}}}
+    handler: {type: mock, timeout_ms: 4000, config: {body: {ok: true}}}
 """
 MAX_REQUESTS = 400
 
