@@ -16,17 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nats.js import JetStreamContext
 from rich.console import Console
 from rich.table import Table
 
 from backworks.contracts.blueprint import EventSettings, NatsSettings
-from backworks.contracts.names import EVENTS_STREAM
 from backworks.local import scaling
 from backworks.local.errors import NotReady
 from backworks.local.fleet import FleetFollower, Start, watch_and_apply
 from backworks.local.ports import LOOPBACK, accepts, ensure_free, free_port
 from backworks.local.servers import address
 from backworks.local.state import STATE_DIR_ENV, state_dir
+from backworks.local.streams import STREAMS
 from backworks.local.supervisor import Child, Supervisor, wait_until_ready
 from backworks.pipeline import broker, nats_auth
 from backworks.pipeline.blueprints import LoadedBlueprint
@@ -262,9 +263,7 @@ def wait_for_streams(
             js = broker.jetstream(client)
             if supervisor.broker is None:
                 await broker.declare(js, storage=nats.storage, replicas=nats.replicas)
-            await broker.attach(js, timeout=5.0)
-            # The embedded broker declares the streams one after the other: wait for the event stream as well.
-            await broker.attach(js, EVENTS_STREAM, timeout=5.0)
+            await declared(js)
             await broker.apply_event_limits(js, events.max_age_s, events.max_bytes)
             return True
         finally:
@@ -279,6 +278,16 @@ def wait_for_streams(
             progress("waiting for NATS")
             time.sleep(0.2)
     return False
+
+
+async def declared(js: JetStreamContext, timeout: float = 5.0) -> None:
+    """Wait until every stream and KV bucket of Backworks exists; ``BrokerUnavailable`` after ``timeout`` each.
+
+    The embedded broker declares them one after the other, the buckets last: ``up`` stores its starting revision
+    in ``bw_config`` next, and the services open the other buckets as they start.
+    """
+    for name in STREAMS:
+        await broker.attach(js, name, timeout=timeout)
 
 
 def print_ready(
