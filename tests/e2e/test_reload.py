@@ -34,21 +34,25 @@ SWITCH_BOUND_S = 2.0
 NEWS_FROM, NEWS_UNTIL = 4, 8
 """Revisions that serve ``/news``: from 4 (added) up to, not including, 8 (removed)."""
 LAST = 11
+LIMIT_MS = 4000
+"""Every stage's time limit: generous, as time limits are not the subject here. With the default 100 ms, a replica
+started by an apply on a loaded machine once held its first request 318 ms and the stall watch failed it (504)."""
 
 
 def blueprint(revision: int) -> str:
+    limit = f"timeout_ms: {LIMIT_MS}"
     text = f"""name: reload
 plugins:
-  tag: {{type: response-headers, config: {{set: {{x-rev: "{revision}"}}}}}}
+  tag: {{type: response-headers, {limit}, config: {{set: {{x-rev: "{revision}"}}}}}}
 """
     if NEWS_FROM <= revision < NEWS_UNTIL:
-        text += f"""  extra: {{type: response-headers, config: {{set: {{x-news-rev: "{revision}"}}}}}}
+        text += f"""  extra: {{type: response-headers, {limit}, config: {{set: {{x-news-rev: "{revision}"}}}}}}
 """
     text += f"""endpoints:
-  hello: {{path: /hello, plugins: [tag], handler: {{type: mock, config: {{body: {{rev: {revision}}}}}}}}}
+  hello: {{path: /hello, plugins: [tag], handler: {{type: mock, {limit}, config: {{body: {{rev: {revision}}}}}}}}}
 """
     if NEWS_FROM <= revision < NEWS_UNTIL:
-        handler = f"{{type: mock, config: {{body: {{rev: {revision}}}}}}}"
+        handler = f"{{type: mock, {limit}, config: {{body: {{rev: {revision}}}}}}}"
         text += f"""  news: {{path: /news, plugins: [extra], handler: {handler}}}
 """
     return text
