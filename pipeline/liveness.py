@@ -151,7 +151,10 @@ class LivenessView:
         since = self.watching_since
         if since is None or now - since < LIVENESS_TTL or self._deaf(now):
             return False  # not watching long enough to know, or deaf (see the module docstring)
-        return not self.live(instance, now) and not self.stranded(instance, now)
+        # Asked before every hand-off: no list of the live replicas, only whether there is one.
+        if any(now - seen.at <= LIVENESS_TTL for seen in self.replicas.get(instance, {}).values()):
+            return False
+        return not self.stranded(instance, now)
 
     def stranded(self, instance: str, now: float | None = None) -> bool:
         """Whether a replica of ``instance`` that stopped heartbeating less than ``FAILOVER_GRACE`` ago is connected

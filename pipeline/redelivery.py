@@ -15,6 +15,7 @@ hook runs; the pipeline promises at-least-once, and de-duplicates every hand-off
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Generic, TypeVar
 
 Key = tuple[str, int]
@@ -28,28 +29,32 @@ class Recent(Generic[T]):
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: dict[Key, T] = {}
+        self._items: OrderedDict[Key, T] = OrderedDict()
 
     def add(self, key: Key, value: T) -> None:
         self._items[key] = value
         if len(self._items) > self.size:
-            del self._items[next(iter(self._items))]
+            self._items.popitem(last=False)
 
     def pop(self, key: Key, default: T | None = None) -> T | None:
         return self._items.pop(key, default)
 
 
 class HandedOff:
-    """The last ``size`` (envelope id, cursor) pairs this replica handed on: one dict insert per message."""
+    """The last ``size`` (envelope id, cursor) pairs this replica handed on: one insert per message.
+
+    An ``OrderedDict``, not a dict: forgetting a plain dict's oldest key (``del d[next(iter(d))]``) walks over
+    every slot deleted before it until the dict is resized, ~10 µs per message once full (0.8 µs here).
+    """
 
     def __init__(self, size: int = 10_000) -> None:
         self.size = size
-        self._keys: dict[Key, None] = {}
+        self._keys: OrderedDict[Key, None] = OrderedDict()
 
     def add(self, key: Key) -> None:
         self._keys[key] = None
         if len(self._keys) > self.size:
-            del self._keys[next(iter(self._keys))]  # dicts keep insertion order: the oldest goes
+            self._keys.popitem(last=False)  # the oldest goes
 
     def __contains__(self, key: object) -> bool:
         return key in self._keys

@@ -44,7 +44,7 @@ import heapq
 import itertools
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
@@ -116,25 +116,25 @@ class Liveness(Protocol):
     def stranded(self, instance: str) -> bool: ...
 
 
-@dataclass(order=True)
+@dataclass(eq=False, slots=True)
 class Held:
     """A hand-off being watched: the envelope as sent, where, and when it is due."""
 
     due: float
     order: int
-    stage: Stage = field(compare=False)
-    sequence: int = field(compare=False)
+    stage: Stage
+    sequence: int
     """Stream sequence of the hand-off in ``BW_PIPELINE``."""
-    data: bytes = field(compare=False)
+    data: bytes
     """The envelope as it was handed to ``stage`` (cursor on it)."""
-    handed_at: float = field(default=0.0, compare=False)
+    handed_at: float = 0.0
     """When it was handed over (monotonic)."""
-    retakes: int = field(default=0, compare=False)
+    retakes: int = 0
     """How many times this envelope was already given to ``stage`` again (``Verdict.RETAKE``)."""
-    stalled_for: float = field(default=0.0, compare=False)
-    hold: float = field(default=0.0, compare=False)
+    stalled_for: float = 0.0
+    hold: float = 0.0
     """Seconds the stage may hold it (its time limit, plus ``STALL_MARGIN``)."""
-    since: float = field(default=0.0, compare=False)
+    since: float = 0.0
     """When its current hold began: the hand-off, or the last disruption it overlapped (monotonic)."""
 
 
@@ -175,7 +175,9 @@ class StallWatch:
         self.disrupted_at = float("-inf")
         """When this process last saw the broker disrupted (monotonic): holds that overlapped it start again."""
         self.extended = 0
-        self._heap: list[Held] = []
+        self._heap: list[tuple[float, int, Held]] = []
+        """(due, order, hand-off): tuples compare in C, ~1 µs a push and pop against ~4 µs for ordered
+        dataclasses (every hand-off is pushed once)."""
         self._order = itertools.count()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -198,9 +200,8 @@ class StallWatch:
         ``retakes``: how many times it was already claimed back and handed to the stage again."""
         now = time.monotonic()
         hold = (stage.timeout_ms if hold_ms is None else hold_ms) / 1000 + STALL_MARGIN
-        heapq.heappush(
-            self._heap, Held(now + hold, next(self._order), stage, sequence, data, now, retakes, hold=hold, since=now)
-        )
+        held = Held(now + hold, next(self._order), stage, sequence, data, now, retakes, hold=hold, since=now)
+        heapq.heappush(self._heap, (held.due, held.order, held))
         if len(self._heap) == 1:
             self._wake.set()
 
@@ -217,14 +218,14 @@ class StallWatch:
         held.due = held.since + held.hold
         held.order = next(self._order)
         self.extended += 1
-        heapq.heappush(self._heap, held)
+        heapq.heappush(self._heap, (held.due, held.order, held))
 
     async def _sweep_forever(self) -> None:
         while True:
             if not self._heap:
                 self._wake.clear()
                 await self._wake.wait()
-            await asyncio.sleep(max(SWEEP_INTERVAL, self._heap[0].due - time.monotonic()) if self._heap else 0)
+            await asyncio.sleep(max(SWEEP_INTERVAL, self._heap[0][0] - time.monotonic()) if self._heap else 0)
             try:
                 await self.sweep()
             except asyncio.CancelledError:
@@ -239,8 +240,8 @@ class StallWatch:
             self._disruptions_seen = count
             self.disrupted(now)
         due: dict[str, list[Held]] = {}
-        while self._heap and self._heap[0].due <= now:
-            held = heapq.heappop(self._heap)
+        while self._heap and self._heap[0][0] <= now:
+            held = heapq.heappop(self._heap)[2]
             if held.since < self.disrupted_at:  # the stage may have been unable to hand on meanwhile
                 self._again(held)
                 continue

@@ -161,9 +161,9 @@ class FleetView:
         return self.settings.wait_in_open_ms / 1000
 
     def effective(self, now: float) -> BreakerState:
-        reset_at = self.reset_at
         if self.state is None or self.state.record.state is StoredState.CLOSED:
-            return BreakerState.CLOSED
+            return BreakerState.CLOSED  # asked before every hand-off: the common answer first
+        reset_at = self.reset_at
         if reset_at is not None and now < reset_at:
             return BreakerState.OPEN
         return BreakerState.HALF_OPEN

@@ -92,3 +92,21 @@ async def test_user_middleware_still_sees_endpoint_requests() -> None:
     async with client(app([Middleware(Spy)])) as http:
         assert (await http.get("/hello/bob")).text == "hello bob stack EndpointRoute"
     assert seen == ["/hello/bob"]
+
+
+async def test_routes_replaced_by_a_new_revision_are_matched_in_their_new_order() -> None:
+    served = app()
+    async with client(served) as http:
+        assert (await http.get("/hello/ada")).text == "hello ada direct EndpointRoute"
+        served.router.routes = [Route("/hello/ada", fixed, methods=["GET"]), *served.router.routes]
+        assert (await http.get("/hello/ada")).text == "fixed"
+        assert (await http.get("/hello/bob")).text == "hello bob direct EndpointRoute"
+        served.router.routes = served.router.routes[1:]
+        assert (await http.get("/hello/ada")).text == "hello ada direct EndpointRoute"
+
+
+async def test_a_root_path_is_taken_off_before_routes_match() -> None:
+    transport = httpx.ASGITransport(app=app(), raise_app_exceptions=False, root_path="/api")
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        assert (await http.get("/api/hello/fixed")).text == "fixed"
+        assert (await http.get("/api/hello/ada")).text == "hello ada direct EndpointRoute"
