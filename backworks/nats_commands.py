@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from backworks.console import Format, FormatOption, LocalNatsOption, console, fail, output
-from backworks.contracts.blueprint import EventSettings
 
 if TYPE_CHECKING:
+    from backworks.contracts.blueprint import EventSettings
     from backworks.local.cluster import LocalCluster
     from backworks.local.embedded import EmbeddedNats
 
@@ -33,6 +33,7 @@ async def declare_streams(
     """Declare Backworks' streams and KV buckets on ``servers`` (``replicas``: R1, R3…), as the admin identity
     (``settings``: the blueprint's ``NatsSettings``, for an external broker's credentials; ``events``: the event
     stream's limits from a blueprint)."""
+    from backworks.contracts.blueprint import EventSettings
     from backworks.pipeline import broker
 
     events = events or EventSettings()

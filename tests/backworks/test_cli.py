@@ -43,6 +43,15 @@ def test_help_and_validate_import_no_broker_client_and_no_web_stack(args: list[s
     assert imported.isdisjoint(HEAVY), sorted(imported & set(HEAVY))
 
 
+@pytest.mark.parametrize("args", [["--help"], ["plugins", "--help"], ["version"]])
+def test_help_imports_no_blueprint_model(args: list[str]) -> None:
+    """pydantic and the blueprint model were ~100 ms of `--help`'s 0.2 s start (-X importtime)."""
+    result = subprocess.run([sys.executable, "-c", IMPORTED_BY, *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    imported = set(json.loads(result.stdout.strip().splitlines()[-1].replace("'", '"')))
+    assert "typer" in imported and "pydantic" not in imported, sorted(imported)
+
+
 MODULES_IMPORTED_BY = IMPORTED_BY.replace('name.split(".")[0] for name in sys.modules', "name for name in sys.modules")
 PLUGINS_PACKAGE = "backworks.plugins."
 HELLO_PLUGINS = {"mock", "request_headers", "response_headers"}
