@@ -28,8 +28,8 @@ RECONNECT_CHECK = 1.0
 """Seconds between checks of whether the client reconnected (the watch is rebuilt then)."""
 
 
-def reconnects(client: Client) -> int:
-    """How many times ``client`` has reconnected (0 when it does not say)."""
+def reconnects(client: Client | None) -> int:
+    """How many times ``client`` has reconnected (0 when it does not say, or there is none)."""
     stats = getattr(client, "stats", None)
     return int(stats.get("reconnects", 0)) if isinstance(stats, dict) else 0
 

@@ -45,7 +45,7 @@ from pydantic import ValidationError
 
 from backworks.contracts.names import REGISTRY_BUCKET, registry_key
 from backworks.contracts.registry import ReplicaInfo
-from backworks.pipeline import serverprobe
+from backworks.pipeline import kvwatch, serverprobe
 from backworks.pipeline.tasks import cancel
 
 log = structlog.get_logger("backworks.liveness")
@@ -216,9 +216,7 @@ class LivenessView:
         return any(heard - seen.at <= LIVENESS_TTL for by_key in self.replicas.values() for seen in by_key.values())
 
     def _reconnects(self) -> int:
-        client = getattr(self.js, "_nc", None)  # nats-py keeps its client there, with no public accessor
-        stats = getattr(client, "stats", None)
-        return int(stats.get("reconnects", 0)) if isinstance(stats, dict) else 0
+        return kvwatch.reconnects(getattr(self.js, "_nc", None))  # nats-py keeps its client there, no public accessor
 
     async def _watch_forever(self) -> None:
         while True:

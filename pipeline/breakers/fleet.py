@@ -101,6 +101,8 @@ class FleetBreakers:
         self._transitions: dict[tuple[str, int], asyncio.Task[bool]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed: dict[str, _Admission] = {}
+        """The admission of a call while closed, per instance (the same for every call of a generation)."""
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -145,7 +147,13 @@ class FleetBreakers:
 
     async def call(self, instance: str, fn: Callable[[], Awaitable[T]]) -> T:
         """Run ``fn`` if the breaker lets it (else raise ``BreakerOpen``), record its outcome, re-raise its error."""
-        admission = await self._admit(instance)
+        view = self._view(instance)
+        if view.effective(self._clock()) is BreakerState.CLOSED:  # almost every call: admitted without a coroutine
+            admission = self._closed.get(instance)
+            if admission is None or admission.generation != view.generation:  # immutable: one per generation
+                admission = self._closed[instance] = _Admission(instance, view.generation)
+        else:
+            admission = await self._admit(instance)
         started = time.monotonic()
         try:
             result = await fn()
@@ -155,7 +163,20 @@ class FleetBreakers:
         except BaseException:  # cancelled or interrupted: not an outcome of the plugin
             self._spawn(self._release(admission))
             raise
-        await self._settle(admission, time.monotonic() - started, None)
+        seconds = time.monotonic() - started
+        if admission.slot is not None:
+            await self._settle(admission, seconds, None)
+            return result
+        # Admitted while closed: counted here, and a coroutine is awaited only when this call must open the breaker
+        # (what ``_settle`` does, without its three coroutines per call: ~4 µs of every message).
+        try:
+            view = self._views[instance]
+            if view.generation == admission.generation and (
+                reason := self._counted(view, self._outcome(view, seconds, None), None)
+            ):
+                await self._transition(instance, view.generation, StoredState.OPEN, reason)
+        except Exception:
+            log.exception("breaker bookkeeping failed", instance=instance, replica=self.replica)
         return result
 
     async def record(self, instance: str, seconds: float, error: BaseException | str | None = None) -> None:
@@ -244,17 +265,28 @@ class FleetBreakers:
         return (FAILED if error is not None else 0) | (SLOW if slow else 0)
 
     async def _count(self, view: FleetView, outcome: int, error: BaseException | str | None) -> None:
+        reason = self._counted(view, outcome, error)
+        if reason is not None:
+            await self._transition(view.instance, view.generation, StoredState.OPEN, reason)
+
+    def _counted(self, view: FleetView, outcome: int, error: BaseException | str | None) -> str | None:
+        """Count one outcome in this process's window; why the closed breaker must open now, or None."""
         view.own.add(self._clock(), outcome)
         self._mirror.mark_dirty(view.instance, urgent=outcome != 0)
-        await self._maybe_trip(view.instance, _describe(error) if error is not None else "")
+        return self._trip_reason(view, _describe(error) if error is not None else "")
+
+    def _trip_reason(self, view: FleetView, last_error: str = "") -> str | None:
+        if view.effective(self._clock()) is not BreakerState.CLOSED:
+            return None
+        reason = view.trip_reason(self._clock())
+        if reason is not None and last_error:
+            reason += f"; last error: {last_error}"
+        return reason
 
     async def _maybe_trip(self, instance: str, last_error: str = "") -> None:
         view = self._views[instance]
-        if view.effective(self._clock()) is not BreakerState.CLOSED:
-            return
-        reason = view.trip_reason(self._clock())
+        reason = self._trip_reason(view, last_error)
         if reason is not None:
-            reason += f"; last error: {last_error}" if last_error else ""
             await self._transition(instance, view.generation, StoredState.OPEN, reason)
 
     async def _maybe_decide(self, instance: str) -> None:

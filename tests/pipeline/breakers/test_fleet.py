@@ -133,6 +133,22 @@ async def test_a_time_window_forgets_calls_older_than_its_n_seconds(make_breaker
         assert fleet.state(INSTANCE) is BreakerState.CLOSED
 
 
+async def test_a_fast_successful_call_that_completes_the_minimum_opens_the_breaker(make_breakers: MakeBreakers) -> None:
+    """Successes made through ``call`` while closed are counted without ``_settle``; the one that brings a failing
+    window to ``minimum_calls`` must still open the breaker (and still return its result)."""
+    a = await make_breakers(settings(size=10, minimum=4, rate=50), "replica-a")
+    for index in range(2):
+        with pytest.raises(RuntimeError):
+            await a.call(INSTANCE, partial(fail, RuntimeError(f"failure {index}")))
+    assert await a.call(INSTANCE, ok) == "ok"
+    assert a.state(INSTANCE) is BreakerState.CLOSED and calls_are(a, 3)  # 2 of 3 failed, below the minimum of 4
+    assert await a.call(INSTANCE, ok) == "ok"  # 2 of 4: 50 %
+    await eventually(partial(state_is, a, BreakerState.OPEN))
+    assert "failure rate 50% of 4 calls" in str(a.snapshot()[INSTANCE]["reason"])
+    with pytest.raises(BreakerOpen):
+        await a.call(INSTANCE, ok)
+
+
 async def test_the_tripping_call_raises_the_original_error(make_breakers: MakeBreakers) -> None:
     a = await make_breakers(settings(size=2, rate=100), "replica-a")
     errors = [ValueError("first"), ConnectionError("second")]
