@@ -172,7 +172,7 @@ class FleetBreakers:
         try:
             view = self._views[instance]
             if view.generation == admission.generation and (
-                reason := self._counted(view, self._outcome(view, seconds, None), None)
+                (reason := self._counted(view, self._outcome(view, seconds, None), None)) is not None
             ):
                 await self._transition(instance, view.generation, StoredState.OPEN, reason)
         except Exception:
