@@ -149,9 +149,7 @@ class FleetBreakers:
         """Run ``fn`` if the breaker lets it (else raise ``BreakerOpen``), record its outcome, re-raise its error."""
         view = self._view(instance)
         if view.effective(self._clock()) is BreakerState.CLOSED:  # almost every call: admitted without a coroutine
-            admission = self._closed.get(instance)
-            if admission is None or admission.generation != view.generation:  # immutable: one per generation
-                admission = self._closed[instance] = _Admission(instance, view.generation)
+            admission = self._closed_admission(view)
         else:
             admission = await self._admit(instance)
         started = time.monotonic()
@@ -166,17 +164,8 @@ class FleetBreakers:
         seconds = time.monotonic() - started
         if admission.slot is not None:
             await self._settle(admission, seconds, None)
-            return result
-        # Admitted while closed: counted here, and a coroutine is awaited only when this call must open the breaker
-        # (what ``_settle`` does, without its three coroutines per call: ~4 µs of every message).
-        try:
-            view = self._views[instance]
-            if view.generation == admission.generation and (
-                (reason := self._counted(view, self._outcome(view, seconds, None), None)) is not None
-            ):
-                await self._transition(instance, view.generation, StoredState.OPEN, reason)
-        except Exception:
-            log.exception("breaker bookkeeping failed", instance=instance, replica=self.replica)
+        elif (reason := self._count_closed(admission, seconds, None)) is not None:  # a coroutine only to open it
+            await self._open(admission, reason)
         return result
 
     async def record(self, instance: str, seconds: float, error: BaseException | str | None = None) -> None:
@@ -233,7 +222,7 @@ class FleetBreakers:
             generation = view.generation
             state = view.effective(self._clock())
             if state is BreakerState.CLOSED:
-                return _Admission(instance, generation)
+                return self._closed_admission(view)
             if state is BreakerState.OPEN:
                 raise self._refusal(view, "failing; calls are refused until wait_in_open_ms has passed")
             admission = await self._claim_probe(view, generation)
@@ -247,16 +236,41 @@ class FleetBreakers:
             self._spawn(self._release(admission))  # the state moved on while we claimed: look again
         raise self._refusal(view, "its state kept changing while the call was being admitted")
 
+    def _closed_admission(self, view: FleetView) -> _Admission:
+        """The admission of a call while closed: immutable, so one per instance and generation serves every call."""
+        admission = self._closed.get(view.instance)
+        if admission is None or admission.generation != view.generation:
+            admission = self._closed[view.instance] = _Admission(view.instance, view.generation)
+        return admission
+
     async def _settle(self, admission: _Admission, seconds: float, error: BaseException | None) -> None:
+        if admission.slot is None:
+            if (reason := self._count_closed(admission, seconds, error)) is not None:
+                await self._open(admission, reason)
+            return
         try:
             view = self._views[admission.instance]
             if view.generation != admission.generation:
                 return  # admitted in a generation that is over: its outcome was decided already
-            outcome = self._outcome(view, seconds, error)
-            if admission.slot is None:
-                await self._count(view, outcome, error)
-            else:
-                await self._report_probe(view, admission, outcome)
+            await self._report_probe(view, admission, self._outcome(view, seconds, error))
+        except Exception:
+            log.exception("breaker bookkeeping failed", instance=admission.instance, replica=self.replica)
+
+    def _count_closed(self, admission: _Admission, seconds: float, error: BaseException | None) -> str | None:
+        """Count the outcome of a call admitted while closed (without a coroutine: ~4 µs of every message); why the
+        breaker must open now, or None. Never raises: bookkeeping must not fail the call."""
+        try:
+            view = self._views[admission.instance]
+            if view.generation != admission.generation:
+                return None  # admitted in a generation that is over: its outcome was decided already
+            return self._counted(view, self._outcome(view, seconds, error), error)
+        except Exception:
+            log.exception("breaker bookkeeping failed", instance=admission.instance, replica=self.replica)
+            return None
+
+    async def _open(self, admission: _Admission, reason: str) -> None:
+        try:
+            await self._transition(admission.instance, admission.generation, StoredState.OPEN, reason)
         except Exception:
             log.exception("breaker bookkeeping failed", instance=admission.instance, replica=self.replica)
 
