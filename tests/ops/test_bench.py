@@ -12,7 +12,8 @@ import pytest
 
 from ops.bench.floor import SINGLE_PREFIX
 from ops.bench.processes import Children
-from ops.bench.stats import cdf, summarize
+from ops.bench.report import _goals, _ratios
+from ops.bench.stats import Measurement, cdf, summarize
 from ops.bench.systems import BENCH_QUERY, PipelineSystem, colocated, derive, request_path
 from tests.files import ROOT
 
@@ -28,6 +29,49 @@ def test_percentiles_come_from_the_one_shared_implementation() -> None:
     assert (figures.count, figures.throughput, figures.p50, figures.max, figures.failed) == (3, 6.0, 2.0, 3.0, 1)
     assert cdf(samples, points=5) == [1.0, 25.75, 50.5, 75.25, 100.0]
     assert cdf([], points=5) == []
+
+
+def _measured(round_: int, system: str, kind: str, ms: float, cpu: dict[str, float], completed: int) -> Measurement:
+    latencies = [int(ms * 1_000_000)] * 10
+    return Measurement(round_, system, kind, 1, latencies, 1.0, 0, {}, [], cpu, completed)
+
+
+def test_the_goals_are_the_issue_s_six_ratios_from_the_same_run() -> None:
+    processes = {"pipeline": ["gateway", "stage a"], "floor": ["floor gateway", "hop 0"]}
+    pipeline_cpu = {"gateway": 0.1, "stage a": 0.1, "nats-server": 0.1}
+    measured = [
+        # pipeline: 5-stage p50 5 ms, 1-stage 1 ms -> 1 ms per added stage; 100 responses, 0.3 s CPU incl. broker
+        _measured(0, "pipeline", "sequential", 5.0, {}, 10),
+        _measured(0, "pipeline", "single", 1.0, {}, 10),
+        _measured(0, "pipeline", "concurrent", 10.0, {**pipeline_cpu, "loadgen": 5.0}, 100),
+        # floor: 3 ms / 1 ms -> 0.5 ms per added stage; 0.1 s CPU for 100 responses
+        _measured(0, "floor", "sequential", 3.0, {}, 10),
+        _measured(0, "floor", "single", 1.0, {}, 10),
+        _measured(0, "floor", "concurrent", 5.0, {"floor gateway": 0.05, "hop 0": 0.05, "loadgen": 5.0}, 100),
+    ]
+    summary = {
+        "pipeline": {"sequential": {"p50": 5.0}, "concurrent": {"throughput": 500.0,
+                                                                 "cpu_seconds_per_request_total": 0.003}},
+        "floor": {"sequential": {"p50": 3.0}, "concurrent": {"throughput": 1000.0,
+                                                              "cpu_seconds_per_request_total": 0.001}},
+    }  # fmt: skip
+    per_stage = {"pipeline": {"added_p50_ms_per_stage": 1.0}, "floor": {"added_p50_ms_per_stage": 0.5}}
+    ratios = _ratios(summary, measured, 4, processes)
+    goals = {goal["goal"]: goal for goal in _goals(ratios, per_stage)}
+    assert list(goals) == [
+        "sequential p50, pipeline/floor",
+        "throughput at concurrency, pipeline/floor",
+        "CPU per request at concurrency, pipeline/floor",
+        "added p50 per stage, pipeline/floor",
+    ]
+    assert goals["CPU per request at concurrency, pipeline/floor"]["measured"] == 3.0
+    # the load generator's CPU is not charged to either system
+    assert goals["CPU per request at concurrency, pipeline/floor"]["by_round"] == [3.0]
+    assert goals["CPU per request at concurrency, pipeline/floor"]["target"] == "<= 1.3"
+    assert goals["added p50 per stage, pipeline/floor"]["measured"] == 2.0
+    assert goals["added p50 per stage, pipeline/floor"]["by_round"] == [2.0]
+    assert goals["added p50 per stage, pipeline/floor"]["target"] == "<= 1.2"
+    assert not any(goal["met"] for goal in goals.values())
 
 
 def test_derived_blueprint_adds_a_handler_only_twin(tmp_path: Path) -> None:
@@ -105,7 +149,12 @@ def test_benchmark_runs_end_to_end_and_writes_every_output(tmp_path: Path) -> No
     table = (out / "table.txt").read_text()
     assert all(name in table for name in ("pipeline", "floor", "in-process", "co-located", "Scale-out", "CPU-bound",
                                           "Open loop"))  # fmt: skip
-    assert (out / "report.md").read_text().startswith("## Performance")
+    targets = [goal["target"] for goal in results["goals"]]
+    assert targets == ["<= 1.25", ">= 0.8", "<= 1.3", "<= 1.2", "<= 3.0", ">= 0.5"], "the issue's six goals"
+    report = (out / "report.md").read_text()
+    assert report.startswith("## Performance")
+    assert "CPU per request at concurrency, pipeline/floor" in report
+    assert "### CPU per request, by process" in report and "nats-server" in report
 
     left = [pid for pid in results["pids"] if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
     assert not left, f"processes left running: {left}"
