@@ -72,6 +72,9 @@ def test_the_goals_are_the_issue_s_six_ratios_from_the_same_run() -> None:
     assert goals["added p50 per stage, pipeline/floor"]["by_round"] == [2.0]
     assert goals["added p50 per stage, pipeline/floor"]["target"] == "<= 1.2"
     assert not any(goal["met"] for goal in goals.values())
+    # A floor whose 1-stage p50 came out above its 5-stage one (noise) gives no per-stage ratio, not a met goal.
+    noisy = _goals(ratios, {**per_stage, "floor": {"added_p50_ms_per_stage": -0.1}})
+    assert [(goal["measured"], goal["met"]) for goal in noisy if "per stage" in goal["goal"]] == [(None, None)]
 
 
 def test_derived_blueprint_adds_a_handler_only_twin(tmp_path: Path) -> None:
