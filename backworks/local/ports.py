@@ -46,10 +46,12 @@ def free_port(host: str = LOOPBACK, ephemeral: tuple[int, int] | None = None) ->
         return int(sock.getsockname()[1])
 
 
-def _bindable(host: str, port: int) -> bool:
-    """Whether ``port`` can be bound on ``host`` now; without ``SO_REUSEADDR``, so a port with connections still in
-    TIME_WAIT counts as taken too."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+def _bindable(host: str, port: int, *, reuse_address: bool = False) -> bool:
+    """Whether ``port`` can be bound on ``host`` now. Without ``reuse_address`` a port with connections still in
+    TIME_WAIT counts as taken too; with it, as servers (uvicorn, nats-server) bind their ports."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        if reuse_address:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -70,9 +72,5 @@ def ensure_free(host: str, port: int, option: str) -> None:
     from backworks.local.errors import PortInUse
 
     bind_host = "" if host in ("0.0.0.0", "::") else host
-    with socket.socket(socket.AF_INET6 if ":" in bind_host else socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((bind_host, port))
-        except OSError:
-            raise PortInUse(host, port, option) from None
+    if not _bindable(bind_host, port, reuse_address=True):
+        raise PortInUse(host, port, option)

@@ -380,16 +380,12 @@ def cpu_rows(results: dict[str, Any]) -> list[list[str]]:
 
 
 def cpu_by_process_rows(results: dict[str, Any]) -> list[list[str]]:
-    """One row per system and load: each process's CPU µs per request, in one cell (the markdown report)."""
-    rows = []
-    for system in SYSTEMS:
-        for kind in LOADS:
-            figures = results["summary"].get(system, {}).get(kind)
-            if figures:
-                per_process = figures["cpu_seconds_per_request"].items()
-                cells = [f"{label} {seconds * 1e6:.0f}" for label, seconds in per_process]
-                rows.append([system, load_label(results, kind), ", ".join(cells)])
-    return rows
+    """``cpu_rows`` with one row per system and load, each process's CPU µs per request in one cell (the markdown
+    report)."""
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for system, load, label, micros in cpu_rows(results):
+        grouped.setdefault((system, load), []).append(f"{label} {micros}")
+    return [[system, load, ", ".join(cells)] for (system, load), cells in grouped.items()]
 
 
 CPU_BY_PROCESS_HEADERS = ["system", "load", "CPU µs per request, by process (loadgen: not charged to the system)"]
